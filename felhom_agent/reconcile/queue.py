@@ -1,0 +1,620 @@
+"""The per-guest serializer queue: one FIFO lane per vmid, drained by W worker threads.
+
+This is the single choke point every guest mutation goes through (reference design §3). The
+contract, and how this module keeps it:
+
+1. **One at a time, in submit order, per vmid.** Each vmid has a FIFO lane; a lane is held by
+   at most one worker (``_running``), and its jobs are taken from the head only.
+2. **Parallel across vmids, at most W at once.** Exactly W worker threads exist.
+3. **No coalescing.** Every ``submit`` is one execution; nothing is merged or deduplicated
+   (op_id deduplication belongs to the journal, not here).
+4. **Fairness.** Lanes that have a runnable head job wait in one explicit FIFO (``_ready``),
+   ordered by the moment the head job became runnable: when it was submitted to an idle lane,
+   or when its predecessor in the same lane finished. A free worker always serves the lane
+   whose head job has waited longest *for a worker*. Time a job spends behind its own lane's
+   running job is not counted, on purpose: a deep lane re-enters at the tail after each job
+   (as client-go's workqueue does), so one busy vmid cannot starve the others — with one lane
+   of K jobs and M single-job lanes every single-job lane starts within ceil((M+1)/W) rounds.
+   Fairness never relies on which thread ``Condition.notify`` wakes (CPython makes no such
+   promise); the woken worker takes whatever is at the head of ``_ready``.
+5. **Awaitable results.** ``submit`` returns a :class:`JobHandle`; ``result(timeout)`` returns
+   the job's value or raises :class:`JobFailed` (wrapping the job's exception),
+   :class:`JobCancelled` (never started, queue shut down) or :class:`JobWaitTimeout`.
+   A job that raises — even a ``BaseException`` — is recorded and its worker carries on.
+   A handle is resolved under the queue lock together with the lane release, so once
+   ``done()`` is true the lane no longer counts that job in :meth:`SerializerQueue.busy`, and
+   the handles of one lane resolve in submit order.
+6. **Bounded shutdown.** :meth:`SerializerQueue.shutdown` stops accepting, cancels every queued
+   job (they stay unstarted and are logged), waits up to ``grace_s`` for running jobs and
+   reports the ones still running. Those keep their (daemon) thread until the job returns —
+   a PVE task keeps running on the host anyway and its UPID is in the journal for re-attach.
+7. **Zero CPU when idle.** Idle workers block in ``Condition.wait()`` *without* a timeout: no
+   polling, no periodic wake-up. This is the one deliberate untimed wait in the agent; it is
+   safe because every state change a worker cares about (new work, shutdown) notifies it.
+
+Time is read from an injectable ``clock`` (monotonic seconds) for the handle timestamps and the
+shutdown deadline, so tests and reports do not depend on the wall clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, cast
+
+import attrs
+
+from felhom_agent.errors import AgentError
+
+__all__ = [
+    "Clock",
+    "InvalidJob",
+    "JobCancelled",
+    "JobFailed",
+    "JobHandle",
+    "JobInfo",
+    "JobState",
+    "JobWaitTimeout",
+    "LaneDepth",
+    "QueueClosed",
+    "QueueError",
+    "QueueSnapshot",
+    "QueueStateError",
+    "SerializerQueue",
+    "ShutdownReport",
+]
+
+T = TypeVar("T")
+
+Clock = Callable[[], float]
+"""Monotonic seconds; ``time.monotonic`` in production, a fake in tests."""
+
+_log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class QueueError(AgentError):
+    """A queue operation or a queued job failed; carries the job's vmid and label if known.
+
+    Args:
+        message: operator-readable text.
+        vmid: the guest the job was for, if the error concerns one job.
+        label: the job's label (``"start 101"``), if the error concerns one job.
+    """
+
+    def __init__(self, message: str, *, vmid: int | None = None, label: str | None = None) -> None:
+        super().__init__(message)
+        self.vmid = vmid
+        self.label = label
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_error, (type(self), str(self), dict(self.__dict__)))
+
+
+def _rebuild_error(cls: type[QueueError], message: str, state: dict[str, object]) -> QueueError:
+    err = cls.__new__(cls, message)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class JobFailed(QueueError):
+    """The job ran and raised; ``reason`` is ``"ExcType: message"``, ``__cause__`` the exception."""
+
+    def __init__(self, message: str, *, vmid: int, label: str, reason: str) -> None:
+        super().__init__(message, vmid=vmid, label=label)
+        self.reason = reason
+
+
+class JobCancelled(QueueError):
+    """The job never started: the queue shut down while it was still queued."""
+
+
+class JobWaitTimeout(QueueError, TimeoutError):
+    """Waiting for a job's result timed out; the job itself is unaffected and may still run."""
+
+
+class QueueStateError(QueueError, RuntimeError):
+    """The queue is in the wrong phase for the call (started twice, shutdown in progress)."""
+
+
+class QueueClosed(QueueStateError):
+    """The queue has been shut down and accepts no more jobs."""
+
+
+class InvalidJob(QueueError, ValueError):
+    """An argument is invalid (vmid not a non-negative int, fn not callable, negative grace)."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+class JobState(enum.Enum):
+    """Where a job is in its life; the last three are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@attrs.frozen
+class JobInfo:
+    """Identity of one submitted job, as reports and logs show it."""
+
+    seq: int
+    vmid: int
+    label: str
+    source: str
+
+
+@attrs.frozen
+class ShutdownReport:
+    """What :meth:`SerializerQueue.shutdown` left behind, each tuple in submit order.
+
+    Attributes:
+        finished: jobs that were running at shutdown and finished within the grace period.
+        abandoned_running: jobs still running when the grace period ended.
+        unstarted: jobs that were queued and were cancelled without ever starting.
+    """
+
+    finished: tuple[JobInfo, ...]
+    abandoned_running: tuple[JobInfo, ...]
+    unstarted: tuple[JobInfo, ...]
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing was left running or unstarted."""
+        return not self.abandoned_running and not self.unstarted
+
+
+@attrs.frozen
+class LaneDepth:
+    """One busy lane: how many jobs wait in it and which one (if any) is running."""
+
+    vmid: int
+    queued: int
+    running: JobInfo | None
+
+
+@attrs.frozen
+class QueueSnapshot:
+    """A consistent point-in-time view of the queue, for reports and the planner."""
+
+    workers: int
+    running: int
+    queued: int
+    lanes: tuple[LaneDepth, ...]
+
+
+class _Phase(enum.Enum):
+    NEW = "new"
+    STARTED = "started"
+    STOPPING = "stopping"
+    CLOSED = "closed"
+
+
+# --------------------------------------------------------------------------- handle
+
+
+class JobHandle(Generic[T]):
+    """The awaitable result of one submitted job.
+
+    Timestamps (``submitted_at``, ``started_at``, ``finished_at``) are readings of the queue's
+    clock; ``start_index`` is the job's position in the global start order (0 = first job the
+    queue ever started), which is how fairness is measured.
+    """
+
+    __slots__ = (
+        "_done",
+        "_error",
+        "_state",
+        "_value",
+        "finished_at",
+        "info",
+        "start_index",
+        "started_at",
+        "submitted_at",
+    )
+
+    def __init__(self, info: JobInfo, submitted_at: float) -> None:
+        self.info = info
+        self.submitted_at = submitted_at
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.start_index: int | None = None
+        self._state = JobState.QUEUED
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+
+    def __repr__(self) -> str:
+        i = self.info
+        return f"<JobHandle #{i.seq} vmid={i.vmid} {i.label!r} {self._state.value}>"
+
+    @property
+    def vmid(self) -> int:
+        """The guest this job is for."""
+        return self.info.vmid
+
+    @property
+    def label(self) -> str:
+        """The job's label, as given to ``submit``."""
+        return self.info.label
+
+    @property
+    def state(self) -> JobState:
+        """The job's current state."""
+        return self._state
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception the job raised, once it has failed; None otherwise."""
+        return self._error
+
+    def done(self) -> bool:
+        """True once the job succeeded, failed or was cancelled."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until the job is done or ``timeout`` seconds passed; True if done.
+
+        ``timeout`` is required so that a caller never waits forever by accident; pass None
+        explicitly to wait without a bound.
+        """
+        return self._done.wait(timeout)
+
+    def result(self, timeout: float | None) -> T:
+        """Return the job's value, waiting at most ``timeout`` seconds.
+
+        Raises:
+            JobWaitTimeout: the job was not done in time (it keeps running or queued).
+            JobFailed: the job raised; the exception is the ``__cause__``.
+            JobCancelled: the job never started because the queue shut down.
+        """
+        i = self.info
+        if not self._done.wait(timeout):
+            raise JobWaitTimeout(
+                f"job {i.label!r} (vmid {i.vmid}) not done after {timeout} s "
+                f"(state {self._state.value})",
+                vmid=i.vmid,
+                label=i.label,
+            )
+        if self._state is JobState.SUCCEEDED:
+            return cast(T, self._value)
+        if self._state is JobState.CANCELLED:
+            raise JobCancelled(
+                f"job {i.label!r} (vmid {i.vmid}) was not started: the queue shut down",
+                vmid=i.vmid,
+                label=i.label,
+            )
+        reason = _reason(self._error)
+        raise JobFailed(
+            f"job {i.label!r} (vmid {i.vmid}) failed: {reason}",
+            vmid=i.vmid,
+            label=i.label,
+            reason=reason,
+        ) from self._error
+
+    # Called by the queue with its lock held.
+    def _resolve(
+        self, state: JobState, value: object, error: BaseException | None, t: float
+    ) -> None:
+        self._value = cast(T, value)
+        self._error = error
+        self._state = state
+        self.finished_at = t
+        self._done.set()
+
+
+def _reason(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+@attrs.frozen
+class _Job:
+    fn: Callable[[], Any]
+    handle: JobHandle[Any]
+
+
+# --------------------------------------------------------------------------- queue
+
+
+class SerializerQueue:
+    """Per-vmid FIFO lanes drained by ``workers`` threads (see the module docstring).
+
+    Usage::
+
+        q = SerializerQueue(workers=8)
+        q.start()
+        h = q.submit(101, do_start, label="start 101", source="plan:7")
+        h.result(timeout=60)
+        report = q.shutdown(grace_s=30)
+
+    Args:
+        workers: the number of worker threads W (config ``reconcile.workers``), at least 1.
+        clock: monotonic seconds, used for timestamps and the shutdown deadline.
+        logger: where job failures and shutdown leftovers are logged.
+        name: prefix of the worker thread names.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 8,
+        clock: Clock = time.monotonic,
+        logger: logging.Logger | None = None,
+        name: str = "felhom-queue",
+    ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidJob(f"workers must be an integer >= 1, got {workers!r}")
+        self._workers = workers
+        self._clock = clock
+        self._log = logger if logger is not None else _log
+        self._name = name
+        self._lock = threading.Lock()
+        # Workers wait on _work for runnable lanes; shutdown and wait_idle wait on _idle.
+        self._work = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
+        # vmid -> queued (not yet started) jobs; a key exists only while its deque is non-empty.
+        self._lanes: dict[int, deque[_Job]] = {}
+        # vmids whose lane has a queued head and no running job, oldest-runnable first.
+        self._ready: deque[int] = deque()
+        # vmid -> the handle of the job a worker is running for it.
+        self._running: dict[int, JobHandle[Any]] = {}
+        self._next_seq = 0
+        self._next_start = 0
+        self._phase = _Phase.NEW
+        self._threads: list[threading.Thread] = []
+        self._report: ShutdownReport | None = None
+
+    @property
+    def workers(self) -> int:
+        """The number of worker threads W."""
+        return self._workers
+
+    def start(self) -> None:
+        """Start the W worker threads; jobs submitted before this call wait until now.
+
+        Raises:
+            QueueClosed: the queue has been shut down.
+            QueueStateError: the queue is already started.
+        """
+        with self._lock:
+            if self._phase in (_Phase.STOPPING, _Phase.CLOSED):
+                raise QueueClosed("cannot start a queue that has been shut down")
+            if self._phase is not _Phase.NEW:
+                raise QueueStateError("the queue is already started")
+            self._phase = _Phase.STARTED
+            for n in range(self._workers):
+                # Daemon threads: a job abandoned at shutdown must not keep the process alive.
+                t = threading.Thread(target=self._worker, name=f"{self._name}-{n}", daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def submit(
+        self, vmid: int, fn: Callable[[], T], *, label: str, source: str = ""
+    ) -> JobHandle[T]:
+        """Queue ``fn`` at the tail of ``vmid``'s lane and return its handle.
+
+        Args:
+            vmid: the guest; jobs of one vmid run one at a time in submit order.
+            fn: the job, called with no arguments on a worker thread; its return value is the
+                handle's result.
+            label: short human text for logs and reports (``"start 101"``).
+            source: who asked (``"plan:7"``, ``"op:<op_id>"``, ``"selftest"``).
+
+        Raises:
+            QueueClosed: the queue is shutting down or shut down.
+            InvalidJob: ``vmid`` is not a non-negative int or ``fn`` is not callable.
+        """
+        if isinstance(vmid, bool) or not isinstance(vmid, int) or vmid < 0:
+            raise InvalidJob(f"vmid must be a non-negative integer, got {vmid!r}", label=label)
+        if not callable(fn):
+            raise InvalidJob(f"job {label!r} is not callable: {fn!r}", vmid=vmid, label=label)
+        with self._lock:
+            if self._phase in (_Phase.STOPPING, _Phase.CLOSED):
+                raise QueueClosed(
+                    f"queue is shut down; refused job {label!r} for vmid {vmid}",
+                    vmid=vmid,
+                    label=label,
+                )
+            info = JobInfo(seq=self._next_seq, vmid=vmid, label=label, source=source)
+            self._next_seq += 1
+            handle: JobHandle[T] = JobHandle(info, self._clock())
+            lane = self._lanes.get(vmid)
+            if lane is None:
+                lane = self._lanes[vmid] = deque()
+                if vmid not in self._running:
+                    self._ready.append(vmid)
+                    self._work.notify()
+            lane.append(_Job(fn, handle))
+            return handle
+
+    def busy(self, vmid: int) -> bool:
+        """True while ``vmid``'s lane holds a queued or running job (the planner's no-pile-up)."""
+        with self._lock:
+            return vmid in self._lanes or vmid in self._running
+
+    def depths(self) -> dict[int, int]:
+        """Jobs not yet done (queued + running) per busy vmid; idle lanes are absent."""
+        with self._lock:
+            out = {vmid: len(lane) for vmid, lane in self._lanes.items()}
+            for vmid in self._running:
+                out[vmid] = out.get(vmid, 0) + 1
+            return out
+
+    def snapshot(self) -> QueueSnapshot:
+        """A consistent view of every busy lane, sorted by vmid."""
+        with self._lock:
+            vmids = sorted(set(self._lanes) | set(self._running))
+            lanes = tuple(
+                LaneDepth(
+                    vmid=v,
+                    queued=len(self._lanes.get(v, ())),
+                    running=self._running[v].info if v in self._running else None,
+                )
+                for v in vmids
+            )
+            return QueueSnapshot(
+                workers=self._workers,
+                running=len(self._running),
+                queued=sum(len(lane) for lane in self._lanes.values()),
+                lanes=lanes,
+            )
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Block until no job is queued or running (or ``timeout`` passed); True if idle."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._lanes and not self._running, timeout)
+
+    def shutdown(self, grace_s: float) -> ShutdownReport:
+        """Stop accepting, cancel queued jobs, give running jobs ``grace_s`` seconds to finish.
+
+        Queued jobs are resolved as cancelled (:class:`JobCancelled`) and logged as unstarted.
+        Running jobs are never interrupted; those still running when the grace period ends are
+        reported as abandoned (their handles resolve whenever they do finish). A second call
+        returns the first call's report.
+
+        Raises:
+            InvalidJob: ``grace_s`` is negative.
+            QueueStateError: another thread's shutdown is still in progress.
+        """
+        if grace_s < 0:
+            raise InvalidJob(f"grace_s must be >= 0, got {grace_s!r}")
+        with self._lock:
+            if self._report is not None:
+                return self._report
+            if self._phase is _Phase.STOPPING:
+                raise QueueStateError("shutdown already in progress in another thread")
+            self._phase = _Phase.STOPPING
+            now = self._clock()
+            queued = sorted(
+                (job.handle for lane in self._lanes.values() for job in lane),
+                key=lambda h: h.info.seq,
+            )
+            self._lanes.clear()
+            self._ready.clear()
+            for h in queued:
+                h._resolve(JobState.CANCELLED, None, None, now)
+            at_stop = sorted(self._running.values(), key=lambda h: h.info.seq)
+            self._work.notify_all()
+            self._idle.notify_all()
+            deadline = now + grace_s
+            while self._running:
+                remaining = deadline - self._clock()
+                # A timed-out wait ends the grace period even if an injected clock stands still.
+                if remaining <= 0 or not self._idle.wait(remaining):
+                    break
+            abandoned = sorted(self._running.values(), key=lambda h: h.info.seq)
+            self._phase = _Phase.CLOSED
+            self._work.notify_all()
+            left = {h.info.seq for h in abandoned}
+            report = ShutdownReport(
+                finished=tuple(h.info for h in at_stop if h.info.seq not in left),
+                abandoned_running=tuple(h.info for h in abandoned),
+                unstarted=tuple(h.info for h in queued),
+            )
+            self._report = report
+        self._log_shutdown(report, grace_s)
+        return report
+
+    # ----------------------------------------------------------------- internals
+
+    def _log_shutdown(self, report: ShutdownReport, grace_s: float) -> None:
+        if report.unstarted:
+            self._log.warning(
+                "queue shutdown: %d queued job(s) left unstarted: %s",
+                len(report.unstarted),
+                _describe(report.unstarted),
+            )
+        if report.abandoned_running:
+            self._log.warning(
+                "queue shutdown: %d job(s) still running after the %.1f s grace period: %s",
+                len(report.abandoned_running),
+                grace_s,
+                _describe(report.abandoned_running),
+            )
+        self._log.info(
+            "queue shut down: %d finished during grace, %d still running, %d unstarted",
+            len(report.finished),
+            len(report.abandoned_running),
+            len(report.unstarted),
+        )
+
+    def _take(self) -> _Job | None:
+        """Wait for a runnable lane and claim its head job; None when the worker must exit."""
+        with self._lock:
+            while not self._ready and self._phase is _Phase.STARTED:
+                self._work.wait()  # untimed on purpose: idle workers cost no CPU (module doc)
+            if self._phase is not _Phase.STARTED:
+                return None
+            vmid = self._ready.popleft()
+            lane = self._lanes[vmid]
+            job = lane.popleft()
+            if not lane:
+                del self._lanes[vmid]
+            h = job.handle
+            self._running[vmid] = h
+            h._state = JobState.RUNNING
+            h.started_at = self._clock()
+            h.start_index = self._next_start
+            self._next_start += 1
+            return job
+
+    def _finish(self, h: JobHandle[Any], value: object, error: BaseException | None) -> None:
+        """Resolve the handle and release its lane, atomically."""
+        with self._lock:
+            vmid = h.info.vmid
+            del self._running[vmid]
+            state = JobState.SUCCEEDED if error is None else JobState.FAILED
+            h._resolve(state, value, error, self._clock())
+            if vmid in self._lanes:
+                # Re-enter at the tail: this lane's next job now starts waiting for a worker.
+                # No notify: this worker loops straight back into _take and claims one lane.
+                self._ready.append(vmid)
+            if self._phase is _Phase.STOPPING or (not self._lanes and not self._running):
+                self._idle.notify_all()
+
+    def _worker(self) -> None:
+        while True:
+            job = self._take()
+            if job is None:
+                return
+            value: object = None
+            error: BaseException | None = None
+            try:
+                value = job.fn()
+            except BaseException as exc:  # a job must never take its worker down with it
+                error = exc
+            h = job.handle
+            del job
+            self._finish(h, value, error)
+            if error is not None:
+                self._log_failure(h, error)
+
+    def _log_failure(self, h: JobHandle[Any], error: BaseException) -> None:
+        i = h.info
+        # Our own errors are expected outcomes; anything else is a bug worth a traceback.
+        self._log.warning(
+            "job %r (vmid %d, source %s) failed: %s",
+            i.label,
+            i.vmid,
+            i.source or "-",
+            _reason(error),
+            exc_info=None if isinstance(error, AgentError) else error,
+        )
+
+
+def _describe(infos: tuple[JobInfo, ...]) -> str:
+    return ", ".join(f"{i.label!r} (vmid {i.vmid}, {i.source or '-'})" for i in infos)
