@@ -1,0 +1,75 @@
+"""The command line: ``felhom-agent`` and ``python -m felhom_agent`` (reference design §6).
+
+:func:`main` parses arguments, loads the configuration, configures logging and dispatches to
+the mode. Usage and configuration errors print one line to stderr and exit 2 — never a
+traceback, never a secret. Streams and the environment are injectable so tests run ``main``
+in-process exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from felhom_agent.cli._parser import build_parser
+from felhom_agent.config import Config, load_config, redacted_view
+from felhom_agent.errors import AgentError, ConfigError, UsageError
+from felhom_agent.log import configure_logging
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    """Run the program and return its exit status."""
+    out = sys.stdout if stdout is None else stdout
+    err = sys.stderr if stderr is None else stderr
+    environ = os.environ if env is None else env
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as stop:  # --help and --version print and exit 0 themselves
+            return int(stop.code or 0)
+        config = load_config(Path(args.config) if args.config else None, env=environ)
+        configure_logging(
+            level=args.log_level or config.log.level,
+            fmt=args.log_format or config.log.format,
+            secrets=config.secrets(),
+            stream=err,
+            env=environ,
+        )
+        return _dispatch(args.print_config, config, out)
+    except UsageError as error:
+        print(f"felhom-agent: usage error: {error}", file=err)
+        print("try 'felhom-agent --help'", file=err)
+        return EXIT_USAGE
+    except ConfigError as error:
+        print(f"felhom-agent: config error: {error}", file=err)
+        return EXIT_USAGE
+    except AgentError as error:
+        print(f"felhom-agent: error: {error}", file=err)
+        return EXIT_FAILED
+
+
+def _dispatch(print_config: bool, config: Config, out: IO[str]) -> int:
+    if print_config:
+        print(json.dumps(redacted_view(config), indent=2), file=out)
+        return EXIT_OK
+    raise UsageError(
+        "no mode given: the daemon is not part of this version yet; "
+        "available: --print-config, --version"
+    )

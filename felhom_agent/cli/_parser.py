@@ -1,0 +1,66 @@
+"""The argument parser: one mode flag at most, common flags, usage errors as exceptions."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from felhom_agent import __version__
+from felhom_agent.errors import UsageError
+
+__all__ = ["build_parser"]
+
+_DESCRIPTION = """\
+felhom-agent: the operator-tier host agent of one Proxmox VE node. It reports the host
+and its guests to the hub, reconciles guests toward the desired state through a per-guest
+queue, and executes only operator-signed destructive operations."""
+
+_EPILOG = """\
+exit status: 0 success; 1 a check failed, drift found or an op was rejected; 2 usage or
+configuration error.
+configuration: strict JSON (default /etc/felhom-agent/config.json), overridden by
+FELHOM_AGENT_<KEY_PATH> environment variables; see the README's configuration reference."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` instead of printing and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``felhom-agent`` parser (also used for ``python -m felhom_agent``)."""
+    parser = _Parser(
+        prog="felhom-agent",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    modes = parser.add_argument_group("modes (at most one)")
+    exclusive = modes.add_mutually_exclusive_group()
+    exclusive.add_argument(
+        "--version", action="version", version=f"felhom-agent {__version__}",
+        help="print 'felhom-agent X.Y.Z' and exit",
+    )
+    exclusive.add_argument(
+        "--print-config", action="store_true",
+        help="print the effective configuration as JSON, secrets shown as \"***\"",
+    )
+    common = parser.add_argument_group("common options")
+    common.add_argument(
+        "--config", metavar="PATH", default=None,
+        help="configuration file (default /etc/felhom-agent/config.json)",
+    )
+    common.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default=None,
+        help="override log.level",
+    )
+    common.add_argument(
+        "--log-format", choices=("text", "json"), default=None, help="override log.format",
+    )
+    common.add_argument(
+        "--json", action="store_true",
+        help="machine output: one JSON document instead of text (for the report modes)",
+    )
+    return parser

@@ -1,0 +1,40 @@
+"""Configuration: the key table, loading with the env overlay, validation, the redacted view.
+
+See the reference design §5 and the README's configuration reference.
+"""
+
+from __future__ import annotations
+
+from felhom_agent.config._keys import ENV_PREFIX, KEYS, Key, Kind, env_name
+from felhom_agent.config._load import DEFAULT_CONFIG_PATH, load_config, read_secret_file
+from felhom_agent.config._model import (
+    AuthzConfig,
+    Config,
+    HubConfig,
+    LogConfig,
+    PrivilegedConfig,
+    ProxmoxConfig,
+    ReconcileConfig,
+)
+from felhom_agent.config._validate import normalise_fingerprint
+from felhom_agent.config._view import redacted_view
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ENV_PREFIX",
+    "KEYS",
+    "AuthzConfig",
+    "Config",
+    "HubConfig",
+    "Key",
+    "Kind",
+    "LogConfig",
+    "PrivilegedConfig",
+    "ProxmoxConfig",
+    "ReconcileConfig",
+    "env_name",
+    "load_config",
+    "normalise_fingerprint",
+    "read_secret_file",
+    "redacted_view",
+]

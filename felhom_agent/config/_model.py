@@ -1,0 +1,113 @@
+"""The typed, validated configuration: frozen attrs classes, secrets as :class:`Secret`.
+
+Instances are built only by :func:`felhom_agent.config.load_config`, after every rule of the
+reference design §5 has been checked, so code that receives a :class:`Config` may rely on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from felhom_agent.secret import Secret
+
+__all__ = [
+    "AuthzConfig",
+    "Config",
+    "HubConfig",
+    "LogConfig",
+    "PrivilegedConfig",
+    "ProxmoxConfig",
+    "ReconcileConfig",
+]
+
+
+@attrs.frozen
+class LogConfig:
+    """``log.*``: level and line format (text for humans, json for machines)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+@attrs.frozen
+class PrivilegedConfig:
+    """``proxmox.privileged.*``: how the three fenced root-CLI operations are run."""
+
+    mode: Literal["local", "ssh", "off"] = "local"
+    ssh_host: str | None = None
+    ssh_port: int = 22
+    ssh_user: str = "root"
+    ssh_key_file: Path | None = None
+    ssh_known_hosts: Path | None = None
+
+
+@attrs.frozen
+class ProxmoxConfig:
+    """``proxmox.*``: the PVE API endpoint, the token and the pin."""
+
+    api_url: str
+    node: str
+    token_id: str
+    token_secret: Secret = attrs.field(repr=False)
+    tls_fingerprint: str | None = None
+    ca_file: Path | None = None
+    timeout_s: float = 30.0
+    task_timeout_s: float = 900.0
+    max_connections: int = 4
+    privileged: PrivilegedConfig = PrivilegedConfig()
+    token_secret_file: Path | None = None
+
+
+@attrs.frozen
+class HubConfig:
+    """``hub.*``: where reports go; ``url`` None means no hub (desired state from a file)."""
+
+    url: str | None = None
+    token: Secret | None = attrs.field(default=None, repr=False)
+    token_file: Path | None = None
+    tls_fingerprint: str | None = None
+    ca_file: Path | None = None
+    interval_s: float = 30.0
+
+
+@attrs.frozen
+class ReconcileConfig:
+    """``reconcile.*``: worker pool size, pass interval, optional desired-state file."""
+
+    workers: int = 8
+    interval_s: float = 30.0
+    desired_file: Path | None = None
+
+
+@attrs.frozen
+class AuthzConfig:
+    """``authz.*``: who may sign operations and the envelope's time rules."""
+
+    allowed_signers: Path = Path("/etc/felhom-agent/allowed_signers")
+    namespace: str = "felhom-op"
+    max_clock_skew_s: int = 120
+    max_op_lifetime_s: int = 900
+
+
+@attrs.frozen
+class Config:
+    """The whole effective configuration of one agent."""
+
+    host_id: str
+    proxmox: ProxmoxConfig
+    state_dir: Path = Path("/var/lib/felhom-agent")
+    log: LogConfig = LogConfig()
+    hub: HubConfig = HubConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()
+    authz: AuthzConfig = AuthzConfig()
+    source: Path | None = attrs.field(default=None, eq=False)
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every secret value this config holds (for the log redaction filter)."""
+        found = [self.proxmox.token_secret]
+        if self.hub.token is not None:
+            found.append(self.hub.token)
+        return tuple(s for s in found if s)

@@ -1,0 +1,263 @@
+"""Per-key and cross-key validation, then construction of the frozen :class:`Config`.
+
+Input is the flat ``{dotted key: raw value}`` mapping after the file and the environment have
+been merged and type-checked; output is a :class:`Config` whose every field obeys §5.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import SplitResult, urlsplit
+
+from felhom_agent.config._keys import KEYS, KEYS_BY_PATH, Kind
+from felhom_agent.config._model import (
+    AuthzConfig,
+    Config,
+    HubConfig,
+    LogConfig,
+    PrivilegedConfig,
+    ProxmoxConfig,
+    ReconcileConfig,
+)
+from felhom_agent.errors import ConfigError
+from felhom_agent.secret import Secret
+
+__all__ = ["build_config", "normalise_fingerprint"]
+
+_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_NODE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_TOKEN_ID = re.compile(r"[^\s:/@!]+@[A-Za-z][A-Za-z0-9._-]*![A-Za-z][A-Za-z0-9._-]*")
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_SSH_HOST = re.compile(r"[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}")
+_HEX64 = re.compile(r"[0-9A-Fa-f]{64}")
+_FP_COLON = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31}")
+_SECRET_OK = re.compile(r"[\x21-\x7e]{8,}")
+
+
+def _fail(dotted: str, message: str) -> ConfigError:
+    return ConfigError(f"{dotted}: {message}", key=dotted)
+
+
+def normalise_fingerprint(dotted: str, value: str) -> str:
+    """Accept ``AB:CD:…`` (32 pairs, as ``pvenode cert info`` shows) or 64 hex digits.
+
+    Returns the canonical upper-case colon-separated form.
+    """
+    text = value.strip()
+    if _FP_COLON.fullmatch(text):
+        return text.upper()
+    if _HEX64.fullmatch(text):
+        upper = text.upper()
+        return ":".join(upper[i : i + 2] for i in range(0, 64, 2))
+    raise _fail(
+        dotted,
+        f"{value!r} is not a SHA-256 fingerprint; must be 32 colon-separated hex pairs "
+        "(AB:CD:…, as `pvenode cert info` prints) or 64 hex digits",
+    )
+
+
+def _check_bounds(raw: Mapping[str, Any]) -> None:
+    for key in KEYS:
+        value = raw.get(key.dotted)
+        if value is None:
+            continue
+        bad = False
+        if key.kind in (Kind.INT, Kind.NUMBER):
+            number = float(value)
+            if key.kind is Kind.INT and not isinstance(value, int):
+                bad = True
+            if key.minimum is not None and (
+                number < key.minimum or (key.exclusive_min and number == key.minimum)
+            ):
+                bad = True
+            if key.maximum is not None and number > key.maximum:
+                bad = True
+        elif key.kind is Kind.ENUM:
+            bad = value not in key.choices
+        elif key.kind is Kind.PATH:
+            bad = not str(value) or not os.path.isabs(str(value)) or "\x00" in str(value)
+        elif key.kind is Kind.SECRET and not _SECRET_OK.fullmatch(cast(Secret, value).reveal()):
+            raise _fail(
+                key.dotted,
+                "the value (***) is shorter than 8 characters or contains whitespace or "
+                "control characters; must be the printable secret exactly as issued",
+            )
+        if bad:
+            raise _fail(key.dotted, f"{value!r} is not allowed; must be {key.allowed()}")
+    for key in KEYS:
+        if key.required and raw.get(key.dotted) is None:
+            raise _fail(key.dotted, f"is required ({key.doc or key.allowed()}) but not set")
+
+
+def _url(dotted: str, value: str) -> SplitResult:
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as err:
+        raise _fail(dotted, f"{value!r} is not a valid URL ({err})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(dotted, f"{value!r} is not allowed; must be an https:// (or http://) URL")
+    if parts.username is not None or parts.password is not None:
+        raise _fail(dotted, "credentials in the URL are not allowed; use the token keys")
+    if parts.query or parts.fragment:
+        raise _fail(dotted, f"{value!r} must not carry a query or fragment")
+    del port
+    return parts
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _pattern(raw: Mapping[str, Any], dotted: str, regex: re.Pattern[str], allowed: str) -> None:
+    value = raw.get(dotted)
+    if value is not None and not regex.fullmatch(value):
+        raise _fail(dotted, f"{value!r} is not allowed; must be {allowed}")
+
+
+def _existing_file(raw: Mapping[str, Any], dotted: str) -> Path | None:
+    value = raw.get(dotted)
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise _fail(dotted, f"{value!r} is not a readable file")
+    return path
+
+
+def _check_proxmox(raw: dict[str, Any]) -> None:
+    url = _url("proxmox.api_url", raw["proxmox.api_url"])
+    if url.scheme != "https":
+        raise _fail("proxmox.api_url", f"{raw['proxmox.api_url']!r} is not allowed; the PVE "
+                    "API is served only over https (pveproxy, port 8006)")
+    if url.path not in ("", "/"):
+        raise _fail("proxmox.api_url", "must be the server root (https://HOST:8006), "
+                    "without a path; /api2/json is added by the agent")
+    fingerprint = raw.get("proxmox.tls_fingerprint")
+    ca_file = _existing_file(raw, "proxmox.ca_file")
+    if fingerprint is None and ca_file is None:
+        raise _fail("proxmox.tls_fingerprint", "is required for an https api_url (or set "
+                    "proxmox.ca_file); there is no insecure default. Read it on the host with "
+                    "`pvenode cert info` (the SHA-256 line of pveproxy-ssl.pem or pve-ssl.pem)")
+    if fingerprint is not None and ca_file is not None:
+        raise _fail("proxmox.tls_fingerprint", "and proxmox.ca_file are both set; set one")
+    if fingerprint is not None:
+        raw["proxmox.tls_fingerprint"] = normalise_fingerprint("proxmox.tls_fingerprint",
+                                                               fingerprint)
+    if raw.get("proxmox.token_secret") is None:
+        raise _fail("proxmox.token_secret", "is required but not set; set it, or "
+                    "proxmox.token_secret_file, or the systemd credential proxmox_token_secret")
+    _pattern(raw, "proxmox.node", _NODE, "a PVE node name (letters, digits, '-')")
+    _pattern(raw, "proxmox.token_id", _TOKEN_ID, "USER@REALM!TOKENID, e.g. felhom@pve!agent")
+    _pattern(raw, "proxmox.privileged.ssh_user", _SSH_USER, "a POSIX user name")
+    _pattern(raw, "proxmox.privileged.ssh_host", _SSH_HOST, "a host name or IP address")
+    if raw.get("proxmox.privileged.mode") == "ssh":
+        for name in ("ssh_host", "ssh_key_file", "ssh_known_hosts"):
+            if raw.get(f"proxmox.privileged.{name}") is None:
+                raise _fail(f"proxmox.privileged.{name}",
+                            "is required when proxmox.privileged.mode is ssh")
+
+
+def _check_hub(raw: dict[str, Any]) -> None:
+    value = raw.get("hub.url")
+    if value is None:
+        return
+    url = _url("hub.url", value)
+    fingerprint = raw.get("hub.tls_fingerprint")
+    ca_file = _existing_file(raw, "hub.ca_file")
+    if url.scheme == "http":
+        if not _is_loopback(url.hostname or ""):
+            raise _fail("hub.url", f"{value!r} is not allowed: the Bearer token never travels "
+                        "in clear text, so http:// is accepted only for a loopback address; "
+                        "use https://")
+        if fingerprint is not None or ca_file is not None:
+            raise _fail("hub.url", "is http:// but hub.tls_fingerprint/hub.ca_file is set; "
+                        "use https:// with them")
+    if fingerprint is not None and ca_file is not None:
+        raise _fail("hub.tls_fingerprint", "and hub.ca_file are both set; set one")
+    if fingerprint is not None:
+        raw["hub.tls_fingerprint"] = normalise_fingerprint("hub.tls_fingerprint", fingerprint)
+    if raw.get("hub.token") is None:
+        raise _fail("hub.token", "is required when hub.url is set; set it, or hub.token_file, "
+                    "or the systemd credential hub_token")
+
+
+def _value(raw: Mapping[str, Any], dotted: str) -> Any:
+    if dotted in raw:
+        return raw[dotted]
+    return KEYS_BY_PATH[tuple(dotted.split("."))].default
+
+
+def _path(raw: Mapping[str, Any], dotted: str) -> Path | None:
+    value = _value(raw, dotted)
+    return None if value is None else Path(value)
+
+
+def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
+    """Validate the merged flat mapping and build the frozen :class:`Config`."""
+    raw = dict(raw_in)
+    _check_bounds(raw)
+    _pattern(raw, "host_id", _HOST_ID, "letters, digits, '.', '_' or '-' (max 63)")
+    _pattern(raw, "authz.namespace", _NAMESPACE, "an SSHSIG namespace such as felhom-op")
+    _check_proxmox(raw)
+    _check_hub(raw)
+
+    def v(dotted: str) -> Any:
+        return _value(raw, dotted)
+
+    return Config(
+        host_id=v("host_id"),
+        state_dir=Path(v("state_dir")),
+        log=LogConfig(level=v("log.level"), format=v("log.format")),
+        proxmox=ProxmoxConfig(
+            api_url=v("proxmox.api_url").rstrip("/"),
+            node=v("proxmox.node"),
+            token_id=v("proxmox.token_id"),
+            token_secret=v("proxmox.token_secret"),
+            token_secret_file=_path(raw, "proxmox.token_secret_file"),
+            tls_fingerprint=v("proxmox.tls_fingerprint"),
+            ca_file=_path(raw, "proxmox.ca_file"),
+            timeout_s=float(v("proxmox.timeout_s")),
+            task_timeout_s=float(v("proxmox.task_timeout_s")),
+            max_connections=v("proxmox.max_connections"),
+            privileged=PrivilegedConfig(
+                mode=v("proxmox.privileged.mode"),
+                ssh_host=v("proxmox.privileged.ssh_host"),
+                ssh_port=v("proxmox.privileged.ssh_port"),
+                ssh_user=v("proxmox.privileged.ssh_user"),
+                ssh_key_file=_path(raw, "proxmox.privileged.ssh_key_file"),
+                ssh_known_hosts=_path(raw, "proxmox.privileged.ssh_known_hosts"),
+            ),
+        ),
+        hub=HubConfig(
+            url=v("hub.url"),
+            token=v("hub.token"),
+            token_file=_path(raw, "hub.token_file"),
+            tls_fingerprint=v("hub.tls_fingerprint"),
+            ca_file=_path(raw, "hub.ca_file"),
+            interval_s=float(v("hub.interval_s")),
+        ),
+        reconcile=ReconcileConfig(
+            workers=v("reconcile.workers"),
+            interval_s=float(v("reconcile.interval_s")),
+            desired_file=_path(raw, "reconcile.desired_file"),
+        ),
+        authz=AuthzConfig(
+            allowed_signers=Path(v("authz.allowed_signers")),
+            namespace=v("authz.namespace"),
+            max_clock_skew_s=v("authz.max_clock_skew_s"),
+            max_op_lifetime_s=v("authz.max_op_lifetime_s"),
+        ),
+        source=source,
+    )
