@@ -333,3 +333,11 @@ def test_secrets_never_in_repr_or_view(tmp_path: Path) -> None:
     view = redacted_view(config)
     assert view["proxmox"]["token_secret"] == "***"
     assert view["hub"]["token"] == "***"
+
+
+def test_readme_documents_every_key_and_env_name() -> None:
+    """The README's configuration reference names every key and its env variable."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key in KEYS:
+        assert f"`{key.dotted}`" in readme, key.dotted
+        assert f"`{key.env}`" in readme, key.env

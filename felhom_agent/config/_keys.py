@@ -83,7 +83,8 @@ class Key:
             if self.maximum is not None:
                 text += f" and <= {_num(self.maximum)}"
         else:
-            text = f"a {self.kind.value}"
+            article = "an" if self.kind.value[0] in "aeiou" else "a"
+            text = f"{article} {self.kind.value}"
         if self.nullable:
             text += " or null"
         return text
