@@ -1,0 +1,165 @@
+"""The classifier: every plan action kind and signed-op kind is benign or destructive (§8.1).
+
+One table, :data:`KINDS`, so the whole policy can be read and audited in one place. Benign
+work may come from the unsigned desired state; destructive work is refused there and runs only
+as a verified signed op, behind the reversibility gate. The table also records how a kind can
+be made reversible, which is what the gate needs:
+
+* ``NONE_NEEDED`` — benign, nothing to undo beyond the action itself;
+* ``SNAPSHOT`` — take a safety snapshot ``felhom-pre-<op id prefix>`` first (rollback, a
+  non-benign config write);
+* ``IRREVERSIBLE`` — cannot be undone (destroy, snapshot delete): only with
+  ``"irreversible": true`` in the signed payload.
+
+A config write is benign only when *every* key it touches is in :data:`BENIGN_CONFIG_KEYS`;
+one other key makes the whole write destructive. An unknown kind is destructive and
+irreversible: the agent refuses what it does not know rather than guessing.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Final
+
+import attrs
+
+__all__ = [
+    "BENIGN_CONFIG_KEYS",
+    "KINDS",
+    "Classification",
+    "KindPolicy",
+    "Reversibility",
+    "Safety",
+    "classify",
+    "classify_action",
+    "classify_op",
+    "destructive_keys",
+]
+
+
+class Safety(enum.Enum):
+    """Whether unsigned desired state may cause it."""
+
+    BENIGN = "benign"
+    DESTRUCTIVE = "destructive"
+
+
+class Reversibility(enum.Enum):
+    """What the reversibility gate must do before a destructive kind runs."""
+
+    NONE_NEEDED = "none_needed"
+    SNAPSHOT = "snapshot"
+    IRREVERSIBLE = "irreversible"
+
+
+@attrs.frozen
+class KindPolicy:
+    """One row of the table.
+
+    Attributes:
+        safety: the class of the kind; for config writes, the class when all keys are benign.
+        reversibility: the gate's treatment when the kind is destructive.
+        config_write: the kind writes config keys, so its keys decide (a non-benign key makes
+            it destructive with ``SNAPSHOT`` reversibility).
+    """
+
+    safety: Safety
+    reversibility: Reversibility
+    config_write: bool = False
+
+
+_B, _D = Safety.BENIGN, Safety.DESTRUCTIVE
+_NONE, _SNAP, _IRREV = (
+    Reversibility.NONE_NEEDED,
+    Reversibility.SNAPSHOT,
+    Reversibility.IRREVERSIBLE,
+)
+
+#: Config keys a benign write may touch (§8.1); any other key is destructive.
+BENIGN_CONFIG_KEYS: Final = frozenset({"description", "tags", "onboot", "startup"})
+
+#: THE table: plan action kinds (``start``, ``stop``, ``set_config``) and signed-op kinds.
+KINDS: Final[Mapping[str, KindPolicy]] = MappingProxyType(
+    {
+        # plan actions (from unsigned desired state)
+        "start": KindPolicy(_B, _NONE),
+        "stop": KindPolicy(_B, _NONE),
+        "set_config": KindPolicy(_B, _NONE, config_write=True),
+        # signed-op kinds (§8)
+        "guest.start": KindPolicy(_B, _NONE),
+        "guest.stop": KindPolicy(_B, _NONE),
+        "guest.shutdown": KindPolicy(_B, _NONE),
+        "guest.snapshot": KindPolicy(_B, _NONE),
+        "guest.set_config": KindPolicy(_B, _NONE, config_write=True),
+        "guest.rollback": KindPolicy(_D, _SNAP),
+        "guest.delete_snapshot": KindPolicy(_D, _IRREV),
+        "guest.destroy": KindPolicy(_D, _IRREV),
+    }
+)
+
+_UNKNOWN = KindPolicy(_D, _IRREV)
+
+
+@attrs.frozen
+class Classification:
+    """The verdict for one action or op.
+
+    Attributes:
+        kind: the kind classified.
+        safety: benign or destructive.
+        reversibility: what the gate must do (``NONE_NEEDED`` for benign work).
+        reason: empty for benign; otherwise why, e.g. ``"destructive key: memory"``,
+            ``"destructive kind: guest.rollback"``, ``"unknown kind: guest.frobnicate"``.
+    """
+
+    kind: str
+    safety: Safety
+    reversibility: Reversibility
+    reason: str = ""
+
+    @property
+    def benign(self) -> bool:
+        """True when unsigned desired state may cause this."""
+        return self.safety is Safety.BENIGN
+
+
+def destructive_keys(keys: Iterable[str]) -> tuple[str, ...]:
+    """The keys outside :data:`BENIGN_CONFIG_KEYS`, sorted and de-duplicated."""
+    return tuple(sorted({k for k in keys if k not in BENIGN_CONFIG_KEYS}))
+
+
+def _key_reason(keys: tuple[str, ...]) -> str:
+    noun = "key" if len(keys) == 1 else "keys"
+    return f"destructive {noun}: {', '.join(keys)}"
+
+
+def classify(kind: str, *, config_keys: Iterable[str] = ()) -> Classification:
+    """Classify ``kind``; for config writes, ``config_keys`` are the keys it touches.
+
+    Args:
+        kind: a plan action kind or a signed-op kind.
+        config_keys: the keys set *or deleted* by a config write (ignored for other kinds).
+    """
+    policy = KINDS.get(kind)
+    if policy is None:
+        return Classification(kind, _D, _IRREV, f"unknown kind: {kind}")
+    if policy.config_write:
+        bad = destructive_keys(config_keys)
+        if bad:
+            return Classification(kind, _D, _SNAP, _key_reason(bad))
+        return Classification(kind, _B, _NONE)
+    if policy.safety is _D:
+        return Classification(kind, _D, policy.reversibility, f"destructive kind: {kind}")
+    return Classification(kind, _B, _NONE)
+
+
+def classify_action(kind: str, params: Mapping[str, object] | None = None) -> Classification:
+    """Classify a plan action (``start``/``stop``/``set_config`` with its params)."""
+    return classify(kind, config_keys=tuple(params or ()))
+
+
+def classify_op(kind: str, *, config_keys: Iterable[str] = ()) -> Classification:
+    """Classify a signed-op kind (``guest.*``); same table, named for the op consumer."""
+    return classify(kind, config_keys=config_keys)
