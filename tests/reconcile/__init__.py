@@ -1,0 +1,1 @@
+"""Tests of the control core (felhom_agent.reconcile)."""
