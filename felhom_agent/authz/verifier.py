@@ -1,0 +1,198 @@
+"""The signed-op verifier: SSHSIG + allowed_signers + envelope + replay, in the §8 order.
+
+Order (each failure its own :class:`~felhom_agent.authz.errors.Reason`):
+
+1. payload size cap; armor and blob parse (strict);
+2. namespace is exactly ``policy.namespace``;
+3. hash algorithm is sha256 or sha512;
+4. the embedded key is a supported type and is in allowed_signers, with the line's
+   ``namespaces=`` and validity window allowing it *now*;
+5. the signature verifies over the SSHSIG signed data built from the expected namespace and
+   the exact payload bytes;
+6. only now is the payload parsed (:mod:`felhom_agent.authz.envelope`); a ``signer`` member
+   must be a principal of a line that trusts the key;
+7. host, time and lifetime rules;
+8. nonce and op id never accepted before (the nonce store), op id has no outcome (the
+   journal hook).
+
+:meth:`OpVerifier.verify` is side-effect free (``--verify-op`` uses it as a dry check);
+:meth:`OpVerifier.mark` durably consumes the nonce and must be called *before* the op is
+executed (a crash in between leaves the op consumed but not run: at-most-once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+import attrs
+
+from felhom_agent.authz.envelope import (
+    MAX_PAYLOAD_SIZE,
+    SignedOp,
+    check_envelope,
+    parse_payload,
+)
+from felhom_agent.authz.errors import OpRejected, Reason
+from felhom_agent.authz.signers import AllowedSigners
+from felhom_agent.authz.sshkeys import SshPublicKey, parse_public_key
+from felhom_agent.authz.sshsig import HASH_ALGORITHMS, parse_armored, signed_data
+
+__all__ = ["NonceStore", "OpVerifier", "VerifiedOp", "VerifyPolicy"]
+
+
+@attrs.frozen
+class VerifyPolicy:
+    """The ``authz`` settings plus our host id.
+
+    Attributes:
+        host_id: the op's ``host_id`` must equal this.
+        namespace: the SSHSIG namespace (``ssh-keygen -Y sign -n``).
+        max_clock_skew_s: how far ``issued_at`` may be ahead of our clock.
+        max_op_lifetime_s: the longest allowed ``expires_at - issued_at``.
+    """
+
+    host_id: str
+    namespace: str = "felhom-op"
+    max_clock_skew_s: int = 120
+    max_op_lifetime_s: int = 900
+
+
+@attrs.frozen
+class VerifiedOp:
+    """An op whose signature and envelope passed.
+
+    Attributes:
+        op: the parsed payload.
+        principal: who signed it (the payload's ``signer``, else the first principal of the
+            first allowed_signers line that trusts the key); goes into the audit log.
+        key_type: the signing key's type.
+        key_fingerprint: ``SHA256:…`` of the signing key.
+        payload_sha256: hex SHA-256 of the exact payload bytes (an id that, unlike the
+            signature bytes, is not malleable).
+    """
+
+    op: SignedOp
+    principal: str
+    key_type: str
+    key_fingerprint: str
+    payload_sha256: str
+
+
+class NonceStore(Protocol):
+    """What the verifier needs from a nonce store (:class:`~.nonces.FileNonceStore`)."""
+
+    def check(self, op: SignedOp, now: datetime) -> None:
+        """Raise :class:`OpRejected` if ``op`` is a replay or the store is unusable."""
+
+    def mark(self, op: SignedOp, *, signer: str, payload_sha256: str, now: datetime) -> None:
+        """Durably record ``op`` as accepted (re-checking for a replay first)."""
+
+
+@attrs.frozen
+class OpVerifier:
+    """Checks signed ops fully; see the module docstring for the order.
+
+    Attributes:
+        signers: the trusted keys (swap in a reloaded one with ``attrs.evolve`` on SIGHUP).
+        policy: namespace, host id and time limits.
+        now: the clock (timezone-aware UTC datetimes); injected for tests.
+        nonce_store: the replay store; ``None`` skips the replay check (only for tools that
+            do not execute, and :meth:`mark` then refuses).
+        has_outcome: journal hook, ``op_id -> True`` if that op already has an outcome.
+    """
+
+    signers: AllowedSigners
+    policy: VerifyPolicy
+    now: Callable[[], datetime]
+    nonce_store: NonceStore | None = None
+    has_outcome: Callable[[str], bool] | None = None
+
+    def verify(self, payload: bytes, signature: bytes | str) -> VerifiedOp:
+        """Check ``payload`` (the exact bytes received) against its armored ``signature``.
+
+        Raises:
+            OpRejected: the first failed rule, with its reason.
+        """
+        now = self.now()
+        key, principal = self.verify_signature(payload, signature, now=now)
+        op = parse_payload(payload)
+        if op.signer is not None:
+            principal = self.signers.authorize(
+                key, namespace=self.policy.namespace, now=now, principal=op.signer
+            )
+        check_envelope(
+            op,
+            host_id=self.policy.host_id,
+            now=now,
+            max_clock_skew_s=self.policy.max_clock_skew_s,
+            max_op_lifetime_s=self.policy.max_op_lifetime_s,
+        )
+        if self.nonce_store is not None:
+            self.nonce_store.check(op, now)
+        if self.has_outcome is not None and self.has_outcome(op.op_id):
+            raise OpRejected(Reason.OP_ID_HAS_OUTCOME, f"op {op.op_id} already has an outcome")
+        return VerifiedOp(
+            op=op,
+            principal=principal,
+            key_type=key.key_type,
+            key_fingerprint=key.fingerprint,
+            payload_sha256=hashlib.sha256(payload).hexdigest(),
+        )
+
+    def verify_signature(
+        self, payload: bytes, signature: bytes | str, *, now: datetime
+    ) -> tuple[SshPublicKey, str]:
+        """Steps 1-5: who signed ``payload``; the payload itself is not parsed.
+
+        Returns:
+            The trusted key and the principal of the first allowed_signers line for it.
+
+        Raises:
+            OpRejected: the first failed rule, with its reason.
+        """
+        if len(payload) > MAX_PAYLOAD_SIZE:
+            raise OpRejected(
+                Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes (maximum {MAX_PAYLOAD_SIZE})"
+            )
+        if isinstance(signature, str):
+            try:
+                signature = signature.encode("ascii")
+            except UnicodeEncodeError as err:
+                raise OpRejected(Reason.ARMOR, "signature text is not ASCII") from err
+        sig = parse_armored(signature)
+        expected = self.policy.namespace
+        if sig.namespace != expected.encode("utf-8"):
+            shown = sig.namespace.decode("utf-8", "replace")[:64]
+            raise OpRejected(
+                Reason.NAMESPACE, f"signature namespace {shown!r}, expected {expected!r}"
+            )
+        hash_name = sig.hash_algorithm.decode("ascii", "replace")
+        if hash_name not in HASH_ALGORITHMS:
+            raise OpRejected(
+                Reason.HASH_ALGORITHM, f"hash {hash_name[:32]!r} (allowed: sha256, sha512)"
+            )
+        key = parse_public_key(sig.public_key)
+        principal = self.signers.authorize(key, namespace=expected, now=now)
+        key.verify(sig.signature, signed_data(expected, hash_name, payload))
+        return key, principal
+
+    def mark(self, verified: VerifiedOp) -> None:
+        """Durably consume the op's nonce and op id; call right before executing it.
+
+        Raises:
+            OpRejected: the op was accepted meanwhile (replay) or the store is unusable.
+            DurabilityError: the record could not be made durable (stop the agent).
+        """
+        if self.nonce_store is None:
+            raise OpRejected(
+                Reason.NONCE_STORE_UNAVAILABLE, "no nonce store configured: cannot accept ops"
+            )
+        self.nonce_store.mark(
+            verified.op,
+            signer=verified.principal,
+            payload_sha256=verified.payload_sha256,
+            now=self.now(),
+        )
