@@ -1,0 +1,349 @@
+"""The three operations the agent may run as root, as typed, validated argument classes.
+
+Everything else goes through the Proxmox API (reference design §4.3). Each class validates
+every value in its constructor (so an instance is valid by construction; ``attrs.evolve``
+re-validates) and builds an argv list — never a shell string:
+
+1. :class:`PctCreate` — ``pct create`` of the golden image with ``--features keyctl=1``, a
+   feature only ``root@pam`` may set (an API token never can, not even root's own).
+2. :class:`UsbMount` — a USB disk's ``/etc/fstab`` line and the ``mount`` of it.
+3. :class:`SmartRead` and :class:`SensorsRead` — ``smartctl --json -a DEVICE`` and
+   ``sensors -j``: the SMART and sensor readings.
+
+The executor (:class:`felhom_agent.privileged.facade.Privileged`) accepts only these classes
+and only the programs in :data:`PROGRAMS`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Final
+
+import attrs
+
+from felhom_agent.privileged._checks import check_int, check_str
+from felhom_agent.privileged.errors import RefusedArgument
+
+__all__ = [
+    "FS_TYPES",
+    "MOUNT_ROOT",
+    "PROGRAMS",
+    "SMART_DEVICE_TYPES",
+    "NetSpec",
+    "PctCreate",
+    "SensorsRead",
+    "SmartRead",
+    "UsbMount",
+]
+
+#: The only programs the fenced CLI ever starts (``mkdir`` prepares a USB mount point).
+PROGRAMS: Final = frozenset({"pct", "mkdir", "mount", "smartctl", "sensors"})
+
+#: USB disks are mounted only below this directory.
+MOUNT_ROOT: Final = "/mnt/felhom"
+
+#: File systems a USB backup disk may carry.
+FS_TYPES: Final = frozenset({"ext4", "xfs", "btrfs", "exfat", "vfat"})
+
+#: ``smartctl -d`` values allowed (USB bridges usually need ``sat``).
+SMART_DEVICE_TYPES: Final = frozenset(
+    {"auto", "ata", "sat", "scsi", "nvme", "usbcypress", "usbjmicron", "usbprolific",
+     "usbsunplus"}
+)
+
+# PVE's storage id rule (pve-storage ``parse_storage_id``), length-bounded.
+_STORAGE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}[A-Za-z0-9]")
+_OSTEMPLATE = re.compile(
+    r"[A-Za-z][A-Za-z0-9._-]{0,62}[A-Za-z0-9]:vztmpl/"
+    r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.tar\.(?:gz|xz|zst)"
+)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*")
+_NET_NAME = re.compile(r"eth[0-9]{1,2}")
+_BRIDGE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,14}")
+_HWADDR = re.compile(r"[0-9A-F][02468ACE](?::[0-9A-F]{2}){5}")
+_USB_BY_ID = re.compile(r"/dev/disk/by-id/usb-[A-Za-z0-9][A-Za-z0-9._:+-]{0,200}")
+_FS_UUID = re.compile(
+    r"UUID=(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9A-F]{4}-[0-9A-F]{4}|[0-9A-F]{16})"
+)
+_MOUNT_COMPONENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_MOUNTPOINT = re.compile(rf"{re.escape(MOUNT_ROOT)}(?:/{_MOUNT_COMPONENT}){{1,4}}")
+_SMART_DEVICE = re.compile(
+    r"/dev/sd[a-z]{1,3}|/dev/nvme[0-9]{1,3}(?:n[0-9]{1,3})?"
+    r"|/dev/disk/by-id/(?:ata|nvme|usb|scsi|wwn)-[A-Za-z0-9][A-Za-z0-9._:+-]{0,200}"
+)
+
+
+def _validator(check: Any) -> Any:
+    """Adapt a ``check(field, value)`` function to an attrs validator."""
+
+    def run(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        check(attribute.name, value)
+
+    return run
+
+
+def _bool(field: str, value: object) -> None:
+    if type(value) is not bool:
+        raise RefusedArgument(field, value, "must be a bool")
+
+
+def _optional_int(minimum: int, maximum: int) -> Any:
+    def check(field: str, value: object) -> None:
+        if value is not None:
+            check_int(field, value, minimum=minimum, maximum=maximum)
+
+    return _validator(check)
+
+
+def _ipv4_interface(field: str, value: object) -> None:
+    if value in ("dhcp", "manual"):
+        return
+    shown = "'dhcp', 'manual' or an IPv4 address with prefix (192.0.2.10/24)"
+    if type(value) is not str:
+        raise RefusedArgument(field, value, f"must be {shown}")
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise RefusedArgument(field, value, f"must be {shown}") from None
+    # Refuse anything that does not round-trip (leading zeros, missing prefix, host bits
+    # forms the parser tolerates): the spec we pass must be exactly what was validated.
+    if "/" not in value or str(iface) != value:
+        raise RefusedArgument(field, value, f"must be {shown} in canonical form")
+
+
+def _ipv6_interface(field: str, value: object) -> None:
+    if value is None or value in ("auto", "dhcp", "manual"):
+        return
+    shown = "None, 'auto', 'dhcp', 'manual' or an IPv6 address with prefix"
+    if type(value) is not str:
+        raise RefusedArgument(field, value, f"must be {shown}")
+    try:
+        iface = ipaddress.IPv6Interface(value)
+    except ValueError:
+        raise RefusedArgument(field, value, f"must be {shown}") from None
+    if "/" not in value or str(iface) != value:
+        raise RefusedArgument(field, value, f"must be {shown} in canonical form")
+
+
+def _optional_gateway(version: int) -> Any:
+    def check(field: str, value: object) -> None:
+        if value is None:
+            return
+        if type(value) is not str:
+            raise RefusedArgument(field, value, f"must be an IPv{version} address")
+        try:
+            addr = ipaddress.ip_address(value)
+        except ValueError:
+            raise RefusedArgument(field, value, f"must be an IPv{version} address") from None
+        if addr.version != version or str(addr) != value:
+            raise RefusedArgument(field, value, f"must be a canonical IPv{version} address")
+
+    return _validator(check)
+
+
+def _pattern(pattern: re.Pattern[str], what: str) -> Any:
+    return _validator(lambda field, value: check_str(field, value, pattern, what))
+
+
+def _optional_pattern(pattern: re.Pattern[str], what: str) -> Any:
+    def check(field: str, value: object) -> None:
+        if value is not None:
+            check_str(field, value, pattern, what)
+
+    return _validator(check)
+
+
+def _member(allowed: frozenset[str]) -> Any:
+    def check(field: str, value: object) -> None:
+        if type(value) is not str or value not in allowed:
+            raise RefusedArgument(field, value, f"must be one of {sorted(allowed)}")
+
+    return _validator(check)
+
+
+@attrs.frozen
+class NetSpec:
+    """A container network interface (``--net0``), built from typed parts.
+
+    ``ip`` is ``dhcp``, ``manual`` or a canonical IPv4 CIDR; ``gw`` is allowed only with a
+    static address. The rendered spec (:meth:`render`) contains only validated values, so no
+    ``,`` or ``=`` can smuggle in another key.
+    """
+
+    bridge: str = attrs.field(validator=_pattern(_BRIDGE, "a bridge name like vmbr0"))
+    name: str = attrs.field(default="eth0", validator=_pattern(_NET_NAME, "eth0..eth99"))
+    ip: str = attrs.field(default="dhcp", validator=_validator(_ipv4_interface))
+    gw: str | None = attrs.field(default=None, validator=_optional_gateway(4))
+    ip6: str | None = attrs.field(default=None, validator=_validator(_ipv6_interface))
+    gw6: str | None = attrs.field(default=None, validator=_optional_gateway(6))
+    hwaddr: str | None = attrs.field(
+        default=None,
+        validator=_optional_pattern(_HWADDR, "a unicast MAC address in upper case"),
+    )
+    tag: int | None = attrs.field(default=None, validator=_optional_int(1, 4094))
+    firewall: bool = attrs.field(default=False, validator=_validator(_bool))
+
+    def __attrs_post_init__(self) -> None:
+        if self.gw is not None and self.ip in ("dhcp", "manual"):
+            raise RefusedArgument("gw", self.gw, "a gateway needs a static ip")
+        if self.gw6 is not None and (self.ip6 is None or self.ip6 in ("auto", "dhcp", "manual")):
+            raise RefusedArgument("gw6", self.gw6, "an IPv6 gateway needs a static ip6")
+
+    def render(self) -> str:
+        """The ``pct`` property string, keys in a fixed order."""
+        parts = [f"name={self.name}", f"bridge={self.bridge}", f"ip={self.ip}"]
+        if self.gw is not None:
+            parts.append(f"gw={self.gw}")
+        if self.ip6 is not None:
+            parts.append(f"ip6={self.ip6}")
+        if self.gw6 is not None:
+            parts.append(f"gw6={self.gw6}")
+        if self.hwaddr is not None:
+            parts.append(f"hwaddr={self.hwaddr}")
+        if self.tag is not None:
+            parts.append(f"tag={self.tag}")
+        if self.firewall:
+            parts.append("firewall=1")
+        return ",".join(parts)
+
+
+def _netspec(field: str, value: object) -> None:
+    if not isinstance(value, NetSpec):
+        raise RefusedArgument(field, value, "must be a NetSpec")
+
+
+@attrs.frozen
+class PctCreate:
+    """Operation 1: ``pct create`` of the golden image with ``--features keyctl=1``.
+
+    The container is unprivileged unless ``unprivileged=False`` is asked for explicitly;
+    ``nesting`` adds ``nesting=1`` to the features (both are what container runtimes inside
+    the guest need). The root disk is ``rootfs_gb`` GiB on ``storage``. No password or other
+    secret is ever put on a command line.
+    """
+
+    vmid: int = attrs.field(
+        validator=_validator(lambda f, v: check_int(f, v, minimum=100, maximum=999_999_999))
+    )
+    ostemplate: str = attrs.field(
+        validator=_pattern(_OSTEMPLATE, "a template volid like local:vztmpl/NAME.tar.zst")
+    )
+    hostname: str = attrs.field(validator=_pattern(_HOSTNAME, "a DNS host name"))
+    storage: str = attrs.field(validator=_pattern(_STORAGE, "a PVE storage id"))
+    net0: NetSpec = attrs.field(validator=_validator(_netspec))
+    rootfs_gb: int = attrs.field(
+        default=8, validator=_validator(lambda f, v: check_int(f, v, minimum=1, maximum=65536))
+    )
+    memory_mb: int = attrs.field(
+        default=1024,
+        validator=_validator(lambda f, v: check_int(f, v, minimum=16, maximum=1_048_576)),
+    )
+    cores: int = attrs.field(
+        default=1, validator=_validator(lambda f, v: check_int(f, v, minimum=1, maximum=512))
+    )
+    unprivileged: bool = attrs.field(default=True, validator=_validator(_bool))
+    nesting: bool = attrs.field(default=False, validator=_validator(_bool))
+
+    def argv(self) -> list[str]:
+        """The ``pct create`` argv; positional vmid and template first, as pct documents."""
+        features = "keyctl=1,nesting=1" if self.nesting else "keyctl=1"
+        return [
+            "pct", "create", str(self.vmid), self.ostemplate,
+            "--hostname", self.hostname,
+            "--rootfs", f"{self.storage}:{self.rootfs_gb}",
+            "--memory", str(self.memory_mb),
+            "--cores", str(self.cores),
+            "--net0", self.net0.render(),
+            "--unprivileged", "1" if self.unprivileged else "0",
+            "--features", features,
+        ]
+
+
+def _check_source(field: str, value: object) -> None:
+    if isinstance(value, str) and value.startswith("UUID="):
+        check_str(field, value, _FS_UUID, "UUID=<file system uuid>")
+    else:
+        check_str(field, value, _USB_BY_ID, "/dev/disk/by-id/usb-... or UUID=...")
+
+
+@attrs.frozen
+class UsbMount:
+    """Operation 2: a USB disk's ``/etc/fstab`` line and its ``mount``.
+
+    ``source`` is the fstab source field: a ``/dev/disk/by-id/usb-...`` link or
+    ``UUID=...`` (never ``/dev/sdX``, which changes between boots). ``mountpoint`` lies below
+    :data:`MOUNT_ROOT`. The options are fixed, not caller-supplied: ``nofail`` and a short
+    ``x-systemd.device-timeout`` so a missing USB disk never blocks the host's boot, and
+    ``nodev,nosuid,noexec`` because a removable disk must not carry devices or programs.
+    """
+
+    source: str = attrs.field(validator=_validator(_check_source))
+    mountpoint: str = attrs.field(
+        validator=_pattern(_MOUNTPOINT, f"a path below {MOUNT_ROOT}/ (1-4 plain components)")
+    )
+    fstype: str = attrs.field(validator=_member(FS_TYPES))
+    read_only: bool = attrs.field(default=False, validator=_validator(_bool))
+
+    @property
+    def options(self) -> str:
+        """The mount options, identical in the fstab line and on the ``mount`` argv."""
+        base = "nofail,x-systemd.device-timeout=10s,noatime,nodev,nosuid,noexec"
+        return base + (",ro" if self.read_only else "")
+
+    @property
+    def passno(self) -> int:
+        """fsck pass: 2 for ext4 (checked after root); 0 where boot-time fsck is a no-op."""
+        return 2 if self.fstype == "ext4" else 0
+
+    def fstab_fields(self) -> tuple[str, str, str, str, str, str]:
+        """The six fstab fields of this mount."""
+        return (self.source, self.mountpoint, self.fstype, self.options, "0", str(self.passno))
+
+    def mkdir_argv(self) -> list[str]:
+        """Create the mount point (idempotent: ``-p``)."""
+        return ["mkdir", "-p", "-m", "0755", "--", self.mountpoint]
+
+    def mount_argv(self) -> list[str]:
+        """Mount with the same values as the fstab line (not relying on fstab lookup)."""
+        return ["mount", "-t", self.fstype, "-o", self.options, "--", self.source,
+                self.mountpoint]
+
+
+@attrs.frozen
+class SmartRead:
+    """Operation 3a: ``smartctl --json -a DEVICE`` (optionally ``-d TYPE``).
+
+    ``device`` is a whole-disk node (``/dev/sdX``, ``/dev/nvmeN[nM]``) or a
+    ``/dev/disk/by-id/`` link of a known bus.
+    """
+
+    device: str = attrs.field(
+        validator=_pattern(_SMART_DEVICE, "/dev/sdX, /dev/nvmeN[nM] or /dev/disk/by-id/BUS-...")
+    )
+    device_type: str | None = attrs.field(default=None)
+
+    @device_type.validator
+    def _check_type(self, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and (type(value) is not str or value not in SMART_DEVICE_TYPES):
+            raise RefusedArgument(attribute.name, value,
+                                  f"must be None or one of {sorted(SMART_DEVICE_TYPES)}")
+
+    def argv(self) -> list[str]:
+        """The ``smartctl`` argv (JSON output, all SMART information)."""
+        argv = ["smartctl", "--json", "-a"]
+        if self.device_type is not None:
+            argv += ["-d", self.device_type]
+        argv.append(self.device)
+        return argv
+
+
+@attrs.frozen
+class SensorsRead:
+    """Operation 3b: ``sensors -j`` (lm-sensors, JSON output); takes no arguments."""
+
+    def argv(self) -> list[str]:
+        """The ``sensors`` argv."""
+        return ["sensors", "-j"]
