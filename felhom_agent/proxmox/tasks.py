@@ -33,7 +33,6 @@ import attrs
 
 from felhom_agent.proxmox.errors import (
     ParameterError,
-    PinMismatch,
     ServerError,
     TaskFailed,
     TaskTimeout,
@@ -77,7 +76,10 @@ class PollPolicy:
     cap_s: float = 5.0
 
     def __call__(self, polls_done: int, elapsed_s: float) -> float:
-        """Seconds to wait before poll number ``polls_done + 1`` (``elapsed_s`` since start)."""
+        """Seconds to wait before poll number ``polls_done + 1`` (``elapsed_s`` since start).
+
+        The first poll also waits ``first_s``: a task is never done the instant it was forked.
+        """
         if polls_done <= 0:
             return self.first_s
         return max(0.0, min(self.cap_s, self.base_s + self.growth * max(0.0, elapsed_s)))
@@ -193,6 +195,8 @@ def wait_task(
     last_status: str | None = None
     last_error: Exception | None = None
     while True:
+        now = clock()
+        sleep(max(0.0, min(policy(polls, now - start), deadline - now)))
         if cancel is not None and cancel.is_set():
             raise TaskTimeout(
                 f"wait interrupted; task {parsed.raw} may still be running",
@@ -206,8 +210,6 @@ def wait_task(
             if not (err.no_such_task and clock() - start < no_such_task_grace_s):
                 raise
             last_status, last_error = "no such task (not started yet)", err
-        except PinMismatch:
-            raise
         except (TransportError, ServerError) as err:
             log.warning("polling task %s failed (will retry): %s", parsed.raw, err)
             last_status, last_error = f"poll failed: {err}", err
@@ -218,15 +220,13 @@ def wait_task(
                     parsed, status.exitstatus, polls=polls, waited_s=clock() - start
                 )
             last_status = status.status
-        now = clock()
-        if now >= deadline:
+        if clock() >= deadline:
             raise TaskTimeout(
                 f"task {parsed.raw} still running after {timeout_s:g} s "
                 f"(last status: {last_status})",
                 upid=parsed.raw,
                 last_status=last_status,
             ) from last_error
-        sleep(max(0.0, min(policy(polls, now - start), deadline - now)))
 
 
 def complete(
