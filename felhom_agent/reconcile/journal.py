@@ -404,6 +404,9 @@ class Journal:
         path = state_dir / JOURNAL_NAME
         lock_fd = _acquire_lock(state_dir / _LOCK_NAME, path)
         try:
+            # A compaction killed mid-way leaves its temp file; we hold the lock, so it is stale.
+            for stale in state_dir.glob(f".{JOURNAL_NAME}.tmp.*"):
+                stale.unlink(missing_ok=True)
             state, report = _replay(path, clock=clock, logger=logger)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -664,7 +667,9 @@ class Journal:
         except OSError as err:
             self._failed = DurabilityError(f"append failed ({err.strerror})", path=self._path)
             raise self._failed from err
-        self._state.apply(record)
+        # Fold in the decoded line, not ``record``: memory then equals what a replay rebuilds
+        # (tuples become lists, and so on).
+        self._state.apply(json.loads(line[9:]))
         self._size += len(line)
         self._records += 1
         self._fsyncs += 1

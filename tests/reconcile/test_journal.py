@@ -151,6 +151,15 @@ def test_unserialisable_params_never_reach_the_file(tmp_path: Path) -> None:
     assert (tmp_path / JOURNAL_NAME).read_bytes() == b""
 
 
+def test_stale_compaction_temp_is_removed_on_open(tmp_path: Path) -> None:
+    """A temp file left by a compaction killed mid-way is deleted when the journal opens."""
+    stale = tmp_path / f".{JOURNAL_NAME}.tmp.99999"
+    stale.write_bytes(b"half a compaction")
+    with open_journal(tmp_path, FakeClock()) as j:
+        assert j.replay_report.clean
+    assert not stale.exists()
+
+
 def test_second_process_lock_is_refused(tmp_path: Path) -> None:
     """While one Journal is open on a state_dir a second open raises JournalLocked."""
     j = open_journal(tmp_path, FakeClock())

@@ -100,6 +100,7 @@ def test_sigkill_while_appending_loses_no_durable_record(
         assert report.records - len(reported) in (0, 1)
         # And it is usable again: new records append after the repaired tail.
         j.begin("after-crash", 1, "start", {}, "plan:2")
+    assert not list(tmp_path.glob(".journal.log.tmp.*"))  # a killed compaction is cleaned up
     with Journal.open(tmp_path, clock=time.time, logger=logging.getLogger(LOG_NAME)) as j2:
         assert j2.replay_report.clean
         assert j2.get("after-crash") is not None
