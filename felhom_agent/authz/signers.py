@@ -84,13 +84,13 @@ class SignerEntry:
             return OpRejected(
                 Reason.KEY_NOT_YET_VALID,
                 f"allowed_signers line {self.line}: key valid only after "
-                f"{self.valid_after.isoformat()}",
+                f"{self.valid_after:%Y-%m-%dT%H:%M:%SZ}",
             )
         if self.valid_before is not None and now > self.valid_before:
             return OpRejected(
                 Reason.KEY_EXPIRED,
                 f"allowed_signers line {self.line}: key expired at "
-                f"{self.valid_before.isoformat()}",
+                f"{self.valid_before:%Y-%m-%dT%H:%M:%SZ}",
             )
         return None
 
@@ -163,9 +163,7 @@ def match_pattern_list(value: str, patterns: str) -> bool:
 
 
 def _match_pattern(value: str, pattern: str) -> bool:
-    regex = "".join(
-        ".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern
-    )
+    regex = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
     return re.fullmatch(regex, value, flags=re.DOTALL) is not None
 
 
@@ -378,4 +376,3 @@ def _timestamp(value: str | None, name: str, fail: _Fail) -> datetime | None:
         return datetime.strptime(digits, fmt).replace(tzinfo=UTC)
     except ValueError as err:
         raise fail(f"{name}={value!r}: not a valid date/time") from err
-

@@ -110,15 +110,28 @@ class OpVerifier:
     nonce_store: NonceStore | None = None
     has_outcome: Callable[[str], bool] | None = None
 
-    def verify(self, payload: bytes, signature: bytes | str) -> VerifiedOp:
+    def verify(
+        self, payload: bytes, signature: bytes | str, *, principal: str | None = None
+    ) -> VerifiedOp:
         """Check ``payload`` (the exact bytes received) against its armored ``signature``.
+
+        Args:
+            payload: the exact signed bytes.
+            signature: the armored SSHSIG text.
+            principal: require this signer, like ``ssh-keygen -Y verify -I`` (optional; the
+                payload's own ``signer`` member, if any, must then be the same).
 
         Raises:
             OpRejected: the first failed rule, with its reason.
         """
         now = self.now()
-        key, principal = self.verify_signature(payload, signature, now=now)
+        key, found = self.verify_signature(payload, signature, now=now, principal=principal)
         op = parse_payload(payload)
+        if principal is not None and op.signer is not None and op.signer != principal:
+            raise OpRejected(
+                Reason.SIGNER, f"payload names signer {op.signer!r}, expected {principal!r}"
+            )
+        principal = found
         if op.signer is not None:
             principal = self.signers.authorize(
                 key, namespace=self.policy.namespace, now=now, principal=op.signer
@@ -143,9 +156,17 @@ class OpVerifier:
         )
 
     def verify_signature(
-        self, payload: bytes, signature: bytes | str, *, now: datetime
+        self,
+        payload: bytes,
+        signature: bytes | str,
+        *,
+        now: datetime,
+        principal: str | None = None,
     ) -> tuple[SshPublicKey, str]:
         """Steps 1-5: who signed ``payload``; the payload itself is not parsed.
+
+        ``principal``, if given, restricts the allowed_signers lines to those naming it
+        (``ssh-keygen -Y verify -I``).
 
         Returns:
             The trusted key and the principal of the first allowed_signers line for it.
@@ -175,9 +196,9 @@ class OpVerifier:
                 Reason.HASH_ALGORITHM, f"hash {hash_name[:32]!r} (allowed: sha256, sha512)"
             )
         key = parse_public_key(sig.public_key)
-        principal = self.signers.authorize(key, namespace=expected, now=now)
+        found = self.signers.authorize(key, namespace=expected, now=now, principal=principal)
         key.verify(sig.signature, signed_data(expected, hash_name, payload))
-        return key, principal
+        return key, found
 
     def mark(self, verified: VerifiedOp) -> None:
         """Durably consume the op's nonce and op id; call right before executing it.
