@@ -54,6 +54,7 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,17 @@ class JournalEntry:
         """True while the op has no outcome (it may be running on the node)."""
         return self.outcome is None
 
+    def to_report(self) -> dict[str, Any]:
+        """The HostReport ``ops[]`` item: state ``running`` while pending, times as ``…Z``."""
+        o = self.outcome
+        return {
+            "op_id": self.op_id,
+            "state": "running" if o is None else o.state.value,
+            "reason": "" if o is None else o.reason,
+            "upid": self.upid,
+            "finished_at": None if o is None else _iso(o.finished_at),
+        }
+
 
 @attrs.frozen
 class ReplayReport:
@@ -208,6 +220,10 @@ class JournalStats:
     bytes_written: int
     compactions: int
     size: int
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:

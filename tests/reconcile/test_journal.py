@@ -65,6 +65,22 @@ def test_round_trip_survives_reopen(tmp_path: Path) -> None:
         assert j2.pending()[0].params == {"snapname": "s1"}
 
 
+def test_entries_render_as_host_report_ops(tmp_path: Path) -> None:
+    """to_report() gives the HostReport ops item: running while pending, else the outcome."""
+    clock = FakeClock(1_790_000_000.0)
+    with open_journal(tmp_path, clock) as j:
+        j.begin("a", 101, "start", {}, "plan:7")
+        assert j.entries()[0].to_report() == {
+            "op_id": "a", "state": "running", "reason": "", "upid": None, "finished_at": None,
+        }
+        j.record_upid("a", "UPID:a")
+        j.record_outcome("a", "failed", "VM 101 already running", "VM 101 already running")
+        assert j.entries()[0].to_report() == {
+            "op_id": "a", "state": "failed", "reason": "VM 101 already running",
+            "upid": "UPID:a", "finished_at": "2026-09-21T14:13:20Z",
+        }
+
+
 def test_line_format_is_checksum_space_json(tmp_path: Path) -> None:
     """Each record is one ASCII line: 8 lowercase hex CRC32 digits, a space, compact JSON."""
     with open_journal(tmp_path, FakeClock()) as j:
