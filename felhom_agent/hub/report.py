@@ -1,0 +1,220 @@
+"""The HostReport of reference design §10: what the agent tells the hub on every poll.
+
+A report states only what the agent actually observed. A fact it could not read is ``null``
+(node facts, reconcile status) or an empty list (``storage``, ``backup``, ``restore``,
+``pbs``, ``audit`` -- the agent does not manage those yet), and the reason, when there is
+one, is an entry in ``errors`` -- never a made-up zero. A report whose whole collection
+failed is still sent (:meth:`HostReport.failed_collection`), so the hub sees the host is
+alive and why it knows nothing else.
+
+The model is frozen attrs classes; :meth:`HostReport.to_json` is the wire form (compact
+UTF-8 JSON, ``NaN``/``Infinity`` refused because they are not JSON). No field holds a secret.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "OP_STATES",
+    "SCHEMA",
+    "BlockedGuest",
+    "GuestEntry",
+    "HostReport",
+    "NodeFacts",
+    "OpResult",
+    "ReconcileStatus",
+    "RefusedAction",
+    "ReportError",
+    "format_utc",
+]
+
+SCHEMA = 1
+#: Op states the hub understands; anything but ``running`` is an outcome that stops redelivery.
+OP_STATES = frozenset({"applied", "failed", "refused", "unknown", "running"})
+
+
+def format_utc(epoch_s: float) -> str:
+    """Format a POSIX time as the protocol's UTC timestamp, ``2026-11-26T10:00:00Z``."""
+    moment = datetime.datetime.fromtimestamp(epoch_s, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _finite(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{attr.name} must be a finite number, got {value!r}")
+
+
+def _op_state(_inst: object, _attr: object, value: str) -> None:
+    if value not in OP_STATES:
+        raise ValueError(f"op state {value!r} is not one of {', '.join(sorted(OP_STATES))}")
+
+
+@attrs.frozen
+class NodeFacts:
+    """The PVE node as read from the API; ``None`` where the agent could not read a fact."""
+
+    name: str
+    pve_version: str | None = None
+    uptime_s: int | None = None
+    cpu: float | None = attrs.field(default=None, validator=_finite)
+    mem_used: int | None = None
+    mem_total: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form of ``node``."""
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class GuestEntry:
+    """One guest on our node (``type`` is ``qemu`` or ``lxc``, as PVE names it)."""
+
+    vmid: int
+    type: str
+    name: str | None
+    status: str
+    lock: str | None = None
+    template: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form of one ``guests`` entry."""
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class BlockedGuest:
+    """A guest the last plan left alone this pass, with why (``locked: backup``)."""
+
+    vmid: int
+    reason: str
+
+
+@attrs.frozen
+class RefusedAction:
+    """A desired change the classifier refused (destructive from unsigned desired state)."""
+
+    vmid: int
+    kind: str
+    reason: str
+
+
+@attrs.frozen
+class ReconcileStatus:
+    """What the reconciler did last; ``generation``/``last_plan_at`` are None before a plan."""
+
+    generation: int | None = None
+    last_plan_at: str | None = None
+    actions: int = 0
+    blocked: tuple[BlockedGuest, ...] = ()
+    refused: tuple[RefusedAction, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form of ``reconcile``."""
+        return {
+            "generation": self.generation,
+            "last_plan_at": self.last_plan_at,
+            "actions": self.actions,
+            "blocked": [attrs.asdict(b) for b in self.blocked],
+            "refused": [attrs.asdict(r) for r in self.refused],
+            "errors": list(self.errors),
+        }
+
+
+@attrs.frozen
+class OpResult:
+    """The outcome of a signed op; the hub stops redelivering an op once this is not running."""
+
+    op_id: str
+    state: str = attrs.field(validator=_op_state)
+    reason: str | None = None
+    upid: str | None = None
+    finished_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form of one ``ops`` entry."""
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class ReportError:
+    """Something the collector could not read (``source`` names the part, e.g. ``storage``)."""
+
+    source: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form of one ``errors`` entry."""
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class HostReport:
+    """One heartbeat report (schema 1).
+
+    Lists are tuples so a report is immutable once built; ``storage``, ``backup``,
+    ``restore``, ``pbs`` and ``audit`` hold JSON objects whose shape belongs to the parts of
+    the agent that fill them (empty while the agent knows nothing there).
+    """
+
+    host_id: str
+    agent_version: str
+    collected_at: str
+    node: NodeFacts | None = None
+    guests: tuple[GuestEntry, ...] = ()
+    reconcile: ReconcileStatus | None = None
+    ops: tuple[OpResult, ...] = ()
+    storage: tuple[Mapping[str, Any], ...] = ()
+    backup: tuple[Mapping[str, Any], ...] = ()
+    restore: tuple[Mapping[str, Any], ...] = ()
+    pbs: tuple[Mapping[str, Any], ...] = ()
+    audit: tuple[Mapping[str, Any], ...] = ()
+    errors: tuple[ReportError, ...] = ()
+
+    @classmethod
+    def failed_collection(
+        cls, *, host_id: str, agent_version: str, collected_at: str, error: ReportError
+    ) -> HostReport:
+        """A report for when collecting failed as a whole: identity plus the error, nothing else."""
+        return cls(
+            host_id=host_id,
+            agent_version=agent_version,
+            collected_at=collected_at,
+            errors=(error,),
+        )
+
+    def with_errors(self, *errors: ReportError) -> HostReport:
+        """Return a copy with ``errors`` appended (the loop adds its own findings this way)."""
+        return attrs.evolve(self, errors=self.errors + errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form as plain JSON-ready data, keys in the order of §10."""
+        return {
+            "schema": SCHEMA,
+            "host_id": self.host_id,
+            "agent_version": self.agent_version,
+            "collected_at": self.collected_at,
+            "node": None if self.node is None else self.node.to_dict(),
+            "guests": [g.to_dict() for g in self.guests],
+            "reconcile": None if self.reconcile is None else self.reconcile.to_dict(),
+            "ops": [o.to_dict() for o in self.ops],
+            "storage": [dict(s) for s in self.storage],
+            "backup": [dict(b) for b in self.backup],
+            "restore": [dict(r) for r in self.restore],
+            "pbs": [dict(p) for p in self.pbs],
+            "audit": [dict(a) for a in self.audit],
+            "errors": [e.to_dict() for e in self.errors],
+        }
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON; raises ``ValueError`` for non-finite numbers (not valid JSON)."""
+        return json.dumps(
+            self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
