@@ -115,6 +115,7 @@ class Privileged:
         """
         if not isinstance(args, PctCreate):
             raise RefusedArgument("args", type(args).__name__, "must be a PctCreate")
+        args = attrs.evolve(args)  # re-validate: the instance may have been forged
         return self._run(args.argv(), self._timeouts.pct_create_s,
                          f"pct create {args.vmid} failed")
 
@@ -134,6 +135,7 @@ class Privileged:
         """
         if not isinstance(args, UsbMount):
             raise RefusedArgument("args", type(args).__name__, "must be a UsbMount")
+        args = attrs.evolve(args)  # re-validate: the instance may have been forged
         if not self._runner.local:
             raise PrivilegedDisabled("USB mounts need the local runner: /etc/fstab is edited "
                                      "on the machine the agent runs on")
@@ -161,6 +163,7 @@ class Privileged:
         """
         if not isinstance(args, SmartRead):
             raise RefusedArgument("args", type(args).__name__, "must be a SmartRead")
+        args = attrs.evolve(args)  # re-validate: the instance may have been forged
         result = self._run(args.argv(), self._timeouts.smartctl_s, "", check=False)
         if result.returncode < 0 or result.returncode & SMART_FATAL_BITS:
             detail = result.stderr_text()

@@ -10,8 +10,9 @@ re-validates) and builds an argv list — never a shell string:
 3. :class:`SmartRead` and :class:`SensorsRead` — ``smartctl --json -a DEVICE`` and
    ``sensors -j``: the SMART and sensor readings.
 
-The executor (:class:`felhom_agent.privileged.facade.Privileged`) accepts only these classes
-and only the programs in :data:`PROGRAMS`.
+The executor (:class:`felhom_agent.privileged.facade.Privileged`) accepts only these classes,
+re-validates each instance (``attrs.evolve``) right before use, and starts only the programs
+in :data:`PROGRAMS`.
 """
 
 from __future__ import annotations
@@ -213,6 +214,9 @@ class NetSpec:
 def _netspec(field: str, value: object) -> None:
     if not isinstance(value, NetSpec):
         raise RefusedArgument(field, value, "must be a NetSpec")
+    # Re-run NetSpec's own validators: an instance forged past them (object.__setattr__ on a
+    # frozen class) is refused when the PctCreate is built or re-validated.
+    attrs.evolve(value)
 
 
 @attrs.frozen

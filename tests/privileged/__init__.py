@@ -1,0 +1,1 @@
+"""Tests of the fenced root CLI (felhom_agent.privileged)."""
