@@ -53,7 +53,7 @@ import logging
 import os
 import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -875,7 +875,7 @@ RecoveryDecision = Reattach | Recheck | Replan | MarkUnknown
 
 def decide_recovery(
     entry: JournalEntry,
-    tasks: list[TaskInfo | Mapping[str, Any]],
+    tasks: Sequence[TaskInfo | Mapping[str, Any]],
     *,
     token_user: str,
     now: float,

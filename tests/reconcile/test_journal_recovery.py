@@ -90,7 +90,7 @@ def test_decision_table(
     expected: RecoveryDecision,
 ) -> None:
     """Each row of the §7 recovery table maps to its decision (reasons are free text)."""
-    got = decide_recovery(pending, list(tasks), token_user=TOKEN, now=NOW)
+    got = decide_recovery(pending, tasks, token_user=TOKEN, now=NOW)
     assert type(got) is type(expected)
     if isinstance(expected, Reattach):
         assert got == expected
