@@ -38,7 +38,7 @@ def fmt(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def make_payload(counter: int = 0, **overrides: object) -> bytes:
+def make_payload(counter: int = 0, /, **overrides: object) -> bytes:
     """A valid op payload for host pve1 at :data:`NOW`, with members overridden/removed.
 
     ``counter`` makes nonce and op_id unique; an override of ``None`` removes that member.
