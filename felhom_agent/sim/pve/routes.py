@@ -1,0 +1,234 @@
+"""The route table: every endpoint the simulator serves, its parameters and permission.
+
+Parameters are a subset of the official schema's (names, types, required flags and bounds
+agree with it; the conformance test checks that against ``api-schema-subset.json``), and
+permissions are written in the schema's notation. Parameters a route does not declare get
+PVE's 400 ``property is not defined in schema`` -- the simulator is stricter than PVE there,
+never looser.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from felhom_agent.sim.pve import handlers_guests as hg
+from felhom_agent.sim.pve import handlers_lifecycle as hl
+from felhom_agent.sim.pve import handlers_node as hn
+from felhom_agent.sim.pve.context import Ctx
+from felhom_agent.sim.pve.params import Param
+
+__all__ = ["ROUTES", "Route", "match_route"]
+
+Handler = Callable[[Ctx], Any]
+
+
+@attrs.frozen
+class Route:
+    """One served endpoint."""
+
+    method: str
+    path: str  # schema template, e.g. /nodes/{node}/qemu/{vmid}/config
+    params: tuple[Param, ...]
+    permissions: Mapping[str, Any]
+    handler: Handler
+    regex: re.Pattern[str] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path))
+        object.__setattr__(self, "regex", re.compile(f"^{pattern}$"))
+
+
+NODE = Param("node", optional=False, pattern=r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?",
+             pattern_error="invalid format - value does not look like a valid node name")
+VMID = Param("vmid", "integer", optional=False, minimum=100, maximum=999_999_999)
+SNAPNAME = Param("snapname", optional=False, max_length=40,
+                 pattern=r"(?i:[a-z][a-z0-9_\-]+)",
+                 pattern_error="invalid format - invalid configuration ID")
+UPID = Param("upid", optional=False)
+STORAGE = Param("storage", optional=False,
+                pattern=r"(?i:[a-z][a-z0-9\-_.]*[a-z0-9])",
+                pattern_error="invalid format - storage ID")
+B = "boolean"
+I = "integer"
+
+USER_ALL: Mapping[str, Any] = {"user": "all"}
+
+
+def _vm(privs: Sequence[str], anyof: bool = False) -> Mapping[str, Any]:
+    check: list[Any] = ["perm", "/vms/{vmid}", list(privs)]
+    if anyof:
+        check += ["any", 1]
+    return {"check": check}
+
+
+_QEMU_CFG_PRIVS = ["VM.Config.Disk", "VM.Config.CDROM", "VM.Config.CPU", "VM.Config.Memory",
+                   "VM.Config.Network", "VM.Config.HWType", "VM.Config.Options",
+                   "VM.Config.Cloudinit"]
+_LXC_CFG_PRIVS = ["VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Network",
+                  "VM.Config.Options"]
+
+_COMMON_CFG = (
+    Param("description", max_length=8192), Param("onboot", B), Param("protection", B),
+    Param("startup"), Param("tags"), Param("cores", I, minimum=1), Param("cpulimit", "number",
+                                                                        minimum=0),
+    Param("net[n]"), Param("delete"), Param("revert"), Param("digest", max_length=40),
+)
+_QEMU_CFG = (
+    NODE, VMID, *_COMMON_CFG, Param("name"), Param("memory"), Param("balloon", I, minimum=0),
+    Param("sockets", I, minimum=1), Param("agent"), Param("boot"),
+    Param("ostype", enum=("other", "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8",
+                          "win10", "win11", "l24", "l26", "solaris")),
+    Param("scsihw", enum=("lsi", "lsi53c810", "virtio-scsi-pci", "virtio-scsi-single",
+                          "megasas", "pvscsi")),
+    Param("args"), Param("hookscript"),
+    Param("lock", enum=("backup", "clone", "create", "migrate", "rollback", "snapshot",
+                        "snapshot-delete", "suspending", "suspended")),
+    Param("skiplock", B), Param("force", B),
+)
+_LXC_OSTYPES = ("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux",
+                "alpine", "gentoo", "nixos", "unmanaged")
+_LXC_CFG = (
+    NODE, VMID, *_COMMON_CFG, Param("hostname", max_length=255), Param("memory", I, minimum=16),
+    Param("swap", I, minimum=0), Param("nameserver"), Param("searchdomain"), Param("features"),
+    Param("hookscript"), Param("dev[n]"), Param("ostype", enum=_LXC_OSTYPES),
+)
+
+
+def _guest_routes(gtype: str) -> list[Route]:
+    base = f"/nodes/{{node}}/{gtype}"
+    vm = f"{base}/{{vmid}}"
+    q = gtype == "qemu"
+    start_params: tuple[Param, ...] = (
+        (NODE, VMID, Param("skiplock", B), Param("timeout", I, minimum=0), Param("machine"))
+        if q else (NODE, VMID, Param("skiplock", B), Param("debug", B)))
+    stop_params: tuple[Param, ...] = (
+        (NODE, VMID, Param("skiplock", B), Param("timeout", I, minimum=0),
+         Param("keepActive", B), Param("overrule-shutdown", B))
+        if q else (NODE, VMID, Param("skiplock", B), Param("overrule-shutdown", B)))
+    shutdown_params: tuple[Param, ...] = (
+        (NODE, VMID, Param("skiplock", B), Param("timeout", I, minimum=0),
+         Param("forceStop", B), Param("keepActive", B))
+        if q else (NODE, VMID, Param("timeout", I, minimum=0), Param("forceStop", B)))
+    snap_create = (NODE, VMID, SNAPNAME, Param("description"),
+                   *((Param("vmstate", B),) if q else ()))
+    destroy_params = (NODE, VMID, Param("purge", B), Param("destroy-unreferenced-disks", B),
+                      Param("skiplock", B) if q else Param("force", B))
+    cfg = _QEMU_CFG if q else _LXC_CFG
+    cfg_privs = _QEMU_CFG_PRIVS if q else _LXC_CFG_PRIVS
+    audit = _vm(["VM.Audit"])
+    routes = [
+        Route("GET", base, (NODE, *((Param("full", B),) if q else ())), USER_ALL,
+              lambda c: hg.guest_list(c, gtype)),
+        Route("GET", f"{vm}/status/current", (NODE, VMID), audit,
+              lambda c: hg.status_current(c, gtype)),
+        Route("POST", f"{vm}/status/start", start_params, _vm(["VM.PowerMgmt"]),
+              lambda c: hg.power(c, gtype, "start")),
+        Route("POST", f"{vm}/status/stop", stop_params, _vm(["VM.PowerMgmt"]),
+              lambda c: hg.power(c, gtype, "stop")),
+        Route("POST", f"{vm}/status/shutdown", shutdown_params, _vm(["VM.PowerMgmt"]),
+              lambda c: hg.power(c, gtype, "shutdown")),
+        Route("GET", f"{vm}/config", (NODE, VMID, Param("current", B),
+                                      Param("snapshot", pattern=r"(?i:[a-z][a-z0-9_\-]+)")),
+              audit, lambda c: hg.config_get(c, gtype)),
+        Route("PUT", f"{vm}/config", cfg, _vm(cfg_privs, anyof=True),
+              lambda c: hg.config_put(c, gtype)),
+        Route("GET", f"{vm}/snapshot", (NODE, VMID), audit, lambda c: hl.snapshot_list(c, gtype)),
+        Route("POST", f"{vm}/snapshot", snap_create, _vm(["VM.Snapshot"]),
+              lambda c: hl.snapshot_create(c, gtype)),
+        Route("POST", f"{vm}/snapshot/{{snapname}}/rollback",
+              (NODE, VMID, SNAPNAME, Param("start", B)),
+              _vm(["VM.Snapshot", "VM.Snapshot.Rollback"], anyof=True),
+              lambda c: hl.snapshot_rollback(c, gtype)),
+        Route("DELETE", f"{vm}/snapshot/{{snapname}}", (NODE, VMID, SNAPNAME, Param("force", B)),
+              _vm(["VM.Snapshot"]), lambda c: hl.snapshot_delete(c, gtype)),
+        Route("GET", f"{vm}/snapshot/{{snapname}}", (NODE, VMID, SNAPNAME), USER_ALL,
+              lambda c: [{"cmd": "rollback"}, {"cmd": "config"}]),
+        Route("DELETE", vm, destroy_params, _vm(["VM.Allocate"]), lambda c: hl.destroy(c, gtype)),
+        Route("GET", vm, (NODE, VMID), USER_ALL,
+              lambda c: [{"subdir": s} for s in ("config", "status", "snapshot")]),
+    ]
+    if q:
+        routes.append(Route("POST", f"{vm}/config",
+                            (*cfg, Param("background_delay", I, minimum=1, maximum=30)),
+                            _vm(cfg_privs, anyof=True), hg.config_post_qemu))
+    return routes
+
+
+_LXC_CREATE = (
+    NODE, VMID, Param("ostemplate", optional=False, max_length=255), Param("rootfs"),
+    Param("storage"), Param("hostname", max_length=255), Param("memory", I, minimum=16),
+    Param("swap", I, minimum=0), Param("cores", I, minimum=1), Param("cpulimit", "number",
+                                                                      minimum=0),
+    Param("net[n]"), Param("unprivileged", B), Param("features"), Param("password"),
+    Param("ssh-public-keys"), Param("start", B), Param("pool"), Param("onboot", B),
+    Param("description", max_length=8192), Param("tags"), Param("ostype", enum=_LXC_OSTYPES),
+    Param("arch", enum=("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64")),
+    Param("nameserver"), Param("searchdomain"), Param("protection", B), Param("startup"),
+)
+_VZDUMP = (
+    Param("node"), Param("vmid"), Param("all", B), Param("storage"),
+    Param("mode", enum=("snapshot", "suspend", "stop")),
+    Param("compress", enum=("0", "1", "gzip", "lzo", "zstd")), Param("remove", B),
+    Param("notes-template"), Param("protected", B), Param("tmpdir"), Param("dumpdir"),
+    Param("script"), Param("job-id"),
+)
+_TASKS = (
+    NODE, Param("start", I, minimum=0), Param("limit", I, minimum=0),
+    Param("vmid", I, minimum=100, maximum=999_999_999), Param("typefilter"),
+    Param("userfilter"), Param("errors", B), Param("source", enum=("archive", "active", "all")),
+    Param("statusfilter"), Param("since", I), Param("until", I),
+)
+_STORE_ANY = {"check": ["perm", "/storage/{storage}", ["Datastore.Audit",
+                                                        "Datastore.AllocateSpace"], "any", 1]}
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/version", (), USER_ALL, hn.version),
+    Route("GET", "/nodes", (), USER_ALL, hn.nodes),
+    Route("GET", "/nodes/{node}/status", (NODE,),
+          {"check": ["perm", "/nodes/{node}", ["Sys.Audit"]]}, hn.node_status),
+    Route("GET", "/cluster/resources", (Param("type", enum=("vm", "storage", "node", "sdn")),),
+          USER_ALL, hn.cluster_resources),
+    *_guest_routes("qemu"),
+    *_guest_routes("lxc"),
+    Route("POST", "/nodes/{node}/lxc", _LXC_CREATE, USER_ALL, hl.lxc_create),
+    Route("POST", "/nodes/{node}/vzdump", _VZDUMP, USER_ALL, hn.vzdump),
+    Route("GET", "/nodes/{node}/storage",
+          (NODE, Param("content"), Param("enabled", B), Param("format", B), Param("storage"),
+           Param("target")), USER_ALL, hn.storage_list),
+    Route("GET", "/nodes/{node}/storage/{storage}/status", (NODE, STORAGE), _STORE_ANY,
+          hn.storage_status),
+    Route("GET", "/nodes/{node}/storage/{storage}/content",
+          (NODE, STORAGE, Param("content"), Param("vmid", I, minimum=100, maximum=999_999_999)),
+          _STORE_ANY, hn.storage_content),
+    Route("GET", "/nodes/{node}/disks/list",
+          (NODE, Param("skipsmart", B), Param("include-partitions", B),
+           Param("type", enum=("unused", "journal_disks"))),
+          {"check": ["or", ["perm", "/", ["Sys.Audit"]], ["perm", "/nodes/{node}", ["Sys.Audit"]]]},
+          hn.disks_list),
+    Route("GET", "/nodes/{node}/tasks", _TASKS, USER_ALL, hn.task_list),
+    Route("GET", "/nodes/{node}/tasks/{upid}/status", (NODE, UPID), USER_ALL, hn.task_status),
+    Route("GET", "/nodes/{node}/tasks/{upid}/log",
+          (NODE, UPID, Param("start", I, minimum=0), Param("limit", I, minimum=0)),
+          USER_ALL, hn.task_log),
+    Route("GET", "/nodes/{node}/tasks/{upid}", (NODE, UPID), USER_ALL, hn.task_index),
+    Route("DELETE", "/nodes/{node}/tasks/{upid}", (NODE, UPID), USER_ALL, hn.task_delete),
+    Route("GET", "/access/permissions",
+          (Param("path"), Param("userid")), USER_ALL, hn.access_permissions),
+)
+
+
+def match_route(method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+    """Find the route for ``method path``: (route, path args, whether the path exists)."""
+    path_known = False
+    for route in ROUTES:
+        m = route.regex.match(path)
+        if m is None:
+            continue
+        path_known = True
+        if route.method == method:
+            return route, m.groupdict(), True
+    return None, {}, path_known

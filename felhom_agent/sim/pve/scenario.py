@@ -1,0 +1,421 @@
+"""The scenario: everything a simulated PVE host starts with, parsed strictly.
+
+A scenario is plain JSON (see ``SCENARIO.md``): the node, the modelled PVE version, tokens
+with their user's and their own privileges by ACL path, guests, storages, disks, task
+durations, timing knobs and faults. Parsing is strict in the project's style: an unknown
+key, a wrong type or a bad value raises :class:`ScenarioError` naming the key path and the
+value, so ``python -m felhom_agent.sim pve --scenario FILE`` can exit 2 with a useful line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from felhom_agent.errors import AgentError
+from felhom_agent.secret import Secret
+from felhom_agent.sim.pve.faults import Fault
+from felhom_agent.sim.pve.privileges import TOKEN_ID_RE, Grants, expand_privileges
+
+__all__ = [
+    "DEFAULT_PVE_VERSION",
+    "GuestSpec",
+    "PveScenario",
+    "ScenarioError",
+    "SnapshotSpec",
+    "StorageSpec",
+    "TokenSpec",
+]
+
+#: pve-manager version whose behaviour is modelled (API-FACTS.md source table, [mgr]).
+DEFAULT_PVE_VERSION = "9.2.11"
+
+QEMU_LOCKS = ("backup", "clone", "create", "migrate", "rollback", "snapshot",
+              "snapshot-delete", "suspending", "suspended", "destroyed")
+LXC_LOCKS = ("backup", "create", "destroyed", "disk", "fstrim", "migrate", "mounted",
+             "rollback", "snapshot", "snapshot-delete")
+_NODE_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$")
+_SNAP_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_\-]{1,39}$")
+
+
+class ScenarioError(AgentError, ValueError):
+    """A scenario is malformed; the message names the key path and the offending value.
+
+    Args:
+        message: the operator-readable explanation.
+        key: the key path (``guests[1].type``).
+        value: the offending value, as given.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, value: object = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
+
+
+def _err(key: str, value: object, what: str) -> ScenarioError:
+    return ScenarioError(f"scenario key {key!r}: {what} (got {value!r})", key=key, value=value)
+
+
+class _Reader:
+    """Typed access to one scenario object with key-path-aware errors."""
+
+    def __init__(self, data: object, key: str, allowed: tuple[str, ...]) -> None:
+        if not isinstance(data, Mapping):
+            raise _err(key or "<top>", data, "must be a JSON object")
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            k = f"{key}.{unknown[0]}" if key else unknown[0]
+            raise _err(k, data[unknown[0]], f"unknown key; allowed: {', '.join(allowed)}")
+        self.data: Mapping[str, Any] = data
+        self.key = key
+
+    def path(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def get(self, name: str, types: tuple[type, ...], default: Any, what: str) -> Any:
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if isinstance(value, bool) and bool not in types:
+            raise _err(self.path(name), value, f"must be {what}")
+        if not isinstance(value, types):
+            raise _err(self.path(name), value, f"must be {what}")
+        return value
+
+    def require(self, name: str, types: tuple[type, ...], what: str) -> Any:
+        if name not in self.data:
+            raise _err(self.path(name), None, f"is required ({what})")
+        return self.get(name, types, None, what)
+
+
+@attrs.frozen
+class TokenSpec:
+    """An API token: its id, secret, privsep flag and both ACL grant sets."""
+
+    token_id: str
+    secret: Secret = attrs.field(repr=False)
+    privsep: bool
+    user_grants: Grants
+    token_grants: Grants
+
+
+@attrs.frozen
+class SnapshotSpec:
+    """A snapshot present at start (its config defaults to the guest's config)."""
+
+    name: str
+    description: str = ""
+    snaptime: int = 1_700_000_000
+    parent: str | None = None
+    config: Mapping[str, Any] | None = None
+
+
+@attrs.frozen
+class GuestSpec:
+    """A guest present at start; ``config`` holds raw config-file values."""
+
+    vmid: int
+    type: str
+    name: str
+    status: str
+    config: Mapping[str, Any]
+    snapshots: tuple[SnapshotSpec, ...] = ()
+    ha_managed: bool = False
+
+
+@attrs.frozen
+class StorageSpec:
+    """A storage with its type, content types, size and (initial) volumes."""
+
+    storage: str
+    type: str
+    content: str
+    total: int
+    used: int
+    shared: bool = False
+    volumes: tuple[Mapping[str, Any], ...] = ()
+
+
+def _grants(value: object, key: str) -> Grants:
+    if not isinstance(value, Mapping):
+        raise _err(key, value, "must be an object mapping ACL path to a list of privileges")
+    out: dict[str, frozenset[str]] = {}
+    for path, privs in value.items():
+        k = f"{key}[{path!r}]"
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise _err(k, path, "ACL path must start with '/'")
+        if not isinstance(privs, list) or not all(isinstance(p, str) for p in privs):
+            raise _err(k, privs, "must be a list of privilege or role names")
+        try:
+            out[path.rstrip("/") or "/"] = expand_privileges(privs)
+        except KeyError as err:
+            raise _err(k, err.args[0], "unknown privilege or role") from None
+    return Grants(out)
+
+
+def _token(data: object, key: str) -> TokenSpec:
+    r = _Reader(data, key, ("id", "secret", "privsep", "user_privileges", "token_privileges"))
+    token_id = r.require("id", (str,), "USER@REALM!NAME")
+    if not TOKEN_ID_RE.match(token_id):
+        raise _err(r.path("id"), token_id, "is not a token id USER@REALM!NAME")
+    secret = r.require("secret", (str,), "a non-empty string")
+    if not secret or ";" in secret:
+        raise _err(r.path("secret"), "<redacted>", "must be non-empty and contain no ';'")
+    return TokenSpec(
+        token_id=token_id,
+        secret=Secret(secret),
+        privsep=r.get("privsep", (bool,), True, "true or false"),
+        user_grants=_grants(r.get("user_privileges", (dict,), {}, "an object"),
+                            r.path("user_privileges")),
+        token_grants=_grants(r.get("token_privileges", (dict,), {}, "an object"),
+                             r.path("token_privileges")),
+    )
+
+
+def _config(value: object, key: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _err(key, value, "must be an object of config keys")
+    for k, v in value.items():
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise _err(f"{key}.{k}", v, "config values must be strings or numbers")
+    return dict(value)
+
+
+def _snapshot(data: object, key: str) -> SnapshotSpec:
+    r = _Reader(data, key, ("name", "description", "snaptime", "parent", "config"))
+    name = r.require("name", (str,), "a snapshot name")
+    if not _SNAP_RE.match(name) or name.lower() in ("current", "pending", "vzdump"):
+        raise _err(r.path("name"), name, "is not a valid snapshot name")
+    cfg = r.get("config", (dict,), None, "an object")
+    return SnapshotSpec(
+        name=name,
+        description=r.get("description", (str,), "", "a string"),
+        snaptime=r.get("snaptime", (int,), 1_700_000_000, "epoch seconds"),
+        parent=r.get("parent", (str,), None, "a snapshot name"),
+        config=None if cfg is None else _config(cfg, r.path("config")),
+    )
+
+
+def _guest(data: object, key: str) -> GuestSpec:
+    r = _Reader(data, key, ("vmid", "type", "name", "status", "config", "snapshots",
+                            "protection", "template", "lock", "ha_managed"))
+    vmid = r.require("vmid", (int,), "an integer 100..999999999")
+    if not 100 <= vmid <= 999_999_999:
+        raise _err(r.path("vmid"), vmid, "must be 100..999999999")
+    gtype = r.require("type", (str,), "qemu or lxc")
+    if gtype not in ("qemu", "lxc"):
+        raise _err(r.path("type"), gtype, "must be one of qemu, lxc")
+    status = r.get("status", (str,), "stopped", "running or stopped")
+    if status not in ("running", "stopped"):
+        raise _err(r.path("status"), status, "must be one of running, stopped")
+    default_name = f"VM{vmid}" if gtype == "qemu" else f"CT{vmid}"
+    name = r.get("name", (str,), default_name, "a DNS name")
+    cfg = _config(r.get("config", (dict,), {}, "an object"), r.path("config"))
+    cfg.setdefault("name" if gtype == "qemu" else "hostname", name)
+    if r.get("protection", (bool,), False, "true or false"):
+        cfg["protection"] = 1
+    if r.get("template", (bool,), False, "true or false"):
+        cfg["template"] = 1
+    lock = r.get("lock", (str,), None, "a lock name")
+    if lock is not None:
+        allowed = QEMU_LOCKS if gtype == "qemu" else LXC_LOCKS
+        if lock not in allowed:
+            raise _err(r.path("lock"), lock, f"must be one of {', '.join(allowed)}")
+        cfg["lock"] = lock
+    snaps_raw = r.get("snapshots", (list,), [], "a list")
+    snaps = tuple(_snapshot(s, f"{r.path('snapshots')}[{i}]") for i, s in enumerate(snaps_raw))
+    return GuestSpec(vmid=vmid, type=gtype, name=name, status=status, config=cfg,
+                     snapshots=snaps, ha_managed=r.get("ha_managed", (bool,), False, "a bool"))
+
+
+def _storage(data: object, key: str) -> StorageSpec:
+    r = _Reader(data, key, ("storage", "type", "content", "total", "used", "shared", "volumes"))
+    vols = r.get("volumes", (list,), [], "a list of volume objects")
+    for i, v in enumerate(vols):
+        if not isinstance(v, Mapping) or not isinstance(v.get("volid"), str):
+            raise _err(f"{r.path('volumes')}[{i}]", v, "must be an object with a volid")
+    return StorageSpec(
+        storage=r.require("storage", (str,), "a storage id"),
+        type=r.get("type", (str,), "dir", "a storage type"),
+        content=r.get("content", (str,), "images,rootdir", "a content list"),
+        total=r.get("total", (int,), 100 * 2**30, "bytes"),
+        used=r.get("used", (int,), 10 * 2**30, "bytes"),
+        shared=r.get("shared", (bool,), False, "true or false"),
+        volumes=tuple(vols),
+    )
+
+
+def _number_map(value: object, key: str) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise _err(key, value, "must be an object of task type -> seconds")
+    out: dict[str, float] = {}
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise _err(f"{key}.{k}", v, "must be a number of seconds >= 0")
+        out[k] = float(v)
+    return out
+
+
+_TOP_KEYS = ("node", "pve_version", "auth_failure_delay_s", "workers", "lock_wait_s",
+             "tokens", "guests", "storages", "disks", "task_durations", "faults")
+
+
+@attrs.frozen
+class PveScenario:
+    """A parsed scenario (immutable; the simulator copies it into live state)."""
+
+    node: str
+    pve_version: str
+    auth_failure_delay_s: float
+    workers: int
+    lock_wait_s: float
+    tokens: tuple[TokenSpec, ...]
+    guests: tuple[GuestSpec, ...]
+    storages: tuple[StorageSpec, ...]
+    disks: tuple[Mapping[str, Any], ...]
+    task_durations: Mapping[str, float]
+    faults: tuple[Fault, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PveScenario:
+        """Parse a scenario mapping.
+
+        Raises:
+            ScenarioError: naming the key path and value of the first problem found.
+        """
+        r = _Reader(data, "", _TOP_KEYS)
+        node = r.get("node", (str,), "pve1", "a node name")
+        if not _NODE_RE.match(node):
+            raise _err("node", node, "is not a valid node name")
+        workers = r.get("workers", (int,), 3, "an integer 1..64")
+        if not 1 <= workers <= 64:
+            raise _err("workers", workers, "must be 1..64")
+        delay = r.get("auth_failure_delay_s", (int, float), 3, "seconds >= 0")
+        lock_wait = r.get("lock_wait_s", (int, float), 10, "seconds >= 0")
+        for k, v in (("auth_failure_delay_s", delay), ("lock_wait_s", lock_wait)):
+            if v < 0:
+                raise _err(k, v, "must be >= 0")
+        tokens = tuple(_token(t, f"tokens[{i}]")
+                       for i, t in enumerate(r.require("tokens", (list,), "a list of tokens")))
+        if not tokens:
+            raise _err("tokens", [], "needs at least one token")
+        guests = tuple(_guest(g, f"guests[{i}]")
+                       for i, g in enumerate(r.get("guests", (list,), [], "a list")))
+        seen: set[int] = set()
+        for i, g in enumerate(guests):
+            if g.vmid in seen:
+                raise _err(f"guests[{i}].vmid", g.vmid, "duplicate vmid")
+            seen.add(g.vmid)
+        storages_raw = r.get("storages", (list,), None, "a list")
+        storages = (_default_storages() if storages_raw is None else
+                    tuple(_storage(s, f"storages[{i}]") for i, s in enumerate(storages_raw)))
+        disks = r.get("disks", (list,), None, "a list of disk objects")
+        faults: list[Fault] = []
+        for i, f in enumerate(r.get("faults", (list,), [], "a list")):
+            if not isinstance(f, Mapping):
+                raise _err(f"faults[{i}]", f, "must be an object")
+            try:
+                faults.append(Fault.from_dict(f))
+            except (TypeError, ValueError) as err:
+                raise _err(f"faults[{i}]", dict(f), str(err)) from None
+        return cls(
+            node=node,
+            pve_version=r.get("pve_version", (str,), DEFAULT_PVE_VERSION, "a version string"),
+            auth_failure_delay_s=float(delay),
+            workers=workers,
+            lock_wait_s=float(lock_wait),
+            tokens=tokens,
+            guests=guests,
+            storages=storages,
+            disks=tuple(disks) if disks is not None else _default_disks(),
+            task_durations=_number_map(r.get("task_durations", (dict,), {}, "an object"),
+                                       "task_durations"),
+            faults=tuple(faults),
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> PveScenario:
+        """Read and parse a JSON scenario file; errors name the file, key and value."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ScenarioError(f"{path}: cannot read scenario: {err.strerror}",
+                                key=None, value=str(path)) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ScenarioError(f"{path}: not valid JSON: {err}", key=None,
+                                value=str(path)) from None
+        try:
+            return cls.from_dict(data)
+        except ScenarioError as err:
+            raise ScenarioError(f"{path}: {err}", key=err.key, value=err.value) from None
+
+    @classmethod
+    def default(cls, *, token_secret: str | None = None) -> PveScenario:
+        """The built-in scenario: node pve1, guests 100 (lxc running), 101 (qemu stopped),
+        102 (lxc stopped), and one token ``felhom@pve!agent`` holding every privilege."""
+        return cls.from_dict(default_scenario_dict(token_secret=token_secret))
+
+
+def default_scenario_dict(*, token_secret: str | None = None) -> dict[str, Any]:
+    """The default scenario as JSON-ready data (a fresh random secret unless given)."""
+    secret = token_secret or str(uuid.uuid4())
+    return {
+        "node": "pve1",
+        "tokens": [{
+            "id": "felhom@pve!agent", "secret": secret, "privsep": True,
+            "user_privileges": {"/": ["Administrator"]},
+            "token_privileges": {"/": ["Administrator"]},
+        }],
+        "guests": [
+            {"vmid": 100, "type": "lxc", "name": "web", "status": "running",
+             "config": {"arch": "amd64", "cores": 2, "memory": 1024, "swap": 512,
+                        "ostype": "debian", "unprivileged": 1, "onboot": 1,
+                        "rootfs": "local-lvm:vm-100-disk-0,size=8G",
+                        "net0": "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:01:00,ip=dhcp,type=veth",
+                        "description": "web frontend"}},
+            {"vmid": 101, "type": "qemu", "name": "db", "status": "stopped",
+             "config": {"cores": 2, "sockets": 1, "memory": "4096", "ostype": "l26",
+                        "boot": "order=scsi0", "scsihw": "virtio-scsi-single",
+                        "scsi0": "local-lvm:vm-101-disk-0,iothread=1,size=32G",
+                        "net0": "virtio=BC:24:11:00:01:01,bridge=vmbr0"},
+             "snapshots": [{"name": "initial", "description": "fresh install",
+                            "snaptime": 1_750_000_000}]},
+            {"vmid": 102, "type": "lxc", "name": "cache", "status": "stopped",
+             "config": {"arch": "amd64", "cores": 1, "memory": 512, "swap": 512,
+                        "ostype": "alpine", "unprivileged": 1,
+                        "rootfs": "local-lvm:vm-102-disk-0,size=4G",
+                        "net0": "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:01:02,ip=dhcp,type=veth"}},
+        ],
+    }
+
+
+def _default_storages() -> tuple[StorageSpec, ...]:
+    return (
+        StorageSpec(storage="local", type="dir", content="backup,iso,vztmpl",
+                    total=100 * 2**30, used=12 * 2**30, volumes=(
+                        {"volid": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+                         "content": "vztmpl", "format": "tzst", "size": 126_000_000},
+                    )),
+        StorageSpec(storage="local-lvm", type="lvmthin", content="images,rootdir",
+                    total=400 * 2**30, used=60 * 2**30),
+    )
+
+
+def _default_disks() -> tuple[Mapping[str, Any], ...]:
+    return (
+        {"devpath": "/dev/nvme0n1", "size": 512_110_190_592, "type": "nvme",
+         "model": "Samsung SSD 980 PRO 500GB", "serial": "S5GXNF0R000001", "vendor": "unknown",
+         "wwn": "unknown", "gpt": 1, "rpm": 0, "health": "PASSED", "wearout": 98,
+         "used": "LVM", "osdid": -1, "osdid-list": None},
+        {"devpath": "/dev/sda", "size": 4_000_787_030_016, "type": "usb",
+         "model": "Elements_25A3", "serial": "575836314142", "vendor": "WD",
+         "wwn": "unknown", "gpt": 1, "rpm": 5400, "health": "PASSED", "wearout": "N/A",
+         "osdid": -1, "osdid-list": None},
+    )

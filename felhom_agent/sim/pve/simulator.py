@@ -1,0 +1,205 @@
+"""The public face of the PVE simulator: start/stop, inspect state, inject faults.
+
+Usage::
+
+    with PveSimulator(PveScenario.default()) as sim:
+        requests.get(f"{sim.url}/api2/json/version", ...)   # pin sim.fingerprint
+        sim.inject(Fault("http_error", path="/version", status=503, count=1))
+        sim.guest(100)["status"]
+
+``__enter__`` returns once the socket listens (well under a second: an ECDSA key, no
+subprocess). ``stop`` interrupts held requests and task waits and joins every thread it
+started, so no thread outlives a test.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from felhom_agent.sim.pve.faults import Fault
+from felhom_agent.sim.pve.runtime import NodeRuntime
+from felhom_agent.sim.pve.scenario import PveScenario
+from felhom_agent.sim.pve.server import PveHttpServer
+from felhom_agent.sim.pve.tls import generate_node_certificate
+
+__all__ = ["PveSimulator"]
+
+JOIN_TIMEOUT_S = 5.0
+
+
+class PveSimulator:
+    """A simulated PVE node serving HTTPS on 127.0.0.1.
+
+    Args:
+        scenario: what the node starts with.
+        host: listen address (loopback only is sensible).
+        port: listen port; 0 picks a free one.
+        clock: epoch-seconds clock for UPID start times, uptimes and snapshot times.
+    """
+
+    def __init__(self, scenario: PveScenario, *, host: str = "127.0.0.1", port: int = 0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._scenario = scenario
+        self._host = host
+        self._port = port
+        self._clock = clock
+        self._cert = generate_node_certificate(scenario.node)
+        self._rt = NodeRuntime(scenario, clock=clock, fingerprint=self._cert.fingerprint)
+        self._server: PveHttpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> PveSimulator:
+        """Bind and serve in a background thread; returns when ready."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        self._server = PveHttpServer((self._host, self._port), self._rt,
+                                     self._cert.server_context())
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name="pve-sim-accept", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, interrupt waits, and join every thread."""
+        server = self._server
+        if server is None:
+            return
+        self._rt.stop_event.set()
+        self._rt.faults.wake_all()
+        with self._rt.counters:
+            self._rt.counters.notify_all()
+        server.shutdown()
+        server.close_connections()
+        self._rt.tasks.stop(JOIN_TIMEOUT_S)
+        server.server_close()  # joins the connection threads (block_on_close)
+        if self._thread is not None:
+            self._thread.join(timeout=JOIN_TIMEOUT_S)
+        self._server = None
+
+    def __enter__(self) -> PveSimulator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- connection data ---------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """``https://127.0.0.1:PORT`` (append ``/api2/json/...``)."""
+        return f"https://{self._host}:{self.port}"
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 fingerprint of the served leaf, ``AB:CD:...``."""
+        return self._cert.fingerprint
+
+    @property
+    def cert_pem(self) -> bytes:
+        """The served certificate (PEM), for CA-file style tests."""
+        return self._cert.cert_pem
+
+    @property
+    def node(self) -> str:
+        """The node name."""
+        return self._scenario.node
+
+    @property
+    def token_id(self) -> str:
+        """The scenario's first token id."""
+        return self._scenario.tokens[0].token_id
+
+    @property
+    def token_secret(self) -> str:
+        """The scenario's first token secret (a plain str, for building headers in tests)."""
+        return self._scenario.tokens[0].secret.reveal()
+
+    @property
+    def auth_header(self) -> str:
+        """``PVEAPIToken=<id>=<secret>`` for the first token."""
+        return f"PVEAPIToken={self.token_id}={self.token_secret}"
+
+    # -- observation -------------------------------------------------------------------------
+    @property
+    def requests_seen(self) -> int:
+        """HTTP requests parsed so far (a failed TLS handshake never counts)."""
+        with self._rt.counters:
+            return self._rt.requests_seen
+
+    @property
+    def peak_in_flight(self) -> int:
+        """Most requests that held a worker slot at the same time."""
+        with self._rt.counters:
+            return self._rt.peak_in_flight
+
+    def wait_requests(self, *, in_flight: int | None = None, queued: int | None = None,
+                      timeout: float = 5.0) -> bool:
+        """Block until at least ``in_flight`` requests run and ``queued`` wait for a slot."""
+        return self._rt.wait_counters(
+            lambda rt: (in_flight is None or rt.in_flight >= in_flight)
+            and (queued is None or rt.queued >= queued), timeout)
+
+    def guest(self, vmid: int) -> dict[str, Any]:
+        """A deep copy of a guest's state: status, lock, config (raw), snapshots, tasks."""
+        with self._rt.state.cond:
+            g = self._rt.state.guests.get(vmid)
+            if g is None:
+                raise KeyError(vmid)
+            return {
+                "vmid": g.vmid, "type": g.type, "status": g.status, "lock": g.lock,
+                "config": copy.deepcopy(g.config), "digest": g.digest(),
+                "snapshots": {n: {"description": s.description, "parent": s.parent,
+                                  "snapstate": s.snapstate, "config": copy.deepcopy(s.config)}
+                              for n, s in g.snapshots.items()},
+                "pending_tasks": list(g.pending_tasks),
+            }
+
+    def has_guest(self, vmid: int) -> bool:
+        """Whether ``vmid`` exists."""
+        with self._rt.state.cond:
+            return vmid in self._rt.state.guests
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task record (upid, type, id, user, status, exitstatus, log), oldest first."""
+        with self._rt.state.cond:
+            return [r.snapshot() for r in self._rt.tasks.records()]
+
+    def wait_task(self, upid: str, timeout: float = 5.0) -> dict[str, Any]:
+        """Block until task ``upid`` stopped; return its record (raises TimeoutError)."""
+        if not self._rt.tasks.wait(upid, timeout):
+            raise TimeoutError(f"task {upid} still running after {timeout} s")
+        rec = self._rt.tasks.get(upid)
+        assert rec is not None
+        with self._rt.state.cond:
+            return rec.snapshot()
+
+    # -- control -----------------------------------------------------------------------------
+    def inject(self, fault: Fault) -> None:
+        """Activate a fault at run time."""
+        self._rt.faults.add(fault)
+
+    def clear_faults(self) -> None:
+        """Remove every fault and release requests held by latency faults."""
+        self._rt.faults.clear()
+
+    def set_task_duration(self, task_type: str, seconds: float) -> None:
+        """Make tasks of ``task_type`` (``default`` for all others) take ``seconds``."""
+        self._rt.tasks.set_duration(task_type, seconds)
+
+    def release_tasks(self) -> None:
+        """Let every running task (except ``task_hang`` ones) finish now."""
+        self._rt.tasks.release_all()
