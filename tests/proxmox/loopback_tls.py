@@ -36,7 +36,9 @@ class Answer:
     reason: str | None = None
     body: bytes = b'{"data":null}'
     content_type: str | None = "application/json;charset=UTF-8"
-    action: str | None = None  # "drop" (close without answering) or "stall" (wait for release)
+    # "drop": close without answering; "stall": wait for release, then close unanswered;
+    # "hold": wait for release, then answer normally (counted in active/max_active).
+    action: str | None = None
 
 
 @attrs.frozen
@@ -98,6 +100,9 @@ class LoopbackPve:
         self.release = threading.Event()
         self.stalled = threading.Event()
         self._lock = threading.Lock()
+        self.changed = threading.Condition(self._lock)
+        self.active = 0
+        self.max_active = 0
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(str(cert_path), str(key_path))
         owner = self
@@ -124,6 +129,14 @@ class LoopbackPve:
                     self.close_connection = True
                     self.connection.close()
                     return
+                if answer.action == "hold":
+                    with owner.changed:
+                        owner.active += 1
+                        owner.max_active = max(owner.max_active, owner.active)
+                        owner.changed.notify_all()
+                    owner.release.wait(10)
+                    with owner.changed:
+                        owner.active -= 1
                 if answer.action == "stall":
                     owner.stalled.set()
                     owner.release.wait(10)
