@@ -1,39 +1,31 @@
 """The per-guest serializer queue: one FIFO lane per vmid, drained by W worker threads.
 
-This is the single choke point every guest mutation goes through (reference design §3). The
-contract, and how this module keeps it:
+The single choke point every guest mutation goes through (reference design §3):
 
-1. **One at a time, in submit order, per vmid.** Each vmid has a FIFO lane; a lane is held by
-   at most one worker (``_running``), and its jobs are taken from the head only.
-2. **Parallel across vmids, at most W at once.** Exactly W worker threads exist.
-3. **No coalescing.** Every ``submit`` is one execution; nothing is merged or deduplicated
-   (op_id deduplication belongs to the journal, not here).
-4. **Fairness.** Lanes that have a runnable head job wait in one explicit FIFO (``_ready``),
-   ordered by the moment the head job became runnable: when it was submitted to an idle lane,
-   or when its predecessor in the same lane finished. A free worker always serves the lane
-   whose head job has waited longest *for a worker*. Time a job spends behind its own lane's
-   running job is not counted, on purpose: a deep lane re-enters at the tail after each job
-   (as client-go's workqueue does), so one busy vmid cannot starve the others — with one lane
-   of K jobs and M single-job lanes every single-job lane starts within ceil((M+1)/W) rounds.
-   Fairness never relies on which thread ``Condition.notify`` wakes (CPython makes no such
-   promise); the woken worker takes whatever is at the head of ``_ready``.
-5. **Awaitable results.** ``submit`` returns a :class:`JobHandle`; ``result(timeout)`` returns
-   the job's value or raises :class:`JobFailed` (wrapping the job's exception),
-   :class:`JobCancelled` (never started, queue shut down) or :class:`JobWaitTimeout`.
-   A job that raises — even a ``BaseException`` — is recorded and its worker carries on.
-   A handle is resolved under the queue lock together with the lane release, so once
-   ``done()`` is true the lane no longer counts that job in :meth:`SerializerQueue.busy`, and
-   the handles of one lane resolve in submit order.
-6. **Bounded shutdown.** :meth:`SerializerQueue.shutdown` stops accepting, cancels every queued
-   job (they stay unstarted and are logged), waits up to ``grace_s`` for running jobs and
-   reports the ones still running. Those keep their (daemon) thread until the job returns —
-   a PVE task keeps running on the host anyway and its UPID is in the journal for re-attach.
-7. **Zero CPU when idle.** Idle workers block in ``Condition.wait()`` *without* a timeout: no
-   polling, no periodic wake-up. This is the one deliberate untimed wait in the agent; it is
-   safe because every state change a worker cares about (new work, shutdown) notifies it.
+1. Jobs of one vmid run one at a time, in submit order: a lane is held by at most one worker
+   (``_running``) and jobs leave it from the head only.
+2. Different vmids run in parallel, at most W at once (exactly W worker threads exist).
+3. No coalescing: every ``submit`` is one execution (op_id dedupe belongs to the journal).
+4. Fairness: runnable lanes wait in one explicit FIFO (``_ready``) ordered by when their head
+   job became runnable — submitted to an idle lane, or its predecessor finished. A free worker
+   serves the lane whose head has waited longest *for a worker*; time spent behind the lane's
+   own running job does not count, so a deep lane re-enters at the tail after each job (as
+   client-go's workqueue does) and cannot starve the others: with one lane of K jobs and M
+   single-job lanes, each single lane starts within ceil((M+1)/W) rounds (target T5). It never
+   depends on which thread ``Condition.notify`` wakes (CPython promises no order).
+5. ``submit`` returns a :class:`JobHandle` (value, :class:`JobFailed`, :class:`JobCancelled`,
+   :class:`JobWaitTimeout`). A raising job (even a ``BaseException``) is recorded and its worker
+   carries on. Handles resolve under the queue lock together with the lane release, so once
+   ``done()`` the job no longer makes :meth:`SerializerQueue.busy` true, and one lane's handles
+   resolve in submit order.
+6. Shutdown stops accepting, cancels queued jobs (logged as unstarted), waits up to a grace
+   period for running jobs and reports those still running; they keep their daemon thread until
+   they return (a PVE task runs on anyway; its UPID is in the journal for re-attach).
+7. Idle workers block in ``Condition.wait()`` *without* a timeout, so an idle queue costs no
+   CPU and no wake-ups (T6). It is the one deliberate untimed wait: every event a worker cares
+   about (new work, shutdown) notifies it.
 
-Time is read from an injectable ``clock`` (monotonic seconds) for the handle timestamps and the
-shutdown deadline, so tests and reports do not depend on the wall clock.
+Timestamps and the shutdown deadline come from an injectable monotonic ``clock``.
 """
 
 from __future__ import annotations
@@ -51,21 +43,9 @@ import attrs
 from felhom_agent.errors import AgentError
 
 __all__ = [
-    "Clock",
-    "InvalidJob",
-    "JobCancelled",
-    "JobFailed",
-    "JobHandle",
-    "JobInfo",
-    "JobState",
-    "JobWaitTimeout",
-    "LaneDepth",
-    "QueueClosed",
-    "QueueError",
-    "QueueSnapshot",
-    "QueueStateError",
-    "SerializerQueue",
-    "ShutdownReport",
+    "Clock", "InvalidJob", "JobCancelled", "JobFailed", "JobHandle", "JobInfo", "JobState",
+    "JobWaitTimeout", "LaneDepth", "QueueClosed", "QueueError", "QueueSnapshot",
+    "QueueStateError", "SerializerQueue", "ShutdownReport"
 ]
 
 T = TypeVar("T")
@@ -74,9 +54,6 @@ Clock = Callable[[], float]
 """Monotonic seconds; ``time.monotonic`` in production, a fake in tests."""
 
 _log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- errors
 
 
 class QueueError(AgentError):
@@ -130,9 +107,6 @@ class QueueClosed(QueueStateError):
 
 class InvalidJob(QueueError, ValueError):
     """An argument is invalid (vmid not a non-negative int, fn not callable, negative grace)."""
-
-
-# --------------------------------------------------------------------------- data
 
 
 class JobState(enum.Enum):
@@ -201,9 +175,6 @@ class _Phase(enum.Enum):
     CLOSED = "closed"
 
 
-# --------------------------------------------------------------------------- handle
-
-
 class JobHandle(Generic[T]):
     """The awaitable result of one submitted job.
 
@@ -212,17 +183,8 @@ class JobHandle(Generic[T]):
     queue ever started), which is how fairness is measured.
     """
 
-    __slots__ = (
-        "_done",
-        "_error",
-        "_state",
-        "_value",
-        "finished_at",
-        "info",
-        "start_index",
-        "started_at",
-        "submitted_at",
-    )
+    __slots__ = ("_done", "_error", "_state", "_value", "finished_at", "info", "start_index",
+                 "started_at", "submitted_at")
 
     def __init__(self, info: JobInfo, submitted_at: float) -> None:
         self.info = info
@@ -279,29 +241,20 @@ class JobHandle(Generic[T]):
             JobFailed: the job raised; the exception is the ``__cause__``.
             JobCancelled: the job never started because the queue shut down.
         """
-        i = self.info
+        vmid, label = self.info.vmid, self.info.label
+        what = f"job {label!r} (vmid {vmid})"
         if not self._done.wait(timeout):
-            raise JobWaitTimeout(
-                f"job {i.label!r} (vmid {i.vmid}) not done after {timeout} s "
-                f"(state {self._state.value})",
-                vmid=i.vmid,
-                label=i.label,
-            )
+            state = self._state.value
+            msg = f"{what} not done after {timeout} s (state {state})"
+            raise JobWaitTimeout(msg, vmid=vmid, label=label)
         if self._state is JobState.SUCCEEDED:
             return cast(T, self._value)
         if self._state is JobState.CANCELLED:
-            raise JobCancelled(
-                f"job {i.label!r} (vmid {i.vmid}) was not started: the queue shut down",
-                vmid=i.vmid,
-                label=i.label,
-            )
+            msg = f"{what} was not started: the queue shut down"
+            raise JobCancelled(msg, vmid=vmid, label=label)
         reason = _reason(self._error)
-        raise JobFailed(
-            f"job {i.label!r} (vmid {i.vmid}) failed: {reason}",
-            vmid=i.vmid,
-            label=i.label,
-            reason=reason,
-        ) from self._error
+        msg = f"{what} failed: {reason}"
+        raise JobFailed(msg, vmid=vmid, label=label, reason=reason) from self._error
 
     # Called by the queue with its lock held.
     def _resolve(
@@ -325,9 +278,6 @@ def _reason(error: BaseException | None) -> str:
 class _Job:
     fn: Callable[[], Any]
     handle: JobHandle[Any]
-
-
-# --------------------------------------------------------------------------- queue
 
 
 class SerializerQueue:
@@ -375,7 +325,6 @@ class SerializerQueue:
         self._next_seq = 0
         self._next_start = 0
         self._phase = _Phase.NEW
-        self._threads: list[threading.Thread] = []
         self._report: ShutdownReport | None = None
 
     @property
@@ -398,9 +347,8 @@ class SerializerQueue:
             self._phase = _Phase.STARTED
             for n in range(self._workers):
                 # Daemon threads: a job abandoned at shutdown must not keep the process alive.
-                t = threading.Thread(target=self._worker, name=f"{self._name}-{n}", daemon=True)
-                self._threads.append(t)
-                t.start()
+                name = f"{self._name}-{n}"
+                threading.Thread(target=self._worker, name=name, daemon=True).start()
 
     def submit(
         self, vmid: int, fn: Callable[[], T], *, label: str, source: str = ""
@@ -424,11 +372,8 @@ class SerializerQueue:
             raise InvalidJob(f"job {label!r} is not callable: {fn!r}", vmid=vmid, label=label)
         with self._lock:
             if self._phase in (_Phase.STOPPING, _Phase.CLOSED):
-                raise QueueClosed(
-                    f"queue is shut down; refused job {label!r} for vmid {vmid}",
-                    vmid=vmid,
-                    label=label,
-                )
+                msg = f"queue is shut down; refused job {label!r} for vmid {vmid}"
+                raise QueueClosed(msg, vmid=vmid, label=label)
             info = JobInfo(seq=self._next_seq, vmid=vmid, label=label, source=source)
             self._next_seq += 1
             handle: JobHandle[T] = JobHandle(info, self._clock())
@@ -457,21 +402,13 @@ class SerializerQueue:
     def snapshot(self) -> QueueSnapshot:
         """A consistent view of every busy lane, sorted by vmid."""
         with self._lock:
-            vmids = sorted(set(self._lanes) | set(self._running))
+            running = {v: h.info for v, h in self._running.items()}
             lanes = tuple(
-                LaneDepth(
-                    vmid=v,
-                    queued=len(self._lanes.get(v, ())),
-                    running=self._running[v].info if v in self._running else None,
-                )
-                for v in vmids
+                LaneDepth(vmid=v, queued=len(self._lanes.get(v, ())), running=running.get(v))
+                for v in sorted(set(self._lanes) | set(running))
             )
-            return QueueSnapshot(
-                workers=self._workers,
-                running=len(self._running),
-                queued=sum(len(lane) for lane in self._lanes.values()),
-                lanes=lanes,
-            )
+            queued = sum(len(lane) for lane in self._lanes.values())
+            return QueueSnapshot(self._workers, len(running), queued, lanes)
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Block until no job is queued or running (or ``timeout`` passed); True if idle."""
@@ -529,28 +466,16 @@ class SerializerQueue:
         self._log_shutdown(report, grace_s)
         return report
 
-    # ----------------------------------------------------------------- internals
-
     def _log_shutdown(self, report: ShutdownReport, grace_s: float) -> None:
-        if report.unstarted:
-            self._log.warning(
-                "queue shutdown: %d queued job(s) left unstarted: %s",
-                len(report.unstarted),
-                _describe(report.unstarted),
-            )
-        if report.abandoned_running:
-            self._log.warning(
-                "queue shutdown: %d job(s) still running after the %.1f s grace period: %s",
-                len(report.abandoned_running),
-                grace_s,
-                _describe(report.abandoned_running),
-            )
-        self._log.info(
-            "queue shut down: %d finished during grace, %d still running, %d unstarted",
-            len(report.finished),
-            len(report.abandoned_running),
-            len(report.unstarted),
-        )
+        left, abandoned = report.unstarted, report.abandoned_running
+        if left:
+            msg = "queue shutdown: %d queued job(s) left unstarted: %s"
+            self._log.warning(msg, len(left), _describe(left))
+        if abandoned:
+            msg = "queue shutdown: %d job(s) still running after the %.1f s grace period: %s"
+            self._log.warning(msg, len(abandoned), grace_s, _describe(abandoned))
+        msg = "queue shut down: %d finished during grace, %d still running, %d unstarted"
+        self._log.info(msg, len(report.finished), len(abandoned), len(left))
 
     def _take(self) -> _Job | None:
         """Wait for a runnable lane and claim its head job; None when the worker must exit."""
