@@ -1,0 +1,17 @@
+"""The simulated hub (reference design §11): HTTP(S) on loopback, Bearer auth, faults."""
+
+from __future__ import annotations
+
+from felhom_agent.sim.hub.faults import FAULT_KINDS, HubFault
+from felhom_agent.sim.hub.scenario import HubScenario, ScenarioError, ScenarioOp
+from felhom_agent.sim.hub.server import HubSimulator, RecordedReport
+
+__all__ = [
+    "FAULT_KINDS",
+    "HubFault",
+    "HubScenario",
+    "HubSimulator",
+    "RecordedReport",
+    "ScenarioError",
+    "ScenarioOp",
+]
