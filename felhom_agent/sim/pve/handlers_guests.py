@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from felhom_agent.sim.pve.apierror import ApiError, param_error, perm_error, server_error
+from felhom_agent.sim.pve.apierror import param_error, perm_error, server_error
 from felhom_agent.sim.pve.context import Ctx
 from felhom_agent.sim.pve.state import Guest, normalise_tags
 from felhom_agent.sim.pve.tasks import TaskError, TaskLog, TaskPlan
@@ -227,11 +227,12 @@ def _changes(ctx: Ctx) -> tuple[dict[str, Any], list[str]]:
 
 def _apply(guest: Guest, sets: dict[str, Any], deletes: list[str]) -> None:
     for key, value in sets.items():
+        stored = value
         if key == "tags":
-            value = normalise_tags(str(value))
+            stored = normalise_tags(str(value))
         elif key == "memory" and guest.type == "qemu":
-            value = str(value)  # string-typed property string since PVE 8.1
-        guest.config[key] = value
+            stored = str(value)  # string-typed property string since PVE 8.1
+        guest.config[key] = stored
     for key in deletes:
         guest.config.pop(key, None)
 
@@ -264,7 +265,6 @@ def config_put(ctx: Ctx, gtype: str) -> None:
             _apply(guest, sets, deletes)
         finally:
             rt.state.release_flock(guest.vmid, owner)
-    return None
 
 
 def config_post_qemu(ctx: Ctx) -> str | None:
@@ -299,8 +299,3 @@ def config_post_qemu(ctx: Ctx) -> str | None:
             raise server_error(f"failed to update VM {vmid}: {rec.exitstatus}")
         return None
     return upid
-
-
-def reject_unknown(_ctx: Ctx) -> None:
-    """Placeholder for routes declared but deliberately refused."""
-    raise ApiError(501, "not implemented", plain=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from felhom_agent.sim.pve.apierror import server_error
+from felhom_agent.sim.pve.apierror import param_error, server_error
 from felhom_agent.sim.pve.context import Ctx
 from felhom_agent.sim.pve.handlers_guests import _check_features
 from felhom_agent.sim.pve.state import Guest, Snapshot, description_read, normalise_tags
@@ -190,7 +190,6 @@ def snapshot_delete(ctx: Ctx, gtype: str) -> str:
 def destroy(ctx: Ctx, gtype: str) -> str:
     """DELETE /nodes/{node}/{qemu|lxc}/{vmid}: sync checks, then ``qmdestroy``/``vzdestroy``."""
     if gtype == "qemu" and "skiplock" in ctx.params:
-        from felhom_agent.sim.pve.apierror import param_error
         raise param_error({"skiplock": "Only root may use this option."})
     rt, vmid = ctx.rt, ctx.vmid
     force = bool(ctx.params.get("force", 0))

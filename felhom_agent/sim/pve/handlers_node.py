@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from felhom_agent.sim.pve.apierror import ApiError, param_error, perm_error, server_error
+from felhom_agent.sim.pve.apierror import param_error, server_error
 from felhom_agent.sim.pve.context import Ctx, Result
 from felhom_agent.sim.pve.handlers_guests import guest_summary
-from felhom_agent.sim.pve.tasks import TaskLog, TaskPlan, TaskRecord
+from felhom_agent.sim.pve.privileges import Principal
+from felhom_agent.sim.pve.tasks import TaskError, TaskLog, TaskPlan, TaskRecord
 from felhom_agent.sim.pve.upid import parse_upid
 
 __all__ = [
@@ -323,7 +324,6 @@ def access_permissions(ctx: Ctx) -> dict[str, dict[str, int]]:
         target = next((t for t in ctx.rt.tokens.values() if t.token_id == userid), None)
         if target is None:
             raise server_error(f"no such user/token '{userid}'")
-        from felhom_agent.sim.pve.privileges import Principal
         principal = Principal(token_id=target.token_id, privsep=target.privsep,
                               user_grants=target.user_grants, token_grants=target.token_grants)
     else:
@@ -401,7 +401,6 @@ def vzdump(ctx: Ctx) -> str:
                 log.line(f"INFO: Finished Backup of VM {vmid}")
             if failed:
                 log.line("INFO: Backup job finished with errors")
-                from felhom_agent.sim.pve.tasks import TaskError
                 raise TaskError("job errors")
             log.line("INFO: Backup job finished successfully")
 
@@ -415,7 +414,3 @@ def vzdump(ctx: Ctx) -> str:
         return rt.fork(TaskPlan(type="vzdump", vmid=local[0] if len(local) == 1 else None,
                                 id=task_id, begin=begin, end=end, cleanup=cleanup),
                        ctx.principal.token_id)
-
-
-def _unused(_ctx: Ctx) -> None:
-    raise ApiError(501, "unused", plain=True) from perm_error()

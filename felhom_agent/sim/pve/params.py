@@ -61,7 +61,7 @@ def _check(param: Param, value: Value) -> tuple[Value, str | None]:
             return int(value), None
         return value, f"type check ('boolean') failed - got '{value}'"
     if param.type == "integer":
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             return value, f"type check ('integer') failed - got '{value}'"
         if isinstance(value, str):
             if not _INT_RE.match(value):
@@ -82,7 +82,8 @@ def _check(param: Param, value: Value) -> tuple[Value, str | None]:
     if param.max_length is not None and len(text) > param.max_length:
         return text, f"value may only be {param.max_length} characters long"
     if param.enum is not None and text not in param.enum:
-        return text, f"value '{text}' does not have a value in the enumeration '{', '.join(param.enum)}'"
+        allowed = ", ".join(param.enum)
+        return text, f"value '{text}' does not have a value in the enumeration '{allowed}'"
     if param.pattern is not None and not re.fullmatch(param.pattern, text):
         return text, param.pattern_error
     return text, None

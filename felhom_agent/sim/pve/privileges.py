@@ -26,8 +26,7 @@ __all__ = [
 ]
 
 #: PVE 9 privileges (AccessControl.pm $privgroups plus Permissions.Modify; no VM.Monitor).
-ALL_PRIVILEGES: frozenset[str] = frozenset(
-    """
+_PRIVILEGE_TEXT = """
     VM.Allocate VM.Audit VM.Backup VM.Clone VM.Config.CDROM VM.Config.CPU VM.Config.Cloudinit
     VM.Config.Disk VM.Config.HWType VM.Config.Memory VM.Config.Network VM.Config.Options
     VM.Console VM.GuestAgent.Audit VM.GuestAgent.FileRead VM.GuestAgent.FileSystemMgmt
@@ -40,8 +39,8 @@ ALL_PRIVILEGES: frozenset[str] = frozenset(
     Pool.Allocate Pool.Audit
     Mapping.Audit Mapping.Modify Mapping.Use
     Permissions.Modify
-    """.split()
-)
+"""
+ALL_PRIVILEGES: frozenset[str] = frozenset(_PRIVILEGE_TEXT.split())
 
 #: A few built-in roles, usable in scenarios instead of listing privileges one by one.
 ROLES: Mapping[str, frozenset[str]] = {

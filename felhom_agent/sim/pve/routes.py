@@ -53,7 +53,7 @@ STORAGE = Param("storage", optional=False,
                 pattern=r"(?i:[a-z][a-z0-9\-_.]*[a-z0-9])",
                 pattern_error="invalid format - storage ID")
 B = "boolean"
-I = "integer"
+INT = "integer"
 
 USER_ALL: Mapping[str, Any] = {"user": "all"}
 
@@ -73,13 +73,13 @@ _LXC_CFG_PRIVS = ["VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory", "VM.Con
 
 _COMMON_CFG = (
     Param("description", max_length=8192), Param("onboot", B), Param("protection", B),
-    Param("startup"), Param("tags"), Param("cores", I, minimum=1), Param("cpulimit", "number",
+    Param("startup"), Param("tags"), Param("cores", INT, minimum=1), Param("cpulimit", "number",
                                                                         minimum=0),
     Param("net[n]"), Param("delete"), Param("revert"), Param("digest", max_length=40),
 )
 _QEMU_CFG = (
-    NODE, VMID, *_COMMON_CFG, Param("name"), Param("memory"), Param("balloon", I, minimum=0),
-    Param("sockets", I, minimum=1), Param("agent"), Param("boot"),
+    NODE, VMID, *_COMMON_CFG, Param("name"), Param("memory"), Param("balloon", INT, minimum=0),
+    Param("sockets", INT, minimum=1), Param("agent"), Param("boot"),
     Param("ostype", enum=("other", "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8",
                           "win10", "win11", "l24", "l26", "solaris")),
     Param("scsihw", enum=("lsi", "lsi53c810", "virtio-scsi-pci", "virtio-scsi-single",
@@ -92,8 +92,8 @@ _QEMU_CFG = (
 _LXC_OSTYPES = ("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux",
                 "alpine", "gentoo", "nixos", "unmanaged")
 _LXC_CFG = (
-    NODE, VMID, *_COMMON_CFG, Param("hostname", max_length=255), Param("memory", I, minimum=16),
-    Param("swap", I, minimum=0), Param("nameserver"), Param("searchdomain"), Param("features"),
+    NODE, VMID, *_COMMON_CFG, Param("hostname", max_length=255), Param("memory", INT, minimum=16),
+    Param("swap", INT, minimum=0), Param("nameserver"), Param("searchdomain"), Param("features"),
     Param("hookscript"), Param("dev[n]"), Param("ostype", enum=_LXC_OSTYPES),
 )
 
@@ -103,16 +103,16 @@ def _guest_routes(gtype: str) -> list[Route]:
     vm = f"{base}/{{vmid}}"
     q = gtype == "qemu"
     start_params: tuple[Param, ...] = (
-        (NODE, VMID, Param("skiplock", B), Param("timeout", I, minimum=0), Param("machine"))
+        (NODE, VMID, Param("skiplock", B), Param("timeout", INT, minimum=0), Param("machine"))
         if q else (NODE, VMID, Param("skiplock", B), Param("debug", B)))
     stop_params: tuple[Param, ...] = (
-        (NODE, VMID, Param("skiplock", B), Param("timeout", I, minimum=0),
+        (NODE, VMID, Param("skiplock", B), Param("timeout", INT, minimum=0),
          Param("keepActive", B), Param("overrule-shutdown", B))
         if q else (NODE, VMID, Param("skiplock", B), Param("overrule-shutdown", B)))
     shutdown_params: tuple[Param, ...] = (
-        (NODE, VMID, Param("skiplock", B), Param("timeout", I, minimum=0),
+        (NODE, VMID, Param("skiplock", B), Param("timeout", INT, minimum=0),
          Param("forceStop", B), Param("keepActive", B))
-        if q else (NODE, VMID, Param("timeout", I, minimum=0), Param("forceStop", B)))
+        if q else (NODE, VMID, Param("timeout", INT, minimum=0), Param("forceStop", B)))
     snap_create = (NODE, VMID, SNAPNAME, Param("description"),
                    *((Param("vmstate", B),) if q else ()))
     destroy_params = (NODE, VMID, Param("purge", B), Param("destroy-unreferenced-disks", B),
@@ -153,15 +153,15 @@ def _guest_routes(gtype: str) -> list[Route]:
     ]
     if q:
         routes.append(Route("POST", f"{vm}/config",
-                            (*cfg, Param("background_delay", I, minimum=1, maximum=30)),
+                            (*cfg, Param("background_delay", INT, minimum=1, maximum=30)),
                             _vm(cfg_privs, anyof=True), hg.config_post_qemu))
     return routes
 
 
 _LXC_CREATE = (
     NODE, VMID, Param("ostemplate", optional=False, max_length=255), Param("rootfs"),
-    Param("storage"), Param("hostname", max_length=255), Param("memory", I, minimum=16),
-    Param("swap", I, minimum=0), Param("cores", I, minimum=1), Param("cpulimit", "number",
+    Param("storage"), Param("hostname", max_length=255), Param("memory", INT, minimum=16),
+    Param("swap", INT, minimum=0), Param("cores", INT, minimum=1), Param("cpulimit", "number",
                                                                       minimum=0),
     Param("net[n]"), Param("unprivileged", B), Param("features"), Param("password"),
     Param("ssh-public-keys"), Param("start", B), Param("pool"), Param("onboot", B),
@@ -177,10 +177,10 @@ _VZDUMP = (
     Param("script"), Param("job-id"),
 )
 _TASKS = (
-    NODE, Param("start", I, minimum=0), Param("limit", I, minimum=0),
-    Param("vmid", I, minimum=100, maximum=999_999_999), Param("typefilter"),
+    NODE, Param("start", INT, minimum=0), Param("limit", INT, minimum=0),
+    Param("vmid", INT, minimum=100, maximum=999_999_999), Param("typefilter"),
     Param("userfilter"), Param("errors", B), Param("source", enum=("archive", "active", "all")),
-    Param("statusfilter"), Param("since", I), Param("until", I),
+    Param("statusfilter"), Param("since", INT), Param("until", INT),
 )
 _STORE_ANY = {"check": ["perm", "/storage/{storage}", ["Datastore.Audit",
                                                         "Datastore.AllocateSpace"], "any", 1]}
@@ -202,7 +202,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/nodes/{node}/storage/{storage}/status", (NODE, STORAGE), _STORE_ANY,
           hn.storage_status),
     Route("GET", "/nodes/{node}/storage/{storage}/content",
-          (NODE, STORAGE, Param("content"), Param("vmid", I, minimum=100, maximum=999_999_999)),
+          (NODE, STORAGE, Param("content"), Param("vmid", INT, minimum=100, maximum=999_999_999)),
           _STORE_ANY, hn.storage_content),
     Route("GET", "/nodes/{node}/disks/list",
           (NODE, Param("skipsmart", B), Param("include-partitions", B),
@@ -212,7 +212,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/nodes/{node}/tasks", _TASKS, USER_ALL, hn.task_list),
     Route("GET", "/nodes/{node}/tasks/{upid}/status", (NODE, UPID), USER_ALL, hn.task_status),
     Route("GET", "/nodes/{node}/tasks/{upid}/log",
-          (NODE, UPID, Param("start", I, minimum=0), Param("limit", I, minimum=0)),
+          (NODE, UPID, Param("start", INT, minimum=0), Param("limit", INT, minimum=0)),
           USER_ALL, hn.task_log),
     Route("GET", "/nodes/{node}/tasks/{upid}", (NODE, UPID), USER_ALL, hn.task_index),
     Route("DELETE", "/nodes/{node}/tasks/{upid}", (NODE, UPID), USER_ALL, hn.task_delete),

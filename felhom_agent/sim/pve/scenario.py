@@ -391,7 +391,8 @@ def default_scenario_dict(*, token_secret: str | None = None) -> dict[str, Any]:
              "config": {"arch": "amd64", "cores": 1, "memory": 512, "swap": 512,
                         "ostype": "alpine", "unprivileged": 1,
                         "rootfs": "local-lvm:vm-102-disk-0,size=4G",
-                        "net0": "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:01:02,ip=dhcp,type=veth"}},
+                        "net0": ("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:01:02,ip=dhcp,"
+                                 "type=veth")}},
         ],
     }
 

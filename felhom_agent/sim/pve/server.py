@@ -15,6 +15,7 @@ closes the connection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -38,7 +39,7 @@ IDLE_TIMEOUT_S = 30.0
 MAX_BODY = 1 << 20
 
 
-class _Drop(Exception):  # noqa: N818 - internal control flow, never escapes this module
+class _Drop(Exception):
     """Close the connection without answering (the ``drop`` fault)."""
 
 
@@ -79,10 +80,8 @@ class PveHttpServer(ThreadingHTTPServer):
             finally:
                 with self._conns_lock:
                     self._conns.discard(tls)
-                try:
+                with contextlib.suppress(OSError):
                     tls.close()
-                except OSError:
-                    pass
         finally:
             with self._conns_lock:
                 self._conns.discard(sock)
@@ -92,10 +91,8 @@ class PveHttpServer(ThreadingHTTPServer):
         with self._conns_lock:
             conns = list(self._conns)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Connection-level errors (resets, timeouts) are normal for a test server."""
@@ -107,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     server: PveHttpServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging (tests and the CLI keep stdout for the ready line)."""
 
     def parse_request(self) -> bool:
@@ -116,22 +113,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.rt.count_request()
         return ok
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._serve("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._serve("PUT")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._serve("DELETE")
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._serve("HEAD")
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         self._serve("PATCH")
 
     # -- plumbing ------------------------------------------------------------------------
@@ -237,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Drop
             else:
                 raise ApiError(fault.status, fault.message + "\n")
-        route, args, known = match_route(method, rel)
+        route, args, _known = match_route(method, rel)
         if route is None:
             raise ApiError(501, f"Method '{method} {rel}' not implemented", plain=True)
         params = self._body_params(method, body)

@@ -183,7 +183,8 @@ class PveSimulator:
         if not self._rt.tasks.wait(upid, timeout):
             raise TimeoutError(f"task {upid} still running after {timeout} s")
         rec = self._rt.tasks.get(upid)
-        assert rec is not None
+        if rec is None:
+            raise KeyError(upid)
         with self._rt.state.cond:
             return rec.snapshot()
 

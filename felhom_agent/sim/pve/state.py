@@ -43,7 +43,7 @@ def normalise_tags(value: str) -> str:
 
 
 def _encode_text(line: str) -> str:
-    out = []
+    out: list[str] = []
     for ch in line:
         if ch in ":%" or ord(ch) < 32 or ord(ch) > 126:
             out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
@@ -54,7 +54,7 @@ def _encode_text(line: str) -> str:
 
 def render_section(config: Mapping[str, Any]) -> str:
     """Render one config section as PVE writes it (comment lines, then sorted keys)."""
-    lines = []
+    lines: list[str] = []
     descr = str(config.get("description", ""))
     lines.extend("#" + _encode_text(line) for line in descr.rstrip("\n").split("\n") if descr)
     lines.extend(f"{k}: {config[k]}" for k in sorted(config) if k != "description")

@@ -55,7 +55,9 @@ class NodeCertificate:
         return ctx
 
 
-def generate_node_certificate(node: str, *, now: datetime.datetime | None = None) -> NodeCertificate:
+def generate_node_certificate(
+    node: str, *, now: datetime.datetime | None = None
+) -> NodeCertificate:
     """Generate a self-signed leaf for ``node`` valid for 127.0.0.1, localhost and the node name.
 
     Args:

@@ -1,0 +1,79 @@
+"""``python -m felhom_agent.sim pve [--scenario FILE] [--listen 127.0.0.1:0]``.
+
+Starts the simulator, prints exactly one JSON ready line on stdout --
+``{"url": ..., "fingerprint": ..., "node": ...}``, plus ``token_id`` and ``token_secret``
+when the built-in default scenario is served -- then serves until SIGTERM or SIGINT and
+exits 0. A malformed scenario file or listen address exits 2 with one line on stderr naming
+the file, key and value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from felhom_agent.sim.pve.scenario import PveScenario, ScenarioError
+from felhom_agent.sim.pve.simulator import PveSimulator
+
+__all__ = ["main"]
+
+
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"--listen must be HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the PVE simulator program; returns the exit status."""
+    parser = _ArgParser(prog="python -m felhom_agent.sim pve",
+                        description="Serve a simulated Proxmox VE node over HTTPS.")
+    parser.add_argument("--scenario", type=Path, help="scenario JSON file (default: built-in)")
+    parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 0),
+                        help="HOST:PORT to listen on (default 127.0.0.1:0)")
+    args = parser.parse_args(argv)
+    try:
+        scenario = (PveScenario.from_file(args.scenario) if args.scenario is not None
+                    else PveScenario.default())
+    except ScenarioError as err:
+        print(f"felhom_agent.sim pve: {err}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    host, port = args.listen
+    try:
+        sim = PveSimulator(scenario, host=host, port=port).start()
+    except OSError as err:
+        print(f"felhom_agent.sim pve: cannot listen on {host}:{port}: {err.strerror}",
+              file=sys.stderr)
+        return 2
+    try:
+        ready: dict[str, str] = {"url": sim.url, "fingerprint": sim.fingerprint,
+                                 "node": sim.node}
+        if args.scenario is None:
+            ready.update(token_id=sim.token_id, token_secret=sim.token_secret)
+        sys.stdout.write(json.dumps(ready) + "\n")
+        sys.stdout.flush()
+        while not stop.wait(timeout=1.0):
+            pass
+    finally:
+        sim.stop()
+    return 0
