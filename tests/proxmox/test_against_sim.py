@@ -128,9 +128,9 @@ def test_wrong_secret_is_auth_error(sim: PveSimulator) -> None:
 
 def test_403_keeps_privilege_and_hint(sim: PveSimulator) -> None:
     """A snapshot without VM.Snapshot is a 403 naming the privilege, with the privsep hint."""
-    with _client(sim, token_id=LIMITED_TOKEN, token_secret=Secret(LIMITED_SECRET)) as c:
-        with pytest.raises(PermissionDenied) as info:
-            c.create_snapshot(101, GuestType.QEMU, "s1")
+    limited = _client(sim, token_id=LIMITED_TOKEN, token_secret=Secret(LIMITED_SECRET))
+    with limited as c, pytest.raises(PermissionDenied) as info:
+        c.create_snapshot(101, GuestType.QEMU, "s1")
     assert "VM.Snapshot" in info.value.privileges
     assert info.value.acl_path == "/vms/101"
     assert "intersection" in str(info.value)
