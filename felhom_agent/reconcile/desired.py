@@ -134,6 +134,13 @@ class DesiredState:
         factory=dict, converter=_frozen_guests
     )
 
+    def __attrs_post_init__(self) -> None:
+        for vmid, guest in self.guests.items():
+            if guest.vmid != vmid:
+                raise DesiredStateError(
+                    f"guests.{vmid}: holds the entry of vmid {guest.vmid}", path=f"guests.{vmid}"
+                )
+
     def to_json(self) -> dict[str, object]:
         """The §9 JSON form; :func:`parse_desired` of it gives an equal object."""
         return {

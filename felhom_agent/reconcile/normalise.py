@@ -178,26 +178,28 @@ def _tags(value: object) -> NormValue:
 _STARTUP_KEYS: Final = ("order", "up", "down")
 
 
+_STARTUP_ITEM_RE: Final = re.compile(r"(?:(order|up|down)=)?([0-9]+)")
+
+
 def _startup(value: object) -> NormValue:
-    """``[[order=]N][,up=N][,down=N]``: a bare number is the order; rendered in a fixed order."""
+    """``[[order=]N][,up=N][,down=N]``: a bare number is the order; rendered in a fixed order.
+
+    Items are matched the way PVE's ``pve-startup-order`` verifier does (no inner spaces,
+    empty items skipped); a key given twice is rejected rather than "last one wins".
+    """
     if not isinstance(value, str):
         raise _Invalid(f"expected a startup string like 'order=1,up=30', got {_show(value)}")
     parts: dict[str, int] = {}
-    for raw in value.split(","):
-        item = raw.strip()
-        if not item:
+    for item in value.split(","):
+        if not item.strip():
             continue
-        key, sep, num = item.partition("=")
-        if not sep:
-            key, num = "order", item
-        key = key.strip()
-        if key not in _STARTUP_KEYS:
-            raise _Invalid(f"unknown startup key {key!r} (allowed: order, up, down)")
+        match = _STARTUP_ITEM_RE.fullmatch(item)
+        if match is None or (match.group(1) is None and "=" in item):
+            raise _Invalid(f"invalid startup item {item!r} (allowed: order=N, up=N, down=N)")
+        key = match.group(1) or "order"
         if key in parts:
             raise _Invalid(f"startup key {key!r} given twice")
-        if not num.strip().isdigit():
-            raise _Invalid(f"startup {key} must be a non-negative integer, got {num!r}")
-        parts[key] = int(num.strip())
+        parts[key] = int(match.group(2))
     return ",".join(f"{k}={parts[k]}" for k in _STARTUP_KEYS if k in parts)
 
 

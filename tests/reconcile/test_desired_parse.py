@@ -112,7 +112,7 @@ BAD: list[tuple[str, object, str, str]] = [
      "guests.101.config.onboot", "expected a boolean"),
     ("bad startup", {"generation": 1, "guests": {"101": {"type": "lxc",
                                                          "config": {"startup": "first"}}}},
-     "guests.101.config.startup", "non-negative integer"),
+     "guests.101.config.startup", "invalid startup item"),
     ("long description", {"generation": 1, "guests": {"101": {
         "type": "lxc", "config": {"description": "x" * 8193}}}},
      "guests.101.config.description", "8192"),
@@ -234,3 +234,10 @@ _STATES = st.builds(
 def test_json_text_round_trip(state: DesiredState) -> None:
     """loads(dumps(to_json(x))) == x for any valid desired state."""
     assert loads_desired(json.dumps(state.to_json())) == state
+
+
+def test_model_rejects_a_guest_filed_under_another_vmid() -> None:
+    """A hand-built DesiredState whose key and guest vmid disagree is refused."""
+    with pytest.raises(DesiredStateError) as info:
+        DesiredState(1, {101: GuestDesired(102, "lxc")})
+    assert info.value.path == "guests.101"
