@@ -533,3 +533,32 @@ def test_idle_workers_are_not_woken(make_queue: Callable[..., SerializerQueue]) 
     # up to 0.3 s would show up here as at least one wake-up.
     threading.Event().wait(0.3)
     assert switches() == before
+
+
+def test_many_waiters_on_one_handle_all_wake(make_queue: Callable[..., SerializerQueue]) -> None:
+    """Every thread waiting on one handle wakes when the job finishes, and results repeat."""
+    q = make_queue(workers=1)
+    gate = threading.Event()
+    h = q.submit(1, lambda: gate.wait(T_OUT) and "v", label="shared")
+    n = 6
+    waiting = threading.Barrier(n + 1, timeout=T_OUT)
+    seen: list[bool] = []
+    lock = threading.Lock()
+
+    def waiter() -> None:
+        waiting.wait()
+        ok = h.wait(T_OUT)
+        with lock:
+            seen.append(ok)
+
+    threads = [threading.Thread(target=waiter) for _ in range(n)]
+    for t in threads:
+        t.start()
+    waiting.wait()
+    assert not h.wait(0)
+    gate.set()
+    for t in threads:
+        t.join(T_OUT)
+    assert seen == [True] * n
+    assert [h.result(timeout=0) for _ in range(3)] == ["v"] * 3
+    assert h.wait(None) and h.wait(1e12)  # unbounded and huge timeouts are accepted
