@@ -24,6 +24,7 @@ from typing import Literal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from felhom_agent.reconcile.desired import DesiredState, GuestDesired
 from felhom_agent.reconcile.normalise import (
     FIELDS,
     ConfigValue,
@@ -32,6 +33,7 @@ from felhom_agent.reconcile.normalise import (
     normalise_value,
     split_for_write,
 )
+from felhom_agent.reconcile.plan import GuestActual, plan
 
 GuestType = Literal["qemu", "lxc"]
 ABSENT = object()
@@ -195,3 +197,16 @@ def test_roundtrip_keeps_real_differences(
     vb = b[1] if b[0] == key else va
     if normalise_value(key, va) != normalise_value(key, vb):
         assert actual_value(key, read_back({key: va}, guest_type)) != normalise_value(key, vb)
+
+
+@settings(max_examples=150)
+@given(st.lists(_FIELD_AND_VALUE, max_size=8), _GUEST_TYPE)
+def test_plan_after_a_pve_write_is_in_sync(
+    fields: list[tuple[str, ConfigValue]], guest_type: GuestType
+) -> None:
+    """A guest whose config PVE round-tripped from the desired values plans to nothing."""
+    config = dict(fields)
+    want = DesiredState(1, {101: GuestDesired(101, guest_type, None, config)})
+    have = GuestActual(101, guest_type, "pve1", "g", "running",
+                       config=read_back(config, guest_type))
+    assert plan(want, [have], busy=lambda vmid: False).in_sync
