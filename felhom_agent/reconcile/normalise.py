@@ -117,8 +117,8 @@ def _integer(value: object) -> NormValue:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
-        return int(value.strip())
+    if isinstance(value, str) and _INT_RE.fullmatch(value):
+        return int(value)
     raise _Invalid(f"expected an integer, got {_show(value)}")
 
 
@@ -131,9 +131,9 @@ def _number(value: object) -> NormValue:
         return value
     if isinstance(value, float):
         number = value
-    elif isinstance(value, str):
+    elif isinstance(value, str) and value == value.strip():
         try:
-            number = float(value.strip())
+            number = float(value)
         except ValueError:
             raise _Invalid(f"expected a number, got {_show(value)}") from None
     else:
@@ -145,8 +145,8 @@ def _number(value: object) -> NormValue:
 
 def _memory(value: object) -> NormValue:
     """QEMU ``memory`` is a property string ``[current=]<MiB>`` since PVE 8.1; LXC's an int."""
-    if isinstance(value, str) and value.strip().startswith("current="):
-        return _integer(value.strip()[len("current=") :])
+    if isinstance(value, str) and value.startswith("current="):
+        return _integer(value.removeprefix("current="))
     return _integer(value)
 
 
