@@ -233,8 +233,8 @@ def _parse_line(line: str, number: int, path: Path) -> SignerEntry:
             "remove the line or list each operator's plain public key instead"
         )
     try:
-        blob = base64.b64decode(key_b64, validate=True)
-    except binascii.Error as err:
+        blob = base64.b64decode(key_b64.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error) as err:
         raise fail("the key is not valid base64") from err
     try:
         key = parse_public_key(blob)

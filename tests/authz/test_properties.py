@@ -1,0 +1,221 @@
+"""Property tests: random mutations are never accepted and only raise our own error type.
+
+Valid signatures are made once with the real ssh-keygen (ed25519, ECDSA P-256, RSA-2048) and
+a software sk key; hypothesis then flips, inserts, deletes and truncates bytes of the blob,
+the armored text and the payload. A mutated blob may only be accepted if it still encodes
+the same key, namespace, hash and signature (the version and reserved fields are not signed,
+sshsig-facts §1.7 item 8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from felhom_agent.authz import (
+    AllowedSigners,
+    AllowedSignersError,
+    AuthzError,
+    OpRejected,
+    OpVerifier,
+    VerifyPolicy,
+    load_allowed_signers,
+)
+from felhom_agent.authz.envelope import parse_payload
+from felhom_agent.authz.signers import parse_allowed_signers
+from felhom_agent.authz.sshkeys import parse_public_key
+from felhom_agent.authz.sshsig import SshSignature, parse_blob
+from tests.authz.helpers import (
+    NOW,
+    KeyPair,
+    armor,
+    dearmor_b,
+    make_payload,
+    sign,
+    soft_sk_ecdsa,
+)
+
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    derandomize=True,
+)
+
+Signed = tuple[OpVerifier, bytes, bytes]
+
+
+@pytest.fixture(scope="module")
+def signed(keys: dict[str, KeyPair], tmp_path_factory: pytest.TempPathFactory) -> list[Signed]:
+    """(verifier, payload, armored signature) for several key types, all valid."""
+    tmp = tmp_path_factory.mktemp("props")
+    sk = soft_sk_ecdsa()
+    signers_path = tmp / "allowed_signers"
+    signers_path.write_text(
+        "".join(
+            f'p{name}@ops namespaces="felhom-op" {keys[name].public_line}\n'
+            for name in ("ed25519", "ecdsa256", "rsa2048")
+        )
+        + f'psk@ops namespaces="felhom-op" {sk.public_line}\n'
+    )
+    verifier = OpVerifier(
+        signers=load_allowed_signers(signers_path),
+        policy=VerifyPolicy(host_id="pve1"),
+        now=lambda: NOW,
+    )
+    out: list[Signed] = []
+    for counter, name in enumerate(("ed25519", "ecdsa256", "rsa2048")):
+        msg = tmp / f"{name}.json"
+        msg.write_bytes(make_payload(counter))
+        out.append((verifier, msg.read_bytes(), sign(keys[name], msg)))
+    payload = make_payload(9)
+    out.append((verifier, payload, sk.sign(payload)))
+    for item in out:
+        item[0].verify(item[1], item[2])  # all valid to begin with
+    return out
+
+
+@st.composite
+def mutations(draw: st.DrawFn, data: bytes) -> bytes:
+    """A non-identity mutation of ``data``: flips, inserts, deletes, truncation, appends."""
+    out = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "append"]))
+        pos = draw(st.integers(0, max(len(out) - 1, 0)))
+        if kind == "flip" and out:
+            out[pos] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "set" and out:
+            out[pos] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            out[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete" and out:
+            del out[pos : pos + draw(st.integers(1, 8))]
+        elif kind == "truncate":
+            del out[pos:]
+        else:
+            out += draw(st.binary(min_size=1, max_size=8))
+    return bytes(out)
+
+
+def _semantics(sig: SshSignature) -> tuple[bytes, bytes, bytes, bytes]:
+    return (sig.public_key, sig.namespace, sig.hash_algorithm, sig.signature)
+
+
+def _check(verifier: OpVerifier, payload: bytes, armored: bytes, original: bytes) -> None:
+    try:
+        verifier.verify(payload, armored)
+    except AuthzError:
+        return
+    # Accepted: only if it is the same authorization (unsigned fields aside).
+    assert _semantics(parse_blob(dearmor_b(armored))) == _semantics(parse_blob(dearmor_b(original)))
+
+
+@SETTINGS
+@given(data=st.data(), which=st.integers(0, 3))
+def test_mutated_blob_never_accepted(signed: list[Signed], data: st.DataObject, which: int) -> None:
+    """A mutated SSHSIG blob is rejected with OpRejected unless it means the same signature."""
+    verifier, payload, sig = signed[which]
+    blob = dearmor_b(sig)
+    mutated = data.draw(mutations(blob))
+    if mutated == blob:
+        return
+    _check(verifier, payload, armor(mutated), sig)
+
+
+@SETTINGS
+@given(data=st.data(), which=st.integers(0, 3))
+def test_mutated_armor_never_accepted(
+    signed: list[Signed], data: st.DataObject, which: int
+) -> None:
+    """A mutated armored text raises only OpRejected, or decodes to the same signature."""
+    verifier, payload, sig = signed[which]
+    mutated = data.draw(mutations(sig))
+    try:
+        verifier.verify(payload, mutated)
+    except OpRejected:
+        return
+    _check(verifier, payload, mutated, sig)
+
+
+@SETTINGS
+@given(data=st.data(), which=st.integers(0, 3))
+def test_mutated_payload_never_accepted(
+    signed: list[Signed], data: st.DataObject, which: int
+) -> None:
+    """Any change to the signed payload bytes is rejected, always with OpRejected."""
+    verifier, payload, sig = signed[which]
+    mutated = data.draw(mutations(payload))
+    if mutated == payload:
+        return
+    with pytest.raises(OpRejected):
+        verifier.verify(mutated, sig)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@SETTINGS
+@given(
+    doc=st.dictionaries(
+        st.sampled_from(
+            [
+                "v",
+                "op_id",
+                "host_id",
+                "kind",
+                "vmid",
+                "params",
+                "irreversible",
+                "nonce",
+                "issued_at",
+                "expires_at",
+                "signer",
+                "extra",
+            ]
+        ),
+        json_values,
+    )
+)
+def test_payload_parser_only_raises_op_rejected(doc: dict[str, object]) -> None:
+    """Arbitrary JSON objects over the known member names only ever raise OpRejected."""
+    with contextlib.suppress(OpRejected):
+        parse_payload(json.dumps(doc).encode())
+
+
+@SETTINGS
+@given(data=st.data())
+def test_payload_byte_mutations_only_raise_op_rejected(data: st.DataObject) -> None:
+    """Byte-mutated payloads parse or raise OpRejected, nothing else."""
+    mutated = data.draw(mutations(make_payload(3, params={"a": [1, {"b": None}]})))
+    with contextlib.suppress(OpRejected):
+        parse_payload(mutated)
+
+
+@SETTINGS
+@given(blob=st.binary(max_size=300))
+def test_random_key_blobs(blob: bytes) -> None:
+    """Random public-key blobs only raise OpRejected."""
+    with contextlib.suppress(OpRejected):
+        parse_public_key(blob)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_random_signers_text(signed: list[Signed], data: st.DataObject) -> None:
+    """Mutated allowed_signers text parses or raises AllowedSignersError, nothing else."""
+    signers: AllowedSigners = signed[0][0].signers
+    text = signers.path.read_text()
+    mutated = data.draw(mutations(text.encode())).decode("utf-8", "replace")
+    with contextlib.suppress(AllowedSignersError):
+        parse_allowed_signers(mutated, path=Path("x"))
