@@ -342,8 +342,9 @@ def split_for_write(
     """Split canonical params into values to set and keys to ``delete=`` on the config write.
 
     An empty string is the canonical "unset" of a string key (an empty ``description`` is
-    stored as nothing); PVE does not accept an empty ``startup``, so those keys are deleted
-    instead of written, which reads back as absent, i.e. the same canonical value.
+    stored as nothing). An empty value is not a meaningful write for every key (``startup``
+    has a format to match), so those keys are deleted instead; that reads back as absent,
+    which is the same canonical value.
     """
     to_set = {k: v for k, v in sorted(params.items()) if v != ""}
     to_delete = tuple(sorted(k for k, v in params.items() if v == ""))
