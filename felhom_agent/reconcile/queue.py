@@ -496,6 +496,7 @@ class SerializerQueue:
                 self._work.wait()  # untimed on purpose: idle workers cost no CPU (module doc)
             if self._phase is not _Phase.STARTED:
                 return None
+            now = self._clock()  # read before any state changes, in case a fake clock raises
             vmid = self._ready.popleft()
             lane = self._lanes[vmid]
             job = lane.popleft()
@@ -504,7 +505,7 @@ class SerializerQueue:
             h = job.handle
             self._running[vmid] = h
             h._state = JobState.RUNNING
-            h.started_at = self._clock()
+            h.started_at = now
             h.start_index = self._next_start
             self._next_start += 1
             return job
@@ -512,10 +513,11 @@ class SerializerQueue:
     def _finish(self, h: JobHandle[Any], value: object, error: BaseException | None) -> None:
         """Resolve the handle and release its lane, atomically."""
         with self._lock:
+            now = self._clock()
             vmid = h.info.vmid
             del self._running[vmid]
             state = JobState.SUCCEEDED if error is None else JobState.FAILED
-            h._resolve(state, value, error, self._clock())
+            h._resolve(state, value, error, now)
             if vmid in self._lanes:
                 # Re-enter at the tail: this lane's next job now starts waiting for a worker.
                 # No notify: this worker loops straight back into _take and claims one lane.
