@@ -19,11 +19,12 @@ Per guest, in this order:
    still planned: they are independent and harmless. A desired value that does not normalise
    is refused the same way (``"invalid value: ..."``);
 3. ``state: running`` for a template → refused ``start`` (PVE cannot start a template);
-4. if anything is left to do: a guest with a ``lock`` → blocked ``"locked: backup"``; a guest
-   whose serializer lane still holds earlier work (``busy(vmid)``) → blocked ``"busy"``
-   (reported, so an operator can see why a drift persists; it is gone once the lane drains);
-   run state or config that was not read (``status`` ``unknown``, ``config`` ``None``) →
-   blocked as well. Otherwise the actions are emitted.
+4. if anything is left to do, the first that applies: a guest with a ``lock`` → blocked
+   ``"locked: backup"``; run state or config that was not read (``status`` ``unknown``,
+   ``config`` ``None``) → blocked ``"status unknown"`` / ``"config not read"``; a guest whose
+   serializer lane still holds earlier work (``busy(vmid)``) → blocked ``"busy"`` (reported,
+   so an operator can see why a drift persists; it is gone once the lane drains). Otherwise
+   the actions are emitted. A blocked guest gets none of its actions this pass.
 
 A guest that is in sync is never reported, even while locked or busy.
 """
