@@ -38,7 +38,8 @@ class Param:
     maximum: float | None = None
     max_length: int | None = None
     pattern: str | None = None
-    #: message used when ``pattern`` does not match (PVE's format errors are specific).
+    #: message used when ``pattern`` does not match (PVE's format errors are specific);
+    #: ``{value}`` is replaced by the offending value.
     pattern_error: str = "value does not match the regex pattern"
 
     def matches(self, key: str) -> bool:
@@ -85,7 +86,7 @@ def _check(param: Param, value: Value) -> tuple[Value, str | None]:
         allowed = ", ".join(param.enum)
         return text, f"value '{text}' does not have a value in the enumeration '{allowed}'"
     if param.pattern is not None and not re.fullmatch(param.pattern, text):
-        return text, param.pattern_error
+        return text, param.pattern_error.replace("{value}", text)
     return text, None
 
 

@@ -47,11 +47,11 @@ NODE = Param("node", optional=False, pattern=r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z
 VMID = Param("vmid", "integer", optional=False, minimum=100, maximum=999_999_999)
 SNAPNAME = Param("snapname", optional=False, max_length=40,
                  pattern=r"(?i:[a-z][a-z0-9_\-]+)",
-                 pattern_error="invalid format - invalid configuration ID")
+                 pattern_error="invalid format - invalid configuration ID '{value}'")
 UPID = Param("upid", optional=False)
 STORAGE = Param("storage", optional=False,
                 pattern=r"(?i:[a-z][a-z0-9\-_.]*[a-z0-9])",
-                pattern_error="invalid format - storage ID")
+                pattern_error="invalid format - storage ID '{value}' contains illegal characters")
 B = "boolean"
 INT = "integer"
 

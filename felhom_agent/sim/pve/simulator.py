@@ -146,11 +146,13 @@ class PveSimulator:
         with self._rt.counters:
             return self._rt.peak_in_flight
 
-    def wait_requests(self, *, in_flight: int | None = None, queued: int | None = None,
-                      timeout: float = 5.0) -> bool:
-        """Block until at least ``in_flight`` requests run and ``queued`` wait for a slot."""
+    def wait_requests(self, *, seen: int | None = None, in_flight: int | None = None,
+                      queued: int | None = None, timeout: float = 5.0) -> bool:
+        """Block until at least ``seen`` requests were parsed, ``in_flight`` hold a worker
+        slot and ``queued`` wait for one (each bound optional); False on timeout."""
         return self._rt.wait_counters(
-            lambda rt: (in_flight is None or rt.in_flight >= in_flight)
+            lambda rt: (seen is None or rt.requests_seen >= seen)
+            and (in_flight is None or rt.in_flight >= in_flight)
             and (queued is None or rt.queued >= queued), timeout)
 
     def guest(self, vmid: int) -> dict[str, Any]:
