@@ -252,6 +252,10 @@ class SshRunner:
             raise SshConnectError(
                 f"cannot connect to {self._host}:{self._port}: {err.strerror or err}"
             ) from err
+        except EOFError as err:  # the server hung up mid-handshake
+            raise SshConnectError(
+                f"{self._host}:{self._port} closed the connection during the handshake"
+            ) from err
         finally:
             client.close()
 

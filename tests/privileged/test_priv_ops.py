@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from felhom_agent.config import PrivilegedConfig
 from felhom_agent.privileged import (
@@ -372,3 +375,48 @@ def test_evolve_keeps_validation() -> None:
     """attrs.evolve on an operation re-runs its validators (the facade relies on it)."""
     with pytest.raises(RefusedArgument):
         attrs.evolve(PctCreate(**GOOD_PCT), cores=0)
+
+
+_SAFE_WORD = re.compile(r"[A-Za-z0-9._:/+=,-]+")
+
+
+_OUR_OPTIONS = frozenset({"--hostname", "--rootfs", "--memory", "--cores", "--net0",
+                          "--unprivileged", "--features", "-t", "-o", "--", "--json", "-a",
+                          "-d"})
+
+
+def _assert_safe(word: str) -> None:
+    assert _SAFE_WORD.fullmatch(word), word
+    assert word in _OUR_OPTIONS or not word.startswith("-"), word
+    assert ".." not in word
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(max_size=40) | st.from_regex(r"[a-z0-9.:/_-]{1,30}", fullmatch=True))
+def test_any_accepted_string_yields_only_safe_argv_words(value: str) -> None:
+    """Whatever string is offered, an accepted value never puts an unsafe word on the argv."""
+    attempts: list[Callable[[], list[str]]] = [
+        lambda: PctCreate(**{**GOOD_PCT, "hostname": value}).argv(),
+        lambda: PctCreate(**{**GOOD_PCT, "storage": value}).argv(),
+        lambda: PctCreate(**{**GOOD_PCT, "ostemplate": f"local:vztmpl/{value}.tar.zst"}).argv(),
+        lambda: UsbMount(**{**GOOD_USB, "mountpoint": f"/mnt/felhom/{value}"}).mount_argv(),
+        lambda: UsbMount(**{**GOOD_USB, "source": f"/dev/disk/by-id/usb-{value}"}).mount_argv(),
+        lambda: SmartRead(f"/dev/{value}").argv(),
+    ]
+    for attempt in attempts:
+        try:
+            argv = attempt()
+        except RefusedArgument:
+            continue
+        for word in argv[1:]:
+            _assert_safe(word)
+
+
+def test_facade_runs_only_allow_listed_programs_even_internally(tmp_path: Path) -> None:
+    """The facade's last check refuses a program outside PROGRAMS before the runner sees it."""
+    runner = RecordingRunner()
+    priv = Privileged(runner)
+    for argv in (["sh", "-c", "id"], ["/usr/sbin/pct", "list"], []):
+        with pytest.raises(RefusedArgument):
+            priv._run(argv, 1.0, "x")
+    assert runner.calls == []
