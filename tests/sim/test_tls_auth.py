@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -88,10 +89,8 @@ def test_auth_failure_is_delayed_by_the_scenario_delay() -> None:
         done = threading.Event()
 
         def attempt() -> None:
-            try:
+            with contextlib.suppress(requests.RequestException):
                 Api(sim, auth="PVEAPIToken=x@pve!nope=bad").get("/version")
-            except requests.RequestException:
-                pass
             done.set()
 
         t = threading.Thread(target=attempt)

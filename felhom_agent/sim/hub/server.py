@@ -247,7 +247,6 @@ class HubSimulator:
         """Set when the simulator closes (held requests wait on it)."""
         return self._closed
 
-    @property
     def is_up(self) -> bool:
         """Whether the listening socket is open."""
         with self._cond:

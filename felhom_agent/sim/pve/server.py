@@ -110,6 +110,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging (tests and the CLI keep stdout for the ready line)."""
 
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """Answer protocol-level errors (bad request line, oversized headers) in PVE's plain
+        ``error()`` shape instead of http.server's HTML page."""
+        self.request_version = "HTTP/1.1"  # always send a status line, even for junk input
+        text = message or self.responses.get(code, ("error",))[0]
+        self.close_connection = True
+        self._send(code, text, text.encode("utf-8", "replace"), None)
+
     def parse_request(self) -> bool:
         ok = super().parse_request()
         if ok:
