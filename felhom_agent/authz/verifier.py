@@ -125,6 +125,8 @@ class OpVerifier:
             OpRejected: the first failed rule, with its reason.
         """
         now = self.now()
+        if now.tzinfo is None:
+            raise ValueError("the verifier clock must return timezone-aware datetimes")
         key, found = self.verify_signature(payload, signature, now=now, principal=principal)
         op = parse_payload(payload)
         if principal is not None and op.signer is not None and op.signer != principal:
