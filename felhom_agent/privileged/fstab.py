@@ -25,7 +25,7 @@ from pathlib import Path
 import attrs
 
 from felhom_agent.durable import atomic_write_bytes
-from felhom_agent.privileged.errors import FstabConflict, RunnerError
+from felhom_agent.privileged.errors import FstabConflict, RefusedArgument, RunnerError
 
 __all__ = ["FstabLine", "ensure_fstab_line", "is_mounted", "parse_fstab"]
 
@@ -72,8 +72,9 @@ def parse_fstab(text: str) -> list[FstabLine]:
 def _render(fields: tuple[str, ...]) -> bytes:
     for field in fields:
         # Validated values never contain these; a caller bypassing validation is refused here.
-        if not field or any(c.isspace() or c in "#\\" for c in field):
-            raise FstabConflict(f"refusing to write fstab field {field!r}")
+        if not field or not field.isascii() or any(c.isspace() or c in "#\\" for c in field):
+            raise RefusedArgument("fstab field", field, "must be non-empty ASCII without "
+                                  "whitespace, '#' or '\\'")
     return ("\t".join(fields) + "\n").encode("ascii")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
@@ -77,7 +78,11 @@ _SMART_DEVICE = re.compile(
 )
 
 
-def _validator(check: Any) -> Any:
+_Check = Callable[[str, object], object]
+_Validator = Callable[[object, "attrs.Attribute[Any]", object], None]
+
+
+def _validator(check: _Check) -> _Validator:
     """Adapt a ``check(field, value)`` function to an attrs validator."""
 
     def run(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -91,7 +96,7 @@ def _bool(field: str, value: object) -> None:
         raise RefusedArgument(field, value, "must be a bool")
 
 
-def _optional_int(minimum: int, maximum: int) -> Any:
+def _optional_int(minimum: int, maximum: int) -> _Validator:
     def check(field: str, value: object) -> None:
         if value is not None:
             check_int(field, value, minimum=minimum, maximum=maximum)
@@ -129,7 +134,7 @@ def _ipv6_interface(field: str, value: object) -> None:
         raise RefusedArgument(field, value, f"must be {shown} in canonical form")
 
 
-def _optional_gateway(version: int) -> Any:
+def _optional_gateway(version: int) -> _Validator:
     def check(field: str, value: object) -> None:
         if value is None:
             return
@@ -145,11 +150,11 @@ def _optional_gateway(version: int) -> Any:
     return _validator(check)
 
 
-def _pattern(pattern: re.Pattern[str], what: str) -> Any:
+def _pattern(pattern: re.Pattern[str], what: str) -> _Validator:
     return _validator(lambda field, value: check_str(field, value, pattern, what))
 
 
-def _optional_pattern(pattern: re.Pattern[str], what: str) -> Any:
+def _optional_pattern(pattern: re.Pattern[str], what: str) -> _Validator:
     def check(field: str, value: object) -> None:
         if value is not None:
             check_str(field, value, pattern, what)
@@ -157,7 +162,7 @@ def _optional_pattern(pattern: re.Pattern[str], what: str) -> Any:
     return _validator(check)
 
 
-def _member(allowed: frozenset[str]) -> Any:
+def _member(allowed: frozenset[str]) -> _Validator:
     def check(field: str, value: object) -> None:
         if type(value) is not str or value not in allowed:
             raise RefusedArgument(field, value, f"must be one of {sorted(allowed)}")

@@ -16,6 +16,7 @@ from felhom_agent.privileged import (
     MountOutcome,
     Privileged,
     PrivilegedDisabled,
+    RefusedArgument,
     UsbMount,
 )
 from felhom_agent.privileged.fstab import ensure_fstab_line, is_mounted, parse_fstab
@@ -203,3 +204,14 @@ def test_concurrent_mounts_lose_no_line(tmp_path: Path) -> None:
     assert errors == []
     mountpoints = {e.mountpoint for e in parse_fstab((tmp_path / "fstab").read_text())}
     assert mountpoints == {f"/mnt/felhom/disk{i}" for i in range(8)}
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "a#b", "a\\040b", "é", "a\tb"])
+def test_unvalidated_field_is_refused_before_writing(tmp_path: Path, bad: str) -> None:
+    """A field that would corrupt fstab (space, #, escape, non-ASCII, empty) is never written."""
+    fstab = tmp_path / "fstab"
+    fstab.write_text(EXISTING)
+    fields = (bad, "/mnt/felhom/x", "ext4", "defaults", "0", "0")
+    with pytest.raises(RefusedArgument):
+        ensure_fstab_line(fstab, fields)
+    assert fstab.read_text() == EXISTING
