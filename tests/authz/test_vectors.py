@@ -27,7 +27,7 @@ from felhom_agent.authz import (
 from felhom_agent.authz.signers import AllowedSigners
 from felhom_agent.authz.sshkeys import parse_public_key
 from felhom_agent.authz.sshsig import parse_armored
-from tests.authz.helpers import NOW, VECTORS
+from tests.authz.helpers import NOW, VECTORS, keygen_verify
 
 
 @attrs.frozen
@@ -189,3 +189,38 @@ def test_full_signers_file_is_refused_clearly() -> None:
         load_allowed_signers(VECTORS / "allowed_signers")
     assert info.value.line is not None
     assert "ssh-dss" in str(info.value) or "cert-authority" in str(info.value)
+
+
+#: Cases where the agent's signature layer deliberately differs from ssh-keygen 9.2 when both
+#: use allowed_signers.core (sk signature without user presence).
+KNOWN_DIFFERENCES = {"S38"}
+VERIFY_CASES = [c for c in CASES if c.mode == "verify"]
+
+
+@pytest.mark.parametrize("case", VERIFY_CASES, ids=[c.id for c in VERIFY_CASES])
+def test_signature_layer_matches_live_ssh_keygen(
+    case: Case, core_signers: AllowedSigners, tmp_path: Path
+) -> None:
+    """Our signature checks (steps 1-5) accept a vector exactly when ssh-keygen, run now, does."""
+    sig = (VECTORS / case.sig).read_bytes()
+    msg = (VECTORS / case.msg).read_bytes()
+    now = _verify_time(case)
+    oracle = keygen_verify(
+        VECTORS / "allowed_signers.core",
+        case.principal,
+        sig,
+        msg,
+        tmp_path,
+        namespace=case.namespace,
+        verify_time=now,
+    )
+    verifier = OpVerifier(signers=core_signers, policy=_policy(case.namespace), now=lambda: now)
+    try:
+        verifier.verify_signature(msg, sig, now=now, principal=case.principal)
+        ours = True
+    except OpRejected:
+        ours = False
+    if case.id in KNOWN_DIFFERENCES:
+        assert (oracle, ours) == (True, False)
+    else:
+        assert ours == oracle
