@@ -60,7 +60,8 @@ _WARNINGS_RE = re.compile(r"WARNINGS: (\d+)")
 
 @attrs.frozen
 class PollPolicy:
-    """How long to sleep before the next status poll: fast first, then proportional, capped.
+    """How long after the previous poll's slot the next poll is due: fast first, then
+    proportional to the task's age, capped.
 
     The delay after the first poll is ``base_s + growth * elapsed`` (capped at ``cap_s``), so
     the detection lag stays a fixed fraction of the task's age while the number of polls grows
@@ -194,9 +195,15 @@ def wait_task(
     polls = 0
     last_status: str | None = None
     last_error: Exception | None = None
+    # Polls follow an absolute schedule (start + the policy's delays), so request round
+    # trips do not accumulate into the lag; a poll that overran its slot is followed by at
+    # least half a delay's pause, so a slow server is never hammered.
+    next_at = start
     while True:
         now = clock()
-        sleep(max(0.0, min(policy(polls, now - start), deadline - now)))
+        delay = policy(polls, next_at - start)
+        next_at = max(next_at + delay, now + delay / 2)
+        sleep(max(0.0, min(next_at, deadline) - now))
         if cancel is not None and cancel.is_set():
             raise TaskTimeout(
                 f"wait interrupted; task {parsed.raw} may still be running",
