@@ -14,7 +14,7 @@ from felhom_agent.hub.errors import (
     HubTimeoutError,
     HubTransportError,
 )
-from felhom_agent.hub.loop import HubLoop, HubStatus
+from felhom_agent.hub.loop import HubLoop, HubStatus, report_round_trip
 from felhom_agent.hub.policy import Backoff, Outcome, PolicyState, RetryPolicy
 from felhom_agent.hub.report import (
     BlockedGuest,
@@ -54,4 +54,5 @@ __all__ = [
     "RetryPolicy",
     "SignedOp",
     "parse_envelope",
+    "report_round_trip",
 ]

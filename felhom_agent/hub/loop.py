@@ -43,7 +43,7 @@ from felhom_agent.hub.errors import (
 from felhom_agent.hub.policy import Outcome, PolicyState, RetryPolicy
 from felhom_agent.hub.report import HostReport, ReportError, format_utc
 
-__all__ = ["HubLoop", "HubStatus", "ReportSink"]
+__all__ = ["HubLoop", "HubStatus", "ReportSink", "report_round_trip"]
 
 
 class ReportSink(Protocol):
@@ -57,6 +57,19 @@ class ReportSink(Protocol):
     def post_report_json(self, body: bytes) -> Mapping[str, Any]:
         """POST a serialised report; return the decoded answer or raise a ``HubError``."""
         ...
+
+
+def report_round_trip(
+    client: ReportSink, report: HostReport, *, default_interval_s: float
+) -> Envelope:
+    """One report and its parsed envelope, failures raised (``--selftest=hub``).
+
+    Raises:
+        HubError: any failure of :meth:`HubClient.report`, or :class:`EnvelopeError`.
+        ValueError: the report is not serialisable (a collector bug).
+    """
+    answer = client.post_report_json(report.to_json())
+    return parse_envelope(answer, default_interval_s=default_interval_s)
 
 
 @attrs.frozen

@@ -16,7 +16,8 @@ import pytest
 
 from felhom_agent.errors import AgentError
 from felhom_agent.hub.envelope import Envelope
-from felhom_agent.hub.loop import HubLoop
+from felhom_agent.hub.errors import HubAuthError
+from felhom_agent.hub.loop import HubLoop, report_round_trip
 from felhom_agent.hub.policy import Backoff, RetryPolicy
 from felhom_agent.hub.report import HostReport, NodeFacts, OpResult
 from felhom_agent.sim.hub import HubFault, HubSimulator
@@ -338,3 +339,12 @@ def test_no_token_in_any_log_or_error(hub: HubSimulator, caplog: pytest.LogCaptu
     assert status.last_error is not None and TOKEN not in status.last_error
     assert TOKEN not in status.line()
     assert len(status.failures) >= 3
+
+
+def test_report_round_trip_for_selftest(hub: HubSimulator) -> None:
+    """report_round_trip returns the parsed envelope and raises typed errors (selftest seam)."""
+    envelope = report_round_trip(make_client(hub), sample_report(), default_interval_s=DEFAULT)
+    assert envelope.poll_interval_s == INTERVAL and envelope.desired is not None
+    with pytest.raises(HubAuthError):
+        report_round_trip(make_client(hub, token="nope-nope"), sample_report(),
+                          default_interval_s=DEFAULT)
