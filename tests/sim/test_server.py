@@ -125,3 +125,9 @@ def test_two_hundred_guests_start_fast_and_list() -> None:
         assert len(resources) == 200
         assert len(api.data("GET", "/nodes/pve1/lxc")) == 100
     assert startup < 1.0, startup
+
+
+def test_other_node_in_path_fails_hostname_lookup(api: Api) -> None:
+    """A path naming a node the simulator is not answers PVE's proxy failure (500)."""
+    r = api.get("/nodes/pve9/qemu/101/status/current")
+    assert r.status_code == 500 and r.reason.startswith("hostname lookup 'pve9' failed")

@@ -50,13 +50,6 @@ def nodes(ctx: Ctx) -> list[dict[str, Any]]:
     return [entry]
 
 
-def _check_node(ctx: Ctx) -> None:
-    node = ctx.args.get("node")
-    if node is not None and node != ctx.rt.node:
-        raise server_error(f"hostname lookup '{node}' failed - failed to get address info "
-                           f"for: {node}: Name or service not known")
-
-
 def node_status(ctx: Ctx) -> dict[str, Any]:
     """GET /nodes/{node}/status."""
     stats = _node_stats(ctx)
@@ -134,7 +127,6 @@ def cluster_resources(ctx: Ctx) -> list[dict[str, Any]]:
 
 def storage_list(ctx: Ctx) -> list[dict[str, Any]]:
     """GET /nodes/{node}/storage."""
-    _check_node(ctx)
     want = {c for c in (ctx.str_param("content") or "").split(",") if c}
     only = ctx.str_param("storage")
     with ctx.rt.state.cond:
@@ -159,7 +151,6 @@ def _storage(ctx: Ctx) -> str:
 
 def storage_status(ctx: Ctx) -> dict[str, Any]:
     """GET /nodes/{node}/storage/{storage}/status."""
-    _check_node(ctx)
     with ctx.rt.state.cond:
         e = _storage_entry(ctx, _storage(ctx))
         del e["storage"], e["used_fraction"]
@@ -168,7 +159,6 @@ def storage_status(ctx: Ctx) -> dict[str, Any]:
 
 def storage_content(ctx: Ctx) -> list[dict[str, Any]]:
     """GET .../content, each volume filtered like ``check_volume_access``."""
-    _check_node(ctx)
     content = ctx.str_param("content")
     vmid = ctx.int_param("vmid")
     with ctx.rt.state.cond:
@@ -189,7 +179,6 @@ def storage_content(ctx: Ctx) -> list[dict[str, Any]]:
 
 def disks_list(ctx: Ctx) -> list[dict[str, Any]]:
     """GET /nodes/{node}/disks/list."""
-    _check_node(ctx)
     return [dict(d) for d in ctx.rt.scenario.disks]
 
 
@@ -222,7 +211,6 @@ def _status_class(exitstatus: str | None) -> str:
 
 def task_list(ctx: Ctx) -> Result:
     """GET /nodes/{node}/tasks."""
-    _check_node(ctx)
     p = ctx.params
     source = str(p.get("source", "archive"))
     audit = ctx.has(f"/nodes/{ctx.rt.node}", "Sys.Audit")
@@ -254,7 +242,6 @@ def task_list(ctx: Ctx) -> Result:
 
 
 def _task(ctx: Ctx, audit_priv: str = "Sys.Audit") -> TaskRecord | None:
-    _check_node(ctx)
     text = str(ctx.params["upid"])
     upid = parse_upid(text)
     if upid is None:
@@ -341,7 +328,6 @@ def access_permissions(ctx: Ctx) -> dict[str, dict[str, int]]:
 # -- vzdump ----------------------------------------------------------------------------------
 def vzdump(ctx: Ctx) -> str:
     """POST /nodes/{node}/vzdump: one task for the guests on this node (or ``"OK"``)."""
-    _check_node(ctx)
     p = ctx.params
     for key in ("tmpdir", "dumpdir", "script", "job-id"):
         if key in p:

@@ -259,6 +259,11 @@ class _Handler(BaseHTTPRequestHandler):
                                         f"parameter '{value}'"})
             params[key] = value
         validated = validate(route.params, params)
+        node = args.get("node")
+        if node is not None and node != rt.node:
+            # PVE would proxy to that node; a single-node simulator has no such host.
+            raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address "
+                                f"info for: {node}: Name or service not known\n")
         ctx = Ctx(rt=rt, principal=principal, params=validated, args=args)
         result = route.handler(ctx)
         payload: dict[str, Any]
