@@ -15,7 +15,7 @@ from pathlib import Path
 
 from felhom_agent.errors import AgentError
 
-__all__ = ["AllowedSignersError", "AuthzError", "OpRejected", "Reason"]
+__all__ = ["AllowedSignersError", "AuthzError", "NonceStoreError", "OpRejected", "Reason"]
 
 
 class Reason(enum.StrEnum):
@@ -87,6 +87,10 @@ class OpRejected(AuthzError, ValueError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (OpRejected, (self.reason, self.detail))
+
+
+class NonceStoreError(AuthzError, OSError):
+    """The nonce store cannot be used or reset; the message names the file and what to do."""
 
 
 class AllowedSignersError(AuthzError, ValueError):

@@ -37,94 +37,30 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import threading
-import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-import attrs
-
 from felhom_agent.authz.envelope import SignedOp
-from felhom_agent.authz.errors import AuthzError, OpRejected, Reason
+from felhom_agent.authz.errors import NonceStoreError, OpRejected, Reason
+from felhom_agent.authz.nonce_file import (
+    HEADER,
+    NonceRecord,
+    StoreDamaged,
+    fmt_time,
+    parse_store,
+    reset_store,
+)
 from felhom_agent.durable import DurabilityError, atomic_write_bytes, fsync_dir
 
-__all__ = ["FileNonceStore", "NonceRecord", "NonceStoreError", "reset_store"]
+__all__ = ["HEADER", "FileNonceStore", "NonceRecord", "NonceStoreError", "reset_store"]
 
-HEADER: Final = b"felhom-nonces v1\n"
 MAX_FILE_SIZE: Final = 16 << 20
 COMPACT_THRESHOLD: Final = 1 << 20
-_TIME_FMT: Final = "%Y-%m-%dT%H:%M:%SZ"
 _LOG = logging.getLogger(__name__)
-
-
-class NonceStoreError(AuthzError, OSError):
-    """The nonce store cannot be used or reset; the message names the file and what to do."""
-
-
-@attrs.frozen
-class NonceRecord:
-    """One accepted op, as recorded."""
-
-    nonce: str
-    op_id: str
-    signer: str
-    payload_sha256: str
-    issued_at: datetime
-    expires_at: datetime
-    accepted_at: datetime
-
-    def to_frame(self) -> bytes:
-        """Encode as one checksummed line."""
-        body = json.dumps(
-            {
-                "nonce": self.nonce,
-                "op_id": self.op_id,
-                "signer": self.signer,
-                "payload_sha256": self.payload_sha256,
-                "issued_at": _fmt(self.issued_at),
-                "expires_at": _fmt(self.expires_at),
-                "accepted_at": _fmt(self.accepted_at),
-            },
-            separators=(",", ":"),
-            sort_keys=True,
-        ).encode("ascii")
-        return b"%08x %s\n" % (zlib.crc32(body), body)
-
-    @classmethod
-    def from_frame(cls, line: bytes) -> NonceRecord:
-        """Decode one line (without its newline); ``ValueError`` if damaged."""
-        crc, sep, body = line.partition(b" ")
-        if not sep or len(crc) != 8 or int(crc, 16) != zlib.crc32(body):
-            raise ValueError("checksum mismatch")
-        doc = json.loads(body)
-        if not isinstance(doc, dict):
-            raise ValueError("record is not an object")
-        try:
-            return cls(
-                nonce=str(doc["nonce"]),
-                op_id=str(doc["op_id"]),
-                signer=str(doc["signer"]),
-                payload_sha256=str(doc["payload_sha256"]),
-                issued_at=_parse(doc["issued_at"]),
-                expires_at=_parse(doc["expires_at"]),
-                accepted_at=_parse(doc["accepted_at"]),
-            )
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"bad record: {err}") from err
-
-
-def _fmt(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(_TIME_FMT)
-
-
-def _parse(text: object) -> datetime:
-    if not isinstance(text, str):
-        raise TypeError("time is not a string")
-    return datetime.strptime(text, _TIME_FMT).replace(tzinfo=UTC)
 
 
 class FileNonceStore:
@@ -183,7 +119,7 @@ class FileNonceStore:
         )
         try:
             store._load(now)
-        except _Broken as err:
+        except StoreDamaged as err:
             store._fail(str(err), now)
         return store
 
@@ -247,28 +183,29 @@ class FileNonceStore:
         if self._high_water is not None and now < self._high_water - self._skew:
             raise OpRejected(
                 Reason.CLOCK_MOVED_BACK,
-                f"the clock ({_fmt(now)}) is behind the newest accepted op "
-                f"({_fmt(self._high_water)}); fix the time (NTP) before signed ops are accepted",
+                f"the clock ({fmt_time(now)}) is behind the newest accepted op "
+                f"({fmt_time(self._high_water)}); fix the time (NTP) before signed ops are "
+                "accepted",
             )
         seen = self._records.get(op.nonce)
         if seen is not None:
             raise OpRejected(
                 Reason.NONCE_REPLAY,
                 f"nonce {op.nonce} was already used by op {seen.op_id} "
-                f"(accepted {_fmt(seen.accepted_at)})",
+                f"(accepted {fmt_time(seen.accepted_at)})",
             )
         seen = self._by_op_id.get(op.op_id)
         if seen is not None:
             raise OpRejected(
                 Reason.OP_ID_REPLAY,
-                f"op {op.op_id} was already accepted at {_fmt(seen.accepted_at)}",
+                f"op {op.op_id} was already accepted at {fmt_time(seen.accepted_at)}",
             )
 
     def _fail(self, detail: str, now: datetime) -> None:
         self._failure = (
             f"nonce store {self.path} is unusable ({detail}); no signed op is accepted until "
             f"an operator acts: repair or restore the file, or move it aside once every op it "
-            f"may hold has expired (after {_fmt(self._safe_reset_time(now))})"
+            f"may hold has expired (after {fmt_time(self._safe_reset_time(now))})"
         )
         self._log.error("%s", self._failure)
         self._records.clear()
@@ -307,7 +244,7 @@ class FileNonceStore:
         if not self._read_only:
             self._take_lock()
         data = self._read_or_create(now)
-        records, good_end, torn = _parse_file(data)
+        records, good_end, torn = parse_store(data)
         for record in records:
             self._index(record)
         if torn and not self._read_only:
@@ -323,9 +260,9 @@ class FileNonceStore:
             self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
-            raise _Broken("locked by another process (is a second agent running?)") from err
+            raise StoreDamaged("locked by another process (is a second agent running?)") from err
         except OSError as err:
-            raise _Broken(f"cannot lock {lock_path}: {err.strerror}") from err
+            raise StoreDamaged(f"cannot lock {lock_path}: {err.strerror}") from err
 
     def _read_or_create(self, now: datetime) -> bytes:
         flags = os.O_RDONLY if self._read_only else os.O_RDWR | os.O_APPEND
@@ -336,16 +273,16 @@ class FileNonceStore:
                 return HEADER
             return self._create(now)
         except OSError as err:
-            raise _Broken(f"cannot open: {err.strerror}") from err
+            raise StoreDamaged(f"cannot open: {err.strerror}") from err
         try:
             size = os.fstat(fd).st_size
             if size > MAX_FILE_SIZE:
-                raise _Broken(f"{size} bytes, larger than the {MAX_FILE_SIZE} byte limit")
+                raise StoreDamaged(f"{size} bytes, larger than the {MAX_FILE_SIZE} byte limit")
             data = os.pread(fd, size, 0)
         except OSError as err:
             os.close(fd)
-            raise _Broken(f"cannot read: {err.strerror}") from err
-        except _Broken:
+            raise StoreDamaged(f"cannot read: {err.strerror}") from err
+        except StoreDamaged:
             os.close(fd)
             raise
         if self._read_only:
@@ -365,7 +302,7 @@ class FileNonceStore:
         try:
             self._fd = os.open(self.path, flags, 0o600)
         except OSError as err:
-            raise _Broken(f"cannot create: {err.strerror}") from err
+            raise StoreDamaged(f"cannot create: {err.strerror}") from err
         self._append(HEADER, now)
         fsync_dir(self.path.parent)
         self._log.info("created nonce store %s", self.path)
@@ -403,69 +340,3 @@ class FileNonceStore:
             self._index(record)
         self._high_water = high_water  # keep the clock guard even when all records expired
         self._size = len(body)
-
-
-class _Broken(Exception):
-    """Internal: the store must fail closed, with this detail."""
-
-
-def _parse_file(data: bytes) -> tuple[list[NonceRecord], int, bool]:
-    """Return (records, end offset of the last good frame, whether the tail was torn)."""
-    if not data.startswith(HEADER):
-        raise _Broken("unknown or damaged header")
-    records: list[NonceRecord] = []
-    pos = len(HEADER)
-    while pos < len(data):
-        end = data.find(b"\n", pos)
-        last = end == -1 or end == len(data) - 1
-        line = data[pos:] if end == -1 else data[pos:end]
-        try:
-            if end == -1:
-                raise ValueError("incomplete frame")
-            records.append(NonceRecord.from_frame(line))
-        except (ValueError, UnicodeDecodeError) as err:
-            if last:
-                return records, pos, True
-            raise _Broken(f"damaged record at byte {pos}: {err}") from err
-        pos = end + 1
-    return records, pos, False
-
-
-def reset_store(
-    path: Path, *, now: datetime, max_clock_skew_s: int, max_op_lifetime_s: int
-) -> Path:
-    """Move a (broken) store aside so the agent can start with an empty one, if safe.
-
-    Safe once no op it could hold can pass the expiry check: ``now`` is after the newest of
-    the file's mtime and its last readable ``accepted_at``, plus ``max_op_lifetime_s`` and two
-    clock skews (an op accepted at A has ``issued_at <= A + skew`` and ``expires_at <=
-    issued_at + lifetime``; the second skew is margin). Run it with the agent stopped.
-
-    Returns:
-        Where the old file now is.
-
-    Raises:
-        NonceStoreError: too early (the message says when it becomes safe), or I/O failed.
-    """
-    try:
-        data = path.read_bytes()
-        mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-    except OSError as err:
-        raise NonceStoreError(f"{path}: cannot read ({err.strerror})") from err
-    newest = mtime
-    for line in data.split(b"\n"):
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            newest = max(newest, NonceRecord.from_frame(line).accepted_at)
-    safe_after = newest + timedelta(seconds=max_op_lifetime_s + 2 * max_clock_skew_s)
-    if now <= safe_after:
-        raise NonceStoreError(
-            f"{path}: refusing to reset before {_fmt(safe_after)}: ops it may hold could "
-            "still be replayed until then"
-        )
-    aside = path.with_name(f"{path.name}.reset-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}")
-    try:
-        os.replace(path, aside)
-    except OSError as err:
-        raise NonceStoreError(f"{path}: cannot move aside ({err.strerror})") from err
-    fsync_dir(path.parent)
-    return aside
