@@ -84,8 +84,15 @@ class GuestEntry:
     template: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form of one ``guests`` entry."""
-        return attrs.asdict(self)
+        """The wire form of one ``guests`` entry (spelled out: ``attrs.asdict`` is 10x slower)."""
+        return {
+            "vmid": self.vmid,
+            "type": self.type,
+            "name": self.name,
+            "status": self.status,
+            "lock": self.lock,
+            "template": self.template,
+        }
 
 
 @attrs.frozen

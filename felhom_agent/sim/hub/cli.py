@@ -26,7 +26,7 @@ from felhom_agent.sim.hub.server import HubSimulator
 
 __all__ = ["main"]
 
-_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 class _Usage(Exception):
