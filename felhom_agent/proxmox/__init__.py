@@ -1,7 +1,7 @@
 """Proxmox VE access over the REST API: pinned HTTPS client, typed errors, UPIDs, task waits.
 
-This package never starts processes (no subprocess, paramiko, os.system/exec/spawn, pty,
-multiprocessing): the fenced root CLI lives in :mod:`felhom_agent.privileged`.
+This package never starts a process or opens an SSH session (the structural fence, asserted
+by an import-scan test): the few root CLI operations live in :mod:`felhom_agent.privileged`.
 """
 
 from __future__ import annotations

@@ -248,3 +248,26 @@ def test_no_insecure_request_warning(server: LoopbackPve, recwarn: pytest.Warnin
     with _client(server) as client:
         client.version()
     assert not [w for w in recwarn if issubclass(w.category, urllib3.exceptions.HTTPWarning)]
+
+
+def test_read_checks_when_nothing_listens() -> None:
+    """An unreachable API fails the first check and marks every later one skipped."""
+    from felhom_agent.proxmox import read_checks
+
+    with LoopbackPve() as srv:
+        url, fp = srv.url, srv.fingerprint
+    client = ProxmoxClient(
+        api_url=url,
+        node="pve",
+        token_id=TOKEN,
+        token_secret=Secret(SECRET),
+        tls_fingerprint=fp,
+        ca_file=None,
+        timeout_s=2,
+        sleep=lambda s: None,
+    )
+    with client:
+        checks = read_checks(client)
+    assert checks[0].name == "api-reachable" and not checks[0].ok
+    assert all(not c.ok and c.detail.startswith("skipped") for c in checks[1:])
+    assert len(checks) == 7
