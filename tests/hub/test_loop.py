@@ -159,7 +159,7 @@ def test_slow_hub_past_timeout_backs_off(hub: HubSimulator) -> None:
     """A hub slower than the client timeout counts as a timeout and is backed off."""
     hub.inject(HubFault(kind="slow", delay_s=60, count=1))
     wait = ScriptedWait(2)
-    loop, received = _loop(hub, wait, timeout_s=0.3)
+    loop, received = _loop(hub, wait, timeout_s=1.0)
     loop.run()
     assert wait.waits == [1.0, INTERVAL]
     assert loop.status().failures == {"timeout": 1}
