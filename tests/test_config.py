@@ -202,7 +202,7 @@ def test_fingerprint_forms_normalised(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("url", ["http://hub.example.com", "http://10.0.0.5:8080",
-                                 "http://0.0.0.0:80"])
+                                 "http://0.0.0.0:80", "http://localhost:9000"])
 def test_http_hub_only_on_loopback(tmp_path: Path, url: str) -> None:
     """The Bearer token never travels in clear: http:// only for a loopback hub."""
     data = base_config(tmp_path)
@@ -213,7 +213,7 @@ def test_http_hub_only_on_loopback(tmp_path: Path, url: str) -> None:
     assert HUB_TOKEN not in str(error)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:9000", "http://localhost:1", "http://[::1]:8"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000", "http://127.1.2.3:1", "http://[::1]:8"])
 def test_http_hub_on_loopback_accepted(tmp_path: Path, url: str) -> None:
     """Loopback http hubs (the simulators) are accepted."""
     data = base_config(tmp_path)

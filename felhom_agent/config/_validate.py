@@ -112,8 +112,8 @@ def _url(dotted: str, value: str) -> SplitResult:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+    # Only IP literals: a name such as "localhost" is resolved at connect time and could be
+    # pointed elsewhere, taking the clear-text Bearer token with it.
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -179,7 +179,8 @@ def _check_hub(raw: dict[str, Any]) -> None:
     if url.scheme == "http":
         if not _is_loopback(url.hostname or ""):
             raise _fail("hub.url", f"{value!r} is not allowed: the Bearer token never travels "
-                        "in clear text, so http:// is accepted only for a loopback address; "
+                        "in clear text, so http:// is accepted only for a loopback IP address "
+                        "(127.0.0.1, ::1); "
                         "use https://")
         if fingerprint is not None or ca_file is not None:
             raise _fail("hub.url", "is http:// but hub.tls_fingerprint/hub.ca_file is set; "
