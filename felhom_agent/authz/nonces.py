@@ -24,7 +24,8 @@ File format (``state_dir/nonces.log``), append-only, one frame per line::
   :func:`reset_store` moves a broken file aside, but only once every op it could hold has
   expired.
 * **Pruning**: records with ``now > expires_at + max_clock_skew_s`` are dropped by compaction
-  (atomic rewrite) at open and when the file grows past a threshold.
+  (atomic rewrite) at open and when the file grows past a threshold; the newest acceptance is
+  always kept, as the persisted high-water mark for the clock guard below.
 * **Clock moved back**: ops are refused while ``now`` is more than ``max_clock_skew_s`` before
   the newest recorded acceptance (otherwise expired ops would become valid again).
 * **One writer**: an exclusive ``flock`` on ``nonces.log.lock`` for the store's lifetime.
@@ -130,6 +131,12 @@ class FileNonceStore:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def __enter__(self) -> FileNonceStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Release the file and the lock (idempotent)."""
@@ -250,8 +257,7 @@ class FileNonceStore:
         if torn and not self._read_only:
             self._repair_tail(data, good_end)
         self._size = good_end
-        live = [r for r in records if now <= r.expires_at + self._skew]
-        if len(live) < len(records) and not self._read_only:
+        if len(self._live(records, now)) < len(records) and not self._read_only:
             self._compact(now)
 
     def _take_lock(self) -> None:
@@ -325,8 +331,14 @@ class FileNonceStore:
             broken,
         )
 
+    def _live(self, records: list[NonceRecord], now: datetime) -> list[NonceRecord]:
+        """Records still needed: unexpired ones, plus the newest acceptance even if expired,
+        so the clock-moved-back guard survives a restart after everything expired."""
+        newest = max(records, key=lambda r: r.accepted_at, default=None)
+        return [r for r in records if now <= r.expires_at + self._skew or r is newest]
+
     def _compact(self, now: datetime) -> None:
-        live = [r for r in self._records.values() if now <= r.expires_at + self._skew]
+        live = self._live(list(self._records.values()), now)
         body = HEADER + b"".join(r.to_frame() for r in live)
         atomic_write_bytes(self.path, body)
         old = self._fd
@@ -338,5 +350,5 @@ class FileNonceStore:
         self._by_op_id.clear()
         for record in live:
             self._index(record)
-        self._high_water = high_water  # keep the clock guard even when all records expired
+        self._high_water = high_water
         self._size = len(body)

@@ -206,16 +206,22 @@ class OpVerifier:
         """Durably consume the op's nonce and op id; call right before executing it.
 
         Raises:
-            OpRejected: the op was accepted meanwhile (replay) or the store is unusable.
+            OpRejected: the op expired or got an outcome meanwhile, was accepted meanwhile
+                (replay), or the store is unusable.
             DurabilityError: the record could not be made durable (stop the agent).
         """
         if self.nonce_store is None:
             raise OpRejected(
                 Reason.NONCE_STORE_UNAVAILABLE, "no nonce store configured: cannot accept ops"
             )
+        now = self.now()
+        op = verified.op
+        # verify() and mark() may be apart (a queue, a slow hub loop): re-check what time or
+        # another thread could have changed since.
+        if now > op.expires_at:
+            raise OpRejected(Reason.EXPIRED, f"op {op.op_id} expired before it was accepted")
+        if self.has_outcome is not None and self.has_outcome(op.op_id):
+            raise OpRejected(Reason.OP_ID_HAS_OUTCOME, f"op {op.op_id} already has an outcome")
         self.nonce_store.mark(
-            verified.op,
-            signer=verified.principal,
-            payload_sha256=verified.payload_sha256,
-            now=self.now(),
+            op, signer=verified.principal, payload_sha256=verified.payload_sha256, now=now
         )

@@ -127,7 +127,7 @@ def test_expired_entries_pruned_at_open(tmp_path: Path) -> None:
     """Records past expiry plus skew are compacted away at open; live ones stay."""
     path = tmp_path / "nonces.log"
     store = _open(path)
-    _mark(store, _op(1, expires=NOW + timedelta(minutes=1)))
+    _mark(store, _op(1, expires=NOW + timedelta(minutes=1)), NOW - timedelta(seconds=30))
     _mark(store, _op(2, expires=NOW + timedelta(minutes=30)))
     store.close()
     later = NOW + timedelta(minutes=1, seconds=SKEW + 1)
@@ -135,6 +135,20 @@ def test_expired_entries_pruned_at_open(tmp_path: Path) -> None:
     assert len(reopened) == 1
     assert path.read_bytes().count(b"\n") == 2  # header + one record
     assert _reason(reopened, _op(2), later) == Reason.NONCE_REPLAY
+
+
+def test_clock_guard_survives_when_everything_expired(tmp_path: Path) -> None:
+    """With every record expired, the newest is kept so a restart still sees the clock go back."""
+    path = tmp_path / "nonces.log"
+    store = _open(path)
+    _mark(store, _op(1, expires=NOW + timedelta(minutes=1)), NOW - timedelta(minutes=2))
+    _mark(store, _op(2, expires=NOW + timedelta(minutes=2)), NOW)
+    store.close()
+    much_later = NOW + timedelta(days=1)
+    with _open(path, now=much_later) as compacted:
+        assert len(compacted) == 1
+    restarted = _open(path, now=much_later)
+    assert _reason(restarted, _op(3), NOW - timedelta(hours=1)) == Reason.CLOCK_MOVED_BACK
 
 
 def test_compaction_when_file_grows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -317,6 +317,36 @@ def test_op_id_with_outcome_rejected(signers_file: Path, sign_with: Callable[...
     assert _reason(verifier, payload, sign_with(payload)) == Reason.OP_ID_HAS_OUTCOME
 
 
+def test_mark_rechecks_expiry_and_outcome(
+    signers_file: Path, sign_with: Callable[..., bytes], tmp_path: Path
+) -> None:
+    """mark() refuses an op that expired or got an outcome since verify(), consuming nothing."""
+    store = FileNonceStore.open(
+        tmp_path / "nonces.log", now=NOW, max_clock_skew_s=120, max_op_lifetime_s=900
+    )
+    clock = [NOW]
+    done: set[str] = set()
+    verifier = OpVerifier(
+        signers=load_allowed_signers(signers_file),
+        policy=VerifyPolicy(host_id="pve1"),
+        now=lambda: clock[0],
+        nonce_store=store,
+        has_outcome=done.__contains__,
+    )
+    payload = make_payload(6)
+    verified = verifier.verify(payload, sign_with(payload))
+    done.add(verified.op.op_id)
+    with pytest.raises(OpRejected) as info:
+        verifier.mark(verified)
+    assert info.value.reason == Reason.OP_ID_HAS_OUTCOME
+    done.clear()
+    clock[0] = verified.op.expires_at + timedelta(seconds=1)
+    with pytest.raises(OpRejected) as info:
+        verifier.mark(verified)
+    assert info.value.reason == Reason.EXPIRED
+    assert len(store) == 0
+
+
 def test_mark_without_store_refuses(signers_file: Path, sign_with: Callable[..., bytes]) -> None:
     """Consuming a nonce without a store is refused rather than silently skipped."""
     payload = make_payload(5)
