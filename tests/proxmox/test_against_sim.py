@@ -28,7 +28,7 @@ from felhom_agent.proxmox import (
 )
 from felhom_agent.secret import Secret
 from felhom_agent.sim.pve import Fault, PveScenario, PveSimulator
-from felhom_agent.sim.pve.scenario import default_scenario_dict
+from felhom_agent.sim.pve.defaults import default_scenario_dict
 
 LIMITED_TOKEN = "limited@pve!agent"
 LIMITED_SECRET = "5f0c5a8e-limited-secret"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 
@@ -236,3 +237,38 @@ def test_dual_mode_rejects_other_answers(data: object) -> None:
     """Anything but null or a well-formed UPID from a mutation is an error."""
     with pytest.raises(UpidError):
         Dispatch.from_data(data)
+
+
+def test_round_trips_do_not_shift_the_poll_schedule() -> None:
+    """Polls stay on the policy's absolute schedule even when each poll takes 30 ms."""
+    clock = FakeClock()
+    times: list[float] = []
+
+    class Slow(ScriptedTask):
+        def task_status(self, upid: Upid) -> TaskStatus:
+            times.append(round(clock.now, 6))
+            clock.now += 0.03
+            return super().task_status(upid)
+
+    policy = PollPolicy(first_s=0.1, base_s=0.1, growth=0.0, cap_s=5.0)
+    wait_task(Slow(clock, 0.45), UPID, timeout_s=5, policy=policy, clock=clock, sleep=clock.sleep)
+    assert times == [0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+def test_overrunning_poll_is_followed_by_half_a_delay() -> None:
+    """A poll slower than the interval is followed by a half-delay pause, never a burst."""
+    clock = FakeClock()
+    times: list[float] = []
+
+    class VerySlow(ScriptedTask):
+        def task_status(self, upid: Upid) -> TaskStatus:
+            times.append(round(clock.now, 6))
+            clock.now += 0.5
+            return super().task_status(upid)
+
+    policy = PollPolicy(first_s=0.1, base_s=0.1, growth=0.0, cap_s=5.0)
+    wait_task(
+        VerySlow(clock, 1.5), UPID, timeout_s=5, policy=policy, clock=clock, sleep=clock.sleep
+    )
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
+    assert all(gap >= 0.55 for gap in gaps)
