@@ -295,11 +295,12 @@ class FileNonceStore:
             os.close(fd)
         else:
             self._fd = fd
-        if not data and not self._read_only:
+        if not data:
             # Created but the header never became durable: no record can exist yet.
-            self._log.warning("nonce store %s is empty; writing its header", self.path)
-            self._append(HEADER, now)
-            fsync_dir(self.path.parent)
+            if not self._read_only:
+                self._log.warning("nonce store %s is empty; writing its header", self.path)
+                self._append(HEADER, now)
+                fsync_dir(self.path.parent)
             return HEADER
         return data
 
@@ -342,7 +343,11 @@ class FileNonceStore:
         body = HEADER + b"".join(r.to_frame() for r in live)
         atomic_write_bytes(self.path, body)
         old = self._fd
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as err:
+            self._fail(f"cannot reopen after compaction: {err.strerror}", now)
+            raise DurabilityError("cannot reopen compacted nonce store", path=self.path) from err
         if old is not None:
             os.close(old)
         high_water = self._high_water

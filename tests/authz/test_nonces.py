@@ -234,6 +234,18 @@ def test_corrupt_store_fails_closed(tmp_path: Path, damage: str) -> None:
             _mark(broken, op)
 
 
+def test_empty_file_is_a_new_store(tmp_path: Path) -> None:
+    """A zero-byte file (crash before the header was durable) holds no record: start fresh."""
+    path = tmp_path / "nonces.log"
+    path.touch()
+    with _open(path, read_only=True) as ro:
+        assert ro.failure is None
+    with _open(path) as store:
+        assert store.failure is None
+        _mark(store, _op(1))
+    assert path.read_bytes().startswith(nonces_mod.HEADER)
+
+
 def test_clock_moved_back_refused(tmp_path: Path) -> None:
     """After an acceptance, ops are refused while the clock is far behind it (even compacted)."""
     path = tmp_path / "nonces.log"
