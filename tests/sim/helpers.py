@@ -15,7 +15,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from felhom_agent.sim.pve import PveScenario, PveSimulator
-from felhom_agent.sim.pve.scenario import default_scenario_dict
+from felhom_agent.sim.pve.defaults import default_scenario_dict
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 SCHEMA_PATH = SHARED / "pve" / "api-schema-subset.json"

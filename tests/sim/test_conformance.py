@@ -66,12 +66,11 @@ def test_routes_agree_with_official_schema(schema: dict[str, Any]) -> None:
 
 
 def test_conformance_covers_the_endpoints_of_the_facts_file(schema: dict[str, Any]) -> None:
-    """The simulator serves every schema path/method of the facts file except the few it
-    deliberately leaves out (node power, qemu create, disk SMART, volume allocation)."""
+    """The simulator serves every schema path/method of the facts file except the two it
+    deliberately leaves out (node power, volume allocation)."""
     served = {(r.method, r.path) for r in ROUTES}
     left_out = {
-        ("POST", "/nodes/{node}/status"), ("POST", "/nodes/{node}/qemu"),
-        ("GET", "/nodes/{node}/disks/smart"), ("POST", "/nodes/{node}/storage/{storage}/content"),
+        ("POST", "/nodes/{node}/status"), ("POST", "/nodes/{node}/storage/{storage}/content"),
     }
     missing = sorted({(m, p) for p, ms in schema.items() for m in ms} - served - left_out)
     assert not missing, f"schema endpoints not served: {missing}"

@@ -92,3 +92,19 @@ def test_lxc_create_with_keyctl_is_root_only(api: Api) -> None:
     r = api.post("/nodes/pve1/lxc", data={"vmid": "111", "ostemplate": "local:vztmpl/x.tar",
                                            "features": "keyctl=1,nesting=1"})
     assert r.status_code == 403 and "only allowed for root@pam" in r.reason
+
+
+def test_qemu_create_adds_generated_keys_and_mac(api: Api) -> None:
+    """qemu create forks qmcreate; the config gains smbios1, vmgenid, meta and a MAC on net0;
+    an existing vmid is a sync 500 naming it."""
+    rec = api.run_task("POST", "/nodes/pve1/qemu", data={
+        "vmid": "120", "name": "vm120", "memory": "1024", "net0": "virtio,bridge=vmbr0",
+        "scsi0": "local-lvm:16", "start": "1"})
+    assert rec["type"] == "qmcreate" and rec["exitstatus"] == "OK"
+    cfg = api.data("GET", "/nodes/pve1/qemu/120/config")
+    assert cfg["net0"].startswith("virtio=BC:24:11:") and cfg["net0"].endswith(",bridge=vmbr0")
+    assert {"smbios1", "vmgenid", "meta", "boot"} <= set(cfg) and cfg["memory"] == "1024"
+    assert cfg["scsi0"] == "local-lvm:vm-120-disk-0,size=16G"
+    assert api.sim.guest(120)["status"] == "running"
+    r = api.post("/nodes/pve1/qemu", data={"vmid": "100"})
+    assert r.reason == "unable to create VM 100 - CT 100 already exists on node 'pve1'"

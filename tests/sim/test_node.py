@@ -80,3 +80,14 @@ def test_other_tokens_tasks_need_sys_audit(api: Api) -> None:
     assert split.data("GET", "/nodes/pve1/tasks") == []
     r = split.get(f"/nodes/pve1/tasks/{upid}/status")
     assert (r.status_code, r.reason) == (403, "Permission check failed (/nodes/pve1, Sys.Audit)")
+
+
+def test_disks_smart_needs_sys_audit_on_root(api: Api) -> None:
+    """disks/smart answers health and needs Sys.Audit on '/', not on the node."""
+    smart = api.data("GET", "/nodes/pve1/disks/smart", params={"disk": "/dev/sda"})
+    assert smart["health"] == "PASSED"
+    only = api.data("GET", "/nodes/pve1/disks/smart",
+                    params={"disk": "/dev/sda", "healthonly": "1"})
+    assert only == {"health": "PASSED"}
+    r = Api(api.sim, auth=SPLIT).get("/nodes/pve1/disks/smart", params={"disk": "/dev/sda"})
+    assert (r.status_code, r.reason) == (403, "Permission check failed (/, Sys.Audit)")

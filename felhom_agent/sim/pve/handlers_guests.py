@@ -195,14 +195,14 @@ def _check_config_perms(ctx: Ctx, guest: Guest, keys: list[str]) -> None:
         if guest.type == "lxc" and key.startswith("dev"):
             raise perm_error("configuring device passthrough is only allowed for root@pam")
         if guest.type == "lxc" and key == "features":
-            _check_features(ctx, guest, str(ctx.params.get("features", "")))
+            check_features(ctx, guest, str(ctx.params.get("features", "")))
             continue
         ctx.require(path, _key_priv(guest.type, key))
         if guest.type == "qemu" and key == "startup":
             ctx.require("/", "Sys.Modify")
 
 
-def _check_features(ctx: Ctx, guest: Guest, value: str) -> None:
+def check_features(ctx: Ctx, guest: Guest, value: str) -> None:
     if int(guest.config.get("unprivileged", 0)) != 1:
         raise perm_error(
             "changing feature flags for privileged container is only allowed for root@pam")

@@ -1,4 +1,4 @@
-"""Snapshot, rollback, destroy and LXC create handlers (all asynchronous, all locking).
+"""Snapshot, rollback and destroy handlers (all asynchronous, all locking).
 
 Snapshot create sets ``lock: snapshot`` and shows the new snapshot with
 ``snapstate: prepare`` while it runs; delete sets ``lock: snapshot-delete``; rollback sets
@@ -15,11 +15,10 @@ from typing import Any
 
 from felhom_agent.sim.pve.apierror import param_error, server_error
 from felhom_agent.sim.pve.context import Ctx
-from felhom_agent.sim.pve.handlers_guests import _check_features
-from felhom_agent.sim.pve.state import Guest, Snapshot, description_read, normalise_tags
+from felhom_agent.sim.pve.state import Guest, Snapshot, description_read
 from felhom_agent.sim.pve.tasks import TaskError, TaskLog, TaskPlan
 
-__all__ = ["destroy", "lxc_create", "snapshot_create", "snapshot_delete", "snapshot_list",
+__all__ = ["destroy", "snapshot_create", "snapshot_delete", "snapshot_list",
            "snapshot_rollback"]
 
 
@@ -222,62 +221,3 @@ def destroy(ctx: Ctx, gtype: str) -> str:
         return rt.fork(TaskPlan(type=prefix + "destroy", vmid=vmid, id=str(vmid), begin=begin,
                                 end=end, cleanup=lambda: _clear_lock(ctx, vmid, "destroyed")),
                        ctx.principal.token_id)
-
-
-_CREATE_KEYS = ("hostname", "memory", "swap", "cores", "unprivileged", "features", "onboot",
-                "description", "tags", "ostype", "arch", "nameserver", "searchdomain",
-                "protection", "cpulimit", "startup")
-
-
-def lxc_create(ctx: Ctx) -> str:
-    """POST /nodes/{node}/lxc: in-code permission checks, then ``vzcreate``."""
-    rt, vmid = ctx.rt, ctx.vmid
-    ctx.require(f"/vms/{vmid}", "VM.Allocate")
-    template = str(ctx.params["ostemplate"])
-    tstore = template.split(":", 1)[0]
-    if not (ctx.has(f"/storage/{tstore}", "Datastore.AllocateSpace")
-            or ctx.has(f"/storage/{tstore}", "Datastore.Audit")):
-        ctx.require(f"/storage/{tstore}", "Datastore.AllocateSpace")
-    storage = str(ctx.params.get("storage", "local"))
-    rootfs = str(ctx.params.get("rootfs", f"{storage}:8"))
-    ctx.require(f"/storage/{rootfs.split(':', 1)[0]}", "Datastore.AllocateSpace")
-    unpriv = int(ctx.params.get("unprivileged", 1))
-    if not unpriv:
-        ctx.require("/", "Sys.Modify")
-    with rt.state.cond:
-        existing = rt.state.guests.get(vmid)
-        if existing is not None:
-            raise server_error(f"{existing.kind_word} {vmid} already exists on node "
-                               f"'{rt.node}'")
-        config: dict[str, Any] = {k: ctx.params[k] for k in _CREATE_KEYS if k in ctx.params}
-        config.update({k: v for k, v in ctx.params.items() if k.startswith("net")})
-        config["unprivileged"] = unpriv
-        config["rootfs"] = rootfs if "size=" in rootfs else (
-            f"{rootfs.split(':', 1)[0]}:vm-{vmid}-disk-0,size={rootfs.split(':', 1)[-1]}G")
-        if "tags" in config:
-            config["tags"] = normalise_tags(str(config["tags"]))
-        if "features" in config:
-            probe = Guest(vmid=vmid, type="lxc", status="stopped", config={"unprivileged": unpriv})
-            _check_features(ctx, probe, str(config["features"]))
-        start = bool(ctx.params.get("start", 0))
-
-        def begin(log: TaskLog) -> None:
-            if vmid in rt.state.guests:
-                raise TaskError(f"CT {vmid} already exists on node '{rt.node}'")
-            rt.state.guests[vmid] = Guest(vmid=vmid, type="lxc", status="stopped",
-                                          config={**config, "lock": "create"})
-            log.line(f"extracting archive '{template}'")
-
-        def end(_log: TaskLog) -> None:
-            g = _live(ctx, "lxc", vmid)
-            del g.config["lock"]
-            if start:
-                g.status, g.started_at = "running", rt.clock()
-
-        def cleanup() -> None:
-            g = rt.state.guests.get(vmid)
-            if g is not None and g.config.get("lock") == "create":
-                del rt.state.guests[vmid]
-
-        return rt.fork(TaskPlan(type="vzcreate", vmid=vmid, id=str(vmid), begin=begin, end=end,
-                                cleanup=cleanup), ctx.principal.token_id)

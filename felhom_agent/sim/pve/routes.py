@@ -15,9 +15,11 @@ from typing import Any
 
 import attrs
 
+from felhom_agent.sim.pve import handlers_create as hc
 from felhom_agent.sim.pve import handlers_guests as hg
 from felhom_agent.sim.pve import handlers_lifecycle as hl
 from felhom_agent.sim.pve import handlers_node as hn
+from felhom_agent.sim.pve import handlers_tasks as ht
 from felhom_agent.sim.pve.context import Ctx
 from felhom_agent.sim.pve.params import Param
 
@@ -169,6 +171,18 @@ _LXC_CREATE = (
     Param("arch", enum=("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64")),
     Param("nameserver"), Param("searchdomain"), Param("protection", B), Param("startup"),
 )
+_QEMU_CREATE = (
+    NODE, VMID, Param("name"), Param("memory"), Param("balloon", INT, minimum=0),
+    Param("cores", INT, minimum=1), Param("sockets", INT, minimum=1),
+    Param("cpulimit", "number", minimum=0, maximum=128), Param("onboot", B),
+    Param("description", max_length=8192), Param("tags"), Param("agent"), Param("boot"),
+    Param("ostype", enum=("other", "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8",
+                          "win10", "win11", "l24", "l26", "solaris")),
+    Param("scsihw", enum=("lsi", "lsi53c810", "virtio-scsi-pci", "virtio-scsi-single",
+                          "megasas", "pvscsi")),
+    Param("protection", B), Param("startup"), Param("net[n]"), Param("scsi[n]"),
+    Param("start", B), Param("pool"),
+)
 _VZDUMP = (
     Param("node"), Param("vmid"), Param("all", B), Param("storage"),
     Param("mode", enum=("snapshot", "suspend", "stop")),
@@ -194,8 +208,9 @@ ROUTES: tuple[Route, ...] = (
           USER_ALL, hn.cluster_resources),
     *_guest_routes("qemu"),
     *_guest_routes("lxc"),
-    Route("POST", "/nodes/{node}/lxc", _LXC_CREATE, USER_ALL, hl.lxc_create),
-    Route("POST", "/nodes/{node}/vzdump", _VZDUMP, USER_ALL, hn.vzdump),
+    Route("POST", "/nodes/{node}/lxc", _LXC_CREATE, USER_ALL, hc.lxc_create),
+    Route("POST", "/nodes/{node}/qemu", _QEMU_CREATE, USER_ALL, hc.qemu_create),
+    Route("POST", "/nodes/{node}/vzdump", _VZDUMP, USER_ALL, ht.vzdump),
     Route("GET", "/nodes/{node}/storage",
           (NODE, Param("content"), Param("enabled", B), Param("format", B), Param("storage"),
            Param("target")), USER_ALL, hn.storage_list),
@@ -209,13 +224,16 @@ ROUTES: tuple[Route, ...] = (
            Param("type", enum=("unused", "journal_disks"))),
           {"check": ["or", ["perm", "/", ["Sys.Audit"]], ["perm", "/nodes/{node}", ["Sys.Audit"]]]},
           hn.disks_list),
-    Route("GET", "/nodes/{node}/tasks", _TASKS, USER_ALL, hn.task_list),
-    Route("GET", "/nodes/{node}/tasks/{upid}/status", (NODE, UPID), USER_ALL, hn.task_status),
+    Route("GET", "/nodes/{node}/disks/smart",
+          (NODE, Param("disk", optional=False), Param("healthonly", B)),
+          {"check": ["perm", "/", ["Sys.Audit"]]}, hn.disks_smart),
+    Route("GET", "/nodes/{node}/tasks", _TASKS, USER_ALL, ht.task_list),
+    Route("GET", "/nodes/{node}/tasks/{upid}/status", (NODE, UPID), USER_ALL, ht.task_status),
     Route("GET", "/nodes/{node}/tasks/{upid}/log",
           (NODE, UPID, Param("start", INT, minimum=0), Param("limit", INT, minimum=0)),
-          USER_ALL, hn.task_log),
-    Route("GET", "/nodes/{node}/tasks/{upid}", (NODE, UPID), USER_ALL, hn.task_index),
-    Route("DELETE", "/nodes/{node}/tasks/{upid}", (NODE, UPID), USER_ALL, hn.task_delete),
+          USER_ALL, ht.task_log),
+    Route("GET", "/nodes/{node}/tasks/{upid}", (NODE, UPID), USER_ALL, ht.task_index),
+    Route("DELETE", "/nodes/{node}/tasks/{upid}", (NODE, UPID), USER_ALL, ht.task_delete),
     Route("GET", "/access/permissions",
           (Param("path"), Param("userid")), USER_ALL, hn.access_permissions),
 )

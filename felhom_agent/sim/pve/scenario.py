@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import attrs
 
 from felhom_agent.errors import AgentError
 from felhom_agent.secret import Secret
+from felhom_agent.sim.pve.defaults import default_disks, default_scenario_dict, default_storages
 from felhom_agent.sim.pve.faults import Fault
 from felhom_agent.sim.pve.privileges import TOKEN_ID_RE, Grants, expand_privileges
 
@@ -314,8 +314,9 @@ class PveScenario:
                 raise _err(f"guests[{i}].vmid", g.vmid, "duplicate vmid")
             seen.add(g.vmid)
         storages_raw = r.get("storages", (list,), None, "a list")
-        storages = (_default_storages() if storages_raw is None else
-                    tuple(_storage(s, f"storages[{i}]") for i, s in enumerate(storages_raw)))
+        if storages_raw is None:
+            storages_raw = default_storages()
+        storages = tuple(_storage(s, f"storages[{i}]") for i, s in enumerate(storages_raw))
         disks = r.get("disks", (list,), None, "a list of disk objects")
         faults: list[Fault] = []
         for i, f in enumerate(r.get("faults", (list,), [], "a list")):
@@ -334,7 +335,7 @@ class PveScenario:
             tokens=tokens,
             guests=guests,
             storages=storages,
-            disks=tuple(disks) if disks is not None else _default_disks(),
+            disks=tuple(disks) if disks is not None else default_disks(),
             task_durations=_number_map(r.get("task_durations", (dict,), {}, "an object"),
                                        "task_durations"),
             faults=tuple(faults),
@@ -361,62 +362,3 @@ class PveScenario:
         """The built-in scenario: node pve1, guests 100 (lxc running), 101 (qemu stopped),
         102 (lxc stopped), and one token ``felhom@pve!agent`` holding every privilege."""
         return cls.from_dict(default_scenario_dict(token_secret=token_secret))
-
-
-def default_scenario_dict(*, token_secret: str | None = None) -> dict[str, Any]:
-    """The default scenario as JSON-ready data (a fresh random secret unless given)."""
-    secret = token_secret or str(uuid.uuid4())
-    return {
-        "node": "pve1",
-        "tokens": [{
-            "id": "felhom@pve!agent", "secret": secret, "privsep": True,
-            "user_privileges": {"/": ["Administrator"]},
-            "token_privileges": {"/": ["Administrator"]},
-        }],
-        "guests": [
-            {"vmid": 100, "type": "lxc", "name": "web", "status": "running",
-             "config": {"arch": "amd64", "cores": 2, "memory": 1024, "swap": 512,
-                        "ostype": "debian", "unprivileged": 1, "onboot": 1,
-                        "rootfs": "local-lvm:vm-100-disk-0,size=8G",
-                        "net0": "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:01:00,ip=dhcp,type=veth",
-                        "description": "web frontend"}},
-            {"vmid": 101, "type": "qemu", "name": "db", "status": "stopped",
-             "config": {"cores": 2, "sockets": 1, "memory": "4096", "ostype": "l26",
-                        "boot": "order=scsi0", "scsihw": "virtio-scsi-single",
-                        "scsi0": "local-lvm:vm-101-disk-0,iothread=1,size=32G",
-                        "net0": "virtio=BC:24:11:00:01:01,bridge=vmbr0"},
-             "snapshots": [{"name": "initial", "description": "fresh install",
-                            "snaptime": 1_750_000_000}]},
-            {"vmid": 102, "type": "lxc", "name": "cache", "status": "stopped",
-             "config": {"arch": "amd64", "cores": 1, "memory": 512, "swap": 512,
-                        "ostype": "alpine", "unprivileged": 1,
-                        "rootfs": "local-lvm:vm-102-disk-0,size=4G",
-                        "net0": ("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:01:02,ip=dhcp,"
-                                 "type=veth")}},
-        ],
-    }
-
-
-def _default_storages() -> tuple[StorageSpec, ...]:
-    return (
-        StorageSpec(storage="local", type="dir", content="backup,iso,vztmpl",
-                    total=100 * 2**30, used=12 * 2**30, volumes=(
-                        {"volid": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
-                         "content": "vztmpl", "format": "tzst", "size": 126_000_000},
-                    )),
-        StorageSpec(storage="local-lvm", type="lvmthin", content="images,rootdir",
-                    total=400 * 2**30, used=60 * 2**30),
-    )
-
-
-def _default_disks() -> tuple[Mapping[str, Any], ...]:
-    return (
-        {"devpath": "/dev/nvme0n1", "size": 512_110_190_592, "type": "nvme",
-         "model": "Samsung SSD 980 PRO 500GB", "serial": "S5GXNF0R000001", "vendor": "unknown",
-         "wwn": "unknown", "gpt": 1, "rpm": 0, "health": "PASSED", "wearout": 98,
-         "used": "LVM", "osdid": -1, "osdid-list": None},
-        {"devpath": "/dev/sda", "size": 4_000_787_030_016, "type": "usb",
-         "model": "Elements_25A3", "serial": "575836314142", "vendor": "WD",
-         "wwn": "unknown", "gpt": 1, "rpm": 5400, "health": "PASSED", "wearout": "N/A",
-         "osdid": -1, "osdid-list": None},
-    )
