@@ -8,6 +8,7 @@ in-process exactly as an operator would.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from felhom_agent.cli._parser import build_parser
+from felhom_agent.cli._selftest import selftest_read_command
 from felhom_agent.config import Config, load_config, redacted_view
 from felhom_agent.errors import AgentError, ConfigError, UsageError
 from felhom_agent.log import configure_logging
@@ -52,7 +54,7 @@ def main(
             stream=err,
             env=environ,
         )
-        return _dispatch(args.print_config, config, out)
+        return _dispatch(args, config, out)
     except UsageError as error:
         print(f"felhom-agent: usage error: {error}", file=err)
         print("try 'felhom-agent --help'", file=err)
@@ -65,11 +67,15 @@ def main(
         return EXIT_FAILED
 
 
-def _dispatch(print_config: bool, config: Config, out: IO[str]) -> int:
-    if print_config:
+def _dispatch(args: argparse.Namespace, config: Config, out: IO[str]) -> int:
+    if args.print_config:
         print(json.dumps(redacted_view(config), indent=2), file=out)
         return EXIT_OK
+    if args.selftest == "read":
+        code, text = selftest_read_command(config, as_json=args.json)
+        print(text, file=out)
+        return code
     raise UsageError(
         "no mode given: the daemon is not part of this version yet; "
-        "available: --print-config, --version"
+        "available: --print-config, --selftest, --version"
     )

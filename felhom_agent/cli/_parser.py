@@ -8,7 +8,9 @@ from typing import NoReturn
 from felhom_agent import __version__
 from felhom_agent.errors import UsageError
 
-__all__ = ["build_parser"]
+__all__ = ["SELFTEST_MODES", "build_parser"]
+
+SELFTEST_MODES = ("read",)
 
 _DESCRIPTION = """\
 felhom-agent: the operator-tier host agent of one Proxmox VE node. It reports the host
@@ -46,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     exclusive.add_argument(
         "--print-config", action="store_true",
         help="print the effective configuration as JSON, secrets shown as \"***\"",
+    )
+    exclusive.add_argument(
+        "--selftest", nargs="?", const="read", choices=SELFTEST_MODES, metavar="MODE",
+        help="health checks; MODE read (default): API reachable, pin, token, permissions, "
+        "node, guests, tasks. One OK/FAIL line per check, exit 0 all passed, 1 one failed",
     )
     common = parser.add_argument_group("common options")
     common.add_argument(

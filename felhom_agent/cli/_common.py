@@ -1,0 +1,65 @@
+"""Shared pieces of the CLI modes: building clients from config and rendering check lists."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import attrs
+
+from felhom_agent.config import Config
+from felhom_agent.proxmox.client import ProxmoxClient
+
+__all__ = ["CheckLine", "client_from_config", "render_checks"]
+
+
+@attrs.frozen
+class CheckLine:
+    """One selftest result line (the shape every selftest mode prints)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def client_from_config(config: Config) -> ProxmoxClient:
+    """The one Proxmox API client of this process, configured per ``proxmox.*``."""
+    px = config.proxmox
+    return ProxmoxClient(
+        api_url=px.api_url,
+        node=px.node,
+        token_id=px.token_id,
+        token_secret=px.token_secret,
+        tls_fingerprint=px.tls_fingerprint,
+        ca_file=px.ca_file,
+        timeout_s=px.timeout_s,
+        max_connections=px.max_connections,
+        task_timeout_s=px.task_timeout_s,
+    )
+
+
+def render_checks(mode: str, checks: Sequence[CheckLine], *, as_json: bool) -> tuple[int, str]:
+    """Format checks per design §6 and return ``(exit status, text)``.
+
+    Text: one ``OK``/``FAIL`` line per check and a summary line (fit for cron mail).
+    JSON: ``{"mode": …, "ok": …, "checks": [{"name", "ok", "detail"}]}``.
+    """
+    ok = all(c.ok for c in checks) and bool(checks)
+    code = 0 if ok else 1
+    if as_json:
+        doc = {
+            "mode": mode,
+            "ok": ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
+        }
+        return code, json.dumps(doc)
+    width = max((len(c.name) for c in checks), default=0)
+    lines = [f"{'OK  ' if c.ok else 'FAIL'} {c.name.ljust(width)}  {c.detail}" for c in checks]
+    failed = [c.name for c in checks if not c.ok]
+    summary = (
+        f"selftest {mode}: all {len(checks)} checks passed"
+        if ok
+        else f"selftest {mode}: {len(failed)} of {len(checks)} checks FAILED ({', '.join(failed)})"
+    )
+    lines.append(summary)
+    return code, "\n".join(lines)

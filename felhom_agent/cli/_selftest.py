@@ -1,0 +1,16 @@
+"""``--selftest`` / ``--selftest=read``: read-only health checks against the PVE API."""
+
+from __future__ import annotations
+
+from felhom_agent.cli._common import CheckLine, client_from_config, render_checks
+from felhom_agent.config import Config
+from felhom_agent.proxmox.selftest import read_checks
+
+__all__ = ["selftest_read_command"]
+
+
+def selftest_read_command(config: Config, *, as_json: bool) -> tuple[int, str]:
+    """Run the read checks; exit 0 when all pass, 1 when one failed."""
+    with client_from_config(config) as client:
+        checks = [CheckLine(c.name, c.ok, c.detail) for c in read_checks(client)]
+    return render_checks("read", checks, as_json=as_json)

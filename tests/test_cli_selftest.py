@@ -1,0 +1,123 @@
+"""``--selftest`` / ``--selftest=read`` end to end against the PVE simulator (design §6)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from felhom_agent.cli import main
+from felhom_agent.sim.pve import PveScenario, PveSimulator
+
+LIMITED_SECRET = "limited-token-secret-0001"
+
+
+def _scenario() -> PveScenario:
+    return PveScenario.from_dict({
+        "node": "pve1",
+        "auth_failure_delay_s": 0,
+        "tokens": [
+            {"id": "felhom@pve!agent", "secret": "full-token-secret-0001", "privsep": True,
+             "user_privileges": {"/": ["Administrator"]},
+             "token_privileges": {"/": ["Administrator"]}},
+            {"id": "felhom@pve!limited", "secret": LIMITED_SECRET, "privsep": True,
+             "user_privileges": {"/": ["Administrator"]},
+             "token_privileges": {"/": ["PVEAuditor"],
+                                  "/vms": ["VM.PowerMgmt", "VM.Config.Options"]}},
+        ],
+        "guests": [
+            {"vmid": 100, "type": "lxc", "name": "web", "status": "running"},
+            {"vmid": 101, "type": "qemu", "name": "db", "status": "stopped"},
+        ],
+    })
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[PveSimulator]:
+    with PveSimulator(_scenario()) as simulator:
+        yield simulator
+
+
+def _config(tmp_path: Path, sim: PveSimulator, **proxmox: Any) -> Path:
+    px = {"api_url": sim.url, "node": sim.node, "token_id": "felhom@pve!agent",
+          "token_secret": "full-token-secret-0001", "tls_fingerprint": sim.fingerprint}
+    px.update(proxmox)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"host_id": "pve1", "state_dir": str(tmp_path / "state"),
+                                "proxmox": px}))
+    path.chmod(0o600)
+    return path
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, env={}, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_selftest_read_passes(tmp_path: Path, sim: PveSimulator) -> None:
+    """Bare --selftest runs the read checks: one OK line per check and a summary, exit 0."""
+    code, out, err = _run(["--config", str(_config(tmp_path, sim)), "--selftest"])
+    assert code == 0, out + err
+    lines = out.strip().splitlines()
+    assert all(line.startswith("OK") for line in lines[:-1])
+    assert {"api-reachable", "tls-pin", "token", "permissions", "node", "guests",
+            "tasks"} <= {line.split()[1] for line in lines[:-1]}
+    assert lines[-1].startswith("selftest read: all 7 checks passed")
+
+
+def test_selftest_read_json(tmp_path: Path, sim: PveSimulator) -> None:
+    """--selftest=read --json prints the §6 document."""
+    code, out, _ = _run(["--config", str(_config(tmp_path, sim)), "--selftest=read", "--json"])
+    doc = json.loads(out)
+    assert code == 0
+    assert doc["mode"] == "read"
+    assert doc["ok"] is True
+    assert {"name", "ok", "detail"} == set(doc["checks"][0])
+
+
+def test_selftest_names_missing_privilege(tmp_path: Path, sim: PveSimulator) -> None:
+    """A token lacking VM.Snapshot fails the permissions check, naming it, exit 1."""
+    config = _config(tmp_path, sim, token_id="felhom@pve!limited", token_secret=LIMITED_SECRET)
+    code, out, _ = _run(["--config", str(config), "--selftest"])
+    assert code == 1
+    perm = next(line for line in out.splitlines() if " permissions " in line)
+    assert perm.startswith("FAIL")
+    assert "VM.Snapshot" in perm
+    assert "intersection" in perm
+    assert LIMITED_SECRET not in out
+    assert "FAILED (permissions)" in out.splitlines()[-1]
+
+
+def test_selftest_wrong_pin_fails_before_token(tmp_path: Path, sim: PveSimulator) -> None:
+    """A wrong fingerprint fails the pin check and skips the token check (token never sent)."""
+    seen = sim.requests_seen
+    config = _config(tmp_path, sim, tls_fingerprint=":".join(["00"] * 32))
+    code, out, _ = _run(["--config", str(config), "--selftest", "--json"])
+    doc = json.loads(out)
+    assert code == 1
+    by_name = {c["name"]: c for c in doc["checks"]}
+    assert by_name["tls-pin"]["ok"] is False
+    assert by_name["token"]["ok"] is False
+    assert "skipped" in by_name["token"]["detail"]
+    assert sim.requests_seen == seen
+
+
+def test_selftest_bad_token_exit_1(tmp_path: Path, sim: PveSimulator) -> None:
+    """A wrong secret fails the token check with exit 1 and never echoes the secret."""
+    config = _config(tmp_path, sim, token_secret="wrong-secret-value-9")
+    code, out, err = _run(["--config", str(config), "--selftest"])
+    assert code == 1
+    assert any(line.startswith("FAIL") and " token " in line for line in out.splitlines())
+    assert "wrong-secret-value-9" not in out + err
+
+
+def test_unknown_selftest_mode_is_usage_error(tmp_path: Path, sim: PveSimulator) -> None:
+    """An unknown selftest mode exits 2 naming the allowed choices."""
+    code, _, err = _run(["--config", str(_config(tmp_path, sim)), "--selftest=everything"])
+    assert code == 2
+    assert "invalid choice" in err
