@@ -13,10 +13,11 @@ from tests.sim.helpers import Api, make_scenario
 
 @pytest.fixture
 def sim() -> Iterator[PveSimulator]:
-    """A simulator on the test scenario; asserts no thread outlives it."""
+    """A simulator on the test scenario; asserts no handler bug and no thread outlives it."""
     before = set(threading.enumerate())
     with PveSimulator(make_scenario()) as s:
         yield s
+        assert s.internal_errors == [], s.internal_errors[0]
     leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     assert not leaked, f"threads leaked: {leaked}"
 

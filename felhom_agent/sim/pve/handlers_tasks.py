@@ -50,6 +50,14 @@ def task_list(ctx: Ctx) -> Result:
     p = ctx.params
     source = str(p.get("source", "archive"))
     audit = ctx.has(f"/nodes/{ctx.rt.node}", "Sys.Audit")
+    with ctx.rt.state.cond:
+        picked = _filter_tasks(ctx, source, audit)
+    start, limit = int(p.get("start", 0)), int(p.get("limit", 50))
+    return Result(picked[start:start + limit], total=len(picked))
+
+
+def _filter_tasks(ctx: Ctx, source: str, audit: bool) -> list[dict[str, Any]]:
+    p = ctx.params
     picked = []
     for rec in reversed(ctx.rt.tasks.records()):
         running = rec.status == "running"
@@ -73,8 +81,7 @@ def task_list(ctx: Ctx) -> Result:
         if "until" in p and rec.upid.starttime > int(p["until"]):
             continue
         picked.append(_task_entry(rec))
-    start, limit = int(p.get("start", 0)), int(p.get("limit", 50))
-    return Result(picked[start:start + limit], total=len(picked))
+    return picked
 
 
 def _task(ctx: Ctx, audit_priv: str = "Sys.Audit") -> TaskRecord | None:

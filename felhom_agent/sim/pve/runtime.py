@@ -43,6 +43,8 @@ class NodeRuntime:
         self.in_flight = 0
         self.queued = 0
         self.peak_in_flight = 0
+        #: tracebacks of handler bugs answered as 500 (tests assert this stays empty).
+        self.internal_errors: list[str] = []
 
     def fork(self, plan: TaskPlan, user: str) -> str:
         """Fork a task for ``user`` and return its UPID."""

@@ -20,6 +20,7 @@ import json
 import socket
 import ssl
 import threading
+import traceback
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -235,6 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError, ssl.SSLError):
             self.close_connection = True
         except Exception as err:  # a handler bug must not kill the worker; answer like a die
+            with rt.counters:
+                rt.internal_errors.append(traceback.format_exc())
             self._send_error(ApiError(500, f"internal error: {err.__class__.__name__}: {err}\n"))
 
     def _dispatch(self, method: str, rel: str, query: str, body: bytes, principal: Any) -> None:

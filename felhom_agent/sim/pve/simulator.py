@@ -155,6 +155,12 @@ class PveSimulator:
             and (in_flight is None or rt.in_flight >= in_flight)
             and (queued is None or rt.queued >= queued), timeout)
 
+    @property
+    def internal_errors(self) -> list[str]:
+        """Tracebacks of simulator bugs that were answered as 500 (should stay empty)."""
+        with self._rt.counters:
+            return list(self._rt.internal_errors)
+
     def guest(self, vmid: int) -> dict[str, Any]:
         """A deep copy of a guest's state: status, lock, config (raw), snapshots, tasks."""
         with self._rt.state.cond:
