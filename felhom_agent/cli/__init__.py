@@ -13,11 +13,13 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 from felhom_agent.cli._parser import build_parser
 from felhom_agent.cli._selftest import selftest_read_command
+from felhom_agent.cli._verify import verify_command
 from felhom_agent.config import Config, load_config, redacted_view
 from felhom_agent.errors import AgentError, ConfigError, UsageError
 from felhom_agent.log import configure_logging
@@ -46,6 +48,7 @@ def main(
             args = parser.parse_args(argv)
         except SystemExit as stop:  # --help and --version print and exit 0 themselves
             return int(stop.code or 0)
+        _check_flag_combinations(args)
         config = load_config(Path(args.config) if args.config else None, env=environ)
         configure_logging(
             level=args.log_level or config.log.level,
@@ -67,15 +70,30 @@ def main(
         return EXIT_FAILED
 
 
+def _check_flag_combinations(args: argparse.Namespace) -> None:
+    """Flags that only make sense together; checked before the config is even read."""
+    if args.verify_op is not None and args.signature is None:
+        raise UsageError("--verify-op needs --signature SIG_FILE")
+    if args.signature is not None and args.verify_op is None:
+        raise UsageError("--signature is only used with --verify-op OP_FILE")
+
+
 def _dispatch(args: argparse.Namespace, config: Config, out: IO[str]) -> int:
     if args.print_config:
         print(json.dumps(redacted_view(config), indent=2), file=out)
         return EXIT_OK
+    if args.verify_op is not None:
+        code, text = verify_command(
+            config, Path(args.verify_op), Path(args.signature), as_json=args.json,
+            now=lambda: datetime.now(UTC),
+        )
+        print(text, file=out)
+        return code
     if args.selftest == "read":
         code, text = selftest_read_command(config, as_json=args.json)
         print(text, file=out)
         return code
     raise UsageError(
         "no mode given: the daemon is not part of this version yet; "
-        "available: --print-config, --selftest, --version"
+        "available: --print-config, --selftest, --verify-op, --version"
     )

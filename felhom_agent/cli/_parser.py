@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="health checks; MODE read (default): API reachable, pin, token, permissions, "
         "node, guests, tasks. One OK/FAIL line per check, exit 0 all passed, 1 one failed",
     )
+    exclusive.add_argument(
+        "--verify-op", metavar="OP_FILE", default=None,
+        help="check a signed operation (with --signature) against authz.allowed_signers and "
+        "the envelope rules, without executing it; exit 0 valid, 1 rejected",
+    )
+    modes.add_argument(
+        "--signature", metavar="SIG_FILE", default=None,
+        help="the armored SSH signature of OP_FILE (ssh-keygen -Y sign -n felhom-op)",
+    )
     common = parser.add_argument_group("common options")
     common.add_argument(
         "--config", metavar="PATH", default=None,
