@@ -1,7 +1,8 @@
 """``python -m felhom_agent.sim <simulator> ...``: dispatch to one simulator's program.
 
-Each subcommand module exposes ``main(argv) -> int``; adding the hub later is one line in
-:data:`SUBCOMMANDS`.
+Each subcommand module exposes ``main(argv) -> int`` taking the arguments after the
+subcommand name; a new simulator is one line in :data:`SUBCOMMANDS`. Modules are imported
+lazily so one simulator's import cost (or breakage) never affects the other.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 
 SUBCOMMANDS = {
     "pve": "felhom_agent.sim.pve.program",
+    "hub": "felhom_agent.sim.hub.cli",
 }
 
 USAGE = "usage: python -m felhom_agent.sim {" + ",".join(SUBCOMMANDS) + "} [options]"

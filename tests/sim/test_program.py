@@ -113,3 +113,10 @@ def test_unknown_subcommand_and_bad_listen_exit_2() -> None:
         proc = _spawn(*args)
         proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 2, args
+
+
+def test_hub_subcommand_is_dispatched() -> None:
+    """'hub' reaches the hub simulator's program (which needs --scenario: exit 2)."""
+    proc = _spawn("hub")
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 2 and out == "" and "scenario" in err
