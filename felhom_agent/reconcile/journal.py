@@ -9,8 +9,8 @@ Reference design §7. Every mutation the agent sends to Proxmox leaves three rec
 
 On start the journal is replayed: an op with a ``begin`` but no ``outcome`` is *pending* and
 must be recovered (re-attached to its UPID, or looked up in the node's task list — see
-:func:`decide_recovery`, never blindly re-sent); an op with an outcome is never
-executed again (:class:`AlreadyApplied`).
+:mod:`felhom_agent.reconcile.recovery`, never blindly re-sent); an op with an outcome is
+never executed again (:class:`AlreadyApplied`).
 
 File format: one record per line, ``<crc32 of the JSON, 8 lowercase hex> <compact JSON>\\n``,
 ASCII only (``ensure_ascii``), so a line can never contain a stray newline. Each line is
@@ -53,7 +53,7 @@ import logging
 import os
 import threading
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,8 +65,6 @@ from felhom_agent.errors import AgentError
 
 __all__ = [
     "JOURNAL_NAME",
-    "KIND_TASK_TYPES",
-    "SELFTEST_SOURCE",
     "AlreadyApplied",
     "CompactionResult",
     "Journal",
@@ -74,22 +72,13 @@ __all__ = [
     "JournalError",
     "JournalLocked",
     "JournalStats",
-    "MarkUnknown",
     "OpConflict",
     "OpState",
     "Outcome",
-    "Reattach",
-    "Recheck",
-    "RecoveryDecision",
-    "Replan",
     "ReplayReport",
-    "TaskInfo",
     "UnknownOp",
-    "decide_recovery",
     "decode_line",
     "encode_line",
-    "is_plan_source",
-    "plan_source",
 ]
 
 JOURNAL_NAME = "journal.log"
@@ -766,158 +755,3 @@ def _truncate(path: Path, size: int) -> None:
         fsync_file(fd, path)
     finally:
         os.close(fd)
-
-
-# ---------------------------------------------------------------------- recovery decision
-#
-# Pure decision logic for a pending entry found on start (design §7, anchors §4.3). No I/O:
-# the engine fetches the node's task list once and applies the decision.
-
-PLAN_SOURCE_PREFIX = "plan:"
-SELFTEST_SOURCE = "selftest"
-
-# PVE worker types per action kind (qemu ``qm*``, LXC ``vz*``, HA ``ha*``). An LXC config PUT
-# is synchronous and leaves no task, so ``set_config`` can only ever match the qemu POST.
-KIND_TASK_TYPES: Mapping[str, frozenset[str]] = {
-    "start": frozenset({"qmstart", "vzstart", "hastart"}),
-    "stop": frozenset({"qmstop", "vzstop", "hastop"}),
-    "shutdown": frozenset({"qmshutdown", "vzshutdown", "hastop"}),
-    "set_config": frozenset({"qmconfig"}),
-    "snapshot": frozenset({"qmsnapshot", "vzsnapshot"}),
-    "rollback": frozenset({"qmrollback", "vzrollback"}),
-    "delete_snapshot": frozenset({"qmdelsnapshot", "vzdelsnapshot"}),
-    "destroy": frozenset({"qmdestroy", "vzdestroy"}),
-}
-
-
-def plan_source(generation: int) -> str:
-    """The journal/audit source of a reconciler action: ``plan:<generation>``."""
-    return f"{PLAN_SOURCE_PREFIX}{generation}"
-
-
-def is_plan_source(source: str) -> bool:
-    """True for ``plan:<digits>``: such an op may be re-planned; anything else is an order."""
-    rest = source.removeprefix(PLAN_SOURCE_PREFIX)
-    return rest != source and rest.isascii() and rest.isdigit()
-
-
-@attrs.frozen
-class TaskInfo:
-    """One row of ``GET /nodes/{node}/tasks`` (only the fields recovery compares)."""
-
-    upid: str
-    type: str
-    id: str
-    user: str
-    starttime: float
-    status: str | None = None
-    tokenid: str | None = None
-
-    @classmethod
-    def coerce(cls, task: TaskInfo | Mapping[str, Any]) -> TaskInfo | None:
-        """Build from a task-list dict; ``None`` for a row missing what matching needs."""
-        if isinstance(task, TaskInfo):
-            return task
-        try:
-            return cls(
-                upid=str(task["upid"]), type=str(task["type"]), id=str(task.get("id", "")),
-                user=str(task["user"]), starttime=float(task["starttime"]),
-                status=None if task.get("status") is None else str(task["status"]),
-                tokenid=None if task.get("tokenid") is None else str(task["tokenid"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def started_by(self, token_user: str) -> bool:
-        """True if ``token_user`` (``user@realm!tokenid``) started the task.
-
-        PVE lists either the full ``user@realm!tokenid`` in ``user`` or splits it into
-        ``user`` and ``tokenid``; both spellings match.
-        """
-        full = self.user if self.tokenid is None else f"{self.user}!{self.tokenid}"
-        return full == token_user
-
-
-@attrs.frozen
-class Reattach:
-    """Wait on ``upid`` (never re-issue); ``adopted`` means it came from the task list and
-    should be journaled with :meth:`Journal.record_upid` first."""
-
-    upid: str
-    adopted: bool
-
-
-@attrs.frozen
-class Recheck:
-    """No task found yet, but the request may still be in flight: look again at ``not_before``."""
-
-    not_before: float
-    reason: str
-
-
-@attrs.frozen
-class Replan:
-    """A reconciler action that provably left no task: drop it, plan again from actual state."""
-
-    reason: str
-
-
-@attrs.frozen
-class MarkUnknown:
-    """An order (signed op, selftest) with no task found: record outcome ``unknown``, report
-    it, and never re-send it."""
-
-    reason: str
-
-
-RecoveryDecision = Reattach | Recheck | Replan | MarkUnknown
-
-
-def decide_recovery(
-    entry: JournalEntry,
-    tasks: Sequence[TaskInfo | Mapping[str, Any]],
-    *,
-    token_user: str,
-    now: float,
-    grace_s: float = 40.0,
-    skew_s: float = 2.0,
-    task_types: Mapping[str, frozenset[str]] = KIND_TASK_TYPES,
-) -> RecoveryDecision:
-    """Decide what to do with a pending journal entry after a restart (pure function).
-
-    Args:
-        entry: a pending entry from :meth:`Journal.pending`.
-        tasks: the node's task list (``source=all``, recent enough to cover the entry).
-        token_user: our token as ``user@realm!tokenid``; tasks of anyone else never match.
-        now: the current wall-clock time.
-        grace_s: how long after ``began_at`` a request may still be in flight (the HTTP
-            timeout for mutating calls plus margin); until then "not found" means "look again".
-        skew_s: tolerated clock difference between the agent and the node.
-        task_types: PVE worker types per kind; a ``guest.`` prefix on the kind is ignored.
-
-    Raises:
-        ValueError: the entry already has an outcome.
-    """
-    if entry.outcome is not None:
-        raise ValueError(f"op {entry.op_id} has an outcome; nothing to recover")
-    if entry.upid is not None:
-        return Reattach(entry.upid, adopted=False)
-    types = task_types.get(entry.kind.removeprefix("guest."), frozenset())
-    matches: list[TaskInfo] = []
-    if entry.began_at is not None:
-        for raw in tasks:
-            task = TaskInfo.coerce(raw)
-            if (task is not None and task.type in types and task.id == str(entry.vmid)
-                    and task.started_by(token_user)
-                    and task.starttime >= entry.began_at - skew_s):
-                matches.append(task)
-    if matches:
-        first = min(matches, key=lambda t: (t.starttime, t.upid))
-        return Reattach(first.upid, adopted=True)
-    if entry.began_at is not None and now < entry.began_at + grace_s:
-        return Recheck(entry.began_at + grace_s, "no matching task yet; request may be in flight")
-    if is_plan_source(entry.source):
-        return Replan("no matching task on the node; re-plan from actual state")
-    return MarkUnknown(
-        "no matching task on the node; the call may or may not have reached PVE"
-    )

@@ -12,10 +12,9 @@ from felhom_agent.reconcile.journal import (
     JOURNAL_NAME,
     Journal,
     JournalEntry,
-    Reattach,
-    decide_recovery,
     encode_line,
 )
+from felhom_agent.reconcile.recovery import Reattach, decide_recovery
 
 LOG_NAME = "test.journal.damage"
 LOG = logging.getLogger(LOG_NAME)

@@ -7,11 +7,9 @@ from typing import Any
 
 import pytest
 
-from felhom_agent.reconcile.journal import (
-    JournalEntry,
+from felhom_agent.reconcile.journal import JournalEntry, OpState, Outcome
+from felhom_agent.reconcile.recovery import (
     MarkUnknown,
-    OpState,
-    Outcome,
     Reattach,
     Recheck,
     RecoveryDecision,
