@@ -44,6 +44,18 @@ def test_drop_fault_closes_connection_without_response(api: Api) -> None:
     assert api.get("/version").status_code == 200
 
 
+def test_drop_after_runs_the_mutation_but_sends_no_response(api: Api) -> None:
+    """A drop_after fault forks the task and then closes the connection: the caller sees a
+    transport error, the node's task list shows the task (the 'outcome unknown' case)."""
+    api.sim.inject(Fault("drop_after", path="/nodes/*/qemu/101/status/start", count=1))
+    with pytest.raises(requests.exceptions.ConnectionError):
+        api.post("/nodes/pve1/qemu/101/status/start")
+    tasks = api.data("GET", "/nodes/pve1/tasks", params={"source": "all", "vmid": 101})
+    assert [t["type"] for t in tasks] == ["qmstart"]
+    api.sim.wait_task(tasks[0]["upid"], TIMEOUT)
+    assert api.sim.guest(101)["status"] == "running"
+
+
 def test_task_hang_never_finishes_until_deleted(api: Api) -> None:
     """A task_hang task ignores release_tasks and ends only when stopped via DELETE,
     with 'received interrupt'."""

@@ -20,10 +20,12 @@ import attrs
 __all__ = ["FAULT_KINDS", "Fault", "FaultBook"]
 
 #: ``latency`` (delay a request), ``http_error`` (answer ``status`` with ``message``),
-#: ``drop`` (close the connection without a response), ``task_fail`` (the task ends with
-#: exitstatus ``message``), ``task_hang`` (the task never finishes until stopped or shutdown).
-FAULT_KINDS = ("latency", "http_error", "drop", "task_fail", "task_hang")
-HTTP_KINDS = ("latency", "http_error", "drop")
+#: ``drop`` (close the connection without a response), ``drop_after`` (process the request,
+#: e.g. fork the task, then close without a response: the "outcome unknown" case),
+#: ``task_fail`` (the task ends with exitstatus ``message``), ``task_hang`` (the task never
+#: finishes until stopped or shutdown).
+FAULT_KINDS = ("latency", "http_error", "drop", "drop_after", "task_fail", "task_hang")
+HTTP_KINDS = ("latency", "http_error", "drop", "drop_after")
 
 
 def _check_kind(_inst: object, _attr: object, value: str) -> None:

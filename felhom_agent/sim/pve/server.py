@@ -242,13 +242,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str, rel: str, query: str, body: bytes, principal: Any) -> None:
         rt = self.server.rt
+        drop_after = False
         for fault in rt.faults.take_request_faults(method, rel):
             if fault.kind == "latency":
                 rt.faults.hold(fault.delay_s)
             elif fault.kind == "drop":
                 raise _Drop
+            elif fault.kind == "drop_after":
+                drop_after = True
             else:
                 raise ApiError(fault.status, fault.message + "\n")
+        try:
+            payload = self._handle(method, rel, query, body, principal)
+        except ApiError:
+            if drop_after:
+                raise _Drop from None
+            raise
+        if drop_after:
+            raise _Drop
+        self._send_json(200, "OK", payload)
+
+    def _handle(self, method: str, rel: str, query: str, body: bytes,
+                principal: Any) -> dict[str, Any]:
+        """Route, check, validate and run the handler; return the success envelope."""
+        rt = self.server.rt
         route, args, _known = match_route(method, rel)
         if route is None:
             raise ApiError(501, f"Method '{method} {rel}' not implemented", plain=True)
@@ -276,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
                 payload["total"] = result.total
         else:
             payload = {"data": result}
-        self._send_json(200, "OK", payload)
+        return payload
 
 
 def _parse_form(body: bytes) -> dict[str, Value]:
