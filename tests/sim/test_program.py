@@ -108,8 +108,9 @@ def test_invalid_json_and_missing_file_exit_2(tmp_path: Path) -> None:
 
 
 def test_unknown_subcommand_and_bad_listen_exit_2() -> None:
-    """An unknown simulator name or a malformed --listen exits 2."""
-    for args in (("nosuch",), ("pve", "--listen", "nonsense")):
+    """An unknown simulator name, a malformed or non-loopback --listen exits 2."""
+    for args in (("nosuch",), ("pve", "--listen", "nonsense"),
+                 ("pve", "--listen", "0.0.0.0:8006")):
         proc = _spawn(*args)
         proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 2, args

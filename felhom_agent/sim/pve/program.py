@@ -10,6 +10,7 @@ the file, key and value.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import signal
 import sys
@@ -31,9 +32,17 @@ class _ArgParser(argparse.ArgumentParser):
 
 
 def _listen(value: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT``; only loopback addresses, since the default scenario prints a
+    token holding every privilege."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"--listen must be HOST:PORT, got {value!r}")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"--listen must be 127.0.0.1:PORT, got {value!r}")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise argparse.ArgumentTypeError(f"--listen {value!r}: only loopback addresses")
     return host, int(port)
 
 

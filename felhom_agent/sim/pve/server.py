@@ -233,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(err)
         except _Drop:
             self.close_connection = True
-        except (ConnectionError, TimeoutError, ssl.SSLError):
+        except OSError:  # the peer went away (reset, timeout, TLS alert, shutdown at stop)
             self.close_connection = True
         except Exception as err:  # a handler bug must not kill the worker; answer like a die
             with rt.counters:
