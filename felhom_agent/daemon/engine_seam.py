@@ -1,0 +1,87 @@
+"""What the daemon needs from the reconcile engine, as a protocol, and how it builds one.
+
+The engine (:mod:`felhom_agent.reconcile.engine`) owns the reconciler thread and submits plan
+actions to the queue; the daemon only wires it: ``recover()`` once at start (re-attach journal
+entries, §7), ``start()``, ``wake()`` when new desired state arrives, ``status()`` and
+``op_results()`` for the report, ``join()`` at shutdown. Keeping the daemon typed against this
+protocol lets tests drive the wiring with a small fake and keeps the import of the engine in
+one place (:func:`default_engine_factory`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from felhom_agent.hub.report import OpResult, ReconcileStatus
+from felhom_agent.proxmox import ProxmoxClient
+from felhom_agent.reconcile.audit import AuditLog
+from felhom_agent.reconcile.journal import Journal
+from felhom_agent.reconcile.providers import DesiredStateProvider
+from felhom_agent.reconcile.queue import SerializerQueue
+
+__all__ = ["EngineFactory", "EngineLike", "default_engine_factory"]
+
+
+class EngineLike(Protocol):
+    """The engine's interface as the daemon uses it."""
+
+    def recover(self) -> object:
+        """Re-attach or resolve every pending journal entry (reads PVE; may raise)."""
+        ...
+
+    def start(self) -> None:
+        """Start the reconciler thread."""
+        ...
+
+    def wake(self) -> None:
+        """Run a pass soon (new desired state)."""
+        ...
+
+    def status(self) -> ReconcileStatus:
+        """The last pass, for the report."""
+        ...
+
+    def op_results(self, limit: int = 100) -> list[OpResult]:
+        """Recent op outcomes, for the report."""
+        ...
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the reconciler thread to end (after ``stop_event``); True if it did."""
+        ...
+
+
+class EngineFactory(Protocol):
+    """Builds the engine from the daemon's parts (keyword arguments as the engine takes them)."""
+
+    def __call__(
+        self,
+        *,
+        client: ProxmoxClient,
+        node: str,
+        provider: DesiredStateProvider,
+        queue: SerializerQueue,
+        journal: Journal,
+        audit: AuditLog,
+        interval_s: float,
+        task_timeout_s: float,
+        stop_event: threading.Event,
+        clock: Callable[[], float],
+        logger: logging.Logger | None,
+    ) -> EngineLike:
+        """Return a ready-to-recover engine."""
+        ...
+
+
+def default_engine_factory(**parts: Any) -> EngineLike:
+    """Build :class:`felhom_agent.reconcile.engine.Engine` from ``parts``.
+
+    Imported lazily so the daemon module loads (and its wiring can be tested with a fake
+    engine) independently of the engine module.
+    """
+    module = importlib.import_module("felhom_agent.reconcile.engine")
+    engine: EngineLike = module.Engine(**parts)
+    return engine
