@@ -1,0 +1,121 @@
+"""Shared helpers for the daemon tests: simulator scenarios, clients, configs, fakes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from felhom_agent.hub.report import OpResult, ReconcileStatus
+from felhom_agent.proxmox import ProxmoxClient
+from felhom_agent.secret import Secret
+from felhom_agent.sim.pve import PveScenario, PveSimulator
+from felhom_agent.sim.pve.defaults import default_scenario_dict
+
+__all__ = [
+    "HUB_TOKEN",
+    "PVE_SECRET",
+    "FakeEngine",
+    "agent_config",
+    "pve_client",
+    "pve_scenario",
+    "write_agent_config",
+]
+
+PVE_SECRET = "d5a1c7e2-9b4f-4c11-8e3a-secretpve0042"
+HUB_TOKEN = "hub-token-Xk2pQ9wL7mN4vB8cR1tY"
+
+
+def pve_scenario(**overrides: Any) -> PveScenario:
+    """The simulator's default scenario with a known secret and no 401 delay."""
+    data: dict[str, Any] = copy.deepcopy(default_scenario_dict(token_secret=PVE_SECRET))
+    data["auth_failure_delay_s"] = 0
+    data.update(overrides)
+    return PveScenario.from_dict(data)
+
+
+def pve_client(sim: PveSimulator, **kw: Any) -> ProxmoxClient:
+    """A pinned client for ``sim`` whose retries do not sleep."""
+    args: dict[str, Any] = {
+        "api_url": sim.url, "node": sim.node, "token_id": sim.token_id,
+        "token_secret": Secret(sim.token_secret), "tls_fingerprint": sim.fingerprint,
+        "ca_file": None, "timeout_s": 5.0, "sleep": lambda _s: None,
+    }
+    args.update(kw)
+    return ProxmoxClient(**args)
+
+
+def agent_config(
+    tmp: Path, sim: PveSimulator, *, hub_url: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A daemon config for ``sim`` (and a hub) with its state under ``tmp``."""
+    cfg: dict[str, Any] = {
+        "host_id": "pve1",
+        "state_dir": str(tmp / "state"),
+        "log": {"level": "debug"},
+        "proxmox": {
+            "api_url": sim.url, "node": sim.node, "token_id": sim.token_id,
+            "token_secret": sim.token_secret, "tls_fingerprint": sim.fingerprint,
+            "timeout_s": 5, "task_timeout_s": 60,
+        },
+        "reconcile": {"workers": 2, "interval_s": 1},
+    }
+    if hub_url is not None:
+        cfg["hub"] = {"url": hub_url, "token": HUB_TOKEN, "interval_s": 1}
+    for key, value in extra.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
+
+
+def write_agent_config(tmp: Path, cfg: dict[str, Any], name: str = "config.json") -> Path:
+    """Write ``cfg`` owner-only (it holds secrets) and return its path."""
+    path = tmp / name
+    path.write_text(json.dumps(cfg))
+    os.chmod(path, 0o600)
+    return path
+
+
+class FakeEngine:
+    """Records the daemon's calls; stands in for the engine in wiring tests."""
+
+    def __init__(self, *, recover_error: BaseException | None = None, **parts: Any) -> None:
+        self.parts = parts
+        self.recover_error = recover_error
+        self.recovered = 0
+        self.started = threading.Event()
+        self.woken = threading.Event()
+        self.wakes = 0
+        self.stop_event: threading.Event = parts["stop_event"]
+        self.results: list[OpResult] = []
+
+    def recover(self) -> object:
+        """Count the call; raise the configured error once."""
+        self.recovered += 1
+        if self.recover_error is not None:
+            err, self.recover_error = self.recover_error, None
+            raise err
+        return "nothing pending"
+
+    def start(self) -> None:
+        """Mark started."""
+        self.started.set()
+
+    def wake(self) -> None:
+        """Count a wake-up."""
+        self.wakes += 1
+        self.woken.set()
+
+    def status(self) -> ReconcileStatus:
+        """A fixed status naming generation 7."""
+        return ReconcileStatus(generation=7, last_plan_at="2026-11-26T10:00:00Z", actions=1)
+
+    def op_results(self, limit: int = 100) -> list[OpResult]:
+        """The configured results."""
+        return self.results[-limit:]
+
+    def join(self, timeout: float) -> bool:
+        """Nothing to join."""
+        return True

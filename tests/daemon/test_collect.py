@@ -1,0 +1,139 @@
+"""The HostReport collector against the real PVE simulator (pinned HTTPS)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from felhom_agent.hub.collect import Collector
+from felhom_agent.hub.report import OpResult, ReportError
+from felhom_agent.reconcile.audit import AuditLog
+from felhom_agent.sim.pve import Fault, PveSimulator
+from tests.daemon.helpers import PVE_SECRET, FakeEngine, pve_client, pve_scenario
+
+CLOCK = 1_795_000_000.0  # 2026-11-18T11:06:40Z
+
+
+@pytest.fixture
+def sim() -> Iterator[PveSimulator]:
+    with PveSimulator(pve_scenario()) as s:
+        yield s
+
+
+@pytest.fixture
+def audit(tmp_path: Path) -> Iterator[AuditLog]:
+    log = AuditLog.open(tmp_path / "state", clock=lambda: CLOCK,
+                        logger=logging.getLogger("test"))
+    log.append(op_id="op-1", source="plan:7", kind="start", vmid=102,
+               upid="UPID:pve1:1:2:3:vzstart:102:x:", outcome="applied")
+    with log:
+        yield log
+
+
+def _engine() -> FakeEngine:
+    engine = FakeEngine(stop_event=threading.Event())
+    engine.results = [OpResult(op_id="op-1", state="applied", upid="UPID:x")]
+    return engine
+
+
+def test_full_report_from_simulator(sim: PveSimulator, audit: AuditLog) -> None:
+    """A report carries node facts, our guests, reconcile status, ops, storage and audit."""
+    with pve_client(sim) as client:
+        report = Collector(client=client, node="pve1", host_id="pve1", engine=_engine(),
+                           audit=audit, clock=lambda: CLOCK).collect()
+    assert report.errors == ()
+    assert report.node is not None
+    assert report.node.pve_version == "9.2.11"
+    assert report.node.mem_total is not None and report.node.mem_total > 0
+    assert [(g.vmid, g.type, g.status) for g in report.guests] == [
+        (100, "lxc", "running"), (101, "qemu", "stopped"), (102, "lxc", "stopped")]
+    assert report.reconcile is not None and report.reconcile.generation == 7
+    assert [o.op_id for o in report.ops] == ["op-1"]
+    assert {s["storage"] for s in report.storage} == {"local", "local-lvm"}
+    assert all(s["kind"] == "storage" for s in report.storage)
+    assert [a["op_id"] for a in report.audit] == ["op-1"]
+    assert report.backup == report.restore == report.pbs == ()
+    assert report.collected_at == "2026-11-18T11:06:40Z"
+
+
+def test_one_failing_endpoint_is_an_error_entry(sim: PveSimulator, audit: AuditLog) -> None:
+    """A failing storage endpoint becomes an ``errors`` entry; every other part is present."""
+    sim.inject(Fault("http_error", path="/nodes/*/storage", status=500))
+    with pve_client(sim) as client:
+        report = Collector(client=client, node="pve1", host_id="pve1", engine=_engine(),
+                           audit=audit).collect()
+    assert [e.source for e in report.errors] == ["storage"]
+    assert "500" in report.errors[0].message
+    assert report.storage == ()
+    assert len(report.guests) == 3 and report.node is not None
+
+
+def test_pve_down_still_yields_a_report(tmp_path: Path) -> None:
+    """With PVE unreachable every PVE part is an error and the report is still complete JSON."""
+    with PveSimulator(pve_scenario()) as gone:
+        url, fingerprint = gone.url, gone.fingerprint
+        client = pve_client(gone, api_url=url, tls_fingerprint=fingerprint, timeout_s=1.0)
+    with client:
+        report = Collector(client=client, node="pve1", host_id="pve1", engine=None,
+                           audit=None).collect()
+    assert {e.source for e in report.errors} == {"node.version", "node.status", "guests",
+                                                 "storage"}
+    assert report.node is None and report.guests == () and report.reconcile is None
+    doc = json.loads(report.to_json())
+    assert doc["host_id"] == "pve1" and doc["storage"] == [] and doc["audit"] == []
+
+
+def test_failing_engine_is_an_error_entry(sim: PveSimulator) -> None:
+    """An engine whose status raises costs the report its reconcile part only."""
+
+    class Broken(FakeEngine):
+        def status(self) -> Any:
+            raise RuntimeError("engine broke")
+
+    with pve_client(sim) as client:
+        report = Collector(client=client, node="pve1", host_id="pve1",
+                           engine=Broken(stop_event=threading.Event()), audit=None).collect()
+    assert [(e.source, e.message) for e in report.errors] == [
+        ("reconcile", "RuntimeError: engine broke")]
+    assert report.reconcile is None and len(report.guests) == 3
+
+
+def test_disks_only_with_a_privileged_reader(sim: PveSimulator) -> None:
+    """Disks appear (kind ``disk``) only when a privileged reader is passed."""
+    disks: list[Mapping[str, Any]] = [{"devpath": "/dev/sda", "health": "PASSED"}]
+    with pve_client(sim) as client:
+        without = Collector(client=client, node="pve1", host_id="pve1", engine=None,
+                            audit=None).collect()
+        with_reader = Collector(client=client, node="pve1", host_id="pve1", engine=None,
+                                audit=None, disk_reader=lambda: disks).collect()
+    assert all(s["kind"] == "storage" for s in without.storage)
+    assert [s for s in with_reader.storage if s["kind"] == "disk"] == [
+        {"devpath": "/dev/sda", "health": "PASSED", "kind": "disk"}]
+
+
+def test_extra_ops_and_errors_are_reported(sim: PveSimulator) -> None:
+    """Ops and errors from other parts of the daemon (the signed-op sink) join the report."""
+    refused = OpResult(op_id="op-9", state="refused", reason="signed ops arrive with Phase B")
+    with pve_client(sim) as client:
+        report = Collector(
+            client=client, node="pve1", host_id="pve1", engine=_engine(), audit=None,
+            extra_ops=lambda: [refused],
+            extra_errors=lambda: [ReportError("desired", "bad desired state")],
+        ).collect()
+    assert [o.op_id for o in report.ops] == ["op-9", "op-1"]
+    assert [e.source for e in report.errors] == ["desired"]
+
+
+def test_no_secret_in_report(sim: PveSimulator, audit: AuditLog) -> None:
+    """The serialised report never contains the PVE token secret."""
+    sim.inject(Fault("http_error", path="/nodes/*/storage", status=503))
+    with pve_client(sim) as client:
+        body = Collector(client=client, node="pve1", host_id="pve1", engine=_engine(),
+                         audit=audit).collect().to_json()
+    assert PVE_SECRET.encode() not in body
