@@ -59,7 +59,7 @@ def agent_config(
         "proxmox": {
             "api_url": sim.url, "node": sim.node, "token_id": sim.token_id,
             "token_secret": sim.token_secret, "tls_fingerprint": sim.fingerprint,
-            "timeout_s": 5, "task_timeout_s": 60,
+            "timeout_s": 15, "task_timeout_s": 60,
         },
         "reconcile": {"workers": 2, "interval_s": 1},
     }
