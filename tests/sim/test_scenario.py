@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from felhom_agent.sim.pve import PveScenario, ScenarioError
@@ -66,3 +70,16 @@ def test_invalid_scenarios_are_rejected_with_key(patch: dict[str, object], key: 
     with pytest.raises(ScenarioError) as info:
         PveScenario.from_dict(d)
     assert info.value.key == key, str(info.value)
+
+
+def test_documented_example_scenario_parses() -> None:
+    """The JSON example in SCENARIO.md is a valid scenario (the docs cannot rot silently)."""
+    import felhom_agent.sim.pve as pkg
+
+    doc = (Path(pkg.__file__).parent / "SCENARIO.md").read_text(encoding="utf-8")
+    block = re.search(r"```json\n(.*?)```", doc, re.S)
+    assert block is not None
+    scen = PveScenario.from_dict(json.loads(block.group(1)))
+    assert [g.vmid for g in scen.guests] == [101, 102]
+    assert scen.tokens[0].token_grants.on("/vms/101") == frozenset(
+        {"VM.Audit", "VM.PowerMgmt", "VM.Snapshot"})
