@@ -1,0 +1,451 @@
+"""The reconciler engine: the thread that plans and submits, recovery on start, the op seam.
+
+Reference design §2 (threads), §7 (recovery) and §9; control-core-anchors §1.5 **Rec
+(reconciler)**: the reconciler is level-triggered -- every pass reads actual state
+(:mod:`~felhom_agent.reconcile.actual`), plans from scratch
+(:func:`~felhom_agent.reconcile.plan.plan`) and submits the actions to the per-guest queue;
+only the executor is edge-triggered. A vmid whose lane is busy, or that has an op still
+pending in the journal (a task past its wait deadline, an outcome being looked up), gets no
+new action (no pile-up, T8).
+
+The thread wakes on its interval or on :meth:`Engine.wake` (the desired-state provider calls
+it); both waits are on a condition that ``stop_event`` also signals, so shutdown is immediate
+and an idle engine has no wake-ups beyond its interval (T6). A failing pass (PVE down, 5xx)
+is logged and recorded in :meth:`Engine.status` ``errors``; the thread never dies of it.
+
+A :class:`~felhom_agent.durable.DurabilityError` (journal/audit write failed) is fatal: the
+engine records it in :attr:`Engine.fatal`, logs it, sets ``stop_event`` so the daemon shuts
+down, and the daemon exits non-zero (§7: never retry an fsync).
+
+Recovery (:meth:`Engine.recover`, before :meth:`Engine.start`): the node's task list is read
+once, and :func:`~felhom_agent.reconcile.recovery.decide_recovery` decides per pending entry:
+re-attach through the queue (journaling an adopted UPID first), re-plan (outcome ``unknown``;
+the next pass plans from observed state), mark ``unknown`` (orders are never re-sent), or
+re-check later (the reconciler loop resubmits it once its in-flight grace has passed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import attrs
+
+from felhom_agent.durable import DurabilityError
+from felhom_agent.hub.report import (
+    BlockedGuest,
+    OpResult,
+    ReconcileStatus,
+    RefusedAction,
+    format_utc,
+)
+from felhom_agent.proxmox.client import ProxmoxClient
+from felhom_agent.proxmox.errors import PveError
+from felhom_agent.proxmox.models import GuestType
+from felhom_agent.reconcile.actual import read_actual
+from felhom_agent.reconcile.audit import AuditLog
+from felhom_agent.reconcile.executor import RUNNING, ExecResult, Executor, JobSpec
+from felhom_agent.reconcile.journal import Journal, JournalEntry, OpState, ReplayReport
+from felhom_agent.reconcile.plan import Action, Plan, plan
+from felhom_agent.reconcile.providers import DesiredStateProvider, Unsubscribe
+from felhom_agent.reconcile.queue import JobHandle, QueueClosed, SerializerQueue
+from felhom_agent.reconcile.recovery import (
+    MarkUnknown,
+    Reattach,
+    Recheck,
+    Replan,
+    decide_recovery,
+    is_plan_source,
+    plan_source,
+)
+from felhom_agent.reconcile.taskwatch import TaskWatcher
+
+__all__ = ["Engine", "PassResult", "RecoveryReport"]
+
+_log = logging.getLogger(__name__)
+_RELAY_WAIT_S = 3600.0
+
+
+@attrs.frozen
+class PassResult:
+    """One reconcile pass: the plan (``None`` when actual state could not be read), the API
+    reads it cost, the handles of what it submitted, resumed ops, and the error if any."""
+
+    plan: Plan | None
+    reads: int
+    submitted: tuple[JobHandle[ExecResult], ...] = ()
+    resumed: int = 0
+    error: str | None = None
+
+
+@attrs.frozen
+class RecoveryReport:
+    """What :meth:`Engine.recover` did with each pending journal entry (op ids)."""
+
+    replay: ReplayReport
+    reattached: tuple[str, ...] = ()
+    adopted: tuple[str, ...] = ()
+    rechecks: tuple[str, ...] = ()
+    replanned: tuple[str, ...] = ()
+    marked_unknown: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    handles: tuple[JobHandle[ExecResult], ...] = ()
+
+
+@attrs.define
+class _Resume:
+    job: JobSpec
+    not_before: float = 0.0
+
+
+class Engine:
+    """The reconciler of one node; see the module docstring.
+
+    Args:
+        client: the Proxmox client.
+        node: our node name.
+        provider: where desired state comes from.
+        queue: the per-guest serializer queue (started by the daemon).
+        journal, audit: durable records.
+        interval_s: seconds between passes when nothing wakes the engine.
+        task_timeout_s: the wait deadline per task.
+        stop_event: set by the daemon to stop; every wait here is interruptible by it.
+        clock: wall-clock seconds.
+        logger: where passes, recoveries and errors are logged.
+        lookup_grace_s: in-flight grace for unanswered calls (see the executor).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: ProxmoxClient,
+        node: str,
+        provider: DesiredStateProvider,
+        queue: SerializerQueue,
+        journal: Journal,
+        audit: AuditLog,
+        interval_s: float,
+        task_timeout_s: float,
+        stop_event: threading.Event,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | None = None,
+        lookup_grace_s: float = 40.0,
+        watcher: TaskWatcher | None = None,
+    ) -> None:
+        self._client = client
+        self._node = node
+        self._provider = provider
+        self._queue = queue
+        self._journal = journal
+        self._audit = audit
+        self._interval = interval_s
+        self._stop = stop_event
+        self._clock = clock
+        self._log = logger or _log
+        self._grace = lookup_grace_s
+        self.watcher = watcher or TaskWatcher(client, logger=self._log)
+        self.executor = Executor(
+            client=client, journal=journal, audit=audit, task_timeout_s=task_timeout_s,
+            waiter=self.watcher, cancel=stop_event, lookup_grace_s=lookup_grace_s,
+            clock=clock, logger=self._log,
+        )
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._pass_lock = threading.Lock()
+        self._woken = False
+        self._status = ReconcileStatus()
+        self._resume: dict[str, _Resume] = {}
+        self._fatal: DurabilityError | None = None
+        self._thread: threading.Thread | None = None
+        self._relay: threading.Thread | None = None
+        self._unsubscribe: Unsubscribe | None = None
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def fatal(self) -> DurabilityError | None:
+        """The durability failure that stopped the engine, if any (daemon exits non-zero)."""
+        with self._lock:
+            return self._fatal
+
+    def recover(self) -> RecoveryReport:
+        """Decide and act on every pending journal entry (call once, before :meth:`start`).
+
+        Raises:
+            DurabilityError: recording an outcome or adopted UPID failed (fatal).
+        """
+        pending = self._journal.pending()
+        replay = self._journal.replay_report
+        if not pending:
+            return RecoveryReport(replay=replay)
+        errors: list[str] = []
+        rows: list[dict[str, object]] | None = None
+        since = min((e.began_at for e in pending if e.began_at is not None), default=None)
+        try:
+            listed = self._client.tasks(
+                source="all", userfilter=self._client.token_id.split("!", 1)[0],
+                since=None if since is None else int(since) - 5, limit=1000,
+            )
+            rows = [attrs.asdict(e) for e in listed.entries]
+        except PveError as err:
+            errors.append(f"recovery: reading the task list failed: {err}")
+            self._log.warning("recovery: reading the task list failed: %s", err)
+        types = self._guest_types(pending, errors)
+        out: dict[str, list[str]] = {k: [] for k in
+                                     ("reattached", "adopted", "rechecks", "replanned", "unknown")}
+        handles: list[JobHandle[ExecResult]] = []
+        now = self._clock()
+        for entry in pending:
+            job = JobSpec.from_entry(entry, types.get(entry.vmid))
+            if rows is None:
+                decision: Reattach | Recheck | Replan | MarkUnknown = (
+                    Reattach(entry.upid, adopted=False) if entry.upid is not None
+                    else Recheck(now, "task list unreadable"))
+            else:
+                decision = decide_recovery(entry, rows, token_user=self._client.token_id,
+                                           now=now, grace_s=self._grace)
+            if isinstance(decision, Reattach):
+                if decision.adopted:
+                    self._journal.record_upid(entry.op_id, decision.upid)
+                    out["adopted"].append(entry.op_id)
+                out["reattached"].append(entry.op_id)
+                self._log.info("recovery: op %s (%s %d) re-attached to %s", entry.op_id,
+                               entry.kind, entry.vmid, decision.upid)
+                handle = self._submit(job)
+                if handle is not None:
+                    handles.append(handle)
+            elif isinstance(decision, Recheck):
+                out["rechecks"].append(entry.op_id)
+                with self._lock:
+                    self._resume[entry.op_id] = _Resume(job, decision.not_before)
+            else:
+                key = "replanned" if isinstance(decision, Replan) else "unknown"
+                out[key].append(entry.op_id)
+                self._record_unknown(entry, decision.reason)
+        report = RecoveryReport(
+            replay=replay, reattached=tuple(out["reattached"]), adopted=tuple(out["adopted"]),
+            rechecks=tuple(out["rechecks"]), replanned=tuple(out["replanned"]),
+            marked_unknown=tuple(out["unknown"]), errors=tuple(errors), handles=tuple(handles),
+        )
+        self._log.info("recovery: %d pending op(s): %d re-attached (%d adopted), %d to "
+                       "re-check, %d re-planned, %d marked unknown", len(pending),
+                       len(report.reattached), len(report.adopted), len(report.rechecks),
+                       len(report.replanned), len(report.marked_unknown))
+        return report
+
+    def start(self) -> None:
+        """Start the reconciler thread (non-daemon, named ``felhom-reconciler``)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._loop, name="felhom-reconciler",
+                                            daemon=False)
+            self._relay = threading.Thread(target=self._relay_stop,
+                                           name="felhom-reconciler-stop", daemon=True)
+        self.watcher.start()
+        self._unsubscribe = self._provider.subscribe(self.wake)
+        self._relay.start()
+        self._thread.start()
+
+    def wake(self) -> None:
+        """New desired state arrived: run a pass soon (coalesced with a pending wake)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def run_pass(self) -> PassResult:
+        """One synchronous pass: resume pending ops, read actual, plan, submit.
+
+        Raises:
+            DurabilityError: a journal write failed (fatal).
+        """
+        with self._pass_lock:
+            resumed = self._submit_resumes()
+            desired = self._provider.current()
+            try:
+                actual = read_actual(self._client, self._node, desired)
+                result = plan(desired, actual.guests, busy=self.busy, node=self._node)
+            except PveError as err:
+                msg = f"reading actual state failed: {err}"
+                self._log.warning("reconcile pass: %s", msg)
+                self._set_status(attrs.evolve(self._status_now(), errors=(msg,)))
+                return PassResult(plan=None, reads=0, resumed=resumed, error=msg)
+            handles: list[JobHandle[ExecResult]] = []
+            for action in result.actions:
+                handle = self._submit(self._job_of(action, result.generation))
+                if handle is None:
+                    break
+                handles.append(handle)
+            self._set_status(ReconcileStatus(
+                generation=result.generation,
+                last_plan_at=format_utc(self._clock()),
+                actions=len(result.actions),
+                blocked=tuple(BlockedGuest(b.vmid, b.reason) for b in result.blocked),
+                refused=tuple(RefusedAction(r.vmid, r.kind, r.reason) for r in result.refused),
+                errors=(),
+            ))
+            if result.actions:
+                self._log.info("reconcile pass (generation %s): %d action(s) submitted, "
+                               "%d blocked, %d refused", result.generation, len(handles),
+                               len(result.blocked), len(result.refused))
+            return PassResult(plan=result, reads=actual.reads, submitted=tuple(handles),
+                              resumed=resumed)
+
+    def status(self) -> ReconcileStatus:
+        """What the last pass did (for the HostReport ``reconcile``)."""
+        return self._status_now()
+
+    def op_results(self, limit: int = 100) -> list[OpResult]:
+        """Ops for the HostReport ``ops``: pending first, then the newest outcomes.
+
+        Reconciler actions (``plan:<n>`` sources) are left out: the hub only tracks orders.
+        """
+        entries = [e for e in self._journal.entries() if not is_plan_source(e.source)]
+        pending = [e for e in entries if e.outcome is None]
+        done = sorted((e for e in entries if e.outcome is not None),
+                      key=lambda e: e.outcome.finished_at if e.outcome else 0.0, reverse=True)
+        out: list[OpResult] = []
+        for e in [*pending, *done][:max(0, limit)]:
+            o = e.outcome
+            out.append(OpResult(
+                op_id=e.op_id, state=RUNNING if o is None else o.state.value,
+                reason=None if o is None else o.reason, upid=e.upid,
+                finished_at=None if o is None else format_utc(o.finished_at),
+            ))
+        return out
+
+    def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
+        """Run ``job`` through the queue and the executor (signed ops, selftest).
+
+        Raises:
+            QueueClosed: the queue is shutting down.
+        """
+        return self._queue.submit(job.vmid, self._runner(job), label=f"{job.kind} {job.vmid}",
+                                  source=job.source)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the reconciler thread to end (after ``stop_event``); True if it did."""
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def busy(self, vmid: int) -> bool:
+        """True while ``vmid`` has queued/running work or an op pending resumption."""
+        if self._queue.busy(vmid):
+            return True
+        with self._lock:
+            return any(r.job.vmid == vmid for r in self._resume.values())
+
+    # ------------------------------------------------------------------ internals
+
+    def _loop(self) -> None:
+        self._log.info("reconciler started (interval %.0f s)", self._interval)
+        while not self._stop.is_set():
+            try:
+                self.run_pass()
+            except DurabilityError as err:
+                self._set_fatal(err)
+                break
+            except Exception as err:  # the thread never dies of a pass
+                self._log.exception("reconcile pass failed")
+                msg = f"pass failed: {type(err).__name__}: {err}"
+                self._set_status(attrs.evolve(self._status_now(), errors=(msg,)))
+            with self._cond:
+                if not self._woken and not self._stop.is_set():
+                    self._cond.wait(self._interval)
+                self._woken = False
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._log.info("reconciler stopped")
+
+    def _relay_stop(self) -> None:
+        """Turn ``stop_event`` into a condition notify and stop the task watcher."""
+        while not self._stop.wait(_RELAY_WAIT_S):
+            pass
+        self.watcher.stop()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _runner(self, job: JobSpec) -> Callable[[], ExecResult]:
+        def run() -> ExecResult:
+            try:
+                result = self.executor.run(job)
+            except DurabilityError as err:
+                self._set_fatal(err)
+                raise
+            entry = self._journal.get(job.op_id)
+            with self._lock:
+                if result.state == RUNNING and entry is not None and entry.pending:
+                    self._resume[job.op_id] = _Resume(job)
+                else:
+                    self._resume.pop(job.op_id, None)
+            return result
+        return run
+
+    def _submit(self, job: JobSpec) -> JobHandle[ExecResult] | None:
+        try:
+            return self.submit_op(job)
+        except QueueClosed:
+            self._log.info("queue closed; not submitting %s %d", job.kind, job.vmid)
+            return None
+
+    def _submit_resumes(self) -> int:
+        now = self._clock()
+        with self._lock:
+            due = [r for r in self._resume.values() if r.not_before <= now]
+        count = 0
+        for r in due:
+            if self._queue.busy(r.job.vmid):
+                continue
+            with self._lock:
+                self._resume.pop(r.job.op_id, None)
+            if self._submit(r.job) is None:
+                with self._lock:
+                    self._resume[r.job.op_id] = r
+                break
+            count += 1
+        return count
+
+    def _job_of(self, action: Action, generation: int | None) -> JobSpec:
+        gen = 0 if generation is None else generation
+        op_id = f"plan-{gen}-{action.vmid}-{action.kind}-{uuid.uuid4().hex[:12]}"
+        return JobSpec(op_id, action.vmid, GuestType(action.guest_type), action.kind,
+                       dict(action.params), plan_source(gen))
+
+    def _guest_types(self, pending: list[JournalEntry], errors: list[str]
+                     ) -> dict[int, GuestType]:
+        if all(e.params.get("guest_type") in ("qemu", "lxc") for e in pending):
+            return {}
+        try:
+            return {g.vmid: g.type for g in self._client.guests()}
+        except PveError as err:
+            errors.append(f"recovery: guest listing failed: {err}")
+            return {}
+
+    def _record_unknown(self, entry: JournalEntry, reason: str) -> None:
+        self._journal.record_outcome(entry.op_id, OpState.UNKNOWN, reason)
+        self._audit.append(op_id=entry.op_id, source=entry.source, kind=entry.kind,
+                           vmid=entry.vmid, upid=entry.upid, outcome=OpState.UNKNOWN.value,
+                           reason=reason)
+        self._log.warning("recovery: op %s (%s %d, %s): unknown - %s", entry.op_id,
+                          entry.kind, entry.vmid, entry.source or "-", reason)
+
+    def _set_fatal(self, err: DurabilityError) -> None:
+        with self._lock:
+            if self._fatal is None:
+                self._fatal = err
+        self._log.critical("durable state could not be written; stopping: %s", err)
+        self._stop.set()
+
+    def _status_now(self) -> ReconcileStatus:
+        with self._lock:
+            return self._status
+
+    def _set_status(self, status: ReconcileStatus) -> None:
+        with self._lock:
+            self._status = status

@@ -1,0 +1,492 @@
+"""The executor: runs ONE mutation job on a queue worker, crash-safely and exactly once.
+
+Reference design §4.2 and §7, control-core-anchors §2.2 **Rec (executor)** and §4.3. For a
+job (:class:`JobSpec`) :meth:`Executor.run` does, in this order:
+
+1. **Idempotency**: an op id with a stored outcome returns it (``already_applied``); an op id
+   that is *pending* in the journal (a crash, a wait that timed out) is resumed, never
+   re-sent: re-attached to its UPID, or looked up in the task list.
+2. **Re-read** ``status/current`` (plus ``config`` with its ``digest`` for ``set_config``,
+   the snapshot list for snapshot kinds) right before mutating: the bulk listing the plan used
+   may lag. Already in the desired state -> ``applied`` without a call.
+3. ``journal.begin`` -- durable **before** the call.
+4. **Dispatch.** Retried (bounded backoff, re-reading first) only with proof that no task
+   exists: ``got no worker upid``, or a lock error (``is locked``, ``got timeout``) answered
+   on the request itself. A transport error, a 59x, or an answer that is neither ``null``
+   nor a UPID means *outcome unknown*: the node's task list is searched (type, vmid, our
+   token, start time >= begin) before anything else, until the in-flight grace passes.
+   Any other error answer is a definitive "no task" failure.
+5. The UPID is journaled right after the call; ``null`` is synchronous success (dual mode).
+6. **Wait** (the :class:`~felhom_agent.reconcile.taskwatch.TaskWatcher`); a wait never
+   re-dispatches. Past the deadline the job is *still running*: the journal keeps it pending.
+7. After **any** terminal state the guest is re-read and the job is resolved by what is
+   observed: ``already running`` and "failed but applied" tasks are ``applied``; an HA
+   ``hastart``/``hastop`` task that ended before the guest changed is waited out with its own
+   deadline; ``set_config`` is verified with :func:`config_diff`; ``WARNINGS: n`` is success.
+8. The outcome is journaled and one audit line written.
+
+A :class:`~felhom_agent.durable.DurabilityError` from the journal or the audit log is never
+caught here: it propagates so the daemon exits non-zero (§7).
+
+A task that fails acquiring its first lock is *not* re-dispatched within the op: the journal
+holds one UPID per op. The op fails with the lock text; the reconciler re-plans it next pass
+(a signed op is re-delivered by the hub as a new decision).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from felhom_agent.proxmox.client import ProxmoxClient
+from felhom_agent.proxmox.errors import (
+    Locked,
+    PveError,
+    ServerError,
+    TaskFailed,
+    TaskTimeout,
+    TaskUnknown,
+    TransportError,
+    UpidError,
+)
+from felhom_agent.proxmox.models import GuestType
+from felhom_agent.proxmox.tasks import Dispatch, TaskOutcome, TaskResult
+from felhom_agent.proxmox.upid import Upid, parse_upid
+from felhom_agent.reconcile.audit import AuditLog
+from felhom_agent.reconcile.journal import Journal, JournalEntry, OpState, Outcome
+from felhom_agent.reconcile.kinds import KINDS, KindSpec, Observed, UnknownKind
+from felhom_agent.reconcile.recovery import (
+    MarkUnknown,
+    Reattach,
+    Recheck,
+    Replan,
+    decide_recovery,
+    is_plan_source,
+)
+
+__all__ = [
+    "DispatchRetry",
+    "ExecResult",
+    "Executor",
+    "JobSpec",
+    "TaskWaiter",
+]
+
+_log = logging.getLogger(__name__)
+_HA_TYPES = frozenset({"hastart", "hastop"})
+RUNNING = "running"
+
+
+def _strip_kind(kind: str) -> str:
+    return kind.removeprefix("guest.")
+
+
+def _params(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+@attrs.frozen
+class JobSpec:
+    """One mutation to execute.
+
+    Attributes:
+        op_id: unique id (a signed op's id; the engine makes one per plan action).
+        vmid: the guest.
+        guest_type: ``qemu``/``lxc`` (the API path).
+        kind: a key of :data:`~felhom_agent.reconcile.kinds.KINDS` (``guest.`` prefix dropped).
+        params: JSON-serialisable kind parameters (``set_config``: the normalised values).
+        source: ``plan:<generation>``, a signer principal, or ``selftest``.
+    """
+
+    op_id: str
+    vmid: int
+    guest_type: GuestType = attrs.field(converter=GuestType)
+    kind: str = attrs.field(converter=_strip_kind)
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_params)
+    source: str = ""
+
+    def journal_params(self) -> dict[str, Any]:
+        """What the journal's ``begin`` stores: the params plus the guest type (for resume)."""
+        return {"guest_type": self.guest_type.value, **self.params}
+
+    @classmethod
+    def from_entry(cls, entry: JournalEntry, guest_type: GuestType | None = None) -> JobSpec:
+        """Rebuild the job of a pending journal entry (recovery)."""
+        params = dict(entry.params)
+        stored = params.pop("guest_type", None)
+        gtype = guest_type or GuestType(stored if stored in ("qemu", "lxc") else "qemu")
+        return cls(entry.op_id, entry.vmid, gtype, entry.kind, params, entry.source)
+
+
+@attrs.frozen
+class ExecResult:
+    """How a job ended (or that it is still running).
+
+    Attributes:
+        state: ``applied``, ``failed``, ``unknown``, ``refused`` or ``running``.
+        final: the outcome is journaled; ``running`` (and a job that could not even read
+            state first) is not, and the op is resumed later.
+        mutated: a mutating call was sent by *this* run.
+        already_applied: the op id had a stored outcome; nothing was done.
+    """
+
+    op_id: str
+    vmid: int
+    kind: str
+    state: str
+    reason: str = ""
+    upid: str | None = None
+    exitstatus: str | None = None
+    final: bool = True
+    mutated: bool = False
+    already_applied: bool = False
+    warnings: int = 0
+    dispatch_attempts: int = 0
+
+
+@attrs.frozen
+class DispatchRetry:
+    """Backoff for re-dispatching when the answer proves no task exists (pure policy)."""
+
+    attempts: int = 4
+    first_s: float = 0.5
+    factor: float = 2.0
+    cap_s: float = 5.0
+
+    def __call__(self, attempt: int) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or ``None`` when out of attempts."""
+        if attempt >= self.attempts:
+            return None
+        return min(self.cap_s, self.first_s * self.factor ** max(0, attempt - 1))
+
+
+@attrs.frozen
+class _Call:
+    """What one call/task produced, carried to the outcome record."""
+
+    upid: Upid | None = None
+    exitstatus: str | None = None
+    warnings: int = 0
+    attempts: int = 0
+
+
+class TaskWaiter(Protocol):
+    """Waits for a task (the TaskWatcher, or the client's single-task wait)."""
+
+    def wait(self, upid: Upid | str, *, timeout_s: float) -> TaskResult:
+        """Block until the task stops; raise TaskFailed/TaskUnknown/TaskTimeout."""
+        ...
+
+
+class _ClientWaiter:
+    """Adapter: the client's own single-task poll loop, interruptible by ``cancel``."""
+
+    def __init__(self, client: ProxmoxClient, cancel: threading.Event) -> None:
+        self._client = client
+        self._cancel = cancel
+
+    def wait(self, upid: Upid | str, *, timeout_s: float) -> TaskResult:
+        return self._client.wait(upid, timeout_s=timeout_s, cancel=self._cancel)
+
+
+def _proves_no_task(err: PveError) -> bool:
+    """The request itself answered an error that means PVE forked nothing (safe to resend)."""
+    if isinstance(err, Locked):
+        return True
+    return isinstance(err, ServerError) and err.no_task_created
+
+
+def _outcome_unknown(err: PveError) -> bool:
+    """No usable answer to a mutating call: the task may or may not exist."""
+    if isinstance(err, TransportError | UpidError):
+        return True
+    return err.status is not None and 590 <= err.status <= 599
+
+
+class Executor:
+    """Runs mutation jobs; thread-safe (one job per vmid at a time is the queue's job).
+
+    Args:
+        client: the Proxmox client.
+        journal: the op journal.
+        audit: the audit log.
+        task_timeout_s: the wait deadline per task (separate from the HTTP timeout).
+        waiter: waits for tasks; default the client's single-task wait.
+        cancel: set on shutdown; ends backoff and lookup waits early.
+        retry: re-dispatch backoff (only with proof no task exists).
+        lookup_grace_s: how long after ``begin`` an unanswered call may still be in flight
+            (keep it above the HTTP timeout for mutating calls).
+        lookup_interval_s: pause between task-list lookups during that grace.
+        settle_timeout_s: how long to wait for an HA guest to reach the state its finished
+            ``hastart``/``hastop`` task requested.
+        settle_interval_s: pause between status reads while settling.
+        clock: wall-clock seconds (compared with PVE task start times).
+        logger: outcome lines.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: ProxmoxClient,
+        journal: Journal,
+        audit: AuditLog,
+        task_timeout_s: float,
+        waiter: TaskWaiter | None = None,
+        cancel: threading.Event | None = None,
+        retry: DispatchRetry | None = None,
+        lookup_grace_s: float = 40.0,
+        lookup_interval_s: float = 1.0,
+        settle_timeout_s: float = 60.0,
+        settle_interval_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._client = client
+        self._journal = journal
+        self._audit = audit
+        self._task_timeout_s = task_timeout_s
+        self._cancel = cancel or threading.Event()
+        self._waiter = waiter or _ClientWaiter(client, self._cancel)
+        self._retry = retry or DispatchRetry()
+        self._grace = lookup_grace_s
+        self._lookup_every = lookup_interval_s
+        self._settle_timeout = settle_timeout_s
+        self._settle_every = settle_interval_s
+        self._clock = clock
+        self._log = logger or _log
+        self._token_user = client.token_id
+
+    # ------------------------------------------------------------------ entry point
+
+    def run(self, job: JobSpec) -> ExecResult:
+        """Execute ``job`` once (see the module docstring for the rules).
+
+        Raises:
+            DurabilityError: the journal or audit log could not be written (fatal).
+            UnknownKind: ``job.kind`` is not in the kind table.
+        """
+        spec = KINDS.get(job.kind)
+        if spec is None:
+            raise UnknownKind(job.kind)
+        entry = self._journal.get(job.op_id)
+        if entry is not None and entry.outcome is not None:
+            return self._stored(job, entry.outcome, entry.upid)
+        if entry is not None:
+            return self._resume(job, spec, entry)
+        try:
+            obs = self._observe(job, spec)
+        except PveError as err:
+            # Nothing journaled, nothing sent: the reconciler or the hub will try again.
+            return ExecResult(job.op_id, job.vmid, job.kind, OpState.FAILED.value,
+                              f"cannot read guest before mutating: {err}", final=False)
+        if self._cancel.is_set():
+            # Shutting down: no new call is sent (T14); the op is simply not started.
+            return ExecResult(job.op_id, job.vmid, job.kind, OpState.FAILED.value,
+                              "shutting down; not sent", final=False)
+        if spec.satisfied is not None and spec.satisfied(job, obs):
+            self._journal.begin(job.op_id, job.vmid, job.kind, job.journal_params(), job.source)
+            return self._finish(job, OpState.APPLIED, "already in the desired state; no call sent")
+        entry = self._journal.begin(
+            job.op_id, job.vmid, job.kind, job.journal_params(), job.source
+        )
+        return self._dispatch(job, spec, obs, entry)
+
+    # ------------------------------------------------------------------ phases
+
+    def _dispatch(
+        self, job: JobSpec, spec: KindSpec, obs: Observed, entry: JournalEntry
+    ) -> ExecResult:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                dispatched: Dispatch = spec.dispatch(self._client, job, obs)
+            except PveError as err:
+                if _outcome_unknown(err):
+                    self._log.warning("op %s: %s %d: outcome unknown (%s); searching the "
+                                      "task list", job.op_id, job.kind, job.vmid, err)
+                    return self._lookup(job, spec, mutated=True)
+                if _proves_no_task(err):
+                    delay = self._retry(attempt)
+                    if delay is not None and not self._cancel.wait(delay):
+                        self._log.info("op %s: no task was created (%s); re-dispatching",
+                                       job.op_id, err)
+                        fresh = self._try_observe(job, spec)
+                        if fresh is not None:
+                            obs = fresh
+                            if spec.satisfied is not None and spec.satisfied(job, obs):
+                                return self._finish(job, OpState.APPLIED,
+                                                    "reached the desired state meanwhile",
+                                                    _Call(attempts=attempt))
+                        continue
+                return self._resolve_failure(job, spec, str(err), _Call(attempts=attempt))
+            if dispatched.upid is None:
+                return self._verify(job, spec, TaskOutcome.SYNCHRONOUS, _Call(attempts=attempt))
+            self._journal.record_upid(job.op_id, dispatched.upid.raw)
+            return self._wait(job, spec, dispatched.upid, attempt)
+
+    def _wait(self, job: JobSpec, spec: KindSpec, upid: Upid, attempts: int = 1
+              ) -> ExecResult:
+        try:
+            res = self._waiter.wait(upid, timeout_s=self._task_timeout_s)
+        except TaskTimeout as err:
+            self._log.warning("op %s: %s", job.op_id, err)
+            return ExecResult(job.op_id, job.vmid, job.kind, RUNNING, str(err), upid.raw,
+                              final=False, mutated=True, dispatch_attempts=attempts)
+        except TaskFailed as err:
+            return self._resolve_failure(job, spec, err.exitstatus,
+                                         _Call(upid, err.exitstatus, attempts=attempts))
+        except TaskUnknown as err:
+            call = _Call(upid, err.exitstatus, attempts=attempts)
+            if self._matches(job, spec):
+                return self._finish(job, OpState.APPLIED, f"{err}; observed state matches", call)
+            return self._finish(job, OpState.UNKNOWN, str(err), call)
+        except PveError as err:
+            call = _Call(upid, attempts=attempts)
+            if self._matches(job, spec):
+                return self._finish(job, OpState.APPLIED, f"task unreadable ({err}); observed "
+                                    "state matches", call)
+            return self._finish(job, OpState.UNKNOWN, f"task unreadable: {err}", call)
+        return self._verify(job, spec, res.outcome,
+                            _Call(upid, res.exitstatus, res.warnings, attempts))
+
+    def _verify(self, job: JobSpec, spec: KindSpec, outcome: TaskOutcome, call: _Call
+                ) -> ExecResult:
+        """A successful end: confirm by observed state (HA guests get time to settle)."""
+        note = f"success with {call.exitstatus}" if outcome is TaskOutcome.WARNINGS else ""
+        if spec.satisfied is None:
+            return self._finish(job, OpState.APPLIED, note, call)
+        obs = self._try_observe(job, spec)
+        if obs is None:
+            return self._finish(job, OpState.APPLIED, note or "not re-read (API error)", call)
+        if spec.satisfied(job, obs):
+            return self._finish(job, OpState.APPLIED, note, call)
+        upid = call.upid
+        ha = (upid is not None and upid.type in _HA_TYPES) or obs.status.ha_managed
+        if ha and spec.settles:
+            if self._settle(job, spec):
+                return self._finish(job, OpState.APPLIED, "HA-managed; reached state", call)
+            return self._finish(job, OpState.UNKNOWN, "HA-managed; not in the requested "
+                                f"state after {self._settle_timeout:g} s", call)
+        return self._finish(job, OpState.FAILED, "call succeeded but the observed state "
+                            f"differs: {spec.describe(job, obs)}", call)
+
+    def _resolve_failure(self, job: JobSpec, spec: KindSpec, text: str, call: _Call
+                         ) -> ExecResult:
+        """A failed call or task: re-read, and count it applied if the guest is there anyway."""
+        if self._matches(job, spec):
+            return self._finish(job, OpState.APPLIED,
+                                f"failed ({text}) but observed state matches", call)
+        return self._finish(job, OpState.FAILED, text, call)
+
+    def _matches(self, job: JobSpec, spec: KindSpec) -> bool:
+        """Re-read the guest: True if it is observably what the job asks for."""
+        if spec.satisfied is None:
+            return False
+        obs = self._try_observe(job, spec)
+        return obs is not None and spec.satisfied(job, obs)
+
+    def _settle(self, job: JobSpec, spec: KindSpec) -> bool:
+        deadline = time.monotonic() + self._settle_timeout
+        while not self._cancel.wait(min(self._settle_every,
+                                        max(0.0, deadline - time.monotonic()))):
+            if self._matches(job, spec):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return False
+
+    # ------------------------------------------------------------------ resume / lookup
+
+    def _resume(self, job: JobSpec, spec: KindSpec, entry: JournalEntry) -> ExecResult:
+        if entry.upid is not None:
+            try:
+                upid = parse_upid(entry.upid)
+            except UpidError as err:
+                return self._finish(job, OpState.UNKNOWN, f"journaled UPID unusable: {err}")
+            self._log.info("op %s: re-attaching to %s", job.op_id, upid.raw)
+            return self._wait(job, spec, upid)
+        return self._lookup(job, spec, mutated=False)
+
+    def _lookup(self, job: JobSpec, spec: KindSpec, *, mutated: bool) -> ExecResult:
+        """Find the task of a call whose answer was lost; adopt it, or resolve by state."""
+        userid = self._token_user.split("!", 1)[0]
+        while True:
+            entry = self._journal.get(job.op_id)
+            assert entry is not None  # noqa: S101 - begun before any lookup
+            since = None if entry.began_at is None else int(entry.began_at) - 5
+            try:
+                listed = self._client.tasks(source="all", vmid=job.vmid, userfilter=userid,
+                                            since=since, limit=100)
+            except PveError as err:
+                if self._cancel.wait(self._lookup_every):
+                    break
+                self._log.warning("op %s: task lookup failed (will retry): %s", job.op_id, err)
+                if entry.began_at is not None and self._clock() > entry.began_at + 3 * self._grace:
+                    break
+                continue
+            rows = [attrs.asdict(e) for e in listed.entries]
+            decision = decide_recovery(entry, rows, token_user=self._token_user,
+                                       now=self._clock(), grace_s=self._grace)
+            if isinstance(decision, Reattach):
+                self._journal.record_upid(job.op_id, decision.upid)
+                self._log.info("op %s: adopted %s from the task list", job.op_id, decision.upid)
+                return self._wait(job, spec, parse_upid(decision.upid))
+            if isinstance(decision, Recheck):
+                pause = min(self._lookup_every, max(0.0, decision.not_before - self._clock()))
+                if self._cancel.wait(pause):
+                    break
+                continue
+            assert isinstance(decision, Replan | MarkUnknown)  # noqa: S101 - exhaustive
+            if self._matches(job, spec):
+                return self._finish(job, OpState.APPLIED, "no task found; observed state "
+                                    "matches")
+            reason = decision.reason
+            if isinstance(decision, Replan) or is_plan_source(job.source):
+                reason += " (the reconciler re-plans it)"
+            return self._finish(job, OpState.UNKNOWN, reason)
+        return ExecResult(job.op_id, job.vmid, job.kind, RUNNING,
+                          "outcome unknown; task lookup not possible now", final=False,
+                          mutated=mutated)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _observe(self, job: JobSpec, spec: KindSpec) -> Observed:
+        status = self._client.guest_status(job.vmid, job.guest_type)
+        config = (self._client.guest_config(job.vmid, job.guest_type)
+                  if spec.reads_config else None)
+        snaps = (self._client.snapshots(job.vmid, job.guest_type)
+                 if spec.reads_snapshots else None)
+        return Observed(status=status, config=config, snapshots=snaps)
+
+    def _try_observe(self, job: JobSpec, spec: KindSpec) -> Observed | None:
+        try:
+            return self._observe(job, spec)
+        except PveError as err:
+            self._log.warning("op %s: re-reading vmid %d failed: %s", job.op_id, job.vmid, err)
+            return None
+
+    def _stored(self, job: JobSpec, outcome: Outcome, upid: str | None) -> ExecResult:
+        return ExecResult(job.op_id, job.vmid, job.kind, outcome.state.value, outcome.reason,
+                          upid, outcome.exitstatus, already_applied=True)
+
+    def _finish(self, job: JobSpec, state: OpState, reason: str, call: _Call | None = None
+                ) -> ExecResult:
+        call = call or _Call()
+        entry = self._journal.get(job.op_id)
+        upid = call.upid
+        raw = upid.raw if upid is not None else (entry.upid if entry is not None else None)
+        self._journal.record_outcome(job.op_id, state, reason, call.exitstatus)
+        self._audit.append(op_id=job.op_id, source=job.source, kind=job.kind, vmid=job.vmid,
+                           upid=raw, outcome=state.value, reason=reason)
+        level = logging.INFO if state is OpState.APPLIED else logging.WARNING
+        self._log.log(level, "op %s: %s %d (%s): %s%s", job.op_id, job.kind, job.vmid,
+                      job.source, state.value, f" - {reason}" if reason else "")
+        return ExecResult(job.op_id, job.vmid, job.kind, state.value, reason, raw,
+                          call.exitstatus, mutated=raw is not None or call.attempts > 0,
+                          warnings=call.warnings, dispatch_attempts=call.attempts)

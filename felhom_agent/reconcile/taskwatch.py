@@ -1,0 +1,315 @@
+"""One poller for every in-flight PVE task: a task-list read per tick, status reads on exit only.
+
+control-core-anchors §3 item 15 and target T9. Polling each UPID's status separately costs
+one GET per task per tick, and ``pveproxy`` has three workers. :class:`TaskWatcher` instead
+reads ``GET /nodes/{node}/tasks?source=active`` once per tick, which covers *all* in-flight
+tasks, and reads ``.../tasks/{upid}/status`` only for watched UPIDs that are no longer in the
+active list (to learn their exit status). Status GETs per tick are therefore bounded by the
+number of tasks that *finished*, not by how many are running.
+
+Waiters (executor jobs on queue workers) block on one :class:`threading.Condition` with their
+own deadline; the poller thread resolves them. The tick is adaptive: the delay to the next
+tick grows with the age of the *youngest* watched task (``WatchPolicy``), so a fresh task is
+seen quickly and a 30-minute backup is polled every ``cap_s``. With nothing watched the
+poller sleeps on the condition without waking (zero wake-ups when idle, target T6).
+
+Terminal mapping is :func:`felhom_agent.proxmox.tasks.result_from_exitstatus` (``OK``,
+``WARNINGS: n`` -> results; ``unexpected status`` -> TaskUnknown; other text -> TaskFailed).
+A deadline (or :meth:`TaskWatcher.stop`) raises :class:`TaskTimeout`: still running, never a
+failure. Transient poll errors (transport, 5xx) are logged and retried on the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+from felhom_agent.proxmox.errors import (
+    ParameterError,
+    PveError,
+    ServerError,
+    TaskError,
+    TaskTimeout,
+    TransportError,
+)
+from felhom_agent.proxmox.models import TaskList, TaskStatus
+from felhom_agent.proxmox.tasks import TaskResult, result_from_exitstatus
+from felhom_agent.proxmox.upid import Upid, parse_upid
+
+__all__ = ["TaskWatcher", "WatchPolicy", "WatchSource", "WatchStats"]
+
+_log = logging.getLogger(__name__)
+_IDLE_WAIT_S = 3600.0  # nothing watched: sleep until notified (bounded only for hygiene)
+_PAGE = 500
+
+
+class WatchSource(Protocol):
+    """The two reads the watcher uses (the :class:`~felhom_agent.proxmox.ProxmoxClient`)."""
+
+    def tasks(self, *, source: str = "archive", start: int = 0, limit: int = 50) -> TaskList:
+        """A page of the node's task list."""
+        ...
+
+    def task_status(self, upid: Upid | str) -> TaskStatus:
+        """One task's status."""
+        ...
+
+
+@attrs.frozen
+class WatchPolicy:
+    """Delay before the next tick, from the age of the youngest watched task (pure).
+
+    ``first_s`` after a new watch arrives; then ``base_s + growth * youngest_age`` capped at
+    ``cap_s``: the detection lag stays a small fraction of a task's age.
+    """
+
+    first_s: float = 0.05
+    base_s: float = 0.05
+    growth: float = 0.1
+    cap_s: float = 5.0
+
+    def __call__(self, youngest_age_s: float) -> float:
+        """Seconds until the next tick."""
+        return max(0.0, min(self.cap_s, self.base_s + self.growth * max(0.0, youngest_age_s)))
+
+
+@attrs.frozen
+class WatchStats:
+    """Counters since start: ticks, active-list reads, status reads, failed reads."""
+
+    ticks: int
+    list_reads: int
+    status_reads: int
+    errors: int
+    watched: int
+
+
+@attrs.define
+class _Watch:
+    upid: Upid
+    since: float
+    refs: int = 0
+    polls: int = 0
+    done: bool = False
+    result: TaskResult | None = None
+    error: PveError | None = None
+    last_status: str | None = None
+
+
+class TaskWatcher:
+    """Polls all watched tasks of one node with one active-list read per tick.
+
+    Args:
+        source: the client.
+        policy: tick delays.
+        clock: monotonic seconds.
+        logger: poll failures are logged here at WARNING.
+        no_such_task_grace_s: how long a status read may answer ``no such task`` (the task's
+            log file is not there yet) before it counts as an error.
+        name: the poller thread's name.
+    """
+
+    def __init__(
+        self,
+        source: WatchSource,
+        *,
+        policy: WatchPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        logger: logging.Logger | None = None,
+        no_such_task_grace_s: float = 5.0,
+        name: str = "felhom-taskwatch",
+    ) -> None:
+        self._source = source
+        self._policy = policy or WatchPolicy()
+        self._clock = clock
+        self._log = logger or _log
+        self._grace = no_such_task_grace_s
+        self._name = name
+        self._cond = threading.Condition()
+        self._watches: dict[str, _Watch] = {}
+        self._next_tick: float | None = None
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._ticks = self._list_reads = self._status_reads = self._errors = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the poller thread (idempotent)."""
+        with self._cond:
+            if self._thread is not None or self._stopped:
+                return
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop polling; every waiter gets :class:`TaskTimeout` (the tasks run on). True if
+        the poller thread ended within ``timeout``."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def stats(self) -> WatchStats:
+        """Counters since start."""
+        with self._cond:
+            return WatchStats(self._ticks, self._list_reads, self._status_reads, self._errors,
+                              sum(1 for w in self._watches.values() if not w.done))
+
+    # ------------------------------------------------------------------ waiting
+
+    def wait(self, upid: Upid | str, *, timeout_s: float) -> TaskResult:
+        """Block until the task stops (or ``timeout_s`` passes); never re-dispatches.
+
+        Several callers may wait on one UPID; each gets the same result.
+
+        Raises:
+            UpidError: ``upid`` is malformed.
+            TaskFailed, TaskUnknown: the task stopped without success.
+            TaskTimeout: the deadline passed or the watcher stopped: *still running*.
+            PveError: a non-transient error reading the task (permission, no such task).
+        """
+        parsed = upid if isinstance(upid, Upid) else parse_upid(upid)
+        self.start()
+        with self._cond:
+            now = self._clock()
+            watch = self._watches.get(parsed.raw)
+            if watch is None:
+                watch = self._watches[parsed.raw] = _Watch(parsed, now)
+                due = now + self._policy.first_s
+                if self._next_tick is None or due < self._next_tick:
+                    self._next_tick = due
+                self._cond.notify_all()
+            watch.refs += 1
+            deadline = now + timeout_s
+            try:
+                while not watch.done and not self._stopped:
+                    remaining = deadline - self._clock()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(min(remaining, threading.TIMEOUT_MAX))
+                if watch.done:
+                    if watch.error is not None:
+                        raise watch.error
+                    assert watch.result is not None  # noqa: S101 - set with done
+                    return attrs.evolve(watch.result, waited_s=self._clock() - now)
+                why = "watcher stopped" if self._stopped else f"still running after {timeout_s:g} s"
+                raise TaskTimeout(
+                    f"task {parsed.raw} {why} (last status: {watch.last_status})",
+                    upid=parsed.raw, last_status=watch.last_status,
+                )
+            finally:
+                watch.refs -= 1
+                if watch.refs <= 0:
+                    del self._watches[parsed.raw]
+
+    # ------------------------------------------------------------------ polling
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopped:
+                        return
+                    pending = [w for w in self._watches.values() if not w.done]
+                    if not pending:
+                        self._next_tick = None
+                        self._cond.wait(_IDLE_WAIT_S)
+                        continue
+                    now = self._clock()
+                    if self._next_tick is None:
+                        self._next_tick = now + self._policy.first_s
+                    if now >= self._next_tick:
+                        break
+                    self._cond.wait(self._next_tick - now)
+                self._ticks += 1
+            try:
+                self._tick(pending)
+            except Exception:  # a bug in one tick must not end polling for every waiter
+                self._log.exception("task watcher tick failed")
+            with self._cond:
+                now = self._clock()
+                alive = [w for w in self._watches.values() if not w.done]
+                youngest = min((now - w.since for w in alive), default=0.0)
+                self._next_tick = now + self._policy(youngest)
+                self._cond.notify_all()
+
+    def _active(self) -> set[str]:
+        """UPIDs in the node's active task list (all pages)."""
+        upids: set[str] = set()
+        start = 0
+        while True:
+            page = self._source.tasks(source="active", start=start, limit=_PAGE)
+            with self._cond:
+                self._list_reads += 1
+            upids.update(e.upid for e in page.entries)
+            start += len(page.entries)
+            if not page.entries or start >= page.total:
+                return upids
+
+    def _tick(self, pending: list[_Watch]) -> None:
+        try:
+            active = self._active()
+        except (TransportError, ServerError) as err:
+            with self._cond:
+                self._errors += 1
+            self._log.warning("reading the active task list failed (will retry): %s", err)
+            return
+        for watch in pending:
+            if watch.upid.raw in active:
+                with self._cond:
+                    watch.last_status = "running"
+                continue
+            self._check(watch)
+
+    def _check(self, watch: _Watch) -> None:
+        """Read the status of a task that left the active list and resolve it if stopped."""
+        result: TaskResult | None = None
+        error: PveError | None = None
+        try:
+            status = self._source.task_status(watch.upid)
+        except ParameterError as err:
+            if err.no_such_task and self._clock() - watch.since < self._grace:
+                self._note(watch, "no such task (not started yet)", status_read=True)
+                return
+            error = err
+        except (TransportError, ServerError) as err:
+            self._note(watch, f"poll failed: {err}", status_read=True, failed=True)
+            self._log.warning("polling task %s failed (will retry): %s", watch.upid.raw, err)
+            return
+        except PveError as err:
+            error = err
+        else:
+            if status.running:
+                self._note(watch, status.status, status_read=True)
+                return
+            try:
+                result = result_from_exitstatus(watch.upid, status.exitstatus,
+                                                polls=watch.polls + 1)
+            except TaskError as err:
+                error = err
+        with self._cond:
+            self._status_reads += 1
+            watch.polls += 1
+            watch.done = True
+            watch.result, watch.error = result, error
+            self._cond.notify_all()
+
+    def _note(self, watch: _Watch, status: str, *, status_read: bool, failed: bool = False
+              ) -> None:
+        with self._cond:
+            watch.last_status = status
+            watch.polls += 1
+            if status_read:
+                self._status_reads += 1
+            if failed:
+                self._errors += 1
