@@ -96,6 +96,9 @@ def scenario_dict(**overrides: Any) -> dict[str, Any]:
          "token_privileges": {"/vms": ["VM.Audit"], "/vms/100": ["VM.Audit", "VM.PowerMgmt"]}},
         {"id": "ops@pve!full", "secret": "full-secret-1", "privsep": False,
          "user_privileges": {"/": ["VM.Audit", "VM.PowerMgmt", "Sys.Audit"]}},
+        {"id": "snap@pve!only", "secret": "snap-secret-1", "privsep": False,
+         "user_privileges": {"/vms": ["VM.Audit", "VM.Snapshot"],
+                             "/storage": ["Datastore.AllocateSpace"]}},
     ])
     d.update(overrides)
     return d

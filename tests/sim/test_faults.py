@@ -56,6 +56,17 @@ def test_drop_after_runs_the_mutation_but_sends_no_response(api: Api) -> None:
     assert api.sim.guest(101)["status"] == "running"
 
 
+def test_no_such_task_fault_answers_like_a_fresh_upid(api: Api) -> None:
+    """A no_such_task fault makes the next status reads answer 400 'no such task'."""
+    api.sim.inject(Fault("no_such_task", path="/nodes/pve1/tasks/*/status", count=2))
+    upid = api.data("POST", "/nodes/pve1/lxc/100/status/stop")
+    for _ in range(2):
+        r = api.get(f"/nodes/pve1/tasks/{upid}/status")
+        assert r.status_code == 400 and r.json()["errors"] == {"upid": "no such task"}
+    api.sim.wait_task(upid, TIMEOUT)
+    assert api.data("GET", f"/nodes/pve1/tasks/{upid}/status")["exitstatus"] == "OK"
+
+
 def test_task_hang_never_finishes_until_deleted(api: Api) -> None:
     """A task_hang task ignores release_tasks and ends only when stopped via DELETE,
     with 'received interrupt'."""

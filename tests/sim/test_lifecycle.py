@@ -108,3 +108,43 @@ def test_qemu_create_adds_generated_keys_and_mac(api: Api) -> None:
     assert api.sim.guest(120)["status"] == "running"
     r = api.post("/nodes/pve1/qemu", data={"vmid": "100"})
     assert r.reason == "unable to create VM 100 - CT 100 already exists on node 'pve1'"
+
+
+SNAP_ONLY = "PVEAPIToken=snap@pve!only=snap-secret-1"
+
+
+def test_qemu_rollback_with_start_needs_power_privilege(api: Api) -> None:
+    """qemu rollback start=1 also needs VM.PowerMgmt (sync 403); without start it runs."""
+    snap = Api(api.sim, auth=SNAP_ONLY)
+    r = snap.post("/nodes/pve1/qemu/101/snapshot/initial/rollback", data={"start": "1"})
+    assert (r.status_code, r.reason) == (403, "Permission check failed (/vms/101, VM.PowerMgmt)")
+    rec = snap.run_task("POST", "/nodes/pve1/qemu/101/snapshot/initial/rollback")
+    assert rec["exitstatus"] == "OK" and rec["user"] == "snap@pve!only"
+
+
+def test_vzdump_checks_vm_backup_inside_the_task(api: Api) -> None:
+    """Without VM.Backup the vzdump call returns a UPID whose task fails with 'job errors'
+    and logs the permission error per guest."""
+    rec = Api(api.sim, auth=SNAP_ONLY).run_task("POST", "/nodes/pve1/vzdump",
+                                                data={"vmid": "100,102"})
+    assert rec["id"] == "" and rec["exitstatus"] == "job errors"
+    assert ("ERROR: Backup of VM 100 failed - Permission check failed (/vms/100, VM.Backup)"
+            in rec["log"])
+
+
+def test_template_and_ha_managed_guests() -> None:
+    """A template refuses to start (in the task); an HA-managed guest starts via 'hastart'
+    and status/current reports ha.managed = 1."""
+    from felhom_agent.sim.pve import PveSimulator
+    from tests.sim.helpers import make_scenario
+
+    guests = [{"vmid": 200, "type": "qemu", "template": True},
+              {"vmid": 201, "type": "qemu", "ha_managed": True}]
+    with PveSimulator(make_scenario(guests=guests)) as sim:
+        api = Api(sim)
+        rec = api.run_task("POST", "/nodes/pve1/qemu/200/status/start")
+        assert rec["exitstatus"] == "you can't start a vm if it's a template"
+        assert api.data("GET", "/nodes/pve1/qemu/200/status/current")["template"] == 1
+        rec = api.run_task("POST", "/nodes/pve1/qemu/201/status/start")
+        assert rec["type"] == "hastart" and rec["exitstatus"] == "OK"
+        assert api.data("GET", "/nodes/pve1/qemu/201/status/current")["ha"]["managed"] == 1

@@ -22,10 +22,12 @@ __all__ = ["FAULT_KINDS", "Fault", "FaultBook"]
 #: ``latency`` (delay a request), ``http_error`` (answer ``status`` with ``message``),
 #: ``drop`` (close the connection without a response), ``drop_after`` (process the request,
 #: e.g. fork the task, then close without a response: the "outcome unknown" case),
-#: ``task_fail`` (the task ends with exitstatus ``message``), ``task_hang`` (the task never
-#: finishes until stopped or shutdown).
-FAULT_KINDS = ("latency", "http_error", "drop", "drop_after", "task_fail", "task_hang")
-HTTP_KINDS = ("latency", "http_error", "drop", "drop_after")
+#: ``no_such_task`` (answer 400 ``{"upid": "no such task"}``, as a status read right after
+#: dispatch may), ``task_fail`` (the task ends with exitstatus ``message``), ``task_hang``
+#: (the task never finishes until stopped or shutdown).
+FAULT_KINDS = ("latency", "http_error", "drop", "drop_after", "no_such_task", "task_fail",
+               "task_hang")
+HTTP_KINDS = ("latency", "http_error", "drop", "drop_after", "no_such_task")
 
 
 def _check_kind(_inst: object, _attr: object, value: str) -> None:

@@ -250,6 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Drop
             elif fault.kind == "drop_after":
                 drop_after = True
+            elif fault.kind == "no_such_task":
+                raise param_error({"upid": "no such task"})
             else:
                 raise ApiError(fault.status, fault.message + "\n")
         try:
