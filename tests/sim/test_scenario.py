@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def test_scenario_error_names_key_and_value_and_is_a_value_error() -> None:
         PveScenario.from_dict(d)
     assert isinstance(info.value, ScenarioError)
     assert info.value.key == "guests[1].vmid" and info.value.value == 5
+    clone = pickle.loads(pickle.dumps(info.value))  # noqa: S301 - our own object
+    assert (str(clone), clone.key, clone.value) == (str(info.value), info.value.key, 5)
 
 
 @pytest.mark.parametrize(
