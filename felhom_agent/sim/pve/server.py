@@ -65,6 +65,8 @@ class PveHttpServer(ThreadingHTTPServer):
         with self._conns_lock:
             self._conns.add(sock)
         try:
+            if self.rt.stop_event.is_set():
+                return  # accepted just before stop: close_connections may have run already
             sock.settimeout(HANDSHAKE_TIMEOUT_S)
             # Headers and body are separate writes; without NODELAY, Nagle plus delayed ACKs
             # would add ~40 ms to every keep-alive request.
