@@ -29,6 +29,11 @@ __all__ = ["EngineFactory", "EngineLike", "default_engine_factory"]
 class EngineLike(Protocol):
     """The engine's interface as the daemon uses it."""
 
+    @property
+    def fatal(self) -> BaseException | None:
+        """The durability failure that stopped the engine, if any."""
+        ...
+
     def recover(self) -> object:
         """Re-attach or resolve every pending journal entry (reads PVE; may raise)."""
         ...

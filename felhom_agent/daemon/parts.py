@@ -8,7 +8,7 @@ Order matters for what a failure means:
    were validated with the config, so these only fail on a programming error;
 3. the serializer queue (``reconcile.workers``), the desired-state provider (``HubProvider``
    with a hub, else ``FileProvider(reconcile.desired_file)``, else ``EmptyProvider``) and
-   the engine, which gets the provider's change signal wired to ``wake()``.
+   the engine (which subscribes to the provider's change signal itself when started).
 
 :meth:`DaemonParts.close` releases everything that holds a descriptor or socket.
 """
@@ -131,7 +131,6 @@ def build_parts(
             task_timeout_s=px.task_timeout_s, stop_event=stop_event, clock=clock,
             logger=logger.getChild("engine"),
         )
-        provider.subscribe(engine.wake)
     except BaseException:
         for close in reversed(opened):
             close()

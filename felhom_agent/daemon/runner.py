@@ -45,6 +45,7 @@ from felhom_agent.errors import AgentError
 from felhom_agent.hub.collect import Collector
 from felhom_agent.hub.envelope import Envelope
 from felhom_agent.hub.loop import HubLoop
+from felhom_agent.hub.policy import RetryPolicy
 from felhom_agent.hub.report import ReportError
 from felhom_agent.reconcile.desired import DesiredStateError, parse_desired
 from felhom_agent.reconcile.journal import JournalError
@@ -77,6 +78,7 @@ class Daemon:
         notifier: sd_notify sender (default: from ``env``).
         clock: POSIX seconds; monotonic: for waits.
         install_signals: install SIGTERM/SIGINT/SIGHUP handlers (main thread only).
+        hub_policy: the hub loop's failure policy (default :class:`RetryPolicy`).
         logger: the daemon's logger.
     """
 
@@ -95,6 +97,7 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         install_signals: bool = True,
+        hub_policy: RetryPolicy | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self._config = config
@@ -111,6 +114,7 @@ class Daemon:
         self._clock = clock
         self._monotonic = monotonic
         self._install_signals = install_signals
+        self._hub_policy = hub_policy
         self._wake = threading.Event()
         self._reload_requested = threading.Event()
         self._fatal = FatalSignal()
@@ -182,6 +186,9 @@ class Daemon:
             self._fatal.raise_(err)
         finally:
             self._shut_down(parts)
+        engine_fatal = parts.engine.fatal
+        if engine_fatal is not None:
+            self._fatal.raise_(engine_fatal)
         if self._fatal.error is not None:
             self._log.error("exiting with status 1 after a durability failure: %s",
                             self._fatal.error)
@@ -194,7 +201,7 @@ class Daemon:
         while not self._stop.is_set():
             try:
                 version = parts.client.version()
-                report = parts.engine.recover()
+                parts.engine.recover()
             except DurabilityError:
                 raise
             except AgentError as err:
@@ -205,7 +212,7 @@ class Daemon:
                 self._notifier.status(f"waiting for PVE: {err}")
                 self._sleep(wait_s)
                 continue
-            self._log.info("PVE %s reachable; journal recovery: %s", version.version, report)
+            self._log.info("PVE %s reachable; journal recovery done", version.version)
             return True
         return False
 
@@ -262,7 +269,7 @@ class Daemon:
             client=parts.hub_client, collect=collector,
             on_envelope=lambda env: self._on_envelope(parts, env),
             default_interval_s=interval_s, stop_event=self._stop, clock=self._clock,
-            logger=self._log.getChild("hub"),
+            logger=self._log.getChild("hub"), policy=self._hub_policy,
         )
 
     def _on_envelope(self, parts: DaemonParts, envelope: Envelope) -> None:

@@ -91,6 +91,11 @@ class FakeEngine:
         self.stop_event: threading.Event = parts["stop_event"]
         self.results: list[OpResult] = []
 
+    @property
+    def fatal(self) -> BaseException | None:
+        """Never fatal."""
+        return None
+
     def recover(self) -> object:
         """Count the call; raise the configured error once."""
         self.recovered += 1

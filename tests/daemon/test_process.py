@@ -1,0 +1,149 @@
+"""The daemon end to end as a real child process against the PVE and hub simulators."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from felhom_agent.reconcile.journal import Journal
+from felhom_agent.sim.hub import HubScenario, HubSimulator
+from felhom_agent.sim.pve import PveSimulator
+from tests.daemon.converge import DESIRED, converged, sim_converged, wait_report, wait_until
+from tests.daemon.helpers import (
+    HUB_TOKEN,
+    PVE_SECRET,
+    agent_config,
+    pve_scenario,
+    write_agent_config,
+)
+
+RUNNER = Path(__file__).resolve().parent / "run_daemon.py"
+TIMEOUT = 20.0
+GRACE_S = 2.0
+
+
+class Child:
+    """One daemon child process logging to a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log_path = log
+        self._log: IO[bytes] = open(log, "ab")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(RUNNER), "--config", str(config), "--grace", str(GRACE_S)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+            env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
+        )
+
+    def terminate(self) -> tuple[int, float]:
+        """SIGTERM; return (exit status, seconds until exit)."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.wait()
+        return code, time.monotonic() - started
+
+    def wait(self) -> int:
+        try:
+            return self.proc.wait(timeout=TIMEOUT)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=TIMEOUT)
+        self._log.close()
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def pve() -> Iterator[PveSimulator]:
+    with PveSimulator(pve_scenario()) as sim:
+        yield sim
+
+
+@pytest.fixture
+def hub() -> Iterator[HubSimulator]:
+    scenario = HubScenario.from_dict({"token": HUB_TOKEN, "host_ids": ["pve1"],
+                                      "poll_interval_s": 1, "desired": DESIRED})
+    with HubSimulator(scenario) as sim:
+        yield sim
+
+
+def _config(tmp: Path, pve: PveSimulator, hub: HubSimulator) -> Path:
+    cfg: dict[str, Any] = agent_config(tmp, pve, hub_url=hub.url)
+    return write_agent_config(tmp, cfg)
+
+
+def test_desired_state_converges_and_results_are_reported(
+    tmp_path: Path, pve: PveSimulator, hub: HubSimulator
+) -> None:
+    """Hub desired state -> plan -> tasks on PVE -> applied results in a later report."""
+    child = Child(_config(tmp_path, pve, hub), tmp_path / "daemon.log")
+    try:
+        body = wait_report(hub, converged, TIMEOUT)
+        assert sim_converged(pve)
+        upids = {a["vmid"]: a["upid"] for a in body["audit"] if a["kind"] in ("start", "stop")}
+        assert upids[102].startswith("UPID:pve1:") and ":vzstart:102:" in upids[102]
+        assert ":vzstop:100:" in upids[100]
+        code, _ = child.terminate()
+    finally:
+        child.kill()
+    assert code == 0
+    log = child.text()
+    assert "felhom-agent ready" in log and "stopped:" in log
+    blob = log + json.dumps([r.body for r in hub.reports()])
+    assert PVE_SECRET not in blob and HUB_TOKEN not in blob
+
+
+def test_sigterm_mid_task_exits_zero_and_restart_reattaches(
+    tmp_path: Path, pve: PveSimulator, hub: HubSimulator
+) -> None:
+    """SIGTERM during a long task exits 0 within the grace period; a restart re-attaches it."""
+    pve.set_task_duration("vzstart", 300)
+    hub.set_desired({"generation": 1, "guests": {"102": {"type": "lxc", "state": "running"}}})
+    config = _config(tmp_path, pve, hub)
+
+    def start_task() -> dict[str, Any] | None:
+        return next((t for t in pve.tasks() if t["type"] == "vzstart"), None)
+
+    first = Child(config, tmp_path / "first.log")
+    try:
+        wait_until(hub, lambda: start_task() is not None, TIMEOUT)
+        task = start_task()
+        assert task is not None and task["status"] == "running"
+        code, seconds = first.terminate()
+    finally:
+        first.kill()
+    assert code == 0
+    assert seconds < GRACE_S + 3.0
+    with Journal.open(tmp_path / "state", clock=time.time,
+                      logger=logging.getLogger("test")) as journal:
+        pending = journal.pending()
+    assert [(e.vmid, e.upid) for e in pending] == [(102, task["upid"])]
+
+    second = Child(config, tmp_path / "second.log")
+    try:
+        before = len(hub.reports())
+        hub.wait_for_reports(before + 1, TIMEOUT)
+        pve.release_tasks()
+        body = wait_report(hub, lambda b: any(
+            a["upid"] == task["upid"] and a["outcome"] == "applied" for a in b["audit"]),
+            TIMEOUT)
+        assert {g["vmid"]: g["status"] for g in body["guests"]}[102] == "running"
+        code, _ = second.terminate()
+    finally:
+        second.kill()
+    assert code == 0
+    assert f"re-attached to {task['upid']}" in second.text()
+    assert [t["type"] for t in pve.tasks()].count("vzstart") == 1  # never re-issued
