@@ -334,6 +334,11 @@ class Engine:
         thread.join(timeout)
         return not thread.is_alive()
 
+    def pending_resumes(self) -> int:
+        """Ops waiting to be resumed by a later pass (task past its deadline, re-checks)."""
+        with self._lock:
+            return len(self._resume)
+
     def busy(self, vmid: int) -> bool:
         """True while ``vmid`` has queued/running work or an op pending resumption."""
         if self._queue.busy(vmid):
