@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -19,6 +20,7 @@ __all__ = [
     "HUB_TOKEN",
     "PVE_SECRET",
     "FakeEngine",
+    "LogRecords",
     "agent_config",
     "pve_client",
     "pve_scenario",
@@ -76,6 +78,28 @@ def write_agent_config(tmp: Path, cfg: dict[str, Any], name: str = "config.json"
     path.write_text(json.dumps(cfg))
     os.chmod(path, 0o600)
     return path
+
+
+class LogRecords(logging.Handler):
+    """Collects formatted log lines and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        with self.cond:
+            self.lines.append(line)
+            self.cond.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 10.0, *, count: int = 1) -> bool:
+        """Block until ``count`` lines contain ``text``; False on timeout."""
+        with self.cond:
+            return self.cond.wait_for(
+                lambda: sum(text in x for x in self.lines) >= count, timeout)
 
 
 class FakeEngine:

@@ -24,6 +24,7 @@ from tests.daemon.helpers import (
     HUB_TOKEN,
     PVE_SECRET,
     FakeEngine,
+    LogRecords,
     agent_config,
     pve_scenario,
     write_agent_config,
@@ -31,26 +32,6 @@ from tests.daemon.helpers import (
 
 DESIRED = {"generation": 7, "guests": {"102": {"type": "lxc", "state": "running"}}}
 TIMEOUT = 10.0
-
-
-class _Records(logging.Handler):
-    """Collects formatted log lines and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self.cond = threading.Condition()
-        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        line = self.format(record)
-        with self.cond:
-            self.lines.append(line)
-            self.cond.notify_all()
-
-    def wait_for(self, text: str, timeout: float = TIMEOUT) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: any(text in x for x in self.lines), timeout)
 
 
 @attrs.define
@@ -62,7 +43,7 @@ class Harness:
     hub: HubSimulator
     config_path: Path
     notify: socket.socket
-    records: _Records
+    records: LogRecords
     engines: list[FakeEngine] = attrs.Factory(list)
     daemon: Daemon | None = None
     thread: threading.Thread | None = None
@@ -116,7 +97,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         cfg = agent_config(tmp_path, pve, hub_url=hub.url)
         path = write_agent_config(tmp_path, cfg)
         h = Harness(tmp=tmp_path, pve=pve, hub=hub, config_path=path, notify=notify,
-                    records=_Records())
+                    records=LogRecords())
         yield h
         if h.thread is not None and h.thread.is_alive():
             h.stop()
