@@ -1,0 +1,136 @@
+"""The task watcher: one active-list read per tick for all tasks, status reads only on exit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from felhom_agent.proxmox.client import ProxmoxClient
+from felhom_agent.proxmox.errors import TaskFailed, TaskTimeout
+from felhom_agent.proxmox.models import GuestType
+from felhom_agent.proxmox.tasks import TaskOutcome, TaskResult
+from felhom_agent.reconcile.taskwatch import TaskWatcher, WatchPolicy
+from felhom_agent.sim.pve import Fault, PveSimulator
+from tests.reconcile.crash_child import scenario, sim_client
+
+LOG = logging.getLogger("test.taskwatch")
+
+
+@pytest.fixture
+def sim() -> Iterator[PveSimulator]:
+    with PveSimulator(scenario(qemu=8, task_s=0.3)) as s:
+        yield s
+
+
+@pytest.fixture
+def client(sim: PveSimulator) -> Iterator[ProxmoxClient]:
+    with sim_client(sim) as c:
+        yield c
+
+
+def _starts(client: ProxmoxClient, vmids: range) -> list[str]:
+    upids = []
+    for vmid in vmids:
+        upid = client.start(vmid, GuestType.QEMU).upid
+        assert upid is not None
+        upids.append(upid.raw)
+    return upids
+
+
+def _wait_all(w: TaskWatcher, upids: list[str]) -> list[TaskResult | BaseException]:
+    out: list[TaskResult | BaseException] = []
+    lock = threading.Lock()
+
+    def one(upid: str) -> None:
+        try:
+            r: TaskResult | BaseException = w.wait(upid, timeout_s=10)
+        except Exception as err:
+            r = err
+        with lock:
+            out.append(r)
+
+    threads = [threading.Thread(target=one, args=(u,)) for u in upids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    return out
+
+
+def test_many_tasks_cost_one_list_read_per_tick_and_one_status_read_each(
+    client: ProxmoxClient,
+) -> None:
+    """Status GETs scale with finished tasks, not with in-flight tasks x ticks (T9)."""
+    w = TaskWatcher(client, logger=LOG)
+    try:
+        upids = _starts(client, range(200, 208))
+        results = _wait_all(w, upids)
+        stats = w.stats()
+    finally:
+        w.stop()
+    assert all(isinstance(r, TaskResult) and r.outcome is TaskOutcome.OK for r in results)
+    assert stats.status_reads == len(upids)
+    assert stats.list_reads == stats.ticks
+    # T9: all GETs = one list read per tick (one node) + one status read per finished task.
+    assert stats.list_reads + stats.status_reads == stats.ticks + len(upids)
+
+
+def test_failed_task_raises_for_its_waiter(sim: PveSimulator, client: ProxmoxClient) -> None:
+    """A task ending with an error text raises TaskFailed carrying that text."""
+    sim.inject(Fault("task_fail", task_type="qmstart", vmid=200, message="boom", count=1))
+    w = TaskWatcher(client, logger=LOG)
+    try:
+        [upid] = _starts(client, range(200, 201))
+        with pytest.raises(TaskFailed, match="boom"):
+            w.wait(upid, timeout_s=10)
+    finally:
+        w.stop()
+
+
+def test_deadline_and_stop_mean_still_running(sim: PveSimulator, client: ProxmoxClient) -> None:
+    """A waiter past its deadline, or woken by stop(), gets TaskTimeout (still running)."""
+    sim.set_task_duration("qmstart", 30)
+    w = TaskWatcher(client, logger=LOG)
+    [upid] = _starts(client, range(200, 201))
+    with pytest.raises(TaskTimeout):
+        w.wait(upid, timeout_s=0.2)
+    got: list[BaseException] = []
+    waiting = threading.Thread(target=lambda: _catch(w, upid, got))
+    waiting.start()
+    assert sim.wait_requests(seen=sim.requests_seen + 1, timeout=5)
+    assert w.stop(5)
+    waiting.join(5)
+    assert got and isinstance(got[0], TaskTimeout)
+    sim.release_tasks()
+
+
+def _catch(w: TaskWatcher, upid: str, got: list[BaseException]) -> None:
+    try:
+        w.wait(upid, timeout_s=30)
+    except TaskTimeout as err:
+        got.append(err)
+
+
+def test_idle_watcher_makes_no_requests(sim: PveSimulator, client: ProxmoxClient) -> None:
+    """With nothing watched the poller sleeps: no ticks, no API reads (T6)."""
+    w = TaskWatcher(client, logger=LOG)
+    try:
+        [upid] = _starts(client, range(200, 201))
+        w.wait(upid, timeout_s=10)
+        seen, ticks = sim.requests_seen, w.stats().ticks
+        # Nothing watched: any tick would be a request within this window.
+        assert not sim.wait_requests(seen=seen + 1, timeout=0.3)
+        assert w.stats().ticks == ticks
+    finally:
+        w.stop()
+
+
+def test_watch_policy_is_fast_for_young_tasks_and_capped() -> None:
+    """The tick delay grows with the youngest task's age and never passes the cap."""
+    p = WatchPolicy(first_s=0.05, base_s=0.05, growth=0.1, cap_s=5.0)
+    assert p(0.0) == pytest.approx(0.05)
+    assert p(1.0) == pytest.approx(0.15)
+    assert p(10_000.0) == 5.0
