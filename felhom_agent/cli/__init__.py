@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from felhom_agent.cli._parser import build_parser
+from felhom_agent.cli._plan import plan_command
 from felhom_agent.cli._selftest import selftest_read_command
 from felhom_agent.cli._verify import verify_command
 from felhom_agent.config import Config, load_config, redacted_view
@@ -76,6 +77,8 @@ def _check_flag_combinations(args: argparse.Namespace) -> None:
         raise UsageError("--verify-op needs --signature SIG_FILE")
     if args.signature is not None and args.verify_op is None:
         raise UsageError("--signature is only used with --verify-op OP_FILE")
+    if args.desired is not None and not args.plan:
+        raise UsageError("--desired is only used with --plan")
 
 
 def _dispatch(args: argparse.Namespace, config: Config, out: IO[str]) -> int:
@@ -89,11 +92,17 @@ def _dispatch(args: argparse.Namespace, config: Config, out: IO[str]) -> int:
         )
         print(text, file=out)
         return code
+    if args.plan:
+        code, text = plan_command(
+            config, Path(args.desired) if args.desired else None, as_json=args.json
+        )
+        print(text, file=out)
+        return code
     if args.selftest == "read":
         code, text = selftest_read_command(config, as_json=args.json)
         print(text, file=out)
         return code
     raise UsageError(
         "no mode given: the daemon is not part of this version yet; "
-        "available: --print-config, --selftest, --verify-op, --version"
+        "available: --plan, --print-config, --selftest, --verify-op, --version"
     )

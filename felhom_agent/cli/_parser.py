@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a signed operation (with --signature) against authz.allowed_signers and "
         "the envelope rules, without executing it; exit 0 valid, 1 rejected",
     )
+    exclusive.add_argument(
+        "--plan", action="store_true",
+        help="dry run: read desired state (--desired FILE, else reconcile.desired_file) and "
+        "actual state, print the plan; exit 0 in sync, 1 drift found, 2 error",
+    )
+    modes.add_argument(
+        "--desired", metavar="FILE", default=None,
+        help="with --plan: the desired-state JSON file to compare against",
+    )
     modes.add_argument(
         "--signature", metavar="SIG_FILE", default=None,
         help="the armored SSH signature of OP_FILE (ssh-keygen -Y sign -n felhom-op)",
