@@ -13,11 +13,10 @@ import pytest
 
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.models import GuestType
-from felhom_agent.reconcile.audit import AuditLog
 from felhom_agent.reconcile.desired import DesiredState, parse_desired
 from felhom_agent.reconcile.engine import Engine
 from felhom_agent.reconcile.executor import JobSpec
-from felhom_agent.reconcile.journal import Journal, OpState
+from felhom_agent.reconcile.journal import OpState
 from felhom_agent.reconcile.providers import HubProvider
 from felhom_agent.reconcile.queue import SerializerQueue
 from felhom_agent.sim.pve import PveSimulator
