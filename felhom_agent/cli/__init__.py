@@ -20,6 +20,7 @@ from typing import IO
 from felhom_agent.cli._parser import build_parser
 from felhom_agent.cli._plan import plan_command
 from felhom_agent.cli._selftest import selftest_read_command
+from felhom_agent.cli._selftest_task import selftest_task_command
 from felhom_agent.cli._verify import verify_command
 from felhom_agent.config import Config, load_config, redacted_view
 from felhom_agent.errors import AgentError, ConfigError, UsageError
@@ -77,6 +78,12 @@ def _check_flag_combinations(args: argparse.Namespace) -> None:
         raise UsageError("--verify-op needs --signature SIG_FILE")
     if args.signature is not None and args.verify_op is None:
         raise UsageError("--signature is only used with --verify-op OP_FILE")
+    if args.selftest == "task" and args.vmid is None:
+        raise UsageError("--selftest=task needs --vmid N (the guest to exercise)")
+    if args.vmid is not None and args.selftest != "task":
+        raise UsageError("--vmid is only used with --selftest=task")
+    if args.vmid is not None and not 100 <= args.vmid <= 999_999_999:
+        raise UsageError(f"--vmid {args.vmid} is not a PVE vmid (100..999999999)")
     if args.desired is not None and not args.plan:
         raise UsageError("--desired is only used with --plan")
 
@@ -98,8 +105,11 @@ def _dispatch(args: argparse.Namespace, config: Config, out: IO[str]) -> int:
         )
         print(text, file=out)
         return code
-    if args.selftest == "read":
-        code, text = selftest_read_command(config, as_json=args.json)
+    if args.selftest is not None:
+        if args.selftest == "task":
+            code, text = selftest_task_command(config, args.vmid, as_json=args.json)
+        else:
+            code, text = selftest_read_command(config, as_json=args.json)
         print(text, file=out)
         return code
     raise UsageError(

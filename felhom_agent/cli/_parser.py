@@ -10,7 +10,7 @@ from felhom_agent.errors import UsageError
 
 __all__ = ["SELFTEST_MODES", "build_parser"]
 
-SELFTEST_MODES = ("read",)
+SELFTEST_MODES = ("read", "task")
 
 _DESCRIPTION = """\
 felhom-agent: the operator-tier host agent of one Proxmox VE node. It reports the host
@@ -52,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     exclusive.add_argument(
         "--selftest", nargs="?", const="read", choices=SELFTEST_MODES, metavar="MODE",
         help="health checks; MODE read (default): API reachable, pin, token, permissions, "
-        "node, guests, tasks. One OK/FAIL line per check, exit 0 all passed, 1 one failed",
+        "node, guests, tasks; task (needs --vmid): a reversible snapshot/rollback/delete and "
+        "description write through the queue, leaving the guest as it was. One OK/FAIL line "
+        "per check, exit 0 all passed, 1 one failed",
+    )
+    modes.add_argument(
+        "--vmid", type=int, metavar="N", default=None,
+        help="with --selftest=task: the guest to exercise",
     )
     exclusive.add_argument(
         "--verify-op", metavar="OP_FILE", default=None,
