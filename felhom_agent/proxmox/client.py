@@ -321,6 +321,26 @@ class ProxmoxClient:
         path = f"{self._guest_path(vmid, kind)}/snapshot/{_check_snapname(snapname)}"
         return self._mutate("DELETE", path, {"force": force})
 
+    def destroy(
+        self,
+        vmid: int,
+        kind: GuestType,
+        *,
+        purge: bool | None = None,
+        destroy_unreferenced_disks: bool | None = None,
+    ) -> Dispatch:
+        """``DELETE /nodes/{node}/{qemu|lxc}/{vmid}`` (a ``qmdestroy``/``vzdestroy`` task).
+
+        PVE refuses synchronously a protected guest, a running one (LXC ``force`` is never
+        sent: stopping first is the caller's explicit, journalled step) and an HA-managed one
+        without ``purge`` (API-FACTS). ``purge`` also removes the vmid from backup jobs,
+        replication and HA; ``destroy_unreferenced_disks`` removes disks with the vmid in their
+        name that the config does not reference. Parameters go in the query string.
+        """
+        return self._mutate("DELETE", self._guest_path(vmid, kind), {
+            "purge": purge, "destroy-unreferenced-disks": destroy_unreferenced_disks,
+        })
+
     # -- tasks ------------------------------------------------------------------------------
 
     def tasks(
