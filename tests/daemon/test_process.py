@@ -147,3 +147,31 @@ def test_sigterm_mid_task_exits_zero_and_restart_reattaches(
     assert code == 0
     assert f"re-attached to {task['upid']}" in second.text()
     assert [t["type"] for t in pve.tasks()].count("vzstart") == 1  # never re-issued
+
+
+def test_sighup_reloads_and_sigint_stops(
+    tmp_path: Path, pve: PveSimulator, hub: HubSimulator
+) -> None:
+    """SIGHUP reloads the file (a bad one is refused, the daemon lives on); SIGINT exits 0."""
+    config = _config(tmp_path, pve, hub)
+    child = Child(config, tmp_path / "daemon.log")
+    try:
+        hub.wait_for_reports(1, TIMEOUT)
+        cfg = json.loads(config.read_text())
+        cfg["log"] = {"level": "info"}
+        write_agent_config(tmp_path, cfg)
+        child.proc.send_signal(signal.SIGHUP)
+        wait_until(hub, lambda: "SIGHUP: configuration reloaded (log level info"
+                   in child.text(), TIMEOUT)
+        config.write_text('{"host_id": ')
+        child.proc.send_signal(signal.SIGHUP)
+        wait_until(hub, lambda: "new configuration rejected" in child.text(), TIMEOUT)
+        before = len(hub.reports())
+        hub.wait_for_reports(before + 1, TIMEOUT)
+        child.proc.send_signal(signal.SIGINT)
+        code = child.wait()
+    finally:
+        child.kill()
+    assert code == 0
+    text = child.text()
+    assert "DEBUG" not in text.split("configuration reloaded", 1)[1]

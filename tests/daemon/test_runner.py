@@ -251,3 +251,25 @@ def test_no_secret_in_logs_or_reports(harness: Harness) -> None:
     blob = "\n".join(harness.records.lines) + json.dumps(
         [r.body for r in harness.hub.reports()])
     assert PVE_SECRET not in blob and HUB_TOKEN not in blob
+
+
+def test_watchdog_pings_during_long_waits(harness: Harness) -> None:
+    """With WATCHDOG_USEC set, waits are cut into half-interval chunks that each ping."""
+    harness.notify.settimeout(TIMEOUT)
+    config = _config(harness)
+    config = attrs.evolve(config, hub=attrs.evolve(config.hub, interval_s=30.0))
+    harness.hub.scenario = attrs.evolve(harness.hub.scenario, poll_interval_s=None)
+    daemon = Daemon(config, env={"NOTIFY_SOCKET": harness.notify.getsockname(),
+                                 "WATCHDOG_USEC": "200000"},
+                    stop_event=harness.stop_event, engine_factory=FakeEngine,
+                    install_signals=False)
+    harness.daemon = daemon
+    harness.thread = threading.Thread(target=lambda: harness.exit_code.append(daemon.run()),
+                                      daemon=True)
+    harness.thread.start()
+    pings = 0
+    while pings < 5:
+        if harness.notify.recv(4096) == b"WATCHDOG=1":
+            pings += 1
+    assert len(harness.hub.reports()) == 1  # five pings, all inside one 30 s poll interval
+    assert harness.stop() == 0
