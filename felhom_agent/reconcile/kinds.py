@@ -21,6 +21,7 @@ import attrs
 
 from felhom_agent.errors import AgentError
 from felhom_agent.proxmox.client import ConfigValue, ProxmoxClient
+from felhom_agent.proxmox.errors import ParameterError
 from felhom_agent.proxmox.models import GuestConfig, GuestStatus, Snapshot
 from felhom_agent.proxmox.tasks import Dispatch
 from felhom_agent.reconcile.normalise import config_diff, split_for_write
@@ -149,6 +150,23 @@ def _delete_snapshot(c: ProxmoxClient, job: JobSpec, obs: Observed) -> Dispatch:
                              force=force if isinstance(force, bool) else None)
 
 
+def _flag(job: JobSpec, name: str) -> bool | None:
+    value = job.params.get(name)
+    return value if isinstance(value, bool) else None
+
+
+def _destroy(c: ProxmoxClient, job: JobSpec, obs: Observed) -> Dispatch:
+    # Last guard right before the call (the gate checked it already, but the config may have
+    # changed since): a protected guest is never destroyed. Raising a PveError without a
+    # status makes the executor record a plain failure; nothing is sent.
+    values = obs.config.values if obs.config is not None else {}
+    if str(values.get("protection", "0")) not in ("0", "", "False", "false"):
+        raise ParameterError(f"guest {job.vmid} is protected (protection: 1); not destroyed",
+                             status=None, errors={"protection": "set"})
+    return c.destroy(job.vmid, job.guest_type, purge=_flag(job, "purge"),
+                     destroy_unreferenced_disks=_flag(job, "destroy_unreferenced_disks"))
+
+
 KINDS: Mapping[str, KindSpec] = {
     spec.name: spec
     for spec in (
@@ -162,5 +180,7 @@ KINDS: Mapping[str, KindSpec] = {
         KindSpec("rollback", _rollback, None),
         KindSpec("delete_snapshot", _delete_snapshot,
                  lambda j, o: not o.has_snapshot(_snapname(j)), reads_snapshots=True),
+        # Judged by its task: afterwards the guest is gone and cannot be re-read.
+        KindSpec("destroy", _destroy, None, reads_config=True),
     )
 }
