@@ -330,14 +330,13 @@ class Executor:
             self._journal.record_upid(job.op_id, dispatched.upid.raw)
             return self._wait(job, spec, dispatched.upid, attempt)
 
-    def _wait(self, job: JobSpec, spec: KindSpec, upid: Upid, attempts: int = 1
-              ) -> ExecResult:
+    def _wait(self, job: JobSpec, spec: KindSpec, upid: Upid, attempts: int) -> ExecResult:
         try:
             res = self._waiter.wait(upid, timeout_s=self._task_timeout_s)
         except TaskTimeout as err:
             self._log.warning("op %s: %s", job.op_id, err)
             return ExecResult(job.op_id, job.vmid, job.kind, RUNNING, str(err), upid.raw,
-                              final=False, mutated=True, dispatch_attempts=attempts)
+                              final=False, mutated=attempts > 0, dispatch_attempts=attempts)
         except TaskFailed as err:
             return self._resolve_failure(job, spec, err.exitstatus,
                                          _Call(upid, err.exitstatus, attempts=attempts))
@@ -410,7 +409,7 @@ class Executor:
             except UpidError as err:
                 return self._finish(job, OpState.UNKNOWN, f"journaled UPID unusable: {err}")
             self._log.info("op %s: re-attaching to %s", job.op_id, upid.raw)
-            return self._wait(job, spec, upid)
+            return self._wait(job, spec, upid, 0)
         return self._lookup(job, spec, mutated=False)
 
     def _lookup(self, job: JobSpec, spec: KindSpec, *, mutated: bool) -> ExecResult:
@@ -436,20 +435,21 @@ class Executor:
             if isinstance(decision, Reattach):
                 self._journal.record_upid(job.op_id, decision.upid)
                 self._log.info("op %s: adopted %s from the task list", job.op_id, decision.upid)
-                return self._wait(job, spec, parse_upid(decision.upid))
+                return self._wait(job, spec, parse_upid(decision.upid), int(mutated))
             if isinstance(decision, Recheck):
                 pause = min(self._lookup_every, max(0.0, decision.not_before - self._clock()))
                 if self._cancel.wait(pause):
                     break
                 continue
             assert isinstance(decision, Replan | MarkUnknown)  # noqa: S101 - exhaustive
+            call = _Call(attempts=int(mutated))
             if self._matches(job, spec):
                 return self._finish(job, OpState.APPLIED, "no task found; observed state "
-                                    "matches")
+                                    "matches", call)
             reason = decision.reason
             if isinstance(decision, Replan) or is_plan_source(job.source):
                 reason += " (the reconciler re-plans it)"
-            return self._finish(job, OpState.UNKNOWN, reason)
+            return self._finish(job, OpState.UNKNOWN, reason, call)
         return ExecResult(job.op_id, job.vmid, job.kind, RUNNING,
                           "outcome unknown; task lookup not possible now", final=False,
                           mutated=mutated)
@@ -488,5 +488,5 @@ class Executor:
         self._log.log(level, "op %s: %s %d (%s): %s%s", job.op_id, job.kind, job.vmid,
                       job.source, state.value, f" - {reason}" if reason else "")
         return ExecResult(job.op_id, job.vmid, job.kind, state.value, reason, raw,
-                          call.exitstatus, mutated=raw is not None or call.attempts > 0,
+                          call.exitstatus, mutated=call.attempts > 0,
                           warnings=call.warnings, dispatch_attempts=call.attempts)
