@@ -1,0 +1,216 @@
+"""The reversibility gate (design §8.1): what must happen before a verified signed op runs.
+
+Pure policy, no I/O: the signed-op consumer (:mod:`felhom_agent.reconcile.signed`) calls
+:func:`check_op` right after verification (payload rules that need no guest state) and
+:func:`plan_steps` on the guest's facts, read just before the op is queued. The result is
+either a :class:`GateRefused` (the op is refused with that reason, nothing runs) or the
+ordered :class:`Step` list that the consumer submits, one journalled queue job per step:
+
+* **benign** kinds (start, stop, shutdown, snapshot create, config writes of only
+  ``description``/``tags``/``onboot``/``startup``): the op itself;
+* **reversible by snapshot** (``guest.rollback``, a config write with any other key): first a
+  safety snapshot ``felhom-pre-<first 8 hex of the op id>``, then the op. The op runs only if
+  the snapshot step ended ``applied``. The name is valid for PVE (letter first,
+  ``[A-Za-z0-9_-]``, at most 40 characters; API-FACTS) and unique per op; an existing
+  snapshot of that name refuses the op rather than counting an older snapshot as the safety
+  net. The snapshot is disk-only (no ``vmstate``): cheap, and enough to undo a rollback or a
+  config change. Caveat: on storage that can only roll back the *newest* snapshot (ZFS), a
+  rollback to an older snapshot fails once the safety snapshot exists; PVE reports it and the
+  op fails with that text (nothing is lost: the guest is unchanged);
+* **irreversible** (``guest.destroy``, ``guest.delete_snapshot``): only with
+  ``"irreversible": true`` in the signed payload. A guest with ``protection: 1`` is never
+  destroyed. A running guest is destroyed only when the op says ``params.stop_first: true``;
+  then a ``stop`` step (journalled, audited) runs first. Without it: refused, "guest is
+  running".
+
+Step op ids: the op itself keeps the signed ``op_id`` (idempotency and the hub's
+``ops`` entry hang on it); a pre-step gets ``<op_id>.safety-snapshot`` or
+``<op_id>.stop-first``, with the same source (the signer principal) in journal and audit.
+
+Params are checked strictly per kind (:data:`PARAMS`): an unknown key or a wrong type refuses
+the op (refusing over guessing, design §1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from felhom_agent.authz.envelope import SignedOp
+from felhom_agent.errors import AgentError
+from felhom_agent.proxmox.models import GuestType
+from felhom_agent.reconcile.classify import Classification, Reversibility, classify_op
+from felhom_agent.reconcile.normalise import NormaliseError, normalise_value
+
+__all__ = [
+    "PARAMS",
+    "SAFETY_PREFIX",
+    "GateRefused",
+    "GuestFacts",
+    "Step",
+    "check_op",
+    "plan_steps",
+    "safety_snapshot_name",
+]
+
+SAFETY_PREFIX: Final = "felhom-pre-"
+SAFETY_SUFFIX: Final = ".safety-snapshot"
+STOP_SUFFIX: Final = ".stop-first"
+_SNAPNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,39}")
+_RESERVED = frozenset({"current", "pending", "vzdump"})
+_CONFIG_KEY = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_NUM = (int, float)
+
+#: Allowed params per kind: name -> (accepted types, required). ``guest.set_config`` takes
+#: config keys instead (checked by :func:`_check_config`).
+PARAMS: Final[Mapping[str, Mapping[str, tuple[tuple[type, ...], bool]]]] = {
+    "guest.start": {"timeout": ((int,), False)},
+    "guest.stop": {"timeout": ((int,), False)},
+    "guest.shutdown": {"timeout": ((int,), False), "force_stop": ((bool,), False)},
+    "guest.snapshot": {"snapname": ((str,), True), "description": ((str,), False),
+                       "vmstate": ((bool,), False)},
+    "guest.rollback": {"snapname": ((str,), True), "start": ((bool,), False)},
+    "guest.delete_snapshot": {"snapname": ((str,), True), "force": ((bool,), False)},
+    "guest.destroy": {"stop_first": ((bool,), False), "purge": ((bool,), False),
+                      "destroy_unreferenced_disks": ((bool,), False)},
+}
+
+
+class GateRefused(AgentError, ValueError):
+    """The op must not run; ``str(err)`` is the reason reported to the hub."""
+
+
+@attrs.frozen
+class GuestFacts:
+    """The guest as read right before the op is queued."""
+
+    vmid: int
+    type: GuestType
+    running: bool
+    protected: bool
+    snapshots: frozenset[str] = frozenset()
+
+
+@attrs.frozen
+class Step:
+    """One queue job of a gated op.
+
+    Attributes:
+        op_id: the journal op id of this step.
+        kind: the executor kind (``snapshot``, ``stop``, ``rollback`` ...).
+        params: the executor params.
+        purpose: ``op`` for the op itself, ``safety-snapshot`` or ``stop-first``.
+    """
+
+    op_id: str
+    kind: str
+    params: Mapping[str, Any]
+    purpose: str = "op"
+
+    @property
+    def is_op(self) -> bool:
+        """True for the op itself (the last step)."""
+        return self.purpose == "op"
+
+
+def safety_snapshot_name(op_id: str) -> str:
+    """``felhom-pre-`` + the first 8 hex digits of ``op_id`` (dashes dropped)."""
+    return SAFETY_PREFIX + op_id.replace("-", "")[:8].lower()
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return {bool: "true/false", int: "an integer", str: "a string"}.get(types[0], "a value")
+
+
+def _check_plain(op: SignedOp) -> None:
+    spec = PARAMS[op.kind]
+    unknown = sorted(set(op.params) - set(spec))
+    if unknown:
+        raise GateRefused(f"invalid params for {op.kind}: unknown key(s) {', '.join(unknown)} "
+                          f"(allowed: {', '.join(sorted(spec)) or 'none'})")
+    for name, (types, required) in spec.items():
+        if name not in op.params:
+            if required:
+                raise GateRefused(f"invalid params for {op.kind}: {name} is required")
+            continue
+        value = op.params[name]
+        ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+        if not ok:
+            raise GateRefused(f"invalid params for {op.kind}: {name} must be "
+                              f"{_type_name(types)}")
+    snapname = op.params.get("snapname")
+    if isinstance(snapname, str) and (not _SNAPNAME.fullmatch(snapname)
+                                      or snapname.lower() in _RESERVED):
+        raise GateRefused(f"invalid params for {op.kind}: snapname {snapname[:60]!r} is not a "
+                          "PVE snapshot name (letter first, [A-Za-z0-9_-], 2-40 characters)")
+
+
+def _check_config(op: SignedOp) -> None:
+    if not op.params:
+        raise GateRefused("invalid params for guest.set_config: no config key given")
+    for key, value in op.params.items():
+        if not _CONFIG_KEY.fullmatch(key) or key in ("digest", "delete"):
+            raise GateRefused(f"invalid params for guest.set_config: key {key[:40]!r}")
+        if not isinstance(value, str | _NUM):
+            raise GateRefused(f"invalid params for guest.set_config: {key} must be a string, "
+                              "number or boolean")
+        try:
+            normalise_value(key, value)
+        except NormaliseError as err:
+            raise GateRefused(f"invalid params for guest.set_config: {err}") from err
+
+
+def check_op(op: SignedOp) -> Classification:
+    """The checks that need no guest state: params, classification, the irreversible flag.
+
+    Raises:
+        GateRefused: the op is refused (the message is the reason).
+    """
+    if op.kind == "guest.set_config":
+        _check_config(op)
+        verdict = classify_op(op.kind, config_keys=tuple(op.params))
+    elif op.kind in PARAMS:
+        _check_plain(op)
+        verdict = classify_op(op.kind)
+    else:
+        raise GateRefused(f"unknown kind {op.kind!r}")
+    if verdict.reversibility is Reversibility.IRREVERSIBLE and not op.irreversible:
+        raise GateRefused(f"{op.kind} cannot be undone: it runs only with "
+                          '"irreversible": true in the signed op')
+    return verdict
+
+
+def plan_steps(op: SignedOp, verdict: Classification, guest: GuestFacts) -> tuple[Step, ...]:
+    """The steps of ``op`` on ``guest`` (pre-steps first, the op itself last).
+
+    Raises:
+        GateRefused: the guest's state forbids the op (protected, running, names taken).
+    """
+    kind = op.kind.removeprefix("guest.")
+    params: dict[str, Any] = dict(op.params)
+    pre: list[Step] = []
+    if op.kind == "guest.destroy":
+        if guest.protected:
+            raise GateRefused(f"guest {guest.vmid} is protected (protection: 1); "
+                              "a protected guest is never destroyed")
+        stop_first = params.pop("stop_first", False) is True
+        if guest.running:
+            if not stop_first:
+                raise GateRefused(f"guest {guest.vmid} is running (set params.stop_first: "
+                                  "true to stop it first)")
+            pre.append(Step(op.op_id + STOP_SUFFIX, "stop", {}, "stop-first"))
+    if op.kind == "guest.rollback" and params["snapname"] not in guest.snapshots:
+        raise GateRefused(f"snapshot {params['snapname']!r} does not exist on guest "
+                          f"{guest.vmid}")
+    if verdict.reversibility is Reversibility.SNAPSHOT:
+        name = safety_snapshot_name(op.op_id)
+        if name in guest.snapshots:
+            raise GateRefused(f"safety snapshot name {name} is already taken on guest "
+                              f"{guest.vmid}; sign the op again with a new op id")
+        desc = f"felhom-agent safety snapshot before {op.kind} (op {op.op_id})"
+        pre.append(Step(op.op_id + SAFETY_SUFFIX, "snapshot",
+                        {"snapname": name, "description": desc}, "safety-snapshot"))
+    return (*pre, Step(op.op_id, kind, params))
