@@ -4,21 +4,21 @@ The engine (:mod:`felhom_agent.reconcile.engine`) owns the reconciler thread and
 actions to the queue; the daemon only wires it: ``recover()`` once at start (re-attach journal
 entries, §7), ``start()``, ``wake()`` when new desired state arrives, ``status()`` and
 ``op_results()`` for the report, ``join()`` at shutdown. Keeping the daemon typed against this
-protocol lets tests drive the wiring with a small fake and keeps the import of the engine in
-one place (:func:`default_engine_factory`).
+protocol lets tests drive the wiring with a small fake; :func:`default_engine_factory` builds
+the real one (and mypy checks that it satisfies the protocol).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from felhom_agent.hub.report import OpResult, ReconcileStatus
 from felhom_agent.proxmox import ProxmoxClient
 from felhom_agent.reconcile.audit import AuditLog
+from felhom_agent.reconcile.engine import Engine
 from felhom_agent.reconcile.journal import Journal
 from felhom_agent.reconcile.providers import DesiredStateProvider
 from felhom_agent.reconcile.queue import SerializerQueue
@@ -81,12 +81,23 @@ class EngineFactory(Protocol):
         ...
 
 
-def default_engine_factory(**parts: Any) -> EngineLike:
-    """Build :class:`felhom_agent.reconcile.engine.Engine` from ``parts``.
-
-    Imported lazily so the daemon module loads (and its wiring can be tested with a fake
-    engine) independently of the engine module.
-    """
-    module = importlib.import_module("felhom_agent.reconcile.engine")
-    engine: EngineLike = module.Engine(**parts)
-    return engine
+def default_engine_factory(
+    *,
+    client: ProxmoxClient,
+    node: str,
+    provider: DesiredStateProvider,
+    queue: SerializerQueue,
+    journal: Journal,
+    audit: AuditLog,
+    interval_s: float,
+    task_timeout_s: float,
+    stop_event: threading.Event,
+    clock: Callable[[], float],
+    logger: logging.Logger | None,
+) -> EngineLike:
+    """Build the real :class:`~felhom_agent.reconcile.engine.Engine` from the daemon's parts."""
+    return Engine(
+        client=client, node=node, provider=provider, queue=queue, journal=journal,
+        audit=audit, interval_s=interval_s, task_timeout_s=task_timeout_s,
+        stop_event=stop_event, clock=clock, logger=logger,
+    )

@@ -254,7 +254,10 @@ class Daemon:
             if entry.upid is not None:
                 self._log.info("op %s (%s %s) left running on PVE as %s; re-attached on restart",
                                entry.op_id, entry.kind, entry.vmid, entry.upid)
-        parts.close()
+        try:
+            parts.close()
+        except Exception:  # closing must not turn a clean stop into a crash
+            self._log.exception("closing the daemon's parts failed")
         self._log.info("stopped: %d job(s) finished, %d abandoned running, %d unstarted",
                        len(report.finished), len(report.abandoned_running),
                        len(report.unstarted))

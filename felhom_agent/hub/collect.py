@@ -159,7 +159,9 @@ class Collector:
         node = self._node_facts(attempt)
         guests = attempt("guests", self._guests)
         reconcile = attempt("reconcile", self._reconcile)
-        ops = attempt("ops", self._ops)
+        # Read separately: a failing engine must not hide the sink's refusals (or vice versa).
+        ops = (attempt("ops.signed", self._sink_ops) or ()) + (
+            attempt("ops", self._engine_ops) or ())
         storage = attempt("storage", self._storage)
         disks = attempt("disks", self._disks) if self._disk_reader is not None else ()
         audit = attempt("audit", self._audit_records)
@@ -172,7 +174,7 @@ class Collector:
             node=node,
             guests=guests or (),
             reconcile=reconcile,
-            ops=ops or (),
+            ops=ops[: max(0, self._ops_limit)],
             storage=(storage or ()) + (disks or ()),
             audit=audit or (),
             errors=tuple(errors),
@@ -211,13 +213,13 @@ class Collector:
     def _reconcile(self) -> ReconcileStatus | None:
         return None if self._engine is None else self._engine.status()
 
-    def _ops(self) -> tuple[OpResult, ...]:
-        ops: list[OpResult] = []
-        if self._extra_ops is not None:
-            ops.extend(self._extra_ops())
-        if self._engine is not None:
-            ops.extend(self._engine.op_results(limit=self._ops_limit))
-        return tuple(ops[-self._ops_limit :]) if self._ops_limit > 0 else ()
+    def _engine_ops(self) -> tuple[OpResult, ...]:
+        if self._engine is None or self._ops_limit <= 0:
+            return ()
+        return tuple(self._engine.op_results(limit=self._ops_limit))
+
+    def _sink_ops(self) -> tuple[OpResult, ...]:
+        return () if self._extra_ops is None else tuple(self._extra_ops())
 
     def _storage(self) -> tuple[Mapping[str, Any], ...]:
         return tuple(
