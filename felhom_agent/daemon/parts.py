@@ -38,7 +38,10 @@ from felhom_agent.reconcile.providers import (
 )
 from felhom_agent.reconcile.queue import SerializerQueue
 
-__all__ = ["DaemonParts", "build_parts", "ensure_state_dir"]
+__all__ = ["DEFAULT_HUB_TIMEOUT_S", "DaemonParts", "build_parts", "ensure_state_dir"]
+
+#: The hub client's read timeout: a hub slower than this counts as down (and is retried).
+DEFAULT_HUB_TIMEOUT_S = 30.0
 
 
 @attrs.define
@@ -89,8 +92,11 @@ def build_parts(
     engine_factory: EngineFactory,
     clock: Callable[[], float],
     logger: logging.Logger,
+    hub_timeout_s: float = DEFAULT_HUB_TIMEOUT_S,
 ) -> DaemonParts:
     """Build every part; on failure, whatever was already opened is closed again.
+
+    ``hub_timeout_s`` is the hub client's read timeout (there is no config key for it).
 
     Raises:
         DurabilityError: the journal or audit log cannot be opened durably.
@@ -121,6 +127,7 @@ def build_parts(
             hub_client = HubClient(
                 url=config.hub.url, host_id=config.host_id, token=config.hub.token,
                 tls_fingerprint=config.hub.tls_fingerprint, ca_file=config.hub.ca_file,
+                timeout_s=hub_timeout_s,
             )
             opened.append(hub_client.close)
         queue = SerializerQueue(workers=config.reconcile.workers, logger=logger)

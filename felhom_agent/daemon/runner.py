@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from felhom_agent.config import Config
 from felhom_agent.daemon.durability import FatalSignal
 from felhom_agent.daemon.engine_seam import EngineFactory, default_engine_factory
-from felhom_agent.daemon.parts import DaemonParts, build_parts
+from felhom_agent.daemon.parts import DEFAULT_HUB_TIMEOUT_S, DaemonParts, build_parts
 from felhom_agent.daemon.reload import ReloadResult, apply_reload
 from felhom_agent.daemon.sdnotify import Notifier
 from felhom_agent.daemon.signals import SignalRouter
@@ -79,6 +79,7 @@ class Daemon:
         clock: POSIX seconds; monotonic: for waits.
         install_signals: install SIGTERM/SIGINT/SIGHUP handlers (main thread only).
         hub_policy: the hub loop's failure policy (default :class:`RetryPolicy`).
+        hub_timeout_s: the hub client's read timeout.
         logger: the daemon's logger.
     """
 
@@ -98,6 +99,7 @@ class Daemon:
         monotonic: Callable[[], float] = time.monotonic,
         install_signals: bool = True,
         hub_policy: RetryPolicy | None = None,
+        hub_timeout_s: float = DEFAULT_HUB_TIMEOUT_S,
         logger: logging.Logger | None = None,
     ) -> None:
         self._config = config
@@ -115,6 +117,7 @@ class Daemon:
         self._monotonic = monotonic
         self._install_signals = install_signals
         self._hub_policy = hub_policy
+        self._hub_timeout_s = hub_timeout_s
         self._wake = threading.Event()
         self._reload_requested = threading.Event()
         self._fatal = FatalSignal()
@@ -164,6 +167,7 @@ class Daemon:
             parts = build_parts(
                 self._config, stop_event=self._stop, fatal=self._fatal,
                 engine_factory=self._engine_factory, clock=self._clock, logger=self._log,
+                hub_timeout_s=self._hub_timeout_s,
             )
         except (DurabilityError, JournalError) as err:
             self._log.error("cannot open the state in %s: %s", self._config.state_dir, err)

@@ -55,7 +55,8 @@ def setup(tmp_path: Path) -> Iterator[tuple[PveSimulator, HubSimulator, Path]]:
         yield pve, hub, path
 
 
-def _start(pve: PveSimulator, hub: HubSimulator, path: Path) -> Running:
+def _start(pve: PveSimulator, hub: HubSimulator, path: Path, *,
+           hub_timeout_s: float = 5.0) -> Running:
     records = LogRecords()
     logger = logging.getLogger(f"felhom_agent.test.faults.{id(records)}")
     logger.setLevel(logging.DEBUG)
@@ -63,7 +64,7 @@ def _start(pve: PveSimulator, hub: HubSimulator, path: Path) -> Running:
     stop = threading.Event()
     codes: list[int] = []
     daemon = Daemon(load_config(path, env={}), env={}, stop_event=stop, install_signals=False,
-                    hub_policy=FAST, logger=logger)
+                    hub_policy=FAST, hub_timeout_s=hub_timeout_s, logger=logger)
     thread = threading.Thread(target=lambda: codes.append(daemon.run()), daemon=True)
     thread.start()
     return Running(pve, hub, records, stop, thread, codes)
@@ -121,4 +122,14 @@ def test_hub_down_mid_run_and_back(setup: tuple[PveSimulator, HubSimulator, Path
                 and b["reconcile"]["actions"] == 0
                 and {g["vmid"]: g["status"] for g in b["guests"]}[102] == "stopped", TIMEOUT)
     assert pve.guest(102)["status"] == "stopped"
+    assert run.stop() == 0
+
+
+def test_slow_hub_past_the_timeout(setup: tuple[PveSimulator, HubSimulator, Path]) -> None:
+    """A hub slower than the client timeout counts as a failed poll; the daemon converges."""
+    pve, hub, path = setup
+    hub.inject(HubFault(kind="slow", delay_s=3.0, count=2))
+    run = _start(pve, hub, path, hub_timeout_s=0.5)
+    assert run.records.wait_for("did not answer within 0.5 s", TIMEOUT)
+    wait_report(hub, converged, TIMEOUT)
     assert run.stop() == 0
