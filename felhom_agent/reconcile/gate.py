@@ -154,7 +154,7 @@ def _check_config(op: SignedOp) -> None:
     for key, value in op.params.items():
         if not _CONFIG_KEY.fullmatch(key) or key in ("digest", "delete"):
             raise GateRefused(f"invalid params for guest.set_config: key {key[:40]!r}")
-        if not isinstance(value, str | _NUM):
+        if not isinstance(value, (str, *_NUM)):
             raise GateRefused(f"invalid params for guest.set_config: {key} must be a string, "
                               "number or boolean")
         try:

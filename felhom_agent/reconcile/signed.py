@@ -1,0 +1,522 @@
+"""The verifying signed-op consumer: envelope -> verify -> gate -> queue -> journal -> report.
+
+Reference design §2 ("signed-op consumer"), §7, §8, §8.1 and §10. It implements the daemon's
+:class:`~felhom_agent.daemon.signed_ops.SignedOpSink`. Per delivered op, on the hub loop thread
+(CPU and one fsync only, never a PVE call):
+
+1. an op id the journal already knows (done *or* pending) is skipped: the engine's
+   ``op_results`` reports its stored outcome (``AlreadyApplied``) -- a re-delivery never runs
+   twice; an op id accepted by this process and still in progress is skipped too;
+2. :meth:`OpVerifier.verify <felhom_agent.authz.verifier.OpVerifier.verify>` (SSHSIG,
+   allowed_signers, envelope, nonce store). A rejection is reported ``refused`` with its
+   reason and remembered in memory only (bounded): an unverified payload must not be able to
+   write our journal, nor pre-empt a genuine op with the same op id;
+3. :func:`~felhom_agent.reconcile.gate.check_op` (params, classification, ``irreversible``);
+   a refusal of a *verified* op is journalled (``record_refused``) and audited;
+4. the nonce is marked durably (:meth:`OpVerifier.mark`) -- **before** anything runs;
+5. the op goes to its guest's driver thread and ``handle`` returns.
+
+A driver thread per vmid (started on demand, ended when its ops are done, so signed ops of
+one guest keep their delivery order) reads the guest's facts (type, run state, protection,
+snapshots), asks :func:`~felhom_agent.reconcile.gate.plan_steps`, then submits each step
+through ``engine.submit_op`` (the per-guest queue; the executor journals, waits and audits
+with the signer principal as source) and waits for it before the next. A pre-step that does
+not end ``applied`` stops the op: it is recorded ``failed`` with the reason. Between two steps
+a reconciler action for the same guest may slip into the lane; it can only be benign.
+
+After a restart, an op whose nonce was consumed but whose own step never began (the process
+died after the mark) comes back as a nonce/op-id replay: it is recorded ``failed``
+("accepted before a restart, never started; not executed") -- at-most-once, never re-run.
+An op whose step was begun is the engine's recovery business (re-attach or ``unknown``).
+
+A :class:`~felhom_agent.durable.DurabilityError` (nonce store, journal, audit) goes to
+``on_fatal`` (the daemon exits non-zero) and nothing further is accepted.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+import attrs
+
+from felhom_agent.authz.errors import AllowedSignersError, OpRejected, Reason
+from felhom_agent.authz.nonces import FileNonceStore
+from felhom_agent.authz.signers import AllowedSigners, load_allowed_signers
+from felhom_agent.authz.verifier import OpVerifier, VerifiedOp, VerifyPolicy
+from felhom_agent.config import Config
+from felhom_agent.durable import DurabilityError
+from felhom_agent.hub.envelope import SignedOp as DeliveredOp
+from felhom_agent.hub.report import OpResult, format_utc
+from felhom_agent.proxmox.client import ProxmoxClient
+from felhom_agent.proxmox.errors import PveError
+from felhom_agent.reconcile.audit import AuditLog
+from felhom_agent.reconcile.executor import ExecResult, JobSpec
+from felhom_agent.reconcile.gate import GateRefused, GuestFacts, Step, check_op, plan_steps
+from felhom_agent.reconcile.journal import Journal, OpState
+from felhom_agent.reconcile.queue import JobHandle, QueueError
+
+__all__ = ["NONCE_STORE_NAME", "OpSubmitter", "OpTiming", "SignedOpConsumer",
+           "signed_op_sink"]
+
+#: The nonce store file under ``state_dir`` (the same file ``--verify-op`` reads).
+NONCE_STORE_NAME: Final = "nonces.log"
+_KEEP: Final = 200
+_WAIT_CHUNK_S: Final = 1.0
+_READ_ATTEMPTS: Final = 3
+
+
+class OpSubmitter(Protocol):
+    """What the consumer needs from the engine: the queue entry for one job."""
+
+    def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
+        """Queue ``job``; raises QueueClosed when shutting down."""
+        ...
+
+
+@attrs.frozen
+class OpTiming:
+    """How long one accepted op took: verify+mark on the hub thread, and end to end."""
+
+    op_id: str
+    kind: str
+    accept_s: float
+    total_s: float
+    state: str
+
+
+@attrs.frozen
+class _Accepted:
+    verified: VerifiedOp
+    received: float
+    accepted: float
+
+
+def _op_id_hint(payload: str) -> str | None:
+    """The (unverified) op id, only to name a refusal or skip a known op."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return None
+    op_id = doc.get("op_id") if isinstance(doc, dict) else None
+    return op_id if isinstance(op_id, str) and 0 < len(op_id) <= 64 else None
+
+
+class SignedOpConsumer:
+    """Verifies, gates and executes signed ops; see the module docstring.
+
+    Args:
+        engine: queues jobs (``Engine.submit_op``).
+        client: reads guest facts before the gate.
+        journal, audit: durable records (refusals, failures before a call).
+        policy: host id, namespace and time limits.
+        nonce_store: the durable replay store (opened by the caller; closed by :meth:`close`).
+        signers: the trusted keys, or ``None`` with ``signers_error`` when allowed_signers
+            could not be loaded (every op is then refused with that reason until a reload).
+        clock: POSIX seconds; monotonic: for timings and waits.
+        stop_event: set at shutdown: no new step is submitted, waits end.
+        on_fatal: called once with a durability failure.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: OpSubmitter,
+        client: ProxmoxClient,
+        journal: Journal,
+        audit: AuditLog,
+        policy: VerifyPolicy,
+        nonce_store: FileNonceStore,
+        signers: AllowedSigners | None,
+        signers_error: str | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        stop_event: threading.Event | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
+        logger: logging.Logger | None = None,
+        keep: int = _KEEP,
+    ) -> None:
+        self._engine = engine
+        self._client = client
+        self._journal = journal
+        self._audit = audit
+        self._policy = policy
+        self._store = nonce_store
+        self._signers = signers
+        self._signers_error = signers_error
+        self._clock = clock
+        self._mono = monotonic
+        self._stop = stop_event if stop_event is not None else threading.Event()
+        self._on_fatal = on_fatal
+        self._log = logger if logger is not None else logging.getLogger(__name__)
+        self._keep = max(1, keep)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._refused: collections.OrderedDict[str, OpResult] = collections.OrderedDict()
+        self._active: dict[str, OpResult] = {}
+        self._lanes: dict[int, collections.deque[_Accepted]] = {}
+        self._timings: collections.deque[OpTiming] = collections.deque(maxlen=self._keep)
+        self._fatal: BaseException | None = None
+
+    # ------------------------------------------------------------------ SignedOpSink
+
+    def handle(self, ops: Sequence[DeliveredOp]) -> None:
+        """Verify, gate and hand on this envelope's ops; returns without waiting for PVE."""
+        for delivered in ops:
+            if self._fatal is not None:
+                return
+            try:
+                self._handle_one(delivered)
+            except DurabilityError as err:
+                self._fail_hard(err)
+                return
+            except Exception:  # one bad op must not keep the others of the envelope out
+                self._log.exception("signed op: unexpected error while accepting it")
+
+    def results(self) -> Sequence[OpResult]:
+        """Refusals decided before the journal, and accepted ops not yet in the journal."""
+        with self._lock:
+            refused = list(self._refused.values())
+            active = list(self._active.values())
+        return [r for r in (*refused, *active)
+                if r.op_id and self._journal.get(r.op_id) is None]
+
+    def reconfigure(self, config: Config) -> None:
+        """Reload ``authz.allowed_signers`` (SIGHUP); a bad file keeps the old signers."""
+        path = config.authz.allowed_signers
+        try:
+            signers = load_allowed_signers(path)
+        except AllowedSignersError as err:
+            self._log.error("allowed signers not reloaded, keeping the previous ones: %s", err)
+            return
+        with self._lock:
+            self._signers = signers
+            self._signers_error = None
+        self._log.info("allowed signers reloaded from %s", path)
+
+    # ------------------------------------------------------------------ extras
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every accepted op finished its steps; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._active, timeout)
+
+    def timings(self) -> list[OpTiming]:
+        """Accept and end-to-end durations of recent ops (for measurements)."""
+        with self._lock:
+            return list(self._timings)
+
+    def close(self) -> None:
+        """Release the nonce store (after the daemon stopped)."""
+        self._store.close()
+
+    # ------------------------------------------------------------------ hub thread
+
+    def _handle_one(self, delivered: DeliveredOp) -> None:
+        received = self._mono()
+        hint = _op_id_hint(delivered.payload)
+        if hint is not None:
+            with self._lock:
+                known = hint in self._active
+            if known or self._journal.get(hint) is not None:
+                return  # in progress here, or its outcome is reported from the journal
+        key = hashlib.sha256(
+            delivered.payload.encode("utf-8", "surrogatepass") + b"\0"
+            + delivered.signature.encode("utf-8", "surrogatepass")).hexdigest()
+        with self._lock:
+            if key in self._refused:
+                return
+            signers = self._signers
+            signers_error = self._signers_error
+        if signers is None:
+            self._remember_refusal(key, hint, f"allowed-signers: {signers_error}")
+            return
+        verifier = OpVerifier(signers=signers, policy=self._policy, now=self._now,
+                              nonce_store=self._store, has_outcome=self._has_outcome)
+        payload = delivered.payload.encode("utf-8", "surrogatepass")
+        try:
+            verified = verifier.verify(payload, delivered.signature)
+        except OpRejected as err:
+            if err.reason in (Reason.NONCE_REPLAY, Reason.OP_ID_REPLAY) and self._interrupted(
+                    verifier, payload, delivered.signature):
+                return
+            self._remember_refusal(key, hint, str(err))
+            return
+        op = verified.op
+        try:
+            check_op(op)
+        except GateRefused as err:
+            self._record(verified, OpState.REFUSED, str(err))
+            return
+        try:
+            verifier.mark(verified)
+        except OpRejected as err:
+            self._remember_refusal(key, op.op_id, str(err))
+            return
+        self._log.info("signed op %s accepted: %s, signed by %s", op.op_id, op.summary(),
+                       verified.principal)
+        self._enqueue(_Accepted(verified, received, self._mono()))
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def _has_outcome(self, op_id: str) -> bool:
+        return self._journal.outcome(op_id) is not None
+
+    def _interrupted(self, verifier: OpVerifier, payload: bytes, signature: str) -> bool:
+        """A replay of an op this host accepted earlier whose own step never began?
+
+        Then it was consumed before a restart and never run: record it ``failed`` once.
+        """
+        try:
+            verified = attrs.evolve(verifier, nonce_store=None, has_outcome=None).verify(
+                payload, signature)
+        except OpRejected:
+            return False
+        probe = attrs.evolve(verified.op, nonce=secrets.token_hex(16))
+        try:
+            self._store.check(probe, self._now())
+        except OpRejected as err:
+            if err.reason is Reason.OP_ID_REPLAY:
+                self._record(verified, OpState.FAILED,
+                             "accepted before the agent restarted but never started; not "
+                             "executed (sign a new op to run it)")
+                return True
+        return False
+
+    def _remember_refusal(self, key: str, op_id: str | None, reason: str) -> None:
+        if op_id is None:
+            self._log.warning("signed op without a readable op_id refused (cannot be "
+                              "reported): %s", reason)
+        else:
+            self._log.warning("signed op %s refused: %s", op_id, reason)
+        # An op without op id is kept only so the same bytes are not re-verified; never reported.
+        with self._lock:
+            self._refused[key] = OpResult(op_id=op_id or "", state="refused", reason=reason,
+                                          finished_at=format_utc(self._clock()))
+            while len(self._refused) > self._keep:
+                self._refused.popitem(last=False)
+
+    def _enqueue(self, acc: _Accepted) -> None:
+        op = acc.verified.op
+        with self._lock:
+            self._active[op.op_id] = OpResult(op_id=op.op_id, state="running",
+                                              reason="accepted; queued")
+            lane = self._lanes.get(op.vmid)
+            start = lane is None
+            if lane is None:
+                lane = self._lanes[op.vmid] = collections.deque()
+            lane.append(acc)
+        if start:
+            threading.Thread(target=self._drive, args=(op.vmid,), daemon=True,
+                             name=f"felhom-signed-op-{op.vmid}").start()
+
+    # ------------------------------------------------------------------ driver threads
+
+    def _drive(self, vmid: int) -> None:
+        while True:
+            with self._lock:
+                lane = self._lanes[vmid]
+                if not lane or self._stop.is_set() or self._fatal is not None:
+                    del self._lanes[vmid]
+                    return
+                acc = lane.popleft()
+            state = "running"
+            try:
+                state = self._execute(acc)
+            except DurabilityError as err:
+                self._fail_hard(err)
+            except Exception:  # a driver must never die silently with an op in flight
+                self._log.exception("signed op %s: unexpected error", acc.verified.op.op_id)
+            self._done(acc, state)
+
+    def _done(self, acc: _Accepted, state: str) -> None:
+        op = acc.verified.op
+        with self._lock:
+            if state != "running" or self._journal.get(op.op_id) is not None:
+                self._active.pop(op.op_id, None)
+            self._timings.append(OpTiming(op.op_id, op.kind, acc.accepted - acc.received,
+                                          self._mono() - acc.received, state))
+            self._idle.notify_all()
+
+    def _execute(self, acc: _Accepted) -> str:
+        """Run the op's steps; return its state (``running`` if left to a later resume)."""
+        verified = acc.verified
+        op = verified.op
+        try:
+            guest = self._facts(op.vmid)
+        except GateRefused as err:
+            return self._record(verified, OpState.REFUSED, str(err))
+        except PveError as err:
+            return self._record(verified, OpState.FAILED, f"cannot read guest {op.vmid}: {err}")
+        if guest is None:
+            return "running"  # stopping
+        try:
+            steps = plan_steps(op, check_op(op), guest)
+        except GateRefused as err:
+            return self._record(verified, OpState.REFUSED, str(err), guest.type)
+        for step in steps:
+            self._set_stage(op.op_id, f"{step.purpose}: {step.kind}")
+            result = self._run_step(verified, guest, step)
+            if result is None:
+                return "running"
+            if step.is_op:
+                return result.state
+            if result.state != OpState.APPLIED.value:
+                what = ("safety snapshot " + str(step.params.get("snapname"))
+                        if step.purpose == "safety-snapshot" else "stopping the guest first")
+                detail = result.reason or result.state
+                return self._record(verified, OpState.FAILED,
+                                    f"{what} failed ({result.state}: {detail}); {op.kind} "
+                                    "was not run", guest.type)
+        return "running"
+
+    def _run_step(self, verified: VerifiedOp, guest: GuestFacts, step: Step
+                  ) -> ExecResult | None:
+        """Queue one step and wait for it; ``None`` when stopping or the queue gave up."""
+        job = JobSpec(step.op_id, guest.vmid, guest.type, step.kind, step.params,
+                      verified.principal)
+        if self._stop.is_set():
+            return None
+        try:
+            handle = self._engine.submit_op(job)
+        except QueueError as err:
+            self._log.info("signed op %s: %s not queued: %s", verified.op.op_id, step.kind, err)
+            return None
+        while not handle.wait(_WAIT_CHUNK_S):
+            if self._stop.is_set():
+                return None
+        try:
+            return handle.result(0)
+        except QueueError as err:
+            cause = err.__cause__
+            if isinstance(cause, DurabilityError):
+                raise cause from err
+            self._log.warning("signed op %s: step %s ended without a result: %s",
+                              verified.op.op_id, step.op_id, err)
+            entry = self._journal.get(step.op_id)
+            if entry is not None and entry.outcome is not None:
+                return ExecResult(step.op_id, guest.vmid, step.kind, entry.outcome.state.value,
+                                  entry.outcome.reason)
+            if entry is None and step.is_op:
+                self._record(verified, OpState.FAILED, f"{step.kind} did not run: {err}",
+                             guest.type)
+            return None
+
+    def _facts(self, vmid: int) -> GuestFacts | None:
+        """Read the guest (a few attempts: PVE may blink); None when stopping."""
+        attempt = 0
+        while True:
+            try:
+                listed = {g.vmid: g for g in self._client.guests()}
+                guest = listed.get(vmid)
+                if guest is None:
+                    raise GateRefused(f"vmid {vmid} is not a guest on node "
+                                      f"{self._client.node}")
+                status = self._client.guest_status(vmid, guest.type)
+                config = self._client.guest_config(vmid, guest.type)
+                snaps = self._client.snapshots(vmid, guest.type)
+            except PveError:
+                attempt += 1
+                if attempt >= _READ_ATTEMPTS:
+                    raise
+                if self._stop.wait(float(attempt)):
+                    return None
+                continue
+            protection = str(config.values.get("protection", "0"))
+            return GuestFacts(vmid=vmid, type=guest.type, running=status.running,
+                              protected=protection not in ("0", "", "False", "false"),
+                              snapshots=frozenset(s.name for s in snaps))
+
+    # ------------------------------------------------------------------ records
+
+    def _record(self, verified: VerifiedOp, state: OpState, reason: str,
+                guest_type: Any = None) -> str:
+        """Journal and audit an outcome decided without (or before) the op's own call."""
+        op = verified.op
+        kind = op.kind.removeprefix("guest.")
+        source = verified.principal
+        if state is OpState.REFUSED:
+            self._journal.record_refused(op.op_id, vmid=op.vmid, kind=kind, source=source,
+                                         reason=reason)
+        else:
+            params: dict[str, Any] = dict(op.params)
+            if guest_type is not None:
+                params["guest_type"] = str(guest_type)
+            self._journal.begin(op.op_id, op.vmid, kind, params, source)
+            self._journal.record_outcome(op.op_id, state, reason)
+        self._audit.append(op_id=op.op_id, source=source, kind=kind, vmid=op.vmid, upid=None,
+                           outcome=state.value, reason=reason)
+        self._log.warning("signed op %s (%s %d, %s): %s - %s", op.op_id, op.kind, op.vmid,
+                          source, state.value, reason)
+        return state.value
+
+    def _set_stage(self, op_id: str, stage: str) -> None:
+        with self._lock:
+            if op_id in self._active:
+                self._active[op_id] = attrs.evolve(self._active[op_id], reason=stage)
+
+    def _fail_hard(self, err: DurabilityError) -> None:
+        with self._lock:
+            first = self._fatal is None
+            self._fatal = self._fatal or err
+            self._idle.notify_all()
+        if not first:
+            return
+        self._log.critical("signed ops: durable state could not be written; no further op "
+                           "is accepted: %s", err)
+        if self._on_fatal is not None:
+            self._on_fatal(err)
+        else:
+            self._stop.set()
+
+
+def signed_op_sink(
+    config: Config,
+    engine: OpSubmitter,
+    *,
+    client: ProxmoxClient,
+    journal: Journal,
+    audit: AuditLog,
+    clock: Callable[[], float] = time.time,
+    logger: logging.Logger | None = None,
+    stop_event: threading.Event | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
+) -> SignedOpConsumer:
+    """Build the consumer from the config: allowed signers, policy, nonce store.
+
+    An unusable allowed_signers file does not stop the agent: every op is refused with the
+    file's error until a SIGHUP reload fixes it. A damaged nonce store fails closed (every op
+    refused with the store's reason). Raises only
+    :class:`~felhom_agent.durable.DurabilityError` (creating the store was not durable).
+    """
+    log = logger if logger is not None else logging.getLogger(__name__)
+    authz = config.authz
+    policy = VerifyPolicy(host_id=config.host_id, namespace=authz.namespace,
+                          max_clock_skew_s=authz.max_clock_skew_s,
+                          max_op_lifetime_s=authz.max_op_lifetime_s)
+
+    started = datetime.fromtimestamp(clock(), UTC)
+    store = FileNonceStore.open(config.state_dir / NONCE_STORE_NAME, now=started,
+                                max_clock_skew_s=authz.max_clock_skew_s,
+                                max_op_lifetime_s=authz.max_op_lifetime_s, logger=log)
+    error: str | None = None
+    signers: AllowedSigners | None = None
+    try:
+        signers = load_allowed_signers(authz.allowed_signers)
+    except AllowedSignersError as err:
+        error = str(err)
+        log.error("signed ops are refused until allowed_signers is fixed: %s", err)
+    return SignedOpConsumer(
+        engine=engine, client=client, journal=journal, audit=audit, policy=policy,
+        nonce_store=store, signers=signers, signers_error=error, clock=clock,
+        stop_event=stop_event, on_fatal=on_fatal, logger=log,
+    )
