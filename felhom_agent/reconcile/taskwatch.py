@@ -68,9 +68,9 @@ class WatchPolicy:
     ``cap_s``: the detection lag stays a small fraction of a task's age.
     """
 
-    first_s: float = 0.05
-    base_s: float = 0.05
-    growth: float = 0.1
+    first_s: float = 0.02
+    base_s: float = 0.02
+    growth: float = 0.03
     cap_s: float = 5.0
 
     def __call__(self, youngest_age_s: float) -> float:
