@@ -7,9 +7,11 @@ rejection reasons are asserted as the hub received them in the reports' ``ops``.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from felhom_agent.reconcile.gate import safety_snapshot_name
+from felhom_agent.sim.pve import Fault
 from tests.phaseb.harness import Harness
 from tests.phaseb.signing import op_payload
 
@@ -61,3 +63,109 @@ def test_every_kind_applied_end_to_end(harness: Harness) -> None:
     # every mutation has its task id, except the synchronous LXC config write (PUT -> null)
     no_upid = {a["op_id"] for a in audit if a["op_id"] in ids and not a["upid"]}
     assert no_upid == {ids[7]}
+
+
+def test_gate_and_verification_refusals_reach_the_hub(harness: Harness) -> None:
+    """Each refused op is reported ``refused`` with its own reason, and nothing runs."""
+    h = harness
+    now = datetime.now(UTC).replace(microsecond=0)
+    cases = {
+        "not-irreversible": h.deliver(op_payload("guest.destroy", 104)),
+        "protected": h.deliver(op_payload("guest.destroy", 103, irreversible=True)),
+        "running": h.deliver(op_payload("guest.destroy", 100, irreversible=True)),
+        "bad-params": h.deliver(op_payload("guest.rollback", 101, {"name": "initial"})),
+        "no-snapshot": h.deliver(op_payload("guest.rollback", 101, {"snapname": "nope"})),
+        "no-guest": h.deliver(op_payload("guest.start", 999)),
+        "expired": h.deliver(op_payload("guest.start", 102,
+                                        issued_at=now - timedelta(hours=1), lifetime_s=600)),
+        "wrong-host": h.deliver(op_payload("guest.start", 102, host_id="pve2")),
+        "namespace": h.deliver(op_payload("guest.start", 102), namespace="git"),
+        "unknown-signer": h.deliver(op_payload("guest.start", 102), signer=h.stranger),
+    }
+    before = len(h.pve.tasks())
+    h.start()
+    found = h.wait_reported(list(cases.values()))
+    assert h.stop() == 0
+    reasons = {name: found[op_id]["reason"] for name, op_id in cases.items()}
+    assert {found[i]["state"] for i in cases.values()} == {"refused"}, found
+    assert "irreversible" in reasons["not-irreversible"]
+    assert "protection: 1" in reasons["protected"]
+    assert "is running" in reasons["running"] and "stop_first" in reasons["running"]
+    assert "unknown key(s) name" in reasons["bad-params"]
+    assert "does not exist" in reasons["no-snapshot"]
+    assert "not a guest on node pve1" in reasons["no-guest"]
+    assert reasons["expired"].startswith("expired:")
+    assert reasons["wrong-host"].startswith("host-id:")
+    assert reasons["namespace"].startswith("namespace:")
+    assert reasons["unknown-signer"].startswith("untrusted-key:")
+    assert len(h.pve.tasks()) == before
+    assert h.pve.has_guest(103) and h.pve.has_guest(104)
+    assert h.hub.pending_ops() == ()
+    # verified-but-gated refusals are journalled and audited by principal; the others are not
+    audited = {a["op_id"]: a for a in _audit(h)}
+    for name in ("not-irreversible", "protected", "running", "bad-params", "no-snapshot"):
+        assert audited[cases[name]]["outcome"] == "refused"
+        assert audited[cases[name]]["source"] == "alice@ops"
+    for name in ("expired", "wrong-host", "namespace", "unknown-signer"):
+        assert cases[name] not in audited
+
+
+def test_rollback_takes_safety_snapshot_first(harness: Harness) -> None:
+    """A signed rollback runs only after its ``felhom-pre-<op id prefix>`` snapshot exists."""
+    h = harness
+    op_id = h.deliver(op_payload("guest.rollback", 101, {"snapname": "initial"}))
+    h.start()
+    assert h.wait_reported([op_id])[op_id]["state"] == "applied"
+    assert h.stop() == 0
+    name = safety_snapshot_name(op_id)
+    assert name == "felhom-pre-" + op_id.replace("-", "")[:8]
+    tasks = [t for t in h.pve.tasks() if t["id"] == "101"]
+    assert [t["type"] for t in tasks] == ["qmsnapshot", "qmrollback"]
+    assert tasks[0]["exitstatus"] == "OK"
+    assert name in h.pve.guest(101)["snapshots"]
+    journal = (h.tmp / "state" / "journal.log").read_text()
+    assert f"{op_id}.safety-snapshot" in journal
+
+
+def test_failing_safety_snapshot_blocks_the_op(harness: Harness) -> None:
+    """When the safety snapshot task fails, the rollback is not sent and is reported failed."""
+    h = harness
+    h.pve.inject(Fault("task_fail", task_type="qmsnapshot", vmid=101,
+                       message="snapshot feature is not available"))
+    op_id = h.deliver(op_payload("guest.rollback", 101, {"snapname": "initial"}))
+    cfg_id = h.deliver(op_payload("guest.set_config", 101, {"memory": 1024}))
+    h.start()
+    found = h.wait_reported([op_id, cfg_id])
+    assert h.stop() == 0
+    for entry in found.values():
+        assert entry["state"] == "failed"
+        assert "safety snapshot felhom-pre-" in entry["reason"]
+        assert "snapshot feature is not available" in entry["reason"]
+    assert [t["type"] for t in h.pve.tasks() if t["id"] == "101"] == ["qmsnapshot"] * 2
+    assert h.pve.guest(101)["config"]["memory"] == "4096"
+
+
+def test_replayed_op_reports_stored_result_and_runs_once(harness: Harness) -> None:
+    """A re-delivered op (also after a restart) reports its stored outcome; PVE saw it once."""
+    h = harness
+    doc = op_payload("guest.start", 102)
+    payload, sig = h.signer.sign(doc)
+    op_id = doc["op_id"]
+    h.hub.add_signed_op(payload, sig)
+    h.start()
+    assert h.wait_reported([op_id])[op_id]["state"] == "applied"
+    assert h.hub.pending_ops() == ()
+    n = len(h.hub.reports())
+    h.hub.add_signed_op(payload, sig)  # the hub re-delivers it
+    h.hub.wait_for_reports(n + 3, 10.0)
+    assert h.hub.pending_ops() == ()
+    assert h.stop() == 0
+    h.hub.add_signed_op(payload, sig)  # and again to a restarted agent
+    h.start()
+    n = len(h.hub.reports())
+    h.hub.wait_for_reports(n + 2, 10.0)
+    assert h.hub.pending_ops() == ()
+    assert h.stop() == 0
+    latest = h.hub.reports()[-1].body["ops"]
+    assert [o["state"] for o in latest if o["op_id"] == op_id] == ["applied"]
+    assert [t["type"] for t in h.pve.tasks() if t["id"] == "102"] == ["vzstart"]
