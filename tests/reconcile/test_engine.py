@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from felhom_agent.durable import DurabilityError
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.models import GuestType
 from felhom_agent.reconcile.desired import DesiredState, parse_desired
@@ -226,3 +228,15 @@ def test_wait_timeout_keeps_the_vmid_busy_until_resumed(sim: PveSimulator, tmp_p
         assert third.plan is not None and third.plan.in_sync
     finally:
         r.close()
+
+
+def test_durability_failure_in_a_job_is_fatal_and_stops_the_engine(rig: Rig) -> None:
+    """A journal write failure sets Engine.fatal and stop_event (the daemon exits non-zero)."""
+    fd = rig.journal._fd
+    assert fd is not None
+    os.close(fd)  # the next append fails like a dead disk
+    handle = rig.engine.submit_op(JobSpec("op-9", 205, "qemu", "start", {}, "x@y"))
+    assert handle.wait(15) and isinstance(handle.error, DurabilityError)
+    assert isinstance(rig.engine.fatal, DurabilityError) and rig.stop.is_set()
+    rig.journal._fd = None
+    assert mutations(rig.sim, 205) == []

@@ -319,3 +319,42 @@ def test_durability_error_from_the_journal_propagates(
         make(client, state, watcher).run(start())
     journal._fd = None
     assert mutations(sim, 101) == []
+
+
+def test_ha_task_that_ends_before_the_guest_changes_is_waited_out(
+    sim: PveSimulator, client: ProxmoxClient, state: tuple[Journal, AuditLog],
+    watcher: TaskWatcher,
+) -> None:
+    """HA: `hastart` ends OK while the guest is still stopped; the executor waits for the state."""
+    # exitstatus "OK" without the guest starting: ha-manager only queued the request.
+    sim.inject(Fault("task_fail", task_type="hastart", vmid=200, message="OK", count=1))
+    t, out = run_in_thread(make(client, state, watcher, settle_timeout_s=10.0), start(vmid=200))
+    first = _wait_first_task_stopped(sim, 200)
+    assert first["exitstatus"] == "OK" and sim.guest(200)["status"] == "stopped"
+    with sim_client(sim) as ha_manager:  # the HA stack brings the guest up later
+        upid = ha_manager.start(200, GuestType.QEMU).upid
+        assert upid is not None
+        sim.wait_task(upid.raw)
+    t.join(10)
+    assert out and out[0].state == "applied" and "HA-managed" in out[0].reason
+
+
+def test_ha_guest_that_never_reaches_the_state_is_unknown(
+    sim: PveSimulator, client: ProxmoxClient, state: tuple[Journal, AuditLog],
+    watcher: TaskWatcher,
+) -> None:
+    """HA: the settle deadline passes with the guest unchanged: outcome unknown, not failed."""
+    sim.inject(Fault("task_fail", task_type="hastart", vmid=200, message="OK", count=1))
+    res = make(client, state, watcher, settle_timeout_s=0.3).run(start(vmid=200))
+    assert res.state == "unknown" and "HA-managed" in res.reason
+    assert mutations(sim, 200) == ["hastart"]
+
+
+def _wait_first_task_stopped(sim: PveSimulator, vmid: int) -> dict[str, Any]:
+    assert sim.wait_requests(seen=sim.requests_seen + 3, timeout=5)
+    for _ in range(100):
+        tasks = [t for t in sim.tasks() if t["id"] == str(vmid)]
+        if tasks:
+            return sim.wait_task(tasks[0]["upid"], timeout=5)
+        sim.wait_requests(seen=sim.requests_seen + 1, timeout=0.1)
+    raise AssertionError("no task appeared")
