@@ -169,3 +169,24 @@ def test_replayed_op_reports_stored_result_and_runs_once(harness: Harness) -> No
     latest = h.hub.reports()[-1].body["ops"]
     assert [o["state"] for o in latest if o["op_id"] == op_id] == ["applied"]
     assert [t["type"] for t in h.pve.tasks() if t["id"] == "102"] == ["vzstart"]
+
+
+def test_hub_loop_keeps_polling_while_the_op_task_runs(harness: Harness) -> None:
+    """The op is handed to the queue: reports keep flowing (op ``running``) until PVE finishes."""
+    h = harness
+    h.pve.set_task_duration("qmrollback", 3600)
+    op_id = h.deliver(op_payload("guest.rollback", 101, {"snapname": "initial"}))
+    h.start()
+
+    def running_reports() -> int:
+        return sum(1 for r in h.hub.reports() for o in r.body["ops"]
+                   if o["op_id"] == op_id and o["state"] == "running"
+                   and o.get("upid") is not None)
+
+    while running_reports() < 2:
+        h.hub.wait_for_reports(len(h.hub.reports()) + 1, 10.0)
+    assert h.hub.pending_ops() != ()  # still re-delivered, and still skipped
+    h.pve.release_tasks()
+    assert h.wait_reported([op_id])[op_id]["state"] == "applied"
+    assert h.stop() == 0
+    assert [t["type"] for t in h.pve.tasks() if t["id"] == "101"] == ["qmsnapshot", "qmrollback"]
