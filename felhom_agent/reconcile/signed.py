@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import attrs
 
@@ -59,10 +59,10 @@ from felhom_agent.hub.report import OpResult, format_utc
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
 from felhom_agent.reconcile.audit import AuditLog
-from felhom_agent.reconcile.executor import ExecResult, JobSpec
-from felhom_agent.reconcile.gate import GateRefused, GuestFacts, Step, check_op, plan_steps
+from felhom_agent.reconcile.executor import JobSpec
+from felhom_agent.reconcile.gate import GateRefused, check_op, plan_steps
 from felhom_agent.reconcile.journal import Journal, OpState
-from felhom_agent.reconcile.queue import JobHandle, QueueError
+from felhom_agent.reconcile.signed_steps import OpSubmitter, StepNotRun, StepRunner
 
 __all__ = ["NONCE_STORE_NAME", "OpSubmitter", "OpTiming", "SignedOpConsumer",
            "signed_op_sink"]
@@ -70,16 +70,6 @@ __all__ = ["NONCE_STORE_NAME", "OpSubmitter", "OpTiming", "SignedOpConsumer",
 #: The nonce store file under ``state_dir`` (the same file ``--verify-op`` reads).
 NONCE_STORE_NAME: Final = "nonces.log"
 _KEEP: Final = 200
-_WAIT_CHUNK_S: Final = 1.0
-_READ_ATTEMPTS: Final = 3
-
-
-class OpSubmitter(Protocol):
-    """What the consumer needs from the engine: the queue entry for one job."""
-
-    def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
-        """Queue ``job``; raises QueueClosed when shutting down."""
-        ...
 
 
 @attrs.frozen
@@ -144,8 +134,6 @@ class SignedOpConsumer:
         logger: logging.Logger | None = None,
         keep: int = _KEEP,
     ) -> None:
-        self._engine = engine
-        self._client = client
         self._journal = journal
         self._audit = audit
         self._policy = policy
@@ -157,6 +145,8 @@ class SignedOpConsumer:
         self._stop = stop_event if stop_event is not None else threading.Event()
         self._on_fatal = on_fatal
         self._log = logger if logger is not None else logging.getLogger(__name__)
+        self._steps = StepRunner(engine=engine, client=client, journal=journal,
+                                 stop_event=self._stop, logger=self._log)
         self._keep = max(1, keep)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -352,7 +342,7 @@ class SignedOpConsumer:
         verified = acc.verified
         op = verified.op
         try:
-            guest = self._facts(op.vmid)
+            guest = self._steps.facts(op.vmid)
         except GateRefused as err:
             return self._record(verified, OpState.REFUSED, str(err))
         except PveError as err:
@@ -365,7 +355,13 @@ class SignedOpConsumer:
             return self._record(verified, OpState.REFUSED, str(err), guest.type)
         for step in steps:
             self._set_stage(op.op_id, f"{step.purpose}: {step.kind}")
-            result = self._run_step(verified, guest, step)
+            job = JobSpec(step.op_id, guest.vmid, guest.type, step.kind, step.params,
+                          verified.principal)
+            try:
+                result = self._steps.run(job)
+            except StepNotRun as err:
+                return self._record(verified, OpState.FAILED, f"{err}; {op.kind} was not run",
+                                    guest.type)
             if result is None:
                 return "running"
             if step.is_op:
@@ -378,63 +374,6 @@ class SignedOpConsumer:
                                     f"{what} failed ({result.state}: {detail}); {op.kind} "
                                     "was not run", guest.type)
         return "running"
-
-    def _run_step(self, verified: VerifiedOp, guest: GuestFacts, step: Step
-                  ) -> ExecResult | None:
-        """Queue one step and wait for it; ``None`` when stopping or the queue gave up."""
-        job = JobSpec(step.op_id, guest.vmid, guest.type, step.kind, step.params,
-                      verified.principal)
-        if self._stop.is_set():
-            return None
-        try:
-            handle = self._engine.submit_op(job)
-        except QueueError as err:
-            self._log.info("signed op %s: %s not queued: %s", verified.op.op_id, step.kind, err)
-            return None
-        while not handle.wait(_WAIT_CHUNK_S):
-            if self._stop.is_set():
-                return None
-        try:
-            return handle.result(0)
-        except QueueError as err:
-            cause = err.__cause__
-            if isinstance(cause, DurabilityError):
-                raise cause from err
-            self._log.warning("signed op %s: step %s ended without a result: %s",
-                              verified.op.op_id, step.op_id, err)
-            entry = self._journal.get(step.op_id)
-            if entry is not None and entry.outcome is not None:
-                return ExecResult(step.op_id, guest.vmid, step.kind, entry.outcome.state.value,
-                                  entry.outcome.reason)
-            if entry is None and step.is_op:
-                self._record(verified, OpState.FAILED, f"{step.kind} did not run: {err}",
-                             guest.type)
-            return None
-
-    def _facts(self, vmid: int) -> GuestFacts | None:
-        """Read the guest (a few attempts: PVE may blink); None when stopping."""
-        attempt = 0
-        while True:
-            try:
-                listed = {g.vmid: g for g in self._client.guests()}
-                guest = listed.get(vmid)
-                if guest is None:
-                    raise GateRefused(f"vmid {vmid} is not a guest on node "
-                                      f"{self._client.node}")
-                status = self._client.guest_status(vmid, guest.type)
-                config = self._client.guest_config(vmid, guest.type)
-                snaps = self._client.snapshots(vmid, guest.type)
-            except PveError:
-                attempt += 1
-                if attempt >= _READ_ATTEMPTS:
-                    raise
-                if self._stop.wait(float(attempt)):
-                    return None
-                continue
-            protection = str(config.values.get("protection", "0"))
-            return GuestFacts(vmid=vmid, type=guest.type, running=status.running,
-                              protected=protection not in ("0", "", "False", "false"),
-                              snapshots=frozenset(s.name for s in snaps))
 
     # ------------------------------------------------------------------ records
 

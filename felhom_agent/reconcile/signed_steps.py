@@ -1,0 +1,125 @@
+"""Running one signed op's steps: read the guest's facts, queue each step, wait for it.
+
+The signed-op consumer (:mod:`felhom_agent.reconcile.signed`) decides *what* runs (the gate's
+steps); :class:`StepRunner` does the blocking part on the op's driver thread, never on the
+hub loop thread: the guest reads before the gate, ``engine.submit_op`` for each step (the
+per-guest queue; the executor journals, waits, re-reads and audits), and the wait for its
+handle in chunks, so a stop request ends it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Final, Protocol
+
+from felhom_agent.durable import DurabilityError
+from felhom_agent.errors import AgentError
+from felhom_agent.proxmox.client import ProxmoxClient
+from felhom_agent.proxmox.errors import PveError
+from felhom_agent.reconcile.executor import ExecResult, JobSpec
+from felhom_agent.reconcile.gate import GateRefused, GuestFacts
+from felhom_agent.reconcile.journal import Journal
+from felhom_agent.reconcile.queue import JobHandle, QueueError
+
+__all__ = ["OpSubmitter", "StepNotRun", "StepRunner"]
+
+_WAIT_CHUNK_S: Final = 1.0
+_READ_ATTEMPTS: Final = 3
+
+
+class OpSubmitter(Protocol):
+    """What the consumer needs from the engine: the queue entry for one job."""
+
+    def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
+        """Queue ``job``; raises QueueClosed when shutting down."""
+        ...
+
+
+class StepNotRun(AgentError, RuntimeError):
+    """A step's job ended without a result and without a journal entry (it never ran)."""
+
+
+def _protected(value: object) -> bool:
+    return str(value if value is not None else "0") not in ("0", "", "False", "false")
+
+
+class StepRunner:
+    """Reads guest facts and runs steps through the engine's queue.
+
+    Args:
+        engine: queues jobs (``Engine.submit_op``).
+        client: reads the guest.
+        journal: consulted when a job ends without a result.
+        stop_event: set at shutdown; reads and waits end early.
+        logger: step problems.
+    """
+
+    def __init__(self, *, engine: OpSubmitter, client: ProxmoxClient, journal: Journal,
+                 stop_event: threading.Event, logger: logging.Logger) -> None:
+        self._engine = engine
+        self._client = client
+        self._journal = journal
+        self._stop = stop_event
+        self._log = logger
+
+    def facts(self, vmid: int) -> GuestFacts | None:
+        """Type, run state, protection and snapshot names of ``vmid``; None when stopping.
+
+        A few attempts with a short pause: PVE may blink.
+
+        Raises:
+            GateRefused: ``vmid`` is not a guest on our node.
+            PveError: the guest could not be read.
+        """
+        attempt = 0
+        while True:
+            try:
+                listed = {g.vmid: g for g in self._client.guests()}
+                guest = listed.get(vmid)
+                if guest is None:
+                    raise GateRefused(f"vmid {vmid} is not a guest on node {self._client.node}")
+                status = self._client.guest_status(vmid, guest.type)
+                config = self._client.guest_config(vmid, guest.type)
+                snaps = self._client.snapshots(vmid, guest.type)
+            except PveError:
+                attempt += 1
+                if attempt >= _READ_ATTEMPTS:
+                    raise
+                if self._stop.wait(float(attempt)):
+                    return None
+                continue
+            return GuestFacts(vmid=vmid, type=guest.type, running=status.running,
+                              protected=_protected(config.values.get("protection")),
+                              snapshots=frozenset(s.name for s in snaps))
+
+    def run(self, job: JobSpec) -> ExecResult | None:
+        """Queue ``job`` and wait for its result; None when stopping (left to recovery).
+
+        Raises:
+            StepNotRun: the job failed or was cancelled before it began.
+            DurabilityError: the job hit a durability failure (fatal).
+        """
+        if self._stop.is_set():
+            return None
+        try:
+            handle = self._engine.submit_op(job)
+        except QueueError as err:
+            self._log.info("step %s not queued: %s", job.op_id, err)
+            return None
+        while not handle.wait(_WAIT_CHUNK_S):
+            if self._stop.is_set():
+                return None
+        try:
+            return handle.result(0)
+        except QueueError as err:
+            if isinstance(err.__cause__, DurabilityError):
+                raise err.__cause__ from err
+            self._log.warning("step %s ended without a result: %s", job.op_id, err)
+            entry = self._journal.get(job.op_id)
+            if entry is not None and entry.outcome is not None:
+                return ExecResult(job.op_id, job.vmid, job.kind, entry.outcome.state.value,
+                                  entry.outcome.reason)
+            if entry is None:
+                raise StepNotRun(f"{job.kind} did not run: {err}") from err
+            return None
