@@ -17,9 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from felhom_agent.cli._daemon import daemon_command
+from felhom_agent.cli._demo import demo_command
 from felhom_agent.cli._parser import build_parser
 from felhom_agent.cli._plan import plan_command
 from felhom_agent.cli._selftest import selftest_read_command
+from felhom_agent.cli._selftest_hub import selftest_hub_command
 from felhom_agent.cli._selftest_task import selftest_task_command
 from felhom_agent.cli._verify import verify_command
 from felhom_agent.config import Config, load_config, redacted_view
@@ -51,6 +54,10 @@ def main(
         except SystemExit as stop:  # --help and --version print and exit 0 themselves
             return int(stop.code or 0)
         _check_flag_combinations(args)
+        if args.demo:
+            configure_logging(level=args.log_level or "warning",
+                              fmt=args.log_format or "text", stream=err, env=environ)
+            return demo_command(out=out, as_json=args.json)
         config = load_config(Path(args.config) if args.config else None, env=environ)
         configure_logging(
             level=args.log_level or config.log.level,
@@ -59,7 +66,7 @@ def main(
             stream=err,
             env=environ,
         )
-        return _dispatch(args, config, out)
+        return _dispatch(args, config, out, environ)
     except UsageError as error:
         print(f"felhom-agent: usage error: {error}", file=err)
         print("try 'felhom-agent --help'", file=err)
@@ -88,7 +95,8 @@ def _check_flag_combinations(args: argparse.Namespace) -> None:
         raise UsageError("--desired is only used with --plan")
 
 
-def _dispatch(args: argparse.Namespace, config: Config, out: IO[str]) -> int:
+def _dispatch(args: argparse.Namespace, config: Config, out: IO[str],
+              environ: Mapping[str, str]) -> int:
     if args.print_config:
         print(json.dumps(redacted_view(config), indent=2), file=out)
         return EXIT_OK
@@ -108,11 +116,10 @@ def _dispatch(args: argparse.Namespace, config: Config, out: IO[str]) -> int:
     if args.selftest is not None:
         if args.selftest == "task":
             code, text = selftest_task_command(config, args.vmid, as_json=args.json)
+        elif args.selftest == "hub":
+            code, text = selftest_hub_command(config, as_json=args.json)
         else:
             code, text = selftest_read_command(config, as_json=args.json)
         print(text, file=out)
         return code
-    raise UsageError(
-        "no mode given: the daemon is not part of this version yet; "
-        "available: --plan, --print-config, --selftest, --verify-op, --version"
-    )
+    return daemon_command(config, env=environ)

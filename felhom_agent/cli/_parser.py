@@ -10,12 +10,14 @@ from felhom_agent.errors import UsageError
 
 __all__ = ["SELFTEST_MODES", "build_parser"]
 
-SELFTEST_MODES = ("read", "task")
+SELFTEST_MODES = ("read", "task", "hub")
 
 _DESCRIPTION = """\
 felhom-agent: the operator-tier host agent of one Proxmox VE node. It reports the host
 and its guests to the hub, reconciles guests toward the desired state through a per-guest
-queue, and executes only operator-signed destructive operations."""
+queue, and executes only operator-signed destructive operations.
+
+Without a mode flag it runs the daemon (the systemd service)."""
 
 _EPILOG = """\
 exit status: 0 success; 1 a check failed, drift found or an op was rejected; 2 usage or
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    modes = parser.add_argument_group("modes (at most one)")
+    modes = parser.add_argument_group("modes (at most one; none runs the daemon)")
     exclusive = modes.add_mutually_exclusive_group()
     exclusive.add_argument(
         "--version", action="version", version=f"felhom-agent {__version__}",
@@ -53,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--selftest", nargs="?", const="read", choices=SELFTEST_MODES, metavar="MODE",
         help="health checks; MODE read (default): API reachable, pin, token, permissions, "
         "node, guests, tasks; task (needs --vmid): a reversible snapshot/rollback/delete and "
-        "description write through the queue, leaving the guest as it was. One OK/FAIL line "
-        "per check, exit 0 all passed, 1 one failed",
+        "description write through the queue, leaving the guest as it was; hub: one report "
+        "round trip. One OK/FAIL line per check, exit 0 all passed, 1 one failed",
     )
     modes.add_argument(
         "--vmid", type=int, metavar="N", default=None,
@@ -64,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify-op", metavar="OP_FILE", default=None,
         help="check a signed operation (with --signature) against authz.allowed_signers and "
         "the envelope rules, without executing it; exit 0 valid, 1 rejected",
+    )
+    exclusive.add_argument(
+        "--demo", action="store_true",
+        help="start a simulated PVE host and hub on 127.0.0.1, run the daemon against them "
+        "until converged and print what happened (needs no config)",
     )
     exclusive.add_argument(
         "--plan", action="store_true",
