@@ -34,11 +34,15 @@ GRACE_S = 2.0
 class Child:
     """One daemon child process logging to a file."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, *, real_cli: bool = False) -> None:
         self.log_path = log
         self._log: IO[bytes] = open(log, "ab")  # noqa: SIM115 - closed in wait()
+        # The real program (no mode = daemon) or the stand-in that shortens the stop grace.
+        argv = ([sys.executable, "-m", "felhom_agent", "--config", str(config)] if real_cli
+                else [sys.executable, str(RUNNER), "--config", str(config),
+                      "--grace", str(GRACE_S)])
         self.proc = subprocess.Popen(
-            [sys.executable, str(RUNNER), "--config", str(config), "--grace", str(GRACE_S)],
+            argv,
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
             env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
         )
@@ -88,8 +92,8 @@ def _config(tmp: Path, pve: PveSimulator, hub: HubSimulator) -> Path:
 def test_desired_state_converges_and_results_are_reported(
     tmp_path: Path, pve: PveSimulator, hub: HubSimulator
 ) -> None:
-    """Hub desired state -> plan -> tasks on PVE -> applied results in a later report."""
-    child = Child(_config(tmp_path, pve, hub), tmp_path / "daemon.log")
+    """`python -m felhom_agent` with no mode is the daemon: desired state -> tasks -> report."""
+    child = Child(_config(tmp_path, pve, hub), tmp_path / "daemon.log", real_cli=True)
     try:
         body = wait_report(hub, converged, TIMEOUT)
         assert sim_converged(pve)
