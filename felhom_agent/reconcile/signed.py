@@ -64,7 +64,7 @@ from felhom_agent.reconcile.gate import GateRefused, check_op, plan_steps
 from felhom_agent.reconcile.journal import Journal, OpState
 from felhom_agent.reconcile.signed_steps import OpSubmitter, StepNotRun, StepRunner
 
-__all__ = ["NONCE_STORE_NAME", "OpSubmitter", "OpTiming", "SignedOpConsumer",
+__all__ = ["NONCE_STORE_NAME", "OpSubmitter", "OpTiming", "SignedOpConsumer", "policy_of",
            "signed_op_sink"]
 
 #: The nonce store file under ``state_dir`` (the same file ``--verify-op`` reads).
@@ -180,16 +180,24 @@ class SignedOpConsumer:
                 if r.op_id and self._journal.get(r.op_id) is None]
 
     def reconfigure(self, config: Config) -> None:
-        """Reload ``authz.allowed_signers`` (SIGHUP); a bad file keeps the old signers."""
+        """Reload ``authz.allowed_signers`` and the ``authz`` policy (SIGHUP).
+
+        A bad signers file keeps the old signers (logged). The nonce store keeps the skew and
+        lifetime it was opened with until the next start (its pruning horizon).
+        """
         path = config.authz.allowed_signers
+        policy = policy_of(config)
         try:
             signers = load_allowed_signers(path)
         except AllowedSignersError as err:
             self._log.error("allowed signers not reloaded, keeping the previous ones: %s", err)
+            with self._lock:
+                self._policy = policy
             return
         with self._lock:
             self._signers = signers
             self._signers_error = None
+            self._policy = policy
         self._log.info("allowed signers reloaded from %s", path)
 
     # ------------------------------------------------------------------ extras
@@ -226,10 +234,11 @@ class SignedOpConsumer:
                 return
             signers = self._signers
             signers_error = self._signers_error
+            policy = self._policy
         if signers is None:
             self._remember_refusal(key, hint, f"allowed-signers: {signers_error}")
             return
-        verifier = OpVerifier(signers=signers, policy=self._policy, now=self._now,
+        verifier = OpVerifier(signers=signers, policy=policy, now=self._now,
                               nonce_store=self._store, has_outcome=self._has_outcome)
         payload = delivered.payload.encode("utf-8", "surrogatepass")
         try:
@@ -418,6 +427,14 @@ class SignedOpConsumer:
             self._stop.set()
 
 
+def policy_of(config: Config) -> VerifyPolicy:
+    """The verifier policy of ``config`` (host id and the ``authz`` limits)."""
+    authz = config.authz
+    return VerifyPolicy(host_id=config.host_id, namespace=authz.namespace,
+                        max_clock_skew_s=authz.max_clock_skew_s,
+                        max_op_lifetime_s=authz.max_op_lifetime_s)
+
+
 def signed_op_sink(
     config: Config,
     engine: OpSubmitter,
@@ -439,9 +456,7 @@ def signed_op_sink(
     """
     log = logger if logger is not None else logging.getLogger(__name__)
     authz = config.authz
-    policy = VerifyPolicy(host_id=config.host_id, namespace=authz.namespace,
-                          max_clock_skew_s=authz.max_clock_skew_s,
-                          max_op_lifetime_s=authz.max_op_lifetime_s)
+    policy = policy_of(config)
 
     started = datetime.fromtimestamp(clock(), UTC)
     store = FileNonceStore.open(config.state_dir / NONCE_STORE_NAME, now=started,
