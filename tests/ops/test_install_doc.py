@@ -1,4 +1,4 @@
-"""packaging/INSTALL.md stays true to the code: privileges, privsep grants, config, paths.
+"""The README's install guide stays true to the code: privileges, privsep grants, config, paths.
 
 The guide is for an operator who has never seen the project, so drift between it and the
 code is a bug: a missing privilege means 403s on day one, a config example that does not load
@@ -20,8 +20,10 @@ from felhom_agent.proxmox.selftest import OPTIONAL_PRIVILEGES, REQUIRED_PRIVILEG
 from tests.ops.conftest import PACKAGING, REPO
 from tests.ops.unitfile import parse_unit
 
-GUIDE = PACKAGING / "INSTALL.md"
-TEXT = GUIDE.read_text(encoding="utf-8")
+GUIDE = REPO / "README.md"
+_README = GUIDE.read_text(encoding="utf-8")
+# The guide is the README section "Installing on a PVE host", up to the next level-2 heading.
+TEXT = _README.split("## Installing on a PVE host", 1)[1].split("\n## ", 1)[0]
 
 
 def _shell_blocks() -> list[str]:
