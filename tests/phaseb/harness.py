@@ -61,6 +61,8 @@ class SinkWiring:
         self._log = logger
         self.consumer: SignedOpConsumer | None = None
         self.engine: Engine | None = None
+        self.fatal: list[BaseException] = []
+        self._stop: threading.Event | None = None
 
     def engine_factory(self, **parts: Any) -> EngineLike:
         """Build the real engine and the consumer sharing its client, journal and audit."""
@@ -70,9 +72,16 @@ class SinkWiring:
         self.consumer = signed_op_sink(
             self._config, engine, client=parts["client"], journal=parts["journal"],
             audit=parts["audit"], clock=parts["clock"], logger=self._log.getChild("signed"),
-            stop_event=parts["stop_event"],
+            stop_event=parts["stop_event"], on_fatal=self._on_fatal,
         )
+        self._stop = parts["stop_event"]
         return engine
+
+    def _on_fatal(self, err: BaseException) -> None:
+        """What the daemon's FatalSignal does: remember the error and stop."""
+        self.fatal.append(err)
+        if self._stop is not None:
+            self._stop.set()
 
     def handle(self, ops: Sequence[DeliveredOp]) -> None:
         """Delegate to the consumer."""

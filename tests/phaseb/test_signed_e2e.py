@@ -63,6 +63,9 @@ def test_every_kind_applied_end_to_end(harness: Harness) -> None:
     # every mutation has its task id, except the synchronous LXC config write (PUT -> null)
     no_upid = {a["op_id"] for a in audit if a["op_id"] in ids and not a["upid"]}
     assert no_upid == {ids[7]}
+    # the report's recent audit carries the same lines to the hub
+    reported = {a["op_id"]: a["source"] for r in h.hub.reports() for a in r.body["audit"]}
+    assert {reported[i] for i in ids} == {"alice@ops"}
 
 
 def test_gate_and_verification_refusals_reach_the_hub(harness: Harness) -> None:

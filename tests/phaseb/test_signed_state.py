@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from felhom_agent.authz.nonces import FileNonceStore
 from felhom_agent.authz.signers import load_allowed_signers
 from felhom_agent.authz.verifier import OpVerifier, VerifyPolicy
 from felhom_agent.cli._plan import plan_command
+from felhom_agent.durable import DurabilityError
 from tests.phaseb.harness import Harness
 from tests.phaseb.signing import op_payload
 
@@ -93,3 +97,23 @@ def test_allowed_signers_fixed_by_reload(harness: Harness, tmp_path: Path) -> No
     assert h.wait_reported([second])[second]["state"] == "applied"
     assert h.stop() == 0
     assert h.records.wait_for("allowed signers reloaded", 1.0)
+
+
+def test_nonce_store_fsync_failure_is_fatal_and_nothing_runs(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nonce mark that cannot be made durable stops the agent before the op runs."""
+    h = harness
+    h.start()
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("felhom_agent.authz.nonces.os.fdatasync", broken)
+    h.deliver(op_payload("guest.start", 102))
+    assert h.thread is not None
+    h.thread.join(20.0)
+    assert not h.thread.is_alive()
+    assert h.wiring is not None and isinstance(h.wiring.fatal[0], DurabilityError)
+    assert h.records.wait_for("durable state could not be written", 1.0)
+    assert [t for t in h.pve.tasks() if t["id"] == "102"] == []
+    h.consumer.close()
