@@ -45,6 +45,7 @@ def test_every_kind_applied_end_to_end(harness: Harness) -> None:
     h.start()
     found = h.wait_reported(ids)
     assert {i: found[i]["state"] for i in ids} == dict.fromkeys(ids, "applied"), found
+    h.hub.wait_for_reports(len(h.hub.reports()) + 1, 10.0)  # audit lines follow outcomes
     assert h.stop() == 0
 
     # order on 101: delivery order, each destructive op behind its own safety snapshot
