@@ -45,6 +45,7 @@ from felhom_agent.hub.errors import (
 )
 from felhom_agent.hub.report import HostReport
 from felhom_agent.secret import REDACTED, Secret
+from felhom_agent.tlspin import PinnedAdapter
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "HubClient", "normalize_hub_fingerprint"]
 
@@ -86,26 +87,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """Pools that compare the leaf's SHA-256 and skip CA-chain and hostname checks."""
-
-    def __init__(self, fingerprint_hex: str, **kwargs: Any) -> None:
-        self._fingerprint_hex = fingerprint_hex
-        super().__init__(**kwargs)
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        # The pin replaces chain validation; without CERT_NONE a self-signed hub certificate
-        # fails before urllib3 even compares the fingerprint.
-        pool_kwargs.update(
-            assert_fingerprint=self._fingerprint_hex,
-            assert_hostname=False,
-            cert_reqs="CERT_NONE",
-        )
-        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -205,7 +186,7 @@ class HubClient:
         adapter_kw: dict[str, Any] = {"pool_connections": 1, "pool_maxsize": 1, "max_retries": 0}
         if self._fingerprint_hex is not None:
             session.verify = False
-            session.mount("https://", _PinnedAdapter(self._fingerprint_hex, **adapter_kw))
+            session.mount("https://", PinnedAdapter(self._fingerprint_hex, **adapter_kw))
         else:
             session.verify = str(ca_file) if ca_file is not None else _system_ca_bundle()
             session.mount("https://", requests.adapters.HTTPAdapter(**adapter_kw))

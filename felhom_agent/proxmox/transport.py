@@ -45,6 +45,7 @@ from felhom_agent.proxmox.errors import (
     classify_error,
 )
 from felhom_agent.secret import Secret
+from felhom_agent.tlspin import PinnedAdapter
 
 __all__ = ["ApiReply", "Transport", "format_fingerprint", "normalize_fingerprint"]
 
@@ -82,26 +83,6 @@ class ApiReply:
 
     data: Any
     total: int | None = None
-
-
-class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """An adapter whose pools check the leaf's SHA-256 and skip CA-chain and hostname checks."""
-
-    def __init__(self, fingerprint_hex: str, **kwargs: Any) -> None:
-        self._fingerprint_hex = fingerprint_hex
-        super().__init__(**kwargs)
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        # CERT_NONE/assert_hostname=False: the pin *replaces* chain validation; without them
-        # PVE's private-CA certificate fails before the fingerprint is even compared.
-        pool_kwargs.update(
-            assert_fingerprint=self._fingerprint_hex,
-            assert_hostname=False,
-            cert_reqs="CERT_NONE",
-        )
-        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
 
 
 class _TokenAuth(requests.auth.AuthBase):
@@ -204,7 +185,7 @@ class Transport:
         if tls_fingerprint is not None:
             self._fingerprint_hex = normalize_fingerprint(tls_fingerprint)
             session.verify = False
-            adapter = _PinnedAdapter(self._fingerprint_hex, **adapter_kw)
+            adapter = PinnedAdapter(self._fingerprint_hex, **adapter_kw)
         else:
             session.verify = str(ca_file)
             adapter = requests.adapters.HTTPAdapter(**adapter_kw)

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from felhom_agent.sim.pve import PveSimulator
-from felhom_agent.sim.pve.tls import fingerprint_of_der
+from felhom_agent.sim.tls import fingerprint_of_der
 from tests.sim.helpers import TIMEOUT, Api, make_scenario, pinned_session
 
 

@@ -30,7 +30,7 @@ import attrs
 
 from felhom_agent.sim.hub.faults import FaultBook, HubFault
 from felhom_agent.sim.hub.scenario import HubScenario, ScenarioOp
-from felhom_agent.sim.hub.tls import HubCertificate, generate_hub_certificate
+from felhom_agent.sim.tls import SimCertificate, generate_certificate
 
 __all__ = ["HubSimulator", "RecordedReport"]
 
@@ -185,8 +185,8 @@ class HubSimulator:
         self.faults = FaultBook()
         for fault in scenario.faults:
             self.faults.add(fault)
-        self.certificate: HubCertificate | None = (
-            generate_hub_certificate() if scenario.tls else None
+        self.certificate: SimCertificate | None = (
+            generate_certificate("felhom hub simulator") if scenario.tls else None
         )
         self.tls_context = (
             self.certificate.server_context() if self.certificate is not None else None

@@ -25,7 +25,7 @@ from felhom_agent.sim.pve.faults import Fault
 from felhom_agent.sim.pve.runtime import NodeRuntime
 from felhom_agent.sim.pve.scenario import PveScenario
 from felhom_agent.sim.pve.server import PveHttpServer
-from felhom_agent.sim.pve.tls import generate_node_certificate
+from felhom_agent.sim.tls import generate_certificate
 
 __all__ = ["PveSimulator"]
 
@@ -48,7 +48,10 @@ class PveSimulator:
         self._host = host
         self._port = port
         self._clock = clock
-        self._cert = generate_node_certificate(scenario.node)
+        self._cert = generate_certificate(
+            scenario.node, organization="PVE Cluster Node (felhom simulator)",
+            dns_name=scenario.node,
+        )
         self._rt = NodeRuntime(scenario, clock=clock, fingerprint=self._cert.fingerprint)
         self._server: PveHttpServer | None = None
         self._thread: threading.Thread | None = None
