@@ -2,8 +2,8 @@
 
 * :class:`Daemon` (:mod:`.runner`) -- start-up, the main loop, signals, drain, reload;
 * :mod:`.parts` -- building journal, audit log, clients, queue, provider and engine;
-* :class:`SignedOpSink` / :class:`DeferredSignedOps` (:mod:`.signed_ops`) -- the seam where
-  signed ops leave the hub loop (refused and reported until Phase B);
+* :class:`SignedOpSink` (:mod:`.signed_ops`) -- the seam where signed ops leave the hub loop
+  for the verifying consumer (:mod:`felhom_agent.reconcile.signed`);
 * :mod:`.durability` -- a journal/audit durability failure anywhere stops the daemon (exit 1);
 * :mod:`.sdnotify` -- systemd's notify protocol.
 """
@@ -11,6 +11,6 @@
 from __future__ import annotations
 
 from felhom_agent.daemon.runner import DEFAULT_GRACE_S, Daemon
-from felhom_agent.daemon.signed_ops import PHASE_B_REASON, DeferredSignedOps, SignedOpSink
+from felhom_agent.daemon.signed_ops import SignedOpSink
 
-__all__ = ["DEFAULT_GRACE_S", "PHASE_B_REASON", "Daemon", "DeferredSignedOps", "SignedOpSink"]
+__all__ = ["DEFAULT_GRACE_S", "Daemon", "SignedOpSink"]

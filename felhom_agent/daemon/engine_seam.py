@@ -19,6 +19,8 @@ from felhom_agent.hub.report import OpResult, ReconcileStatus
 from felhom_agent.proxmox import ProxmoxClient
 from felhom_agent.reconcile.audit import AuditLog
 from felhom_agent.reconcile.engine import Engine
+from felhom_agent.reconcile.executor import ExecResult, JobSpec
+from felhom_agent.reconcile.job import JobHandle
 from felhom_agent.reconcile.journal import Journal
 from felhom_agent.reconcile.providers import DesiredStateProvider
 from felhom_agent.reconcile.queue import SerializerQueue
@@ -56,6 +58,10 @@ class EngineLike(Protocol):
 
     def join(self, timeout: float) -> bool:
         """Wait for the reconciler thread to end (after ``stop_event``); True if it did."""
+        ...
+
+    def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
+        """Queue one job (a signed op's step) through the journal and the executor."""
         ...
 
 

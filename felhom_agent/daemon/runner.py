@@ -39,7 +39,7 @@ from felhom_agent.daemon.parts import DEFAULT_HUB_TIMEOUT_S, DaemonParts, build_
 from felhom_agent.daemon.reload import ReloadResult, apply_reload
 from felhom_agent.daemon.sdnotify import Notifier
 from felhom_agent.daemon.signals import SignalRouter
-from felhom_agent.daemon.signed_ops import DeferredSignedOps, SignedOpSink
+from felhom_agent.daemon.signed_ops import SignedOpSink
 from felhom_agent.durable import DurabilityError
 from felhom_agent.errors import AgentError
 from felhom_agent.hub.collect import Collector
@@ -50,6 +50,7 @@ from felhom_agent.hub.report import ReportError
 from felhom_agent.reconcile.desired import DesiredStateError, parse_desired
 from felhom_agent.reconcile.journal import JournalError
 from felhom_agent.reconcile.providers import FileProvider, HubProvider
+from felhom_agent.reconcile.signed import signed_op_sink
 
 __all__ = ["DEFAULT_GRACE_S", "EXIT_FATAL", "EXIT_OK", "Daemon"]
 
@@ -74,7 +75,8 @@ class Daemon:
         reconfigure_logging: applies a (reloaded) config's log settings.
         grace_s: how long running jobs may take to finish at stop.
         engine_factory: builds the engine (a fake in wiring tests).
-        sink: where signed ops go (default: :class:`DeferredSignedOps`).
+        sink: where signed ops go (default: the verifying consumer of
+            :mod:`felhom_agent.reconcile.signed`, built from the engine's parts).
         notifier: sd_notify sender (default: from ``env``).
         clock: POSIX seconds; monotonic: for waits.
         install_signals: install SIGTERM/SIGINT/SIGHUP handlers (main thread only).
@@ -110,8 +112,7 @@ class Daemon:
         self._grace_s = grace_s
         self._engine_factory = engine_factory
         self._log = logger if logger is not None else logging.getLogger("felhom_agent.daemon")
-        self._sink: SignedOpSink = sink if sink is not None else DeferredSignedOps(
-            clock=clock, logger=self._log)
+        self._sink: SignedOpSink | None = sink
         self._notifier = notifier if notifier is not None else Notifier(env, logger=self._log)
         self._clock = clock
         self._monotonic = monotonic
@@ -161,6 +162,13 @@ class Daemon:
 
     # -- phases --------------------------------------------------------------------------------
 
+    @property
+    def _active_sink(self) -> SignedOpSink:
+        # Built in _run before the queue starts; nothing uses it earlier.
+        if self._sink is None:
+            raise RuntimeError("the signed-op sink is used before start-up")
+        return self._sink
+
     def _run(self) -> int:
         self._notifier.status("starting")
         try:
@@ -175,6 +183,18 @@ class Daemon:
         except AgentError as err:
             self._log.error("cannot start: %s", err)
             return EXIT_CONFIG
+        try:
+            if self._sink is None:
+                self._sink = signed_op_sink(
+                    self._config, parts.engine, client=parts.client,
+                    journal=parts.journal, audit=parts.audit, clock=self._clock,
+                    logger=self._log.getChild("signed"), stop_event=self._stop,
+                    on_fatal=self._fatal.raise_,
+                )
+        except DurabilityError as err:
+            self._log.error("cannot open the nonce store in %s: %s", self._config.state_dir, err)
+            parts.close()
+            return EXIT_FATAL
         try:
             parts.queue.start()
             if self._start_up(parts):
@@ -224,7 +244,7 @@ class Daemon:
         collector = Collector(
             client=parts.client, node=self._config.proxmox.node, host_id=self._config.host_id,
             engine=parts.engine, audit=parts.audit, clock=self._clock,
-            extra_ops=self._sink.results, extra_errors=self._take_envelope_errors,
+            extra_ops=self._active_sink.results, extra_errors=self._take_envelope_errors,
             logger=self._log,
         )
         if parts.hub_client is not None:
@@ -254,6 +274,11 @@ class Daemon:
             self._log.warning("reconciler thread did not stop within %g s", self._grace_s)
         remaining = max(0.0, self._grace_s - (self._monotonic() - started))
         report = parts.queue.shutdown(grace_s=remaining)
+        if self._sink is not None:
+            try:
+                self._sink.close()
+            except Exception:  # closing must not turn a clean stop into a crash
+                self._log.exception("closing the signed-op consumer failed")
         for entry in parts.journal.pending():
             if entry.upid is not None:
                 self._log.info("op %s (%s %s) left running on PVE as %s; re-attached on restart",
@@ -294,7 +319,7 @@ class Daemon:
                 if parts.provider.update(state):
                     parts.engine.wake()
         if envelope.signed_ops:
-            self._sink.handle(envelope.signed_ops)
+            self._active_sink.handle(envelope.signed_ops)
 
     def _take_envelope_errors(self) -> tuple[ReportError, ...]:
         with self._errors_lock:
@@ -306,7 +331,7 @@ class Daemon:
         self._notifier.reloading()
         result: ReloadResult = apply_reload(
             self._config, self._reload_config, logger=self._log,
-            reconfigure_logging=self._reconfigure_logging, sink=self._sink,
+            reconfigure_logging=self._reconfigure_logging, sink=self._active_sink,
         )
         self._config = result.config
         if result.hub_interval_changed and parts.hub_client is not None:

@@ -12,6 +12,8 @@ from typing import Any
 
 from felhom_agent.hub.report import OpResult, ReconcileStatus
 from felhom_agent.proxmox import ProxmoxClient
+from felhom_agent.reconcile.executor import ExecResult, JobSpec
+from felhom_agent.reconcile.job import JobHandle
 from felhom_agent.secret import Secret
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict
@@ -148,3 +150,7 @@ class FakeEngine:
     def join(self, timeout: float) -> bool:
         """Nothing to join."""
         return True
+
+    def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
+        """Signed ops never reach the fake engine in wiring tests."""
+        raise AssertionError(f"unexpected signed-op job {job.op_id}")

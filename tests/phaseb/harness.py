@@ -97,6 +97,11 @@ class SinkWiring:
         if self.consumer is not None:
             self.consumer.reconfigure(config)
 
+    def close(self) -> None:
+        """Delegate to the consumer."""
+        if self.consumer is not None:
+            self.consumer.close()
+
 
 @attrs.define
 class Harness:
