@@ -1,0 +1,235 @@
+"""Seeded SIGKILL crash points for the daemon child process, and the checks after restart.
+
+One seed (:func:`run_seed`) draws a scenario -- six guests (four qemu, two LXC) with random
+initial and desired run states and qemu descriptions, at least three changes -- then runs the
+daemon against the simulators and SIGKILLs it one to three times at seeded *crash points*,
+each measured by simulator events, never by time:
+
+* ``requests:K`` -- after the PVE simulator has received K more requests (start-up, recovery,
+  planning and the reads between mutations);
+* ``forked:N`` -- once the node holds N tasks (a mutation was just dispatched; its task is
+  usually still running, so the restart has to re-attach it);
+* ``finished:N`` -- once N tasks have ended (the outcome may not be journaled yet);
+* ``lost_reply:N`` -- the next mutating POST is processed but its answer dropped, and the
+  daemon is killed once that task exists (the restart must adopt it, not re-issue it);
+
+each followed by 0-3 further requests (a seeded delay counted in simulator events). A final
+start runs to convergence. The checks:
+
+* **no duplicate mutation** -- the node's task list holds exactly one task per intended change
+  (per guest and task type), every one ended ``OK``, and no other task;
+* **no lost change** -- every guest ends in its desired state, the final report shows the
+  generation planned with nothing left to do, and the journal holds nothing pending after an
+  orderly stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from felhom_agent.reconcile.journal import Journal
+from felhom_agent.sim.pve import Fault, PveSimulator
+from tests.faults.harness import (
+    DaemonChild,
+    HarnessError,
+    Want,
+    daemon_config,
+    desired_doc,
+    hub_sim,
+    pve_sim,
+    report_matches,
+    sim_matches,
+    wait_pve,
+    wait_report,
+)
+
+__all__ = ["CRASH_KINDS", "Scenario", "SeedResult", "describe", "draw_scenario", "kills_for",
+           "run_seed"]
+
+CRASH_KINDS = ("requests", "forked", "finished", "lost_reply")
+QEMU = (300, 301, 302, 303)
+LXC = (310, 311)
+#: Longest wait for one crash point to be reached (it is normally reached within a second).
+POINT_TIMEOUT_S = 30.0
+CONVERGE_TIMEOUT_S = 60.0
+_LOG = logging.getLogger("tests.faults.crash")
+
+
+@attrs.frozen
+class Scenario:
+    """A seed's guests (simulator form), what the hub wants, and the changes that needs."""
+
+    guests: tuple[dict[str, Any], ...]
+    wants: tuple[Want, ...]
+    #: (vmid as str, PVE task type) for every mutation the desired state needs.
+    expected: frozenset[tuple[str, str]]
+    task_s: float
+
+
+@attrs.frozen
+class SeedResult:
+    """What one seed did and found."""
+
+    seed: int
+    points: tuple[str, ...]
+    hit: int
+    duplicates: int
+    lost: int
+    converge_s: float | None
+    mutations: int
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """No duplicate, nothing lost, no harness error."""
+        return self.error is None and self.duplicates == 0 and self.lost == 0
+
+
+def draw_scenario(rng: random.Random) -> Scenario:
+    """Random initial/desired states over :data:`QEMU` and :data:`LXC` (>= 3 changes)."""
+    while True:
+        guests: list[dict[str, Any]] = []
+        wants: list[Want] = []
+        expected: set[tuple[str, str]] = set()
+        for vmid in QEMU + LXC:
+            qemu = vmid in QEMU
+            status = rng.choice(("running", "stopped"))
+            desired = rng.choice(("running", "stopped"))
+            config: dict[str, Any] = ({"cores": 1, "memory": 512, "description": "initial"}
+                                      if qemu else
+                                      {"cores": 1, "memory": 256, "ostype": "alpine"})
+            guests.append({"vmid": vmid, "type": "qemu" if qemu else "lxc",
+                           "name": f"g{vmid}", "status": status, "config": config})
+            description = f"seeded {vmid}" if qemu and rng.random() < 0.5 else None
+            wants.append(Want(vmid, "qemu" if qemu else "lxc", desired, description))
+            prefix = "qm" if qemu else "vz"
+            if desired != status:
+                expected.add((str(vmid), prefix + ("start" if desired == "running" else "stop")))
+            if description is not None:
+                expected.add((str(vmid), "qmconfig"))
+        if len(expected) >= 3:
+            return Scenario(tuple(guests), tuple(wants), frozenset(expected),
+                            task_s=rng.choice((0.1, 0.3, 0.6)))
+
+
+def _stopped(pve: PveSimulator) -> int:
+    return sum(t["status"] == "stopped" for t in pve.tasks())
+
+
+def _crash_point(rng: random.Random, pve: PveSimulator, total: int
+                 ) -> tuple[str, Callable[[], bool]]:
+    """Draw the next crash point: a label and the predicate that says it is reached."""
+    tasks = len(pve.tasks())
+    left = total - tasks
+    kind = rng.choice(CRASH_KINDS) if left > 0 else "requests"
+    if kind == "requests":
+        k = rng.randint(1, 40)
+        target = pve.requests_seen + k
+        return f"requests:{k}", lambda: pve.requests_seen >= target
+    if kind == "finished":
+        n = rng.randint(max(1, _stopped(pve) + 1), max(1, _stopped(pve) + 1, total))
+        return f"finished:{n}", lambda: _stopped(pve) >= n
+    n = tasks + rng.randint(1, left) if kind == "forked" else tasks + 1
+    if kind == "lost_reply":
+        pve.inject(Fault("drop_after", method="POST", count=1))
+    return f"{kind}:{n}", lambda: len(pve.tasks()) >= n
+
+
+def _settled(pve: PveSimulator, scenario: Scenario) -> bool:
+    """Converged on the node and no task still running (a crash point can no longer come)."""
+    return (sim_matches(pve, scenario.wants)
+            and all(t["status"] == "stopped" for t in pve.tasks()))
+
+
+def _duplicates(pve: PveSimulator, expected: frozenset[tuple[str, str]]) -> int:
+    """Tasks beyond one per intended change, tasks nobody asked for, and failed ones."""
+    counts = Counter((t["id"], t["type"]) for t in pve.tasks())
+    extra = sum(n - 1 if key in expected else n for key, n in counts.items())
+    failed = sum(t["exitstatus"] not in ("OK", None) for t in pve.tasks())
+    return extra + failed
+
+
+def _pending(state: Path) -> int:
+    with Journal.open(state, clock=time.time, logger=_LOG) as journal:
+        return len(journal.pending())
+
+
+def _reach(pve: PveSimulator, scenario: Scenario, reached: Callable[[], bool],
+           child: DaemonChild) -> bool:
+    """Wait for the crash point (or for nothing left to happen); True if the point came."""
+    wait_pve(pve, lambda: reached() or _settled(pve, scenario), POINT_TIMEOUT_S, child=child)
+    return reached()
+
+
+def _more_requests(pve: PveSimulator, extra: int, child: DaemonChild) -> None:
+    """The seeded delay after a crash point, counted in simulator requests."""
+    target = pve.requests_seen + extra
+    wait_pve(pve, lambda: pve.requests_seen >= target, POINT_TIMEOUT_S, child=child)
+
+
+def kills_for(seed: int) -> int:
+    """How many SIGKILLs seed ``seed`` delivers (1-3; its own stream, so a sweep can count)."""
+    return random.Random(seed * 7919 + 1).randint(1, 3)
+
+
+def run_seed(seed: int, work: Path, *, kills: int | None = None) -> SeedResult:
+    """Run one seed in ``work`` (created); never raises for a failed check (see ``error``)."""
+    rng = random.Random(seed)
+    scenario = draw_scenario(rng)
+    n_kills = kills if kills is not None else kills_for(seed)
+    work.mkdir(parents=True, exist_ok=True)
+    points: list[str] = []
+    hit = 0
+    converge_s: float | None = None
+    error: str | None = None
+    lost = 0
+    with pve_sim(list(scenario.guests), task_s=scenario.task_s) as pve, \
+            hub_sim(desired_doc(1, scenario.wants)) as hub:
+        config = daemon_config(work, pve, hub)
+        try:
+            for i in range(n_kills):
+                child = DaemonChild(config, work / f"run{i}.log")
+                try:
+                    label, reached = _crash_point(rng, pve, len(scenario.expected))
+                    hit += _reach(pve, scenario, reached, child)
+                    extra = rng.randint(0, 3)
+                    _more_requests(pve, extra, child)
+                    points.append(f"{label}+{extra}")
+                finally:
+                    child.sigkill()
+            pve.clear_faults()
+            start = len(hub.reports())
+            final = DaemonChild(config, work / "final.log")
+            try:
+                wait_report(hub, lambda b: report_matches(b, 1, scenario.wants)
+                            and sim_matches(pve, scenario.wants),
+                            CONVERGE_TIMEOUT_S, after=start, child=final)
+                converge_s = time.monotonic() - final.started
+            finally:
+                code = final.terminate()
+            if code != 0:
+                error = f"final daemon exited {code}"
+            lost = sum(not sim_matches(pve, (w,)) for w in scenario.wants)
+            lost += _pending(work / "state")
+        except HarnessError as err:
+            error = str(err)
+            lost = sum(not sim_matches(pve, (w,)) for w in scenario.wants)
+        duplicates = _duplicates(pve, scenario.expected)
+    return SeedResult(seed, tuple(points), hit, duplicates, lost, converge_s,
+                      len(scenario.expected), error)
+
+
+def describe(result: SeedResult) -> str:
+    """One line for a seed: its crash points and findings."""
+    conv = "-" if result.converge_s is None else f"{result.converge_s:.2f}s"
+    status = "ok" if result.ok else f"FAIL {result.error or ''}"
+    return (f"seed {result.seed}: {' '.join(result.points)} changes={result.mutations} "
+            f"dup={result.duplicates} lost={result.lost} converge={conv} {status}")

@@ -1,0 +1,321 @@
+"""The soak: ``python -m tests.faults.soak [--minutes M] [--guests G] [--churn-s S] ...``.
+
+The daemon runs as a child process against the PVE and hub simulators (loopback only) for
+``M`` minutes while the hub's desired state churns -- every ``S`` seconds one to three guests
+get a new run state or description and the generation goes up -- and faults are injected at
+a low rate (PVE 5xx, dropped connections, a lost reply after a mutation, slow answers, failing
+tasks; hub 5xx, dropped connections, short outages). Request rate is bounded by the daemon's
+own intervals (hub poll 1 s, reconcile 2 s) and the churn period.
+
+Every ``--report-s`` seconds (default 60) it prints: ops applied (distinct audit records with
+outcome ``applied`` seen in reports), other outcomes and errors by type (audit outcomes, the
+report's ``errors`` sources, the daemon's WARNING/ERROR lines by logger, faults injected by
+kind), reports received, PVE requests, the daemon's RSS (``/proc/<pid>/status``) and CPU
+(``/proc/<pid>/stat``). At the end churn and faults stop, the daemon must converge on the last
+generation, then it is stopped with SIGTERM, and a summary gives RSS at start (after the
+warm-up), at the end, and whether it stayed flat (end <= start + ``--rss-slack-mib``).
+Exit status 0 only if RSS stayed flat, the daemon converged, kept reporting and exited 0.
+
+The pacing of churn and samples is a timed schedule on purpose (a soak runs for wall-clock
+minutes); no check depends on how fast anything happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from felhom_agent.sim.hub import HubFault, HubSimulator
+from felhom_agent.sim.pve import Fault, PveSimulator
+from tests.faults.harness import (
+    DaemonChild,
+    HarnessError,
+    Want,
+    cpu_seconds,
+    daemon_config,
+    desired_doc,
+    hub_sim,
+    pve_sim,
+    report_matches,
+    rss_kib,
+    sim_matches,
+    wait_report,
+)
+
+__all__ = ["Churn", "Tally", "main"]
+
+FIRST_VMID = 400
+CONVERGE_TIMEOUT_S = 120.0
+
+
+@attrs.define
+class Churn:
+    """The hub's desired state and how it changes (seeded)."""
+
+    rng: random.Random
+    wants: dict[int, Want]
+    generation: int = 1
+    changes: int = 0
+
+    @classmethod
+    def initial(cls, rng: random.Random, guests: list[dict[str, Any]]) -> Churn:
+        """Start from the guests as they are (nothing to do at generation 1)."""
+        wants = {g["vmid"]: Want(g["vmid"], g["type"], g["status"], "soak 0") for g in guests}
+        return cls(rng, wants)
+
+    def step(self) -> None:
+        """Change one to three guests (flip the run state or set a new description)."""
+        for vmid in self.rng.sample(sorted(self.wants), self.rng.randint(1, 3)):
+            w = self.wants[vmid]
+            if self.rng.random() < 0.5:
+                w = attrs.evolve(w, state="stopped" if w.state == "running" else "running")
+            else:
+                w = attrs.evolve(w, description=f"soak {self.generation + 1}")
+            self.wants[vmid] = w
+            self.changes += 1
+        self.generation += 1
+
+    def doc(self) -> dict[str, Any]:
+        """The current desired-state document."""
+        return desired_doc(self.generation, self.wants.values())
+
+
+@attrs.define
+class Tally:
+    """What the reports and the daemon's log said so far."""
+
+    applied: set[str] = attrs.field(factory=set)
+    outcomes: Counter[str] = attrs.field(factory=Counter)
+    report_errors: Counter[str] = attrs.field(factory=Counter)
+    log_levels: Counter[str] = attrs.field(factory=Counter)
+    injected: Counter[str] = attrs.field(factory=Counter)
+    _seen_outcomes: set[tuple[str, str]] = attrs.field(factory=set)
+    _reports_read: int = 0
+    _log_offset: int = 0
+
+    def read_reports(self, hub: HubSimulator) -> int:
+        """Fold in the reports received since the last call; return the total count."""
+        reports = hub.reports()
+        for r in reports[self._reports_read:]:
+            for a in r.body.get("audit", []):
+                key = (str(a.get("op_id")), str(a.get("outcome")))
+                if key in self._seen_outcomes:
+                    continue
+                self._seen_outcomes.add(key)
+                if a.get("outcome") == "applied":
+                    self.applied.add(key[0])
+                else:
+                    self.outcomes[f"{a.get('kind')}:{a.get('outcome')}"] += 1
+            for e in r.body.get("errors", []):
+                self.report_errors[str(e.get("source"))] += 1
+        self._reports_read = len(reports)
+        return len(reports)
+
+    def read_log(self, path: Path) -> None:
+        """Count the daemon's new WARNING/ERROR/CRITICAL lines by level and logger."""
+        with open(path, "rb") as f:
+            f.seek(self._log_offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self._log_offset += end
+        for raw in data[:end].splitlines():
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                self.log_levels["unparsed-line"] += 1
+                continue
+            level = str(doc.get("level", "?")) if isinstance(doc, dict) else "?"
+            if level in ("warning", "error", "critical"):
+                self.log_levels[f"{level}:{doc.get('logger')}"] += 1
+
+
+def _fmt(counter: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counter.items())) or "none"
+
+
+def _inject(rng: random.Random, pve: PveSimulator, hub: HubSimulator, tally: Tally) -> str:
+    """Inject one random fault; return its kind (hub outages end at the next churn tick)."""
+    kind = rng.choice(("pve_5xx", "pve_drop", "pve_slow", "pve_lost_reply", "task_fail",
+                       "hub_5xx", "hub_drop", "hub_outage"))
+    if kind == "pve_5xx":
+        pve.inject(Fault("http_error", method="GET", status=500, count=rng.randint(1, 3)))
+    elif kind == "pve_drop":
+        pve.inject(Fault("drop", method="GET", count=1))
+    elif kind == "pve_slow":
+        pve.inject(Fault("latency", delay_s=2.0, count=1))
+    elif kind == "pve_lost_reply":
+        pve.inject(Fault("drop_after", method="POST", count=1))
+    elif kind == "task_fail":
+        pve.inject(Fault("task_fail", message="simulated task failure", count=1))
+    elif kind == "hub_5xx":
+        hub.inject(HubFault(kind="http_error", status=503, count=1))
+    elif kind == "hub_drop":
+        hub.inject(HubFault(kind="drop", count=1))
+    else:
+        hub.go_down()
+    tally.injected[kind] += 1
+    return kind
+
+
+def _guests(n: int, rng: random.Random) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        qemu = i % 2 == 0
+        config: dict[str, Any] = ({"cores": 1, "memory": 512} if qemu
+                                  else {"cores": 1, "memory": 256, "ostype": "alpine"})
+        config["description"] = "soak 0"
+        out.append({"vmid": FIRST_VMID + i, "type": "qemu" if qemu else "lxc",
+                    "name": f"soak{i}", "status": rng.choice(("running", "stopped")),
+                    "config": config})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the soak and print its figures; see the module docstring."""
+    p = argparse.ArgumentParser(prog="soak", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--guests", type=int, default=12)
+    p.add_argument("--churn-s", type=float, default=3.0, help="desired-state change period")
+    p.add_argument("--fault-rate", type=float, default=0.15,
+                   help="probability of injecting one fault per churn tick")
+    p.add_argument("--report-s", type=float, default=60.0, help="progress line period")
+    p.add_argument("--warmup-s", type=float, default=60.0, help="RSS baseline taken after")
+    p.add_argument("--rss-slack-mib", type=float, default=10.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--work", type=Path, default=None, help="work dir (default: a temp dir)")
+    args = p.parse_args(argv)
+    if not 1 <= args.guests <= 200 or args.churn_s < 0.5 or args.minutes <= 0:
+        p.error("--guests must be 1..200, --churn-s >= 0.5, --minutes > 0")
+    rng = random.Random(args.seed)
+    work = args.work or Path(tempfile.mkdtemp(prefix="felhom-soak-"))
+    work.mkdir(parents=True, exist_ok=True)
+    guests = _guests(args.guests, rng)
+    churn = Churn.initial(rng, guests)
+    tally = Tally()
+    pause = threading.Event()  # never set: its wait() is the interruptible schedule tick
+    print(f"soak: {args.minutes:g} min, {args.guests} guests, churn every {args.churn_s:g} s, "
+          f"fault rate {args.fault_rate:g}/tick, seed {args.seed}, work dir {work}", flush=True)
+    with pve_sim(guests, task_s=0.2) as pve, hub_sim(churn.doc()) as hub:
+        config = daemon_config(work, pve, hub, log={"level": "info", "format": "json"},
+                               reconcile={"workers": 4, "interval_s": 2})
+        child = DaemonChild(config, work / "daemon.log")
+        try:
+            wait_report(hub, lambda b: report_matches(b, 1, churn.wants.values()), 60.0,
+                        child=child)
+            return _run(args, pve, hub, child=child, churn=churn, tally=tally, pause=pause,
+                        rng=rng)
+        except HarnessError as err:
+            print(f"soak FAILED: {err}; daemon log {work / 'daemon.log'}")
+            return 1
+        finally:
+            if child.alive():
+                child.terminate()
+
+
+def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
+         child: DaemonChild, churn: Churn, tally: Tally, pause: threading.Event,
+         rng: random.Random) -> int:
+    pid = child.pid
+    started = time.monotonic()
+    end = started + args.minutes * 60
+    rss_ready = rss_kib(pid)
+    rss_base: int | None = None
+    next_report = started + args.report_s
+    last_cpu, last_t = cpu_seconds(pid) or 0.0, started
+    last_reports = tally.read_reports(hub)
+    last_requests = pve.requests_seen
+    stalled = 0
+    samples: list[int] = []
+    minute = 0
+    while time.monotonic() < end:
+        if not child.alive():
+            raise HarnessError(f"daemon exited with {child.proc.returncode} during the soak")
+        if not hub.is_up():
+            hub.come_up()
+        churn.step()
+        hub.set_desired(churn.doc())
+        if rng.random() < args.fault_rate:
+            _inject(rng, pve, hub, tally)
+        pause.wait(args.churn_s)
+        now = time.monotonic()
+        if rss_base is None and now - started >= args.warmup_s:
+            rss_base = rss_kib(pid)
+        if now >= next_report:
+            minute += 1
+            next_report += args.report_s
+            reports = tally.read_reports(hub)
+            tally.read_log(child.log_path)
+            rss = rss_kib(pid) or 0
+            samples.append(rss)
+            cpu = cpu_seconds(pid) or last_cpu
+            cpu_pct = 100.0 * (cpu - last_cpu) / max(now - last_t, 1e-9)
+            stalled += reports == last_reports
+            print(f"[{minute:3d}] t={now - started:6.0f}s gen={churn.generation} "
+                  f"ops applied={len(tally.applied)} reports={reports} "
+                  f"(+{reports - last_reports}) pve requests +{pve.requests_seen - last_requests}"
+                  f" rss={rss / 1024:.1f} MiB cpu={cpu_pct:.1f}% | outcomes: "
+                  f"{_fmt(tally.outcomes)} | report errors: {_fmt(tally.report_errors)} | "
+                  f"log: {_fmt(tally.log_levels)} | injected: {_fmt(tally.injected)}",
+                  flush=True)
+            last_cpu, last_t, last_reports = cpu, now, reports
+            last_requests = pve.requests_seen
+    # Faults stop: bring the hub back, clear PVE faults, let the last generation land.
+    if not hub.is_up():
+        hub.come_up()
+    pve.clear_faults()
+    hub.faults.clear()
+    final_wants = list(churn.wants.values())
+    t0 = time.monotonic()
+    converged = True
+    try:
+        wait_report(hub, lambda b: report_matches(b, churn.generation, final_wants)
+                    and sim_matches(pve, final_wants), CONVERGE_TIMEOUT_S, child=child)
+    except HarnessError as err:
+        converged = False
+        print(f"did not converge on generation {churn.generation}: {err}")
+    converge_s = time.monotonic() - t0
+    rss_end = rss_kib(pid) or 0
+    cpu_total = cpu_seconds(pid) or 0.0
+    code = child.terminate()
+    tally.read_reports(hub)
+    tally.read_log(child.log_path)
+    base = rss_base if rss_base is not None else (rss_ready or 0)
+    flat = rss_end <= base + args.rss_slack_mib * 1024
+    elapsed = time.monotonic() - started
+    print("---- soak summary ----")
+    print(f"duration: {elapsed / 60:.1f} min; generations: {churn.generation}; "
+          f"desired changes: {churn.changes}")
+    print(f"ops applied: {len(tally.applied)}; other outcomes: {_fmt(tally.outcomes)}")
+    print(f"errors by type: report errors: {_fmt(tally.report_errors)}; daemon log: "
+          f"{_fmt(tally.log_levels)}")
+    print(f"faults injected: {_fmt(tally.injected)} (total {sum(tally.injected.values())})")
+    print(f"reports received: {len(hub.reports())}; minutes without a new report: {stalled}; "
+          f"PVE requests: {pve.requests_seen} ({pve.requests_seen / elapsed:.1f}/s)")
+    print(f"converged on the last generation after the faults stopped: {converged} "
+          f"({converge_s:.1f} s)")
+    print(f"daemon CPU total: {cpu_total:.1f} s ({100 * cpu_total / elapsed:.1f}% average)")
+    if samples:
+        print(f"RSS samples (MiB): min {min(samples) / 1024:.1f}, max {max(samples) / 1024:.1f}")
+    print(f"RSS at ready: {(rss_ready or 0) / 1024:.1f} MiB; start (after {args.warmup_s:g} s "
+          f"warm-up): {base / 1024:.1f} MiB; end: {rss_end / 1024:.1f} MiB; "
+          f"flat (end <= start + {args.rss_slack_mib:g} MiB): {flat}")
+    print(f"daemon exit status on SIGTERM: {code}")
+    ok = flat and converged and code == 0 and stalled == 0
+    print("soak: PASS" if ok else "soak: FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
