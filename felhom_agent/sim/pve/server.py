@@ -50,6 +50,9 @@ class PveHttpServer(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = True
+    # pveproxy listens with a deep backlog; the socketserver default of 5 makes a burst of
+    # connections (a warmed 16-connection pool) wait ~1 s on TCP SYN retransmits.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], rt: NodeRuntime,
                  context: ssl.SSLContext) -> None:
