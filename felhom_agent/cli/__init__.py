@@ -122,4 +122,5 @@ def _dispatch(args: argparse.Namespace, config: Config, out: IO[str],
             code, text = selftest_read_command(config, as_json=args.json)
         print(text, file=out)
         return code
-    return daemon_command(config, env=environ)
+    return daemon_command(config, env=environ, log_level=args.log_level,
+                          log_format=args.log_format)

@@ -3,7 +3,8 @@
 ``felhom-agent --config PATH`` with no mode flag runs until SIGTERM/SIGINT (exit 0), a
 durability failure (exit 1) or a start-up failure that retrying cannot fix (exit 1/2). SIGHUP
 reloads the file named by ``config.source`` with the same environment; log settings from the
-reloaded file are applied with :func:`felhom_agent.log.configure_logging` on stderr.
+reloaded file are applied with :func:`felhom_agent.log.configure_logging` on stderr, except
+where the command line overrode them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def daemon_command(
     env: Mapping[str, str],
     stop_event: threading.Event | None = None,
     grace_s: float = DEFAULT_GRACE_S,
+    log_level: str | None = None,
+    log_format: str | None = None,
 ) -> int:
     """Run the daemon with ``config``; return the exit status.
 
@@ -32,6 +35,8 @@ def daemon_command(
         env: the environment (sd_notify variables, the reload's env overlay).
         stop_event: set it to stop an in-process daemon (tests, ``--demo``); signals set it too.
         grace_s: how long running jobs may take to finish at stop.
+        log_level, log_format: command-line overrides (``--log-level``/``--log-format``); they
+            keep winning over the file after a SIGHUP reload, as they did at start.
     """
     source = config.source
 
@@ -39,8 +44,8 @@ def daemon_command(
         return load_config(source, env=env)
 
     def reconfigure_logging(new: Config) -> None:
-        configure_logging(level=new.log.level, fmt=new.log.format, secrets=new.secrets(),
-                          env=env)
+        configure_logging(level=log_level or new.log.level, fmt=log_format or new.log.format,
+                          secrets=new.secrets(), env=env)
 
     daemon = Daemon(
         config,
