@@ -1,16 +1,23 @@
-"""``--demo``: the agent against a simulated PVE node and hub, until converged (design §6).
+"""``--demo``: the agent against a simulated PVE node and hub, until converged (design §6, §8).
 
 Everything runs in this process on 127.0.0.1: the PVE simulator (HTTPS with a fresh
 self-signed certificate, pinned by the agent), the hub simulator (plain HTTP on loopback,
 Bearer token) and the real daemon on a thread -- the same wiring as production, with a
 generated config file and a temporary state directory. Both secrets are generated per run.
 
+Phase B is shown too (design §8.1): an operator key made for the run by ``ssh-keygen`` (see
+:mod:`._demo_signer`) is trusted through ``authz.allowed_signers``; a ``guest.rollback`` op
+signed with it is queued at the hub, and the daemon's verifying consumer runs it behind its
+safety snapshot ``felhom-pre-<8 hex>``. The desired state also asks for a destructive config
+change (``memory``), which unsigned desired state may not make: it is refused and reported.
+
 The demo waits on conditions, never on the clock: it blocks on the hub simulator's report
-condition until a report shows the desired state reached (guest states, an empty plan for
-generation 1, the three actions applied), with an overall timeout. Then it stops the daemon
-(the same drain as SIGTERM) and prints what happened: the initial state, the plan, every
-action with its UPID and outcome (taken from the hub's last report, i.e. what the hub was
-told), the reports sent and the final state. Exit 0 when converged, 1 otherwise.
+condition until a report shows everything reached (guest states, an empty plan for
+generation 1, the three plan actions applied, the memory change refused, the signed op
+applied with both of its steps audited), with an overall timeout; a signed op reported
+anything but ``applied`` ends the wait early. Then it stops the daemon (the same drain as
+SIGTERM) and prints what happened, taken from the hub's last report (what the hub was told)
+and from the simulator's own task list. Exit 0 when converged, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -22,22 +29,29 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from felhom_agent.cli._demo_signer import DemoSigner, op_payload
 from felhom_agent.config import load_config
 from felhom_agent.daemon.runner import Daemon
 from felhom_agent.proxmox import ProxmoxClient
 from felhom_agent.reconcile.actual import read_actual
 from felhom_agent.reconcile.desired import parse_desired
+from felhom_agent.reconcile.gate import safety_snapshot_name
 from felhom_agent.reconcile.plan import Plan, plan, render_text
 from felhom_agent.secret import Secret
 from felhom_agent.sim.demo_scenarios import (
     DEMO_NODE,
+    DEMO_PRINCIPAL,
+    DEMO_ROLLBACK_VMID,
     DEMO_TOKEN_ID,
+    DEMO_VMIDS,
     demo_desired,
     demo_pve_scenario,
+    demo_rollback_op,
 )
 from felhom_agent.sim.hub import HubScenario, HubSimulator
 from felhom_agent.sim.pve import PveScenario, PveSimulator
@@ -45,46 +59,79 @@ from felhom_agent.sim.pve import PveScenario, PveSimulator
 __all__ = ["demo_command"]
 
 DEFAULT_TIMEOUT_S = 45.0
+HOST_ID = "pve1"
 _EXPECTED = {(100, "set_config"), (101, "start"), (102, "stop")}
+#: The refusal the desired state's ``memory: 8192`` on 101 must produce.
+REFUSAL = {"vmid": 101, "kind": "set_config", "reason": "destructive key: memory"}
 
 Body = Mapping[str, Any]
 
 
-def _converged(body: Body) -> bool:
+def _op_state(body: Body, op_id: str) -> Mapping[str, Any] | None:
+    for entry in body.get("ops", ()):
+        if entry.get("op_id") == op_id:
+            return dict(entry)
+    return None
+
+
+def op_steps(body: Body, op_id: str) -> list[dict[str, Any]]:
+    """The audit lines of a signed op's steps (``<op_id>.safety-snapshot``, the op), in order."""
+    return [dict(a) for a in body.get("audit", ())
+            if a["op_id"] == op_id or a["op_id"].startswith(op_id + ".")]
+
+
+def _converged(body: Body, op_id: str) -> bool:
     status = {g["vmid"]: g["status"] for g in body.get("guests", [])}
     rec = body.get("reconcile") or {}
     applied = {(a["vmid"], a["kind"]) for a in body.get("audit", []) if a["outcome"] == "applied"}
+    op = _op_state(body, op_id) or {}
+    steps = {a["op_id"]: a["outcome"] for a in op_steps(body, op_id)}
     return (status.get(101) == "running" and status.get(102) == "stopped"
+            and status.get(DEMO_ROLLBACK_VMID) == "running"
             and rec.get("generation") == 1 and rec.get("actions") == 0
-            and applied >= _EXPECTED)
+            and applied >= _EXPECTED and REFUSAL in rec.get("refused", [])
+            and op.get("state") == "applied"
+            and steps == {op_id: "applied", f"{op_id}.safety-snapshot": "applied"})
 
 
-def _wait_converged(hub: HubSimulator, timeout_s: float) -> Body | None:
+def _op_ended_badly(body: Body, op_id: str) -> bool:
+    op = _op_state(body, op_id)
+    return op is not None and op.get("state") not in ("applied", "running")
+
+
+def _wait_converged(hub: HubSimulator, op_id: str, timeout_s: float) -> tuple[Body | None, bool]:
+    """The first report that shows convergence (``(body, True)``), else the last one seen."""
     deadline = time.monotonic() + timeout_s
     seen = 0
+    last: Body | None = None
     while True:
         reports = hub.reports()
         for r in reports[seen:]:
-            if _converged(r.body):
-                return r.body
+            last = r.body
+            if _converged(r.body, op_id):
+                return r.body, True
+            if _op_ended_badly(r.body, op_id):
+                return r.body, False
         seen = len(reports)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return None
+            return last, False
         try:
             hub.wait_for_reports(seen + 1, remaining)
         except TimeoutError:
-            return None
+            return last, False
 
 
 def _guest_rows(pve: PveSimulator) -> list[dict[str, Any]]:
     rows = []
-    for vmid in (100, 101, 102):
+    for vmid in DEMO_VMIDS:
         g = pve.guest(vmid)
         config = g["config"]
         rows.append({"vmid": vmid, "type": g["type"],
                      "name": config.get("hostname") or config.get("name") or "",
-                     "status": g["status"],
+                     "status": g["status"], "cores": config.get("cores"),
+                     "memory": str(config.get("memory", "")),
+                     "snapshots": sorted(g["snapshots"]),
                      "description": str(config.get("description", "")).rstrip("\n")})
     return rows
 
@@ -98,15 +145,17 @@ def _plan(pve: PveSimulator, secret: str, desired: Mapping[str, Any]) -> Plan:
         return plan(state, actual.guests, busy=lambda _vmid: False, node=DEMO_NODE)
 
 
-def _write_config(tmp: Path, pve: PveSimulator, hub: HubSimulator, secret: str) -> Path:
+def _write_config(tmp: Path, pve: PveSimulator, hub: HubSimulator, secret: str,
+                  allowed_signers: Path) -> Path:
     cfg = {
-        "host_id": "pve1",
+        "host_id": HOST_ID,
         "state_dir": str(tmp / "state"),
         "proxmox": {"api_url": pve.url, "node": DEMO_NODE, "token_id": DEMO_TOKEN_ID,
                     "token_secret": secret, "tls_fingerprint": pve.fingerprint,
                     "task_timeout_s": 60},
         "hub": {"url": hub.url, "token": hub.token, "interval_s": 1},
         "reconcile": {"workers": 4, "interval_s": 2},
+        "authz": {"allowed_signers": str(allowed_signers)},
     }
     path = tmp / "config.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -115,62 +164,137 @@ def _write_config(tmp: Path, pve: PveSimulator, hub: HubSimulator, secret: str) 
     return path
 
 
+def _signed_op_account(signer: DemoSigner, payload: str, body: Body | None) -> dict[str, Any]:
+    doc = json.loads(payload)
+    op_id = doc["op_id"]
+    reported = {} if body is None else dict(_op_state(body, op_id) or {})
+    steps = [] if body is None else op_steps(body, op_id)
+    for step in steps:
+        upid = step.get("upid") or ""
+        step["task_type"] = upid.split(":")[5] if upid.count(":") >= 6 else None
+        step["purpose"] = step["op_id"][len(op_id) + 1:] if step["op_id"] != op_id else "op"
+    return {
+        "op_id": op_id, "kind": doc["kind"], "vmid": doc["vmid"], "params": doc["params"],
+        "signer": doc["signer"], "expires_at": doc["expires_at"],
+        "key": signer.public_line.split()[0], "namespace": "felhom-op",
+        "safety_snapshot": safety_snapshot_name(op_id),
+        "state": reported.get("state"), "reason": reported.get("reason"),
+        "upid": reported.get("upid"), "steps": steps,
+    }
+
+
 def demo_command(*, out: IO[str], as_json: bool = False,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
-    """Run the demo and print its account to ``out``; 0 when converged, 1 otherwise."""
+                 timeout_s: float = DEFAULT_TIMEOUT_S,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+    """Run the demo and print its account to ``out``; 0 when converged, 1 otherwise.
+
+    Args:
+        out: where the account goes (text, or one JSON document with ``as_json``).
+        timeout_s: how long to wait for convergence at most.
+        clock: the signed op's issue time (the daemon checks it against the real clock).
+
+    Raises:
+        DemoSignerError: ``ssh-keygen`` is missing (the message names ``openssh-client``) or
+            failed; the CLI prints it on one line and exits 1. Nothing is faked instead.
+    """
     started = time.monotonic()
     secret = secrets.token_hex(16)
     desired = demo_desired()
     pve_scenario = PveScenario.from_dict(demo_pve_scenario(token_secret=secret))
-    hub_scenario = HubScenario(token=secrets.token_urlsafe(24), host_ids=("pve1",),
+    hub_scenario = HubScenario(token=secrets.token_urlsafe(24), host_ids=(HOST_ID,),
                                poll_interval_s=1, desired=desired)
     # The daemon's own log lines would interleave with the account: keep warnings only.
     daemon_log = logging.getLogger("felhom_agent.demo.daemon")
     daemon_log.setLevel(logging.WARNING)
-    with (tempfile.TemporaryDirectory(prefix="felhom-demo-") as tmp,
-          PveSimulator(pve_scenario) as pve, HubSimulator(hub_scenario) as hub):
-        initial = _guest_rows(pve)
-        the_plan = _plan(pve, secret, desired)
-        config = load_config(_write_config(Path(tmp), pve, hub, secret), env={})
-        stop = threading.Event()
-        codes: list[int] = []
-        daemon = Daemon(config, env={}, stop_event=stop, install_signals=False,
-                        grace_s=5.0, logger=daemon_log)
-        thread = threading.Thread(target=lambda: codes.append(daemon.run()),
-                                  name="felhom-demo-daemon", daemon=True)
-        thread.start()
-        final_report = _wait_converged(hub, timeout_s)
-        stop.set()
-        thread.join(15.0)
-        reports = [r.body for r in hub.reports()]
-        final = _guest_rows(pve)
-        account = {
-            "converged": final_report is not None,
-            "daemon_exit": codes[0] if codes else None,
-            "seconds": round(time.monotonic() - started, 2),
-            "pve": {"url": pve.url, "fingerprint": pve.fingerprint, "node": DEMO_NODE},
-            "hub": {"url": hub.url},
-            "initial": initial,
-            "desired": desired,
-            "plan": the_plan.to_json(),
-            "actions": [] if final_report is None else [
-                {k: a[k] for k in ("vmid", "kind", "upid", "outcome", "reason")}
-                for a in final_report["audit"]],
-            "reports_sent": len(reports),
-            "final": final,
-        }
-        ok = final_report is not None and codes == [0]
-        if as_json:
-            print(json.dumps(account), file=out)
-        else:
-            _print_account(out, account, render_text(the_plan), reports)
+    with tempfile.TemporaryDirectory(prefix="felhom-demo-") as tmp_name:
+        tmp = Path(tmp_name)
+        signer = DemoSigner.create(tmp / "operator", DEMO_PRINCIPAL)
+        with PveSimulator(pve_scenario) as pve, HubSimulator(hub_scenario) as hub:
+            initial = _guest_rows(pve)
+            the_plan = _plan(pve, secret, desired)
+            payload = op_payload(demo_rollback_op(), host_id=HOST_ID,
+                                 now=clock().replace(microsecond=0), signer=DEMO_PRINCIPAL)
+            hub.add_signed_op(payload, signer.sign(payload))
+            op_id = json.loads(payload)["op_id"]
+            config = load_config(
+                _write_config(tmp, pve, hub, secret, signer.allowed_signers), env={})
+            stop = threading.Event()
+            codes: list[int] = []
+            daemon = Daemon(config, env={}, stop_event=stop, install_signals=False,
+                            grace_s=5.0, logger=daemon_log)
+            thread = threading.Thread(target=lambda: codes.append(daemon.run()),
+                                      name="felhom-demo-daemon", daemon=True)
+            thread.start()
+            last, converged = _wait_converged(hub, op_id, timeout_s)
+            stop.set()
+            thread.join(15.0)
+            reports = [r.body for r in hub.reports()]
+            final = _guest_rows(pve)
+            tasks = [{k: t[k] for k in ("type", "id", "upid", "exitstatus")}
+                     for t in pve.tasks()]
+            account = _account(started=started, converged=converged, codes=codes, pve=pve,
+                               hub=hub, initial=initial, final=final, desired=desired,
+                               the_plan=the_plan, last=last, reports=reports, tasks=tasks)
+            account["signed_op"] = _signed_op_account(signer, payload, last)
+    ok = converged and codes == [0]
+    if as_json:
+        print(json.dumps(account), file=out)
+    else:
+        _print_account(out, account, render_text(the_plan), reports)
     return 0 if ok else 1
+
+
+def _account(*, started: float, converged: bool, codes: list[int], pve: PveSimulator,
+             hub: HubSimulator, initial: list[dict[str, Any]], final: list[dict[str, Any]],
+             desired: Mapping[str, Any], the_plan: Plan, last: Body | None,
+             reports: list[Body], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    audit = [] if last is None else list(last.get("audit", ()))
+    rec = {} if last is None else dict(last.get("reconcile") or {})
+    memory = {r["vmid"]: r["memory"] for r in initial}, {r["vmid"]: r["memory"] for r in final}
+    return {
+        "converged": converged,
+        "daemon_exit": codes[0] if codes else None,
+        "seconds": round(time.monotonic() - started, 2),
+        "pve": {"url": pve.url, "fingerprint": pve.fingerprint, "node": DEMO_NODE},
+        "hub": {"url": hub.url},
+        "initial": initial,
+        "desired": desired,
+        "plan": the_plan.to_json(),
+        "actions": [{k: a[k] for k in ("vmid", "kind", "upid", "outcome", "reason")}
+                    for a in audit if str(a.get("source", "")).startswith("plan:")],
+        "refused": list(rec.get("refused", [])),
+        "refused_memory": {"vmid": REFUSAL["vmid"], "before": memory[0][101],
+                           "after": memory[1][101],
+                           "desired": desired["guests"]["101"]["config"]["memory"]},
+        "reports_sent": len(reports),
+        "pve_tasks": tasks,
+        "final": final,
+    }
 
 
 def _print_rows(out: IO[str], rows: list[dict[str, Any]]) -> None:
     for r in rows:
+        snaps = f"  snapshots: {', '.join(r['snapshots'])}" if r["snapshots"] else ""
         print(f"  {r['vmid']:>4}  {r['type']:<4}  {r['name']:<6}  {r['status']:<8}  "
-              f"description: {r['description']!r}", file=out)
+              f"cores {r['cores']}  memory {r['memory']:>4}  description: {r['description']!r}"
+              f"{snaps}", file=out)
+
+
+def _print_signed_op(out: IO[str], op: Mapping[str, Any]) -> None:
+    print(f"\nsigned op queued at the hub (ssh-keygen -Y sign -n {op['namespace']}, "
+          f"throwaway {op['key']} key):", file=out)
+    print(f"  {op['kind']}  vmid {op['vmid']}  params {json.dumps(op['params'])}  "
+          f"signer {op['signer']}", file=out)
+    print(f"  op_id {op['op_id']}, expires {op['expires_at']}", file=out)
+    print("\nsigned op executed (as reported to the hub):", file=out)
+    for n, step in enumerate(op["steps"], 1):
+        what = (f"{step['task_type']} {op['safety_snapshot']}"
+                if step["purpose"] == "safety-snapshot"
+                else f"{step['task_type']} {op['params'].get('snapname', '')}")
+        print(f"  {n}. {step['purpose']:<15}  {what:<28}  {step['outcome']:<8}  "
+              f"{step['upid']}", file=out)
+    reason = f" ({op['reason']})" if op["reason"] else ""
+    print(f"  op {op['op_id']} reported {op['state'] or 'nothing'}{reason}", file=out)
 
 
 def _print_account(out: IO[str], acc: Mapping[str, Any], plan_text: str,
@@ -180,22 +304,38 @@ def _print_account(out: IO[str], acc: Mapping[str, Any], plan_text: str,
     print(f"  PVE node {p['node']} at {p['url']} (TLS pinned to {p['fingerprint'][:23]}...)",
           file=out)
     print(f"  hub at {acc['hub']['url']}, polled every second", file=out)
+    print(f"  authz.allowed_signers trusts {acc['signed_op']['signer']} "
+          f"(an ed25519 key made by ssh-keygen for this run)", file=out)
     print("\ninitial state:", file=out)
     _print_rows(out, acc["initial"])
-    print(f"\ndesired state from the hub (generation {acc['desired']['generation']}):", file=out)
+    print(f"\ndesired state from the hub (generation {acc['desired']['generation']}, "
+          "unsigned):", file=out)
     for vmid, want in acc["desired"]["guests"].items():
         print(f"  {vmid:>4}  {json.dumps(want)}", file=out)
     print(f"\n{plan_text.rstrip()}", file=out)
-    print("\nactions executed (as reported to the hub):", file=out)
+    _print_signed_op(out, acc["signed_op"])
+    print("\nactions executed from the desired state (as reported to the hub):", file=out)
     for a in acc["actions"]:
         upid = a["upid"] or "(synchronous config write, no task)"
         print(f"  {a['vmid']:>4}  {a['kind']:<10}  {a['outcome']:<8}  {upid}", file=out)
+    print("\nrefused from the unsigned desired state (as reported to the hub):", file=out)
+    for r in acc["refused"]:
+        print(f"  {r['vmid']:>4}  {r['kind']:<10}  refused: {r['reason']}", file=out)
+    m = acc["refused_memory"]
+    print(f"  guest {m['vmid']} memory: {m['before']} MB before, {m['after']} MB after "
+          f"(desired {m['desired']} not written: it needs a signed op)", file=out)
+    print("\nPVE tasks, in the simulator's order:", file=out)
+    for t in acc["pve_tasks"]:
+        print(f"  {t['id']:>4}  {t['type']:<12}  {t['exitstatus'] or 'running':<4}  {t['upid']}",
+              file=out)
     print(f"\nreports sent to the hub: {acc['reports_sent']}", file=out)
     for n, body in enumerate(reports, 1):
         rec = body.get("reconcile") or {}
         states = ", ".join(f"{g['vmid']} {g['status']}" for g in body.get("guests", []))
+        op = _op_state(body, acc["signed_op"]["op_id"]) or {}
         print(f"  #{n:<3} generation {rec.get('generation')}, planned actions "
-              f"{rec.get('actions')}, audit {len(body.get('audit', []))}: {states}", file=out)
+              f"{rec.get('actions')}, refused {len(rec.get('refused', []))}, "
+              f"audit {len(body.get('audit', []))}, op {op.get('state', '-')}: {states}", file=out)
     print("\nfinal state:", file=out)
     _print_rows(out, acc["final"])
     verdict = "converged" if acc["converged"] else "NOT converged"

@@ -1,22 +1,51 @@
-"""The ``--demo`` scenario: a small simulated node and the hub's desired state for it.
+"""The ``--demo`` scenario: a small simulated node, the hub's desired state and a signed op.
 
-Three guests on node ``pve1``: 100 ``web`` (LXC, running), 101 ``db`` (qemu, stopped) and
-102 ``cache`` (LXC, running). The hub's desired state (generation 1) starts ``db``, stops
-``cache`` and changes ``web``'s description -- one action of each kind the reconciler plans.
+Four guests on node ``pve1``: 100 ``web`` (LXC, running), 101 ``db`` (qemu, stopped), 102
+``cache`` (LXC, running) and 103 ``app`` (qemu, running, snapshot ``before-upgrade``).
+
+The hub's desired state (generation 1) starts ``db``, stops ``cache`` and changes ``web``'s
+description -- one benign action of each kind the reconciler plans -- and also asks for
+``memory: 8192`` on ``db``. ``memory`` is not a benign key (design §8.1), so from unsigned
+desired state it is refused and reported, never written.
+
+The signed op is a ``guest.rollback`` of ``app`` to ``before-upgrade`` (with ``start: true``,
+so the guest ends running as it began). It targets a guest the desired state does not
+mention, on purpose: a rollback stops a running guest, and on a guest the plan also starts
+the outcome would depend on which of the two ran first. ``before-upgrade`` holds an older
+config (1 core instead of 2) so the rollback is visible in the guest's config.
+
 Task durations are short but visible (0.3 s), so the demo shows real UPIDs and waits.
-
-Secrets (the PVE token secret, the hub token) are generated per run by the caller; nothing
-here is a credential.
+Secrets (the PVE token secret, the hub token) and the operator key are made per run by the
+caller; nothing here is a credential.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["DEMO_NODE", "DEMO_TOKEN_ID", "demo_desired", "demo_pve_scenario"]
+__all__ = [
+    "DEMO_NODE",
+    "DEMO_PRINCIPAL",
+    "DEMO_ROLLBACK_SNAPSHOT",
+    "DEMO_ROLLBACK_VMID",
+    "DEMO_TOKEN_ID",
+    "DEMO_VMIDS",
+    "demo_desired",
+    "demo_pve_scenario",
+    "demo_rollback_op",
+]
 
-DEMO_NODE = "pve1"
-DEMO_TOKEN_ID = "felhom@pve!agent"  # noqa: S105 - a token *id* (user!name), not a secret
+DEMO_NODE: Final = "pve1"
+DEMO_TOKEN_ID: Final = "felhom@pve!agent"  # noqa: S105 - a token *id* (user!name), not a secret
+#: The allowed_signers principal of the demo's throwaway operator key.
+DEMO_PRINCIPAL: Final = "demo-operator@felhom"
+DEMO_VMIDS: Final = (100, 101, 102, 103)
+DEMO_ROLLBACK_VMID: Final = 103
+DEMO_ROLLBACK_SNAPSHOT: Final = "before-upgrade"
+
+_APP_CONFIG: Final = {"cores": 2, "sockets": 1, "memory": "2048", "ostype": "l26",
+                      "scsi0": "local-lvm:vm-103-disk-0,size=16G",
+                      "description": "application server"}
 
 
 def demo_pve_scenario(*, token_secret: str) -> dict[str, Any]:
@@ -28,7 +57,10 @@ def demo_pve_scenario(*, token_secret: str) -> dict[str, Any]:
         "tokens": [{
             "id": DEMO_TOKEN_ID, "secret": token_secret, "privsep": True,
             "user_privileges": {"/": ["Administrator"]},
-            "token_privileges": {"/": ["PVEVMUser", "PVEAuditor", "VM.Config.Options"]},
+            # The README's FelhomAgent role: VM.Snapshot covers the safety snapshot and the
+            # rollback.
+            "token_privileges": {"/": ["PVEVMUser", "PVEAuditor", "VM.Config.Options",
+                                       "VM.Snapshot"]},
         }],
         "guests": [
             {"vmid": 100, "type": "lxc", "name": "web", "status": "running",
@@ -43,17 +75,32 @@ def demo_pve_scenario(*, token_secret: str) -> dict[str, Any]:
             {"vmid": 102, "type": "lxc", "name": "cache", "status": "running",
              "config": {"arch": "amd64", "cores": 1, "memory": 512, "ostype": "alpine",
                         "unprivileged": 1, "rootfs": "local-lvm:vm-102-disk-0,size=4G"}},
+            {"vmid": DEMO_ROLLBACK_VMID, "type": "qemu", "name": "app", "status": "running",
+             "config": dict(_APP_CONFIG),
+             "snapshots": [{"name": DEMO_ROLLBACK_SNAPSHOT,
+                            "description": "known good, before the failed upgrade",
+                            "snaptime": 1_764_000_000,
+                            # a snapshot's config is the whole config file section, the name
+                            # included
+                            "config": {**_APP_CONFIG, "name": "app", "cores": 1}}]},
         ],
     }
 
 
 def demo_desired() -> dict[str, Any]:
-    """The hub's desired state: start 101, stop 102, new description on 100."""
+    """The hub's desired state: start 101, stop 102, new description on 100; 101's memory
+    change is destructive and will be refused."""
     return {
         "generation": 1,
         "guests": {
             "100": {"type": "lxc", "config": {"description": "web frontend (managed by felhom)"}},
-            "101": {"type": "qemu", "state": "running"},
+            "101": {"type": "qemu", "state": "running", "config": {"memory": 8192}},
             "102": {"type": "lxc", "state": "stopped"},
         },
     }
+
+
+def demo_rollback_op() -> dict[str, Any]:
+    """The signed op's kind, vmid and params (the caller adds ids, nonce, times, signer)."""
+    return {"kind": "guest.rollback", "vmid": DEMO_ROLLBACK_VMID,
+            "params": {"snapname": DEMO_ROLLBACK_SNAPSHOT, "start": True}}
