@@ -74,7 +74,7 @@ def _op_state(body: Body, op_id: str) -> Mapping[str, Any] | None:
     return None
 
 
-def op_steps(body: Body, op_id: str) -> list[dict[str, Any]]:
+def _op_steps(body: Body, op_id: str) -> list[dict[str, Any]]:
     """The audit lines of a signed op's steps (``<op_id>.safety-snapshot``, the op), in order."""
     return [dict(a) for a in body.get("audit", ())
             if a["op_id"] == op_id or a["op_id"].startswith(op_id + ".")]
@@ -85,7 +85,7 @@ def _converged(body: Body, op_id: str) -> bool:
     rec = body.get("reconcile") or {}
     applied = {(a["vmid"], a["kind"]) for a in body.get("audit", []) if a["outcome"] == "applied"}
     op = _op_state(body, op_id) or {}
-    steps = {a["op_id"]: a["outcome"] for a in op_steps(body, op_id)}
+    steps = {a["op_id"]: a["outcome"] for a in _op_steps(body, op_id)}
     return (status.get(101) == "running" and status.get(102) == "stopped"
             and status.get(DEMO_ROLLBACK_VMID) == "running"
             and rec.get("generation") == 1 and rec.get("actions") == 0
@@ -168,7 +168,7 @@ def _signed_op_account(signer: DemoSigner, payload: str, body: Body | None) -> d
     doc = json.loads(payload)
     op_id = doc["op_id"]
     reported = {} if body is None else dict(_op_state(body, op_id) or {})
-    steps = [] if body is None else op_steps(body, op_id)
+    steps = [] if body is None else _op_steps(body, op_id)
     for step in steps:
         upid = step.get("upid") or ""
         step["task_type"] = upid.split(":")[5] if upid.count(":") >= 6 else None
