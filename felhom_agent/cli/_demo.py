@@ -291,7 +291,7 @@ def _print_signed_op(out: IO[str], op: Mapping[str, Any]) -> None:
         what = (f"{step['task_type']} {op['safety_snapshot']}"
                 if step["purpose"] == "safety-snapshot"
                 else f"{step['task_type']} {op['params'].get('snapname', '')}")
-        print(f"  {n}. {step['purpose']:<15}  {what:<28}  {step['outcome']:<8}  "
+        print(f"  {n}. {step['purpose']:<15}  {what:<30}  {step['outcome']:<8}  "
               f"{step['upid']}", file=out)
     reason = f" ({op['reason']})" if op["reason"] else ""
     print(f"  op {op['op_id']} reported {op['state'] or 'nothing'}{reason}", file=out)
