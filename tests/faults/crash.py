@@ -1,9 +1,11 @@
 """Seeded SIGKILL crash points for the daemon child process, and the checks after restart.
 
 One seed (:func:`run_seed`) draws a scenario -- six guests (four qemu, two LXC) with random
-initial and desired run states and qemu descriptions, at least three changes -- then runs the
-daemon against the simulators and SIGKILLs it one to three times at seeded *crash points*,
-each measured by simulator events, never by time:
+initial and desired run states and qemu descriptions, at least three changes, plus zero to
+two signed ops the hub delivers (``guest.snapshot`` on 321; ``guest.rollback`` on 320, which
+the gate turns into a safety snapshot and the rollback), each signed at run time with a fresh
+``ssh-keygen`` key -- then runs the daemon against the simulators and SIGKILLs it one to three
+times at seeded *crash points*, each measured by simulator events, never by time:
 
 * ``requests:K`` -- after the PVE simulator has received K more requests (start-up, recovery,
   planning and the reads between mutations);
@@ -17,10 +19,14 @@ each followed by 0-3 further requests (a seeded delay counted in simulator event
 start runs to convergence. The checks:
 
 * **no duplicate mutation** -- the node's task list holds exactly one task per intended change
-  (per guest and task type), every one ended ``OK``, and no other task;
+  (per guest and task type) and at most one per signed-op step, every one ended ``OK``, and
+  no other task;
 * **no lost change** -- every guest ends in its desired state, the final report shows the
   generation planned with nothing left to do, and the journal holds nothing pending after an
-  orderly stop.
+  orderly stop;
+* **no lost signed op** -- every signed op ends with an outcome in a report (the hub stops
+  re-delivering it), and an op reported ``applied`` has its task on the node. (An op whose
+  nonce was consumed before its step began is reported ``failed`` and never run: §7.)
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 import attrs
 
 from felhom_agent.reconcile.journal import Journal
+from felhom_agent.sim.hub import HubSimulator
 from felhom_agent.sim.pve import Fault, PveSimulator
 from tests.faults.harness import (
     DaemonChild,
@@ -50,6 +57,7 @@ from tests.faults.harness import (
     wait_pve,
     wait_report,
 )
+from tests.phaseb.signing import OpSigner, make_keys, op_payload
 
 __all__ = ["CRASH_KINDS", "Scenario", "SeedResult", "describe", "draw_scenario", "kills_for",
            "run_seed"]
@@ -57,6 +65,19 @@ __all__ = ["CRASH_KINDS", "Scenario", "SeedResult", "describe", "draw_scenario",
 CRASH_KINDS = ("requests", "forked", "finished", "lost_reply")
 QEMU = (300, 301, 302, 303)
 LXC = (310, 311)
+#: Guests only signed ops touch: 320 (stopped, snapshot ``base``) is rolled back, 321 snapshotted.
+ROLLBACK_VMID, SNAPSHOT_VMID = 320, 321
+#: The tasks each signed op may leave (at most one of each).
+SIGNED_TASKS = {"snapshot": frozenset({(str(SNAPSHOT_VMID), "qmsnapshot")}),
+                "rollback": frozenset({(str(ROLLBACK_VMID), "qmsnapshot"),
+                                       (str(ROLLBACK_VMID), "qmrollback")})}
+_SIGNED_GUESTS: tuple[dict[str, Any], ...] = (
+    {"vmid": ROLLBACK_VMID, "type": "qemu", "name": "rb", "status": "stopped",
+     "config": {"cores": 1, "memory": 512},
+     "snapshots": [{"name": "base", "description": "base", "snaptime": 1_750_000_000}]},
+    {"vmid": SNAPSHOT_VMID, "type": "qemu", "name": "snap", "status": "running",
+     "config": {"cores": 1, "memory": 512}},
+)
 #: Longest wait for one crash point to be reached (it is normally reached within a second).
 POINT_TIMEOUT_S = 30.0
 CONVERGE_TIMEOUT_S = 60.0
@@ -72,6 +93,8 @@ class Scenario:
     #: (vmid as str, PVE task type) for every mutation the desired state needs.
     expected: frozenset[tuple[str, str]]
     task_s: float
+    #: signed ops the hub delivers: "snapshot" and/or "rollback".
+    signed: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -86,6 +109,8 @@ class SeedResult:
     converge_s: float | None
     mutations: int
     error: str | None = None
+    #: final reported state of each signed op ("applied", "failed", ...).
+    signed: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -116,8 +141,10 @@ def draw_scenario(rng: random.Random) -> Scenario:
             if description is not None:
                 expected.add((str(vmid), "qmconfig"))
         if len(expected) >= 3:
-            return Scenario(tuple(guests), tuple(wants), frozenset(expected),
-                            task_s=rng.choice((0.1, 0.3, 0.6)))
+            signed = tuple(k for k in ("snapshot", "rollback") if rng.random() < 0.5)
+            return Scenario(tuple(guests) + _SIGNED_GUESTS, tuple(wants),
+                            frozenset(expected), task_s=rng.choice((0.1, 0.3, 0.6)),
+                            signed=signed)
 
 
 def _stopped(pve: PveSimulator) -> int:
@@ -143,18 +170,60 @@ def _crash_point(rng: random.Random, pve: PveSimulator, total: int
     return f"{kind}:{n}", lambda: len(pve.tasks()) >= n
 
 
-def _settled(pve: PveSimulator, scenario: Scenario) -> bool:
-    """Converged on the node and no task still running (a crash point can no longer come)."""
-    return (sim_matches(pve, scenario.wants)
+def _settled(pve: PveSimulator, hub: HubSimulator, scenario: Scenario) -> bool:
+    """Converged on the node, every signed op reported, no task running (nothing can come)."""
+    return (sim_matches(pve, scenario.wants) and not hub.pending_ops()
             and all(t["status"] == "stopped" for t in pve.tasks()))
 
 
-def _duplicates(pve: PveSimulator, expected: frozenset[tuple[str, str]]) -> int:
-    """Tasks beyond one per intended change, tasks nobody asked for, and failed ones."""
+def _duplicates(pve: PveSimulator, scenario: Scenario) -> int:
+    """Tasks beyond one per intended change or signed step, unasked-for tasks, failed ones."""
+    allowed = set(scenario.expected)
+    for kind in scenario.signed:
+        allowed |= SIGNED_TASKS[kind]
     counts = Counter((t["id"], t["type"]) for t in pve.tasks())
-    extra = sum(n - 1 if key in expected else n for key, n in counts.items())
+    extra = sum(n - 1 if key in allowed else n for key, n in counts.items())
     failed = sum(t["exitstatus"] not in ("OK", None) for t in pve.tasks())
     return extra + failed
+
+
+def _signed_outcomes(hub: HubSimulator, op_ids: dict[str, str]) -> dict[str, str]:
+    """op kind -> the last outcome (not ``running``) any report gave for its op id."""
+    out: dict[str, str] = {}
+    by_id = {v: k for k, v in op_ids.items()}
+    for r in hub.reports():
+        for entry in r.body.get("ops", []):
+            kind = by_id.get(str(entry.get("op_id")))
+            if kind is not None and entry.get("state") != "running":
+                out[kind] = str(entry.get("state"))
+    return out
+
+
+def _lost_signed(pve: PveSimulator, hub: HubSimulator, op_ids: dict[str, str]) -> int:
+    """Signed ops with no reported outcome, or reported applied without their task."""
+    outcomes = _signed_outcomes(hub, op_ids)
+    lost = sum(kind not in outcomes for kind in op_ids)
+    types = {(t["id"], t["type"]) for t in pve.tasks() if t["exitstatus"] == "OK"}
+    if outcomes.get("snapshot") == "applied":
+        lost += not SIGNED_TASKS["snapshot"] <= types
+    if outcomes.get("rollback") == "applied":
+        lost += (str(ROLLBACK_VMID), "qmrollback") not in types
+    return lost
+
+
+def _deliver(scenario: Scenario, hub: HubSimulator, work: Path) -> tuple[Path, dict[str, str]]:
+    """Make a key, allowed_signers and the seed's signed ops; queue them at the hub."""
+    trusted, _, signers = make_keys(work / "keys")
+    signer = OpSigner(trusted, work / "keys")
+    op_ids: dict[str, str] = {}
+    for kind in scenario.signed:
+        doc = (op_payload("guest.snapshot", SNAPSHOT_VMID, {"snapname": "fault"})
+               if kind == "snapshot" else
+               op_payload("guest.rollback", ROLLBACK_VMID, {"snapname": "base"}))
+        payload, signature = signer.sign(doc)
+        hub.add_signed_op(payload, signature)
+        op_ids[kind] = str(doc["op_id"])
+    return signers, op_ids
 
 
 def _pending(state: Path) -> int:
@@ -162,10 +231,11 @@ def _pending(state: Path) -> int:
         return len(journal.pending())
 
 
-def _reach(pve: PveSimulator, scenario: Scenario, reached: Callable[[], bool],
-           child: DaemonChild) -> bool:
+def _reach(pve: PveSimulator, hub: HubSimulator, scenario: Scenario,
+           reached: Callable[[], bool], child: DaemonChild) -> bool:
     """Wait for the crash point (or for nothing left to happen); True if the point came."""
-    wait_pve(pve, lambda: reached() or _settled(pve, scenario), POINT_TIMEOUT_S, child=child)
+    wait_pve(pve, lambda: reached() or _settled(pve, hub, scenario), POINT_TIMEOUT_S,
+             child=child)
     return reached()
 
 
@@ -193,13 +263,15 @@ def run_seed(seed: int, work: Path, *, kills: int | None = None) -> SeedResult:
     lost = 0
     with pve_sim(list(scenario.guests), task_s=scenario.task_s) as pve, \
             hub_sim(desired_doc(1, scenario.wants)) as hub:
-        config = daemon_config(work, pve, hub)
+        signers, op_ids = _deliver(scenario, hub, work)
+        config = daemon_config(work, pve, hub, authz={"allowed_signers": str(signers)})
         try:
             for i in range(n_kills):
                 child = DaemonChild(config, work / f"run{i}.log")
                 try:
-                    label, reached = _crash_point(rng, pve, len(scenario.expected))
-                    hit += _reach(pve, scenario, reached, child)
+                    total = len(scenario.expected) + 2 * len(scenario.signed)
+                    label, reached = _crash_point(rng, pve, total)
+                    hit += _reach(pve, hub, scenario, reached, child)
                     extra = rng.randint(0, 3)
                     _more_requests(pve, extra, child)
                     points.append(f"{label}+{extra}")
@@ -210,7 +282,7 @@ def run_seed(seed: int, work: Path, *, kills: int | None = None) -> SeedResult:
             final = DaemonChild(config, work / "final.log")
             try:
                 wait_report(hub, lambda b: report_matches(b, 1, scenario.wants)
-                            and sim_matches(pve, scenario.wants),
+                            and sim_matches(pve, scenario.wants) and not hub.pending_ops(),
                             CONVERGE_TIMEOUT_S, after=start, child=final)
                 converge_s = time.monotonic() - final.started
             finally:
@@ -222,14 +294,18 @@ def run_seed(seed: int, work: Path, *, kills: int | None = None) -> SeedResult:
         except HarnessError as err:
             error = str(err)
             lost = sum(not sim_matches(pve, (w,)) for w in scenario.wants)
-        duplicates = _duplicates(pve, scenario.expected)
+        lost += _lost_signed(pve, hub, op_ids)
+        duplicates = _duplicates(pve, scenario)
+        outcomes = _signed_outcomes(hub, op_ids)
     return SeedResult(seed, tuple(points), hit, duplicates, lost, converge_s,
-                      len(scenario.expected), error)
+                      len(scenario.expected), error,
+                      tuple(f"{k}={outcomes.get(k, 'none')}" for k in scenario.signed))
 
 
 def describe(result: SeedResult) -> str:
     """One line for a seed: its crash points and findings."""
     conv = "-" if result.converge_s is None else f"{result.converge_s:.2f}s"
     status = "ok" if result.ok else f"FAIL {result.error or ''}"
-    return (f"seed {result.seed}: {' '.join(result.points)} changes={result.mutations} "
-            f"dup={result.duplicates} lost={result.lost} converge={conv} {status}")
+    signed = f" signed[{' '.join(result.signed)}]" if result.signed else ""
+    return (f"seed {result.seed}: {' '.join(result.points)} changes={result.mutations}"
+            f"{signed} dup={result.duplicates} lost={result.lost} converge={conv} {status}")

@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def summarise(results: list[SeedResult], wall_s: float) -> list[str]:
             f"{k}={sum(p.startswith(k) for r in results for p in r.points)}"
             for k in ("requests", "forked", "finished", "lost_reply")),
         f"intended changes: {sum(r.mutations for r in results)}",
+        "signed ops (final reported outcome): " + (", ".join(
+            f"{k}={n}" for k, n in sorted(Counter(o for r in results for o in r.signed).items()))
+            or "none"),
         f"duplicates = {sum(r.duplicates for r in results)}",
         f"lost = {sum(r.lost for r in results)}",
     ]

@@ -2,7 +2,8 @@
 
 ``scripts/test-faults`` runs the same seeds by the hundred (:mod:`tests.faults.sweep`); here
 ten seeds chosen to cover every crash-point kind (requests, forked, finished, lost_reply)
-run three at a time. See :mod:`tests.faults.crash` for the points and the checks.
+and signed ops (applied, and consumed-then-killed: reported failed) run three at a time.
+See :mod:`tests.faults.crash` for the points and the checks.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from tests.faults.crash import CRASH_KINDS, describe, draw_scenario, kills_for, run_seed
 
-SEEDS = (4, 6, 7, 10, 11, 17, 18, 26, 28, 29)
+SEEDS = (2, 4, 5, 6, 10, 11, 15, 16, 18, 25)
 
 
 def test_seeded_crash_points_no_duplicate_no_lost(tmp_path: Path) -> None:
@@ -27,6 +28,8 @@ def test_seeded_crash_points_no_duplicate_no_lost(tmp_path: Path) -> None:
     assert len(points) == sum(kills_for(s) for s in SEEDS)
     assert {p.split(":")[0] for p in points} == set(CRASH_KINDS), lines
     assert all(r.converge_s is not None for r in results)
+    signed = {o.split("=")[1] for r in results for o in r.signed}
+    assert signed <= {"applied", "failed"} and "applied" in signed, lines
 
 
 def test_scenarios_are_seeded_and_need_changes() -> None:
