@@ -1,0 +1,72 @@
+"""The soak's parts: seeded churn, the tally of reports and log lines, /proc, a short run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from felhom_agent.sim.hub import HubScenario, HubSimulator
+from tests.faults import soak
+from tests.faults.harness import cpu_seconds, rss_kib
+from tests.faults.soak import Churn, Tally
+
+
+def _guests() -> list[dict[str, Any]]:
+    return [{"vmid": 400 + i, "type": "qemu" if i % 2 == 0 else "lxc",
+             "status": "running"} for i in range(6)]
+
+
+def test_churn_is_seeded_and_raises_the_generation() -> None:
+    """The same seed gives the same sequence of desired states, one generation per step."""
+    docs = []
+    for _ in range(2):
+        churn = Churn.initial(random.Random(7), _guests())
+        for _ in range(5):
+            churn.step()
+        docs.append(churn.doc())
+        assert 5 <= churn.changes <= 15
+    assert docs[0] == docs[1]
+    assert docs[0]["generation"] == 6
+
+
+def test_tally_counts_each_audit_record_once(tmp_path: Path) -> None:
+    """An audit record repeated in many reports counts once; warnings are counted by logger."""
+    with HubSimulator(HubScenario.from_dict({"token": "t" * 20})) as hub:
+        tally = Tally()
+        for _ in range(3):
+            hub.record("pve1", {"audit": [
+                {"op_id": "a", "kind": "start", "outcome": "applied"},
+                {"op_id": "b", "kind": "stop", "outcome": "failed"}],
+                "errors": []}, "envelope")
+        assert tally.read_reports(hub) == 3
+    assert tally.applied == {"a"}
+    assert tally.outcomes == {"stop:failed": 1}
+    log = tmp_path / "d.log"
+    log.write_text(json.dumps({"level": "warning", "logger": "x.hub"}) + "\n"
+                   + json.dumps({"level": "info", "logger": "x"}) + "\n{\"level\": \"err")
+    tally.read_log(log)
+    assert tally.log_levels == {"warning:x.hub": 1}  # the partial last line waits
+
+
+def test_proc_readers_see_this_process() -> None:
+    """RSS and CPU of a live pid come from /proc; a pid that is gone reads as None."""
+    rss = rss_kib(os.getpid())
+    cpu = cpu_seconds(os.getpid())
+    assert rss is not None and rss > 1000
+    assert cpu is not None and cpu > 0
+    assert rss_kib(2**22 + 12345) is None and cpu_seconds(2**22 + 12345) is None
+
+
+def test_short_soak_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A few seconds of soak converge at the end, keep RSS flat and print the summary."""
+    code = soak.main(["--minutes", "0.1", "--churn-s", "1", "--report-s", "3",
+                      "--warmup-s", "1", "--guests", "4", "--fault-rate", "0.3",
+                      "--work", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "soak: PASS" in out and "RSS at ready" in out and "ops applied:" in out
