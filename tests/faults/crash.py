@@ -195,7 +195,10 @@ def _signed_outcomes(hub: HubSimulator, op_ids: dict[str, str]) -> dict[str, str
         for entry in r.body.get("ops", []):
             kind = by_id.get(str(entry.get("op_id")))
             if kind is not None and entry.get("state") != "running":
-                out[kind] = str(entry.get("state"))
+                state = str(entry.get("state"))
+                if state == "failed" and "never started" in str(entry.get("reason")):
+                    state = "failed(never started)"
+                out[kind] = state
     return out
 
 
@@ -203,6 +206,9 @@ def _lost_signed(pve: PveSimulator, hub: HubSimulator, op_ids: dict[str, str]) -
     """Signed ops with no reported outcome, or reported applied without their task."""
     outcomes = _signed_outcomes(hub, op_ids)
     lost = sum(kind not in outcomes for kind in op_ids)
+    # "failed" for any other reason than the restart would be a lost op in this scenario.
+    lost += sum(state not in ("applied", "failed(never started)")
+                for state in outcomes.values())
     types = {(t["id"], t["type"]) for t in pve.tasks() if t["exitstatus"] == "OK"}
     if outcomes.get("snapshot") == "applied":
         lost += not SIGNED_TASKS["snapshot"] <= types
