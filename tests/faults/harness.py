@@ -35,10 +35,15 @@ __all__ = [
     "DaemonChild",
     "HarnessError",
     "Want",
+    "cpu_seconds",
     "daemon_config",
+    "desired_doc",
     "hub_sim",
+    "open_fds",
+    "proc_status",
     "pve_sim",
     "report_matches",
+    "rss_kib",
     "sim_matches",
     "wait_pve",
     "wait_report",
@@ -224,16 +229,29 @@ def sim_matches(pve: PveSimulator, wants: Iterable[Want]) -> bool:
     return True
 
 
-def rss_kib(pid: int) -> int | None:
-    """``VmRSS`` of ``pid`` in KiB from ``/proc/<pid>/status`` (None once it is gone)."""
+def proc_status(pid: int, field: str) -> int | None:
+    """The first number of ``field`` (``VmRSS``, ``Threads``) in ``/proc/<pid>/status``."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
     for line in text.splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return None
+
+
+def rss_kib(pid: int) -> int | None:
+    """``VmRSS`` of ``pid`` in KiB from ``/proc/<pid>/status`` (None once it is gone)."""
+    return proc_status(pid, "VmRSS")
+
+
+def open_fds(pid: int) -> int | None:
+    """How many file descriptors ``pid`` holds (None once it is gone)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -4,7 +4,9 @@ The daemon runs as a child process against the PVE and hub simulators (loopback 
 ``M`` minutes while the hub's desired state churns -- every ``S`` seconds one to three guests
 get a new run state or description and the generation goes up -- and faults are injected at
 a low rate (PVE 5xx, dropped connections, a lost reply after a mutation, slow answers, failing
-tasks; hub 5xx, dropped connections, short outages). Request rate is bounded by the daemon's
+tasks; hub 5xx, dropped connections, short outages); every ``--signed-every`` ticks the hub
+also delivers a signed ``guest.snapshot`` op (signed at run time with a fresh ``ssh-keygen``
+key). Request rate is bounded by the daemon's
 own intervals (hub poll 1 s, reconcile 2 s) and the churn period.
 
 Every ``--report-s`` seconds (default 60) it prints: ops applied (distinct audit records with
@@ -14,7 +16,8 @@ kind), reports received, PVE requests, the daemon's RSS (``/proc/<pid>/status``)
 (``/proc/<pid>/stat``). At the end churn and faults stop, the daemon must converge on the last
 generation, then it is stopped with SIGTERM, and a summary gives RSS at start (after the
 warm-up), at the end, and whether it stayed flat (end <= start + ``--rss-slack-mib``).
-Exit status 0 only if RSS stayed flat, the daemon converged, kept reporting and exited 0.
+Exit status 0 only if RSS stayed flat, the daemon converged, kept reporting, reported an
+outcome for every signed op and exited 0.
 
 The pacing of churn and samples is a timed schedule on purpose (a soak runs for wall-clock
 minutes); no check depends on how fast anything happens.
@@ -46,12 +49,15 @@ from tests.faults.harness import (
     daemon_config,
     desired_doc,
     hub_sim,
+    open_fds,
+    proc_status,
     pve_sim,
     report_matches,
     rss_kib,
     sim_matches,
     wait_report,
 )
+from tests.phaseb.signing import OpSigner, make_keys, op_payload
 
 __all__ = ["Churn", "Tally", "main"]
 
@@ -100,6 +106,9 @@ class Tally:
     report_errors: Counter[str] = attrs.field(factory=Counter)
     log_levels: Counter[str] = attrs.field(factory=Counter)
     injected: Counter[str] = attrs.field(factory=Counter)
+    signed_sent: set[str] = attrs.field(factory=set)
+    #: op id -> the last outcome a report gave (``running`` until it ends).
+    signed: dict[str, str] = attrs.field(factory=dict)
     _seen_outcomes: set[tuple[str, str]] = attrs.field(factory=set)
     _reports_read: int = 0
     _log_offset: int = 0
@@ -119,8 +128,14 @@ class Tally:
                     self.outcomes[f"{a.get('kind')}:{a.get('outcome')}"] += 1
             for e in r.body.get("errors", []):
                 self.report_errors[str(e.get("source"))] += 1
+            for o in r.body.get("ops", []):
+                self.signed[str(o.get("op_id"))] = str(o.get("state"))
         self._reports_read = len(reports)
         return len(reports)
+
+    def signed_outcomes(self) -> Counter[str]:
+        """Signed ops sent, by their last reported state (``none`` if never reported)."""
+        return Counter(self.signed.get(op_id, "none") for op_id in self.signed_sent)
 
     def read_log(self, path: Path) -> None:
         """Count the daemon's new WARNING/ERROR/CRITICAL lines by level and logger."""
@@ -193,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-s", type=float, default=60.0, help="progress line period")
     p.add_argument("--warmup-s", type=float, default=60.0, help="RSS baseline taken after")
     p.add_argument("--rss-slack-mib", type=float, default=10.0)
+    p.add_argument("--signed-every", type=int, default=10,
+                   help="deliver a signed guest.snapshot op every N churn ticks (0: never)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--work", type=Path, default=None, help="work dir (default: a temp dir)")
     args = p.parse_args(argv)
@@ -208,14 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"soak: {args.minutes:g} min, {args.guests} guests, churn every {args.churn_s:g} s, "
           f"fault rate {args.fault_rate:g}/tick, seed {args.seed}, work dir {work}", flush=True)
     with pve_sim(guests, task_s=0.2) as pve, hub_sim(churn.doc()) as hub:
+        trusted, _, signers = make_keys(work / "keys")
+        signer = OpSigner(trusted, work / "keys")
         config = daemon_config(work, pve, hub, log={"level": "info", "format": "json"},
-                               reconcile={"workers": 4, "interval_s": 2})
+                               reconcile={"workers": 4, "interval_s": 2},
+                               authz={"allowed_signers": str(signers)})
         child = DaemonChild(config, work / "daemon.log")
         try:
             wait_report(hub, lambda b: report_matches(b, 1, churn.wants.values()), 60.0,
                         child=child)
             return _run(args, pve, hub, child=child, churn=churn, tally=tally, pause=pause,
-                        rng=rng)
+                        rng=rng, signer=signer)
         except HarnessError as err:
             print(f"soak FAILED: {err}; daemon log {work / 'daemon.log'}")
             return 1
@@ -226,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
          child: DaemonChild, churn: Churn, tally: Tally, pause: threading.Event,
-         rng: random.Random) -> int:
+         rng: random.Random, signer: OpSigner) -> int:
     pid = child.pid
     started = time.monotonic()
     end = started + args.minutes * 60
@@ -237,6 +257,9 @@ def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
     last_reports = tally.read_reports(hub)
     last_requests = pve.requests_seen
     stalled = 0
+    ticks = 0
+    threads_ready, fds_ready = proc_status(pid, "Threads"), open_fds(pid)
+    peak_threads = threads_ready or 0
     samples: list[int] = []
     minute = 0
     while time.monotonic() < end:
@@ -248,6 +271,12 @@ def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
         hub.set_desired(churn.doc())
         if rng.random() < args.fault_rate:
             _inject(rng, pve, hub, tally)
+        ticks += 1
+        if args.signed_every and ticks % args.signed_every == 0:
+            vmid = rng.choice([w.vmid for w in churn.wants.values() if w.type == "qemu"])
+            doc = op_payload("guest.snapshot", vmid, {"snapname": f"soak{ticks}"})
+            hub.add_signed_op(*signer.sign(doc))
+            tally.signed_sent.add(str(doc["op_id"]))
         pause.wait(args.churn_s)
         now = time.monotonic()
         if rss_base is None and now - started >= args.warmup_s:
@@ -262,12 +291,16 @@ def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
             cpu = cpu_seconds(pid) or last_cpu
             cpu_pct = 100.0 * (cpu - last_cpu) / max(now - last_t, 1e-9)
             stalled += reports == last_reports
+            threads, fds = proc_status(pid, "Threads"), open_fds(pid)
+            peak_threads = max(peak_threads, threads or 0)
             print(f"[{minute:3d}] t={now - started:6.0f}s gen={churn.generation} "
                   f"ops applied={len(tally.applied)} reports={reports} "
                   f"(+{reports - last_reports}) pve requests +{pve.requests_seen - last_requests}"
-                  f" rss={rss / 1024:.1f} MiB cpu={cpu_pct:.1f}% | outcomes: "
+                  f" rss={rss / 1024:.1f} MiB cpu={cpu_pct:.1f}% threads={threads} fds={fds}"
+                  " | outcomes: "
                   f"{_fmt(tally.outcomes)} | report errors: {_fmt(tally.report_errors)} | "
-                  f"log: {_fmt(tally.log_levels)} | injected: {_fmt(tally.injected)}",
+                  f"log: {_fmt(tally.log_levels)} | injected: {_fmt(tally.injected)} | "
+                  f"signed: {_fmt(tally.signed_outcomes())}",
                   flush=True)
             last_cpu, last_t, last_reports = cpu, now, reports
             last_requests = pve.requests_seen
@@ -281,13 +314,15 @@ def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
     converged = True
     try:
         wait_report(hub, lambda b: report_matches(b, churn.generation, final_wants)
-                    and sim_matches(pve, final_wants), CONVERGE_TIMEOUT_S, child=child)
+                    and sim_matches(pve, final_wants) and not hub.pending_ops(),
+                    CONVERGE_TIMEOUT_S, child=child)
     except HarnessError as err:
         converged = False
         print(f"did not converge on generation {churn.generation}: {err}")
     converge_s = time.monotonic() - t0
     rss_end = rss_kib(pid) or 0
     cpu_total = cpu_seconds(pid) or 0.0
+    threads_end, fds_end = proc_status(pid, "Threads"), open_fds(pid)
     code = child.terminate()
     tally.read_reports(hub)
     tally.read_log(child.log_path)
@@ -301,7 +336,10 @@ def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
     print(f"errors by type: report errors: {_fmt(tally.report_errors)}; daemon log: "
           f"{_fmt(tally.log_levels)}")
     print(f"faults injected: {_fmt(tally.injected)} (total {sum(tally.injected.values())})")
-    print(f"reports received: {len(hub.reports())}; minutes without a new report: {stalled}; "
+    signed = tally.signed_outcomes()
+    print(f"signed ops: {len(tally.signed_sent)} sent; last reported state: {_fmt(signed)}")
+    print(f"reports received: {len(hub.reports())}; report periods without a new report: "
+          f"{stalled}; "
           f"PVE requests: {pve.requests_seen} ({pve.requests_seen / elapsed:.1f}/s)")
     print(f"converged on the last generation after the faults stopped: {converged} "
           f"({converge_s:.1f} s)")
@@ -311,8 +349,11 @@ def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
     print(f"RSS at ready: {(rss_ready or 0) / 1024:.1f} MiB; start (after {args.warmup_s:g} s "
           f"warm-up): {base / 1024:.1f} MiB; end: {rss_end / 1024:.1f} MiB; "
           f"flat (end <= start + {args.rss_slack_mib:g} MiB): {flat}")
+    print(f"threads: at ready {threads_ready}, peak {peak_threads}, end {threads_end}; "
+          f"open fds: at ready {fds_ready}, end {fds_end}")
     print(f"daemon exit status on SIGTERM: {code}")
-    ok = flat and converged and code == 0 and stalled == 0
+    unreported = signed["none"] + signed["running"]
+    ok = flat and converged and code == 0 and stalled == 0 and unreported == 0
     print("soak: PASS" if ok else "soak: FAIL")
     return 0 if ok else 1
 
