@@ -87,23 +87,6 @@ class EngineFactory(Protocol):
         ...
 
 
-def default_engine_factory(
-    *,
-    client: ProxmoxClient,
-    node: str,
-    provider: DesiredStateProvider,
-    queue: SerializerQueue,
-    journal: Journal,
-    audit: AuditLog,
-    interval_s: float,
-    task_timeout_s: float,
-    stop_event: threading.Event,
-    clock: Callable[[], float],
-    logger: logging.Logger | None,
-) -> EngineLike:
-    """Build the real :class:`~felhom_agent.reconcile.engine.Engine` from the daemon's parts."""
-    return Engine(
-        client=client, node=node, provider=provider, queue=queue, journal=journal,
-        audit=audit, interval_s=interval_s, task_timeout_s=task_timeout_s,
-        stop_event=stop_event, clock=clock, logger=logger,
-    )
+#: The real :class:`~felhom_agent.reconcile.engine.Engine` class is itself the factory: it takes
+#: exactly the daemon's parts as keyword arguments.
+default_engine_factory: EngineFactory = Engine

@@ -68,26 +68,9 @@ def lxc_create(ctx: Ctx) -> str:
             check_features(ctx, probe, str(config["features"]))
         start = bool(ctx.params.get("start", 0))
 
-        def begin(log: TaskLog) -> None:
-            if vmid in rt.state.guests:
-                raise TaskError(f"CT {vmid} already exists on node '{rt.node}'")
-            rt.state.guests[vmid] = Guest(vmid=vmid, type="lxc", status="stopped",
-                                          config={**config, "lock": "create"})
-            log.line(f"extracting archive '{template}'")
-
-        def end(_log: TaskLog) -> None:
-            g = _live(ctx, "lxc", vmid)
-            del g.config["lock"]
-            if start:
-                g.status, g.started_at = "running", rt.clock()
-
-        def cleanup() -> None:
-            g = rt.state.guests.get(vmid)
-            if g is not None and g.config.get("lock") == "create":
-                del rt.state.guests[vmid]
-
-        return rt.fork(TaskPlan(type="vzcreate", vmid=vmid, id=str(vmid), begin=begin, end=end,
-                                cleanup=cleanup), ctx.principal.token_id)
+        return _fork_create(ctx, "lxc", config, start=start, task_type="vzcreate",
+                            exists=f"CT {vmid} already exists on node '{rt.node}'",
+                            first_line=f"extracting archive '{template}'")
 
 
 _QEMU_CREATE_KEYS = ("name", "memory", "balloon", "cores", "sockets", "cpulimit", "onboot",
@@ -139,24 +122,37 @@ def qemu_create(ctx: Ctx) -> str:
         config["vmgenid"] = str(uuid.uuid4())
         config["meta"] = f"creation-qemu=9.2.0,ctime={int(rt.clock())}"
 
-        def begin(log: TaskLog) -> None:
-            if vmid in rt.state.guests:
-                raise TaskError(f"unable to create VM {vmid} - VM {vmid} already exists "
-                                f"on node '{rt.node}'")
-            rt.state.guests[vmid] = Guest(vmid=vmid, type="qemu", status="stopped",
-                                          config={**config, "lock": "create"})
-            log.line(f"creating VM {vmid}")
+        return _fork_create(ctx, "qemu", config, start=start, task_type="qmcreate",
+                            exists=f"unable to create VM {vmid} - VM {vmid} already exists "
+                            f"on node '{rt.node}'",
+                            first_line=f"creating VM {vmid}")
 
-        def end(_log: TaskLog) -> None:
-            g = _live(ctx, "qemu", vmid)
-            del g.config["lock"]
-            if start:
-                g.status, g.started_at = "running", rt.clock()
 
-        def cleanup() -> None:
-            g = rt.state.guests.get(vmid)
-            if g is not None and g.config.get("lock") == "create":
-                del rt.state.guests[vmid]
+def _fork_create(ctx: Ctx, gtype: str, config: dict[str, Any], *, start: bool, task_type: str,
+                 exists: str, first_line: str) -> str:
+    """Fork the create task: the guest appears locked ``create`` and unlocks when it ends.
 
-        return rt.fork(TaskPlan(type="qmcreate", vmid=vmid, id=str(vmid), begin=begin, end=end,
-                                cleanup=cleanup), ctx.principal.token_id)
+    A failed or cancelled task removes the half-created guest again, as PVE does.
+    """
+    rt, vmid = ctx.rt, ctx.vmid
+
+    def begin(log: TaskLog) -> None:
+        if vmid in rt.state.guests:
+            raise TaskError(exists)
+        rt.state.guests[vmid] = Guest(vmid=vmid, type=gtype, status="stopped",
+                                      config={**config, "lock": "create"})
+        log.line(first_line)
+
+    def end(_log: TaskLog) -> None:
+        g = _live(ctx, gtype, vmid)
+        del g.config["lock"]
+        if start:
+            g.status, g.started_at = "running", rt.clock()
+
+    def cleanup() -> None:
+        g = rt.state.guests.get(vmid)
+        if g is not None and g.config.get("lock") == "create":
+            del rt.state.guests[vmid]
+
+    return rt.fork(TaskPlan(type=task_type, vmid=vmid, id=str(vmid), begin=begin, end=end,
+                            cleanup=cleanup), ctx.principal.token_id)
