@@ -34,10 +34,18 @@ A failed ``write``/``fsync`` raises :class:`~felhom_agent.durable.DurabilityErro
 journal refuses every later append: it is never retried (the kernel may have dropped the dirty
 pages), the agent exits and recovery runs from what is durable.
 
-The journal is bounded: when the file grows past ``max_bytes`` it is compacted (rewritten with
-:func:`~felhom_agent.durable.atomic_write_bytes`) keeping every pending op and the outcomes
-younger than ``retain_s``. Dropping an old outcome is safe for idempotency because a signed op
-expires long before (``authz.max_op_lifetime_s``) and is rejected on expiry first.
+The journal is bounded, in memory and on disk. Memory holds every pending op but at most
+``keep_outcomes`` finished ones, and none older than ``retain_s``: past the count the oldest
+outcome is forgotten, those whose source ``evict_first`` names (the reconciler's ``plan:<n>``
+ops, whose op ids are never submitted again) before any other (signed ops, refusals,
+selftest). The same rule folds every record, live or replayed, so a restart rebuilds the same
+index. When the file grows past ``max_bytes`` it is compacted (rewritten with
+:func:`~felhom_agent.durable.atomic_write_bytes`) down to what memory still holds, so the file
+is bounded by age *and* count too. Forgetting an outcome is safe for idempotency: a signed op
+is refused once past its ``expires_at`` (``authz.max_op_lifetime_s`` + clock skew, minutes)
+and its nonce is spent, and only thousands of newer outcomes push a signed one out.
+Why a bound at all: under churn the reconciler finishes an op every few seconds, and an index
+kept for ``retain_s`` (a week) grew by ~10 KB per op (issue 9, the soak's RSS).
 
 One ``threading.Lock`` serialises appends from the worker threads; a ``flock`` on
 ``journal.lock`` keeps a second agent process from appending to the same file.
@@ -53,6 +61,7 @@ import logging
 import os
 import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +94,7 @@ JOURNAL_NAME = "journal.log"
 _LOCK_NAME = "journal.lock"
 _DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 _DEFAULT_RETAIN_S = 7 * 24 * 3600.0
+_DEFAULT_KEEP_OUTCOMES = 1000
 
 
 class OpState(enum.StrEnum):
@@ -202,13 +212,17 @@ class CompactionResult:
 
 @attrs.frozen
 class JournalStats:
-    """Counters since open (T13: fsyncs per job ≤ 3; bytes per record)."""
+    """Counters since open (T13: fsyncs per job ≤ 3; bytes per record), and the memory bound:
+    ``held`` entries in memory now (``outcomes`` of them finished), ``forgotten`` since open."""
 
     records: int
     fsyncs: int
     bytes_written: int
     compactions: int
     size: int
+    held: int = 0
+    outcomes: int = 0
+    forgotten: int = 0
 
 
 def _iso(ts: float) -> str:
@@ -273,11 +287,67 @@ def _vmid(record: Mapping[str, Any]) -> int:
     return value
 
 
-class _State:
-    """The in-memory index rebuilt from records; shared by replay and live appends."""
+def _never(_source: str) -> bool:
+    return False
 
-    def __init__(self) -> None:
+
+class _State:
+    """The in-memory index rebuilt from records; shared by replay and live appends.
+
+    Bounded (see the module docstring): ``_cheap`` and ``_kept`` list the op ids with an
+    outcome in the order their outcome was folded in -- ``_cheap`` those whose source
+    ``evict_first`` names -- so trimming to ``keep_outcomes`` and by age pops from the front
+    (amortised O(1) per record) instead of scanning every entry.
+    """
+
+    def __init__(
+        self,
+        keep_outcomes: int = _DEFAULT_KEEP_OUTCOMES,
+        evict_first: Callable[[str], bool] = _never,
+    ) -> None:
         self.entries: dict[str, JournalEntry] = {}
+        self._keep = max(1, keep_outcomes)
+        self._evict_first = evict_first
+        self._cheap: OrderedDict[str, None] = OrderedDict()
+        self._kept: OrderedDict[str, None] = OrderedDict()
+        self.forgotten = 0
+
+    @property
+    def outcomes(self) -> int:
+        """How many entries with an outcome are held."""
+        return len(self._cheap) + len(self._kept)
+
+    def replace(self, entries: dict[str, JournalEntry]) -> None:
+        """Hold exactly ``entries`` (after a compaction), keeping the eviction order."""
+        self.entries = entries
+        for order in (self._cheap, self._kept):
+            for op_id in [k for k in order if k not in entries]:
+                del order[op_id]
+
+    def forget_older_than(self, cutoff: float) -> None:
+        """Forget the outcomes that finished before ``cutoff`` (pending ops are never dropped)."""
+        for order in (self._cheap, self._kept):
+            while order:
+                op_id = next(iter(order))
+                outcome = self.entries[op_id].outcome
+                if outcome is not None and outcome.finished_at >= cutoff:
+                    break
+                self._drop(order, op_id)
+
+    def _drop(self, order: OrderedDict[str, None], op_id: str) -> None:
+        del order[op_id]
+        self.entries.pop(op_id, None)
+        self.forgotten += 1
+
+    def _finished(self, entry: JournalEntry) -> None:
+        """Note that ``entry`` has (a new) outcome and trim to ``keep_outcomes``."""
+        for order in (self._cheap, self._kept):
+            order.pop(entry.op_id, None)
+        order = self._cheap if self._evict_first(entry.source) else self._kept
+        order[entry.op_id] = None
+        while self.outcomes > self._keep:
+            victims = self._cheap or self._kept
+            self._drop(victims, next(iter(victims)))
 
     def apply(self, record: Mapping[str, Any]) -> None:
         """Fold one well-formed record in; raises ValueError on a malformed one."""
@@ -316,7 +386,8 @@ class _State:
                 refusal_source = _opt_str(record, "source")
                 old = JournalEntry(op_id, vmid, kind, {}, refusal_source or "", None,
                                    damaged=refusal_source is None)
-            self.entries[op_id] = attrs.evolve(old, outcome=outcome)
+            entry = self.entries[op_id] = attrs.evolve(old, outcome=outcome)
+            self._finished(entry)
         else:
             raise ValueError("t")
 
@@ -390,6 +461,8 @@ class Journal:
         logger: logging.Logger,
         max_bytes: int = _DEFAULT_MAX_BYTES,
         retain_s: float = _DEFAULT_RETAIN_S,
+        keep_outcomes: int = _DEFAULT_KEEP_OUTCOMES,
+        evict_first: Callable[[str], bool] = _never,
     ) -> Journal:
         """Open (creating if needed) and replay ``state_dir/journal.log``, repairing damage.
 
@@ -399,7 +472,11 @@ class Journal:
                 task start times during recovery).
             logger: receives one WARNING per repair.
             max_bytes: file size that triggers compaction before the next append.
-            retain_s: how long an outcome is kept by automatic compaction.
+            retain_s: how long an outcome is kept (in memory, and in the file from the next
+                compaction on).
+            keep_outcomes: how many outcomes are kept at most (pending ops do not count).
+            evict_first: names the sources whose outcomes are forgotten first when past
+                ``keep_outcomes`` (the daemon passes the ``plan:<n>`` test).
 
         Raises:
             JournalLocked: another process has the journal open.
@@ -412,7 +489,9 @@ class Journal:
             # A compaction killed mid-way leaves its temp file; we hold the lock, so it is stale.
             for stale in state_dir.glob(f".{JOURNAL_NAME}.tmp.*"):
                 stale.unlink(missing_ok=True)
-            state, report = _replay(path, clock=clock, logger=logger)
+            state, report = _replay(path, clock=clock, logger=logger,
+                                    state=_State(keep_outcomes, evict_first))
+            state.forget_older_than(clock() - retain_s)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as err:
@@ -563,7 +642,8 @@ class Journal:
         """Counters since open."""
         with self._lock:
             return JournalStats(self._records, self._fsyncs, self._bytes, self._compactions,
-                                self._size)
+                                self._size, len(self._state.entries), self._state.outcomes,
+                                self._state.forgotten)
 
     # ------------------------------------------------------------------ bounding
 
@@ -601,7 +681,7 @@ class Journal:
         if old_fd is not None:
             os.close(old_fd)
         dropped = len(self._state.entries) - len(keep)
-        self._state.entries = keep
+        self._state.replace(keep)
         self._size = len(data)
         self._fsyncs += 2
         self._compactions += 1
@@ -675,6 +755,8 @@ class Journal:
         # Fold in the decoded line, not ``record``: memory then equals what a replay rebuilds
         # (tuples become lists, and so on).
         self._state.apply(json.loads(line[9:]))
+        if record["t"] == "outcome":
+            self._state.forget_older_than(record["time"] - self._retain_s)
         self._size += len(line)
         self._records += 1
         self._fsyncs += 1
@@ -699,10 +781,9 @@ def _acquire_lock(lock_path: Path, journal_path: Path) -> int:
 
 
 def _replay(
-    path: Path, *, clock: Callable[[], float], logger: logging.Logger
+    path: Path, *, clock: Callable[[], float], logger: logging.Logger, state: _State
 ) -> tuple[_State, ReplayReport]:
-    """Rebuild the index from ``path`` and repair a torn tail or corrupt lines."""
-    state = _State()
+    """Rebuild the index into ``state`` from ``path`` and repair a torn tail or corrupt lines."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
