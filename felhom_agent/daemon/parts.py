@@ -37,6 +37,7 @@ from felhom_agent.reconcile.providers import (
     HubProvider,
 )
 from felhom_agent.reconcile.queue import SerializerQueue
+from felhom_agent.reconcile.recovery import is_plan_source
 
 __all__ = ["DEFAULT_HUB_TIMEOUT_S", "DaemonParts", "build_parts", "ensure_state_dir"]
 
@@ -106,7 +107,9 @@ def build_parts(
     ensure_state_dir(config.state_dir, logger)
     opened: list[Callable[[], None]] = []
     try:
-        journal = WatchedJournal.open(config.state_dir, clock=clock, logger=logger)
+        # Reconciler (plan:<n>) outcomes are forgotten first: their op ids never come again.
+        journal = WatchedJournal.open(config.state_dir, clock=clock, logger=logger,
+                                      evict_first=is_plan_source)
         opened.append(journal.close)
         audit = WatchedAuditLog.open(config.state_dir, clock=clock, logger=logger)
         opened.append(audit.close)
