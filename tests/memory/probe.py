@@ -3,8 +3,9 @@
 Runs :mod:`tests.memory.traced_daemon` as a child against the PVE and hub simulators
 (loopback only) with the soak's seeded churn (:class:`tests.faults.soak.Churn`) and a signed
 ``guest.snapshot`` op every ``--signed-every`` ticks, prints the child's RSS every
-``--report-s`` seconds, and at the end compares the first tracemalloc snapshot taken after the
-warm-up with the last one, grouped by traceback (the top growers, agent frames shown first).
+``--report-s`` seconds, and at the end compares the first tracemalloc snapshot taken after
+the warm-up with the last one, grouped by traceback (the top growers, agent frames shown
+first). ``--no-trace`` runs the plain daemon instead, for RSS without tracemalloc's overhead.
 A diagnostic tool, not a test: pacing is a timed schedule on purpose.
 """
 
@@ -21,7 +22,7 @@ import tracemalloc
 from pathlib import Path
 
 from tests.faults import soak
-from tests.faults.harness import REPO, daemon_config, hub_sim, pve_sim, rss_kib
+from tests.faults.harness import REPO, RUNNER, daemon_config, hub_sim, pve_sim, rss_kib
 from tests.phaseb.signing import OpSigner, make_keys, op_payload
 
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snap-every", type=float, default=60.0)
     p.add_argument("--signed-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-trace", action="store_true",
+                   help="run the plain daemon (tests/daemon/run_daemon.py): RSS without the "
+                        "tracemalloc overhead and its snapshot spikes")
     p.add_argument("--work", type=Path, required=True)
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
@@ -69,9 +73,12 @@ def main(argv: list[str] | None = None) -> int:
                                reconcile={"workers": 4, "interval_s": 2},
                                authz={"allowed_signers": str(signers)})
         with open(args.work / "daemon.log", "ab") as log:
+            cmd = ([sys.executable, str(RUNNER), "--config", str(config), "--grace", "2"]
+                   if args.no_trace else
+                   [sys.executable, "-m", "tests.memory.traced_daemon", "--config", str(config),
+                    "--snap-dir", str(snaps), "--snap-every", str(args.snap_every)])
             child = subprocess.Popen(
-                [sys.executable, "-m", "tests.memory.traced_daemon", "--config", str(config),
-                 "--snap-dir", str(snaps), "--snap-every", str(args.snap_every)],
+                cmd,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=REPO,
                 env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
             try:
