@@ -44,8 +44,9 @@ index. When the file grows past ``max_bytes`` it is compacted (rewritten with
 is bounded by age *and* count too. Forgetting an outcome is safe for idempotency: a signed op
 is refused once past its ``expires_at`` (``authz.max_op_lifetime_s`` + clock skew, minutes)
 and its nonce is spent, and only thousands of newer outcomes push a signed one out.
-Why a bound at all: under churn the reconciler finishes an op every few seconds, and an index
-kept for ``retain_s`` (a week) grew by ~10 KB per op (issue 9, the soak's RSS).
+Why a count bound, not only the age: under churn the reconciler finishes an op every few
+seconds, and an index kept for ``retain_s`` (a week) grew by ~1.2 KB of live objects per op
+(more in RSS, as they pin allocator arenas) with no end in sight (issue 9, the soak's RSS).
 
 One ``threading.Lock`` serialises appends from the worker threads; a ``flock`` on
 ``journal.lock`` keeps a second agent process from appending to the same file.
@@ -297,7 +298,9 @@ class _State:
     Bounded (see the module docstring): ``_cheap`` and ``_kept`` list the op ids with an
     outcome in the order their outcome was folded in -- ``_cheap`` those whose source
     ``evict_first`` names -- so trimming to ``keep_outcomes`` and by age pops from the front
-    (amortised O(1) per record) instead of scanning every entry.
+    (amortised O(1) per record) instead of scanning every entry. Fold order is finish order
+    unless the wall clock stepped back; an outcome stuck behind a younger one then simply
+    waits for it (the count bound still holds).
     """
 
     def __init__(
