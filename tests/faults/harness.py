@@ -111,16 +111,21 @@ def daemon_config(tmp: Path, pve: PveSimulator, hub: HubSimulator, **extra: Any)
 
 
 class DaemonChild:
-    """One run of the daemon program as a child process, output appended to ``log``."""
+    """One run of the daemon program as a child process, output appended to ``log``.
 
-    def __init__(self, config: Path, log: Path, *, grace_s: float = GRACE_S) -> None:
+    ``env`` adds variables to the child's minimal environment (e.g. ``MALLOC_ARENA_MAX``).
+    """
+
+    def __init__(self, config: Path, log: Path, *, grace_s: float = GRACE_S,
+                 env: Mapping[str, str] | None = None) -> None:
         self.log_path = log
         self._log: IO[bytes] = open(log, "ab")  # noqa: SIM115 - closed in _reap()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, str(RUNNER), "--config", str(config), "--grace", str(grace_s)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, cwd=REPO,
-            env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
+            env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO),
+                 **(env or {})},
         )
 
     @property

@@ -210,11 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-slack-mib", type=float, default=10.0)
     p.add_argument("--signed-every", type=int, default=10,
                    help="deliver a signed guest.snapshot op every N churn ticks (0: never)")
+    p.add_argument("--child-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for the daemon (e.g. MALLOC_ARENA_MAX=2)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--work", type=Path, default=None, help="work dir (default: a temp dir)")
     args = p.parse_args(argv)
     if not 1 <= args.guests <= 200 or args.churn_s < 0.5 or args.minutes <= 0:
         p.error("--guests must be 1..200, --churn-s >= 0.5, --minutes > 0")
+    if any("=" not in kv for kv in args.child_env):
+        p.error("--child-env takes KEY=VALUE")
     rng = random.Random(args.seed)
     work = args.work or Path(tempfile.mkdtemp(prefix="felhom-soak-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -223,14 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     tally = Tally()
     pause = threading.Event()  # never set: its wait() is the interruptible schedule tick
     print(f"soak: {args.minutes:g} min, {args.guests} guests, churn every {args.churn_s:g} s, "
-          f"fault rate {args.fault_rate:g}/tick, seed {args.seed}, work dir {work}", flush=True)
+          f"fault rate {args.fault_rate:g}/tick, seed {args.seed}, work dir {work}, daemon env "
+          f"{args.child_env or 'default'}", flush=True)
     with pve_sim(guests, task_s=0.2) as pve, hub_sim(churn.doc()) as hub:
         trusted, _, signers = make_keys(work / "keys")
         signer = OpSigner(trusted, work / "keys")
         config = daemon_config(work, pve, hub, log={"level": "info", "format": "json"},
                                reconcile={"workers": 4, "interval_s": 2},
                                authz={"allowed_signers": str(signers)})
-        child = DaemonChild(config, work / "daemon.log")
+        extra_env = dict(kv.split("=", 1) for kv in args.child_env)
+        child = DaemonChild(config, work / "daemon.log", env=extra_env)
         try:
             wait_report(hub, lambda b: report_matches(b, 1, churn.wants.values()), 60.0,
                         child=child)
