@@ -20,7 +20,7 @@ from pathlib import Path
 
 from felhom_agent.errors import AgentError
 
-__all__ = ["DurabilityError", "atomic_write_bytes", "fsync_dir", "fsync_file"]
+__all__ = ["DurabilityError", "atomic_write_bytes", "fsync_dir", "fsync_file", "truncate_durably"]
 
 
 class DurabilityError(AgentError, OSError):
@@ -93,3 +93,23 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> None:
             tmp.unlink()
         raise DurabilityError(f"rename failed ({err.strerror})", path=path) from err
     fsync_dir(directory)
+
+
+def truncate_durably(path: Path, size: int) -> None:
+    """Cut ``path`` to ``size`` bytes and ``fsync`` it (a torn tail of an append-only log).
+
+    Raises:
+        DurabilityError: the file could not be opened, truncated or synced.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise DurabilityError(f"cannot open for truncation ({err.strerror})", path=path) from err
+    try:
+        try:
+            os.ftruncate(fd, size)
+        except OSError as err:
+            raise DurabilityError(f"truncate failed ({err.strerror})", path=path) from err
+        fsync_file(fd, path)
+    finally:
+        os.close(fd)

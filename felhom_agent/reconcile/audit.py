@@ -36,7 +36,7 @@ from typing import Any
 
 import attrs
 
-from felhom_agent.durable import DurabilityError, fsync_dir, fsync_file
+from felhom_agent.durable import DurabilityError, fsync_dir, fsync_file, truncate_durably
 
 __all__ = ["AUDIT_NAME", "AuditLog", "AuditRecord"]
 
@@ -260,18 +260,7 @@ def _load(
         raise DurabilityError(f"cannot read audit log ({err.strerror})", path=path) from err
     end = data.rfind(b"\n") + 1
     if repair and end < len(data):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        except OSError as err:
-            raise DurabilityError(f"cannot open ({err.strerror})", path=path) from err
-        try:
-            try:
-                os.ftruncate(fd, end)
-            except OSError as err:
-                raise DurabilityError(f"truncate failed ({err.strerror})", path=path) from err
-            fsync_file(fd, path)
-        finally:
-            os.close(fd)
+        truncate_durably(path, end)
         logger.warning("audit log %s: torn tail of %d byte(s) truncated", path, len(data) - end)
     bad = 0
     for line in data[:end].splitlines():

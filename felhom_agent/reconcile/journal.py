@@ -64,7 +64,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from felhom_agent.durable import DurabilityError, atomic_write_bytes, fsync_dir, fsync_file
+from felhom_agent.durable import (
+    DurabilityError,
+    atomic_write_bytes,
+    fsync_dir,
+    fsync_file,
+    truncate_durably,
+)
 from felhom_agent.reconcile.journal_records import (
     DEFAULT_KEEP_OUTCOMES,
     AlreadyApplied,
@@ -512,24 +518,9 @@ def _replay(
             path, len(corrupt), ",".join(map(str, corrupt[:20])), torn, len(good), broken,
         )
     elif torn:
-        _truncate(path, end)
+        truncate_durably(path, end)
         logger.warning(
             "journal %s: torn tail of %d byte(s) after %d valid records truncated",
             path, torn, len(good),
         )
     return state, ReplayReport(len(good), torn, tuple(corrupt), broken)
-
-
-def _truncate(path: Path, size: int) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except OSError as err:
-        raise DurabilityError(f"cannot open for truncation ({err.strerror})", path=path) from err
-    try:
-        try:
-            os.ftruncate(fd, size)
-        except OSError as err:
-            raise DurabilityError(f"truncate failed ({err.strerror})", path=path) from err
-        fsync_file(fd, path)
-    finally:
-        os.close(fd)
