@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from felhom_agent.cli import main
-from felhom_agent.reconcile.journal import Journal
 from felhom_agent.sim.pve import Fault, PveScenario, PveSimulator
+from felhom_agent.state.journal import Journal
 
 SECRET = "task-token-secret-0001"
 

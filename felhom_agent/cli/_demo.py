@@ -36,13 +36,13 @@ from typing import IO, Any
 
 from felhom_agent.cli._demo_signer import DemoSigner, op_payload
 from felhom_agent.config import load_config
+from felhom_agent.core.actual import read_actual
+from felhom_agent.core.desired import parse_desired
+from felhom_agent.core.plan import Plan, plan, render_text
 from felhom_agent.daemon.runner import Daemon
 from felhom_agent.proxmox import ProxmoxClient
-from felhom_agent.reconcile.actual import read_actual
-from felhom_agent.reconcile.desired import parse_desired
-from felhom_agent.reconcile.gate import safety_snapshot_name
-from felhom_agent.reconcile.plan import Plan, plan, render_text
 from felhom_agent.secret import Secret
+from felhom_agent.signedops.gate import safety_snapshot_name
 from felhom_agent.sim.demo_scenarios import (
     DEMO_NODE,
     DEMO_PRINCIPAL,

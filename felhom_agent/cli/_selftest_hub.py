@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from felhom_agent.cli._common import CheckLine, client_from_config, render_checks
 from felhom_agent.config import Config
+from felhom_agent.core.desired import DesiredStateError, parse_desired
 from felhom_agent.errors import AgentError
 from felhom_agent.hub.client import HubClient
 from felhom_agent.hub.collect import Collector
 from felhom_agent.hub.envelope import parse_envelope
-from felhom_agent.reconcile.desired import DesiredStateError, parse_desired
 
 __all__ = ["selftest_hub_command"]
 

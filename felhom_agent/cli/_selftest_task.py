@@ -2,7 +2,7 @@
 
 On guest N: snapshot → rollback → delete that snapshot, then a description write that is
 verified (normalised) and restored. Every step is a job on the per-guest serializer queue,
-run by the same :class:`~felhom_agent.reconcile.executor.Executor` the daemon uses: journalled
+run by the same :class:`~felhom_agent.execution.executor.Executor` the daemon uses: journalled
 before it is sent, waited on through the task's UPID, resolved by re-reading the guest. The
 guest ends as it began, run state included: a rollback leaves a guest stopped (there is no
 RAM state in the snapshot), so a guest that was running is rolled back with ``start=1``.
@@ -26,14 +26,14 @@ from typing import Any
 
 from felhom_agent.cli._common import CheckLine, client_from_config, render_checks
 from felhom_agent.config import Config
+from felhom_agent.core.normalise import config_diff
 from felhom_agent.errors import AgentError
+from felhom_agent.execution.executor import ExecResult, Executor, JobSpec
+from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.models import GuestType
-from felhom_agent.reconcile.audit import AuditLog
-from felhom_agent.reconcile.executor import ExecResult, Executor, JobSpec
-from felhom_agent.reconcile.journal import Journal, JournalLocked
-from felhom_agent.reconcile.normalise import config_diff
-from felhom_agent.reconcile.queue import SerializerQueue
+from felhom_agent.state.audit import AuditLog
+from felhom_agent.state.journal import Journal, JournalLocked
 
 __all__ = ["selftest_task_command"]
 

@@ -3,7 +3,7 @@
 * :class:`Daemon` (:mod:`.runner`) -- start-up, the main loop, signals, drain, reload;
 * :mod:`.parts` -- building journal, audit log, clients, queue, provider and engine;
 * :class:`SignedOpSink` (:mod:`.signed_ops`) -- the seam where signed ops leave the hub loop
-  for the verifying consumer (:mod:`felhom_agent.reconcile.signed`);
+  for the verifying consumer (:mod:`felhom_agent.signedops.consumer`);
 * :mod:`.durability` -- a journal/audit durability failure anywhere stops the daemon (exit 1);
 * :mod:`.sdnotify` -- systemd's notify protocol.
 """

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from felhom_agent.durable import DurabilityError
-from felhom_agent.reconcile.audit import AuditLog, AuditRecord
-from felhom_agent.reconcile.journal import CompactionResult, Journal, JournalEntry, OpState, Outcome
+from felhom_agent.state.audit import AuditLog, AuditRecord
+from felhom_agent.state.journal import CompactionResult, Journal, JournalEntry, OpState, Outcome
 
 __all__ = ["FatalSignal", "WatchedAuditLog", "WatchedJournal"]
 

@@ -1,6 +1,6 @@
 """What the daemon needs from the reconcile engine, as a protocol, and how it builds one.
 
-The engine (:mod:`felhom_agent.reconcile.engine`) owns the reconciler thread and submits plan
+The engine (:mod:`felhom_agent.execution.engine`) owns the reconciler thread and submits plan
 actions to the queue; the daemon only wires it: ``recover()`` once at start (re-attach journal
 entries, §7), ``start()``, ``wake()`` when new desired state arrives, ``status()`` and
 ``op_results()`` for the report, ``join()`` at shutdown. Keeping the daemon typed against this
@@ -15,15 +15,15 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from felhom_agent.core.providers import DesiredStateProvider
+from felhom_agent.execution.engine import Engine
+from felhom_agent.execution.executor import ExecResult, JobSpec
+from felhom_agent.execution.job import JobHandle
+from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.hub.report import OpResult, ReconcileStatus
 from felhom_agent.proxmox import ProxmoxClient
-from felhom_agent.reconcile.audit import AuditLog
-from felhom_agent.reconcile.engine import Engine
-from felhom_agent.reconcile.executor import ExecResult, JobSpec
-from felhom_agent.reconcile.job import JobHandle
-from felhom_agent.reconcile.journal import Journal
-from felhom_agent.reconcile.providers import DesiredStateProvider
-from felhom_agent.reconcile.queue import SerializerQueue
+from felhom_agent.state.audit import AuditLog
+from felhom_agent.state.journal import Journal
 
 __all__ = ["EngineFactory", "EngineLike", "default_engine_factory"]
 
@@ -87,6 +87,6 @@ class EngineFactory(Protocol):
         ...
 
 
-#: The real :class:`~felhom_agent.reconcile.engine.Engine` class is itself the factory: it takes
+#: The real :class:`~felhom_agent.execution.engine.Engine` class is itself the factory: it takes
 #: exactly the daemon's parts as keyword arguments.
 default_engine_factory: EngineFactory = Engine

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from felhom_agent.config import Config
+from felhom_agent.core.desired import DesiredStateError, parse_desired
+from felhom_agent.core.providers import FileProvider, HubProvider
 from felhom_agent.daemon.durability import FatalSignal
 from felhom_agent.daemon.engine_seam import EngineFactory, default_engine_factory
 from felhom_agent.daemon.parts import DEFAULT_HUB_TIMEOUT_S, DaemonParts, build_parts
@@ -47,10 +49,8 @@ from felhom_agent.hub.envelope import Envelope
 from felhom_agent.hub.loop import HubLoop
 from felhom_agent.hub.policy import RetryPolicy
 from felhom_agent.hub.report import ReportError
-from felhom_agent.reconcile.desired import DesiredStateError, parse_desired
-from felhom_agent.reconcile.journal import JournalError
-from felhom_agent.reconcile.providers import FileProvider, HubProvider
-from felhom_agent.reconcile.signed import signed_op_sink
+from felhom_agent.signedops.consumer import signed_op_sink
+from felhom_agent.state.journal import JournalError
 
 __all__ = ["DEFAULT_GRACE_S", "EXIT_FATAL", "EXIT_OK", "Daemon"]
 
@@ -76,7 +76,7 @@ class Daemon:
         grace_s: how long running jobs may take to finish at stop.
         engine_factory: builds the engine (a fake in wiring tests).
         sink: where signed ops go (default: the verifying consumer of
-            :mod:`felhom_agent.reconcile.signed`, built from the engine's parts).
+            :mod:`felhom_agent.signedops.consumer`, built from the engine's parts).
         notifier: sd_notify sender (default: from ``env``).
         clock: POSIX seconds; monotonic: for waits.
         install_signals: install SIGTERM/SIGINT/SIGHUP handlers (main thread only).

@@ -36,7 +36,7 @@ from felhom_agent.hub.report import (
     format_utc,
 )
 from felhom_agent.proxmox.models import Guest, NodeStatus, PveVersion, StorageInfo
-from felhom_agent.reconcile.audit import AuditRecord
+from felhom_agent.state.audit import AuditRecord
 
 __all__ = ["AuditSource", "Collector", "EngineView", "PveReader"]
 

@@ -10,10 +10,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from felhom_agent.execution.executor import ExecResult, JobSpec
+from felhom_agent.execution.job import JobHandle
 from felhom_agent.hub.report import OpResult, ReconcileStatus
 from felhom_agent.proxmox import ProxmoxClient
-from felhom_agent.reconcile.executor import ExecResult, JobSpec
-from felhom_agent.reconcile.job import JobHandle
 from felhom_agent.secret import Secret
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict

@@ -13,8 +13,8 @@ import pytest
 
 from felhom_agent.hub.collect import Collector
 from felhom_agent.hub.report import OpResult, ReportError
-from felhom_agent.reconcile.audit import AuditLog
 from felhom_agent.sim.pve import Fault, PveSimulator
+from felhom_agent.state.audit import AuditLog
 from tests.daemon.helpers import PVE_SECRET, FakeEngine, pve_client, pve_scenario
 
 CLOCK = 1_795_000_000.0  # 2026-11-18T11:06:40Z

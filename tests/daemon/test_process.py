@@ -14,9 +14,9 @@ from typing import IO, Any
 
 import pytest
 
-from felhom_agent.reconcile.journal import Journal
 from felhom_agent.sim.hub import HubScenario, HubSimulator
 from felhom_agent.sim.pve import PveSimulator
+from felhom_agent.state.journal import Journal
 from tests.daemon.converge import DESIRED, converged, sim_converged, wait_report, wait_until
 from tests.daemon.helpers import (
     HUB_TOKEN,

@@ -193,7 +193,7 @@ def test_durability_failure_exits_one(harness: Harness, monkeypatch: pytest.Monk
     """A failed journal fsync on a worker stops the daemon with exit status 1."""
     daemon = harness.start(_config(harness))
     assert daemon.ready.wait(TIMEOUT)
-    import felhom_agent.reconcile.journal as journal_module
+    import felhom_agent.state.journal as journal_module
 
     def broken_fsync(fd: int, path: Path) -> None:
         raise DurabilityError("fsync failed (EIO)", path=path)

@@ -41,9 +41,9 @@ from typing import Any
 
 import attrs
 
-from felhom_agent.reconcile.journal import Journal
 from felhom_agent.sim.hub import HubSimulator
 from felhom_agent.sim.pve import Fault, PveSimulator
+from felhom_agent.state.journal import Journal
 from tests.faults.harness import (
     DaemonChild,
     HarnessError,

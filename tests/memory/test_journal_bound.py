@@ -21,9 +21,9 @@ from felhom_agent.config import load_config
 from felhom_agent.daemon.durability import FatalSignal
 from felhom_agent.daemon.engine_seam import EngineLike
 from felhom_agent.daemon.parts import build_parts
-from felhom_agent.reconcile.journal import JOURNAL_NAME, AlreadyApplied, Journal, OpState
-from felhom_agent.reconcile.recovery import is_plan_source
 from felhom_agent.sim.pve import PveSimulator
+from felhom_agent.state.journal import JOURNAL_NAME, AlreadyApplied, Journal, OpState
+from felhom_agent.state.recovery import is_plan_source
 from tests.daemon.helpers import FakeEngine, agent_config, pve_scenario, write_agent_config
 
 LOG = logging.getLogger("test.memory")

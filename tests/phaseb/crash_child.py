@@ -29,10 +29,10 @@ from felhom_agent.config import load_config
 from felhom_agent.daemon.durability import FatalSignal
 from felhom_agent.daemon.engine_seam import default_engine_factory
 from felhom_agent.daemon.parts import build_parts
+from felhom_agent.execution.engine import Engine
 from felhom_agent.hub.envelope import SignedOp as DeliveredOp
-from felhom_agent.reconcile.engine import Engine
-from felhom_agent.reconcile.journal import JournalEntry
-from felhom_agent.reconcile.signed import signed_op_sink
+from felhom_agent.signedops.consumer import signed_op_sink
+from felhom_agent.state.journal import JournalEntry
 
 CRASH_POINTS = ("after_mark", "safety_wait", "op_wait")
 

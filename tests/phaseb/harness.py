@@ -20,10 +20,10 @@ import attrs
 from felhom_agent.config import Config, load_config
 from felhom_agent.daemon.engine_seam import EngineLike, default_engine_factory
 from felhom_agent.daemon.runner import Daemon
+from felhom_agent.execution.engine import Engine
 from felhom_agent.hub.envelope import SignedOp as DeliveredOp
 from felhom_agent.hub.report import OpResult
-from felhom_agent.reconcile.engine import Engine
-from felhom_agent.reconcile.signed import SignedOpConsumer, signed_op_sink
+from felhom_agent.signedops.consumer import SignedOpConsumer, signed_op_sink
 from felhom_agent.sim.hub import HubScenario, HubSimulator
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict

@@ -10,7 +10,7 @@ import pytest
 
 from felhom_agent.authz.envelope import SignedOp
 from felhom_agent.proxmox.models import GuestType
-from felhom_agent.reconcile.gate import (
+from felhom_agent.signedops.gate import (
     GateRefused,
     GuestFacts,
     check_op,

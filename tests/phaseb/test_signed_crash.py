@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from felhom_agent.reconcile.gate import safety_snapshot_name
+from felhom_agent.signedops.gate import safety_snapshot_name
 from felhom_agent.sim.pve import PveSimulator
 from tests.authz.helpers import KeyPair
 from tests.daemon.helpers import agent_config, write_agent_config

@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from felhom_agent.reconcile.gate import safety_snapshot_name
+from felhom_agent.signedops.gate import safety_snapshot_name
 from felhom_agent.sim.pve import Fault
 from tests.phaseb.harness import Harness
 from tests.phaseb.signing import op_payload

@@ -29,15 +29,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from felhom_agent.core.providers import FileProvider
+from felhom_agent.execution.engine import Engine
+from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.proxmox.client import ProxmoxClient
-from felhom_agent.reconcile.audit import AuditLog
-from felhom_agent.reconcile.engine import Engine
-from felhom_agent.reconcile.journal import Journal
-from felhom_agent.reconcile.providers import FileProvider
-from felhom_agent.reconcile.queue import SerializerQueue
 from felhom_agent.secret import Secret
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict
+from felhom_agent.state.audit import AuditLog
+from felhom_agent.state.journal import Journal
 
 CRASH_POINTS = ("before_post", "after_post", "during_wait", "after_outcome")
 SECRET_ENV = "FELHOM_TEST_TOKEN_SECRET"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from felhom_agent.durable import DurabilityError
-from felhom_agent.reconcile.audit import AUDIT_NAME, AuditLog, AuditRecord
+from felhom_agent.state.audit import AUDIT_NAME, AuditLog, AuditRecord
 
 LOG_NAME = "test.audit"
 LOG = logging.getLogger(LOG_NAME)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from felhom_agent.reconcile.classify import (
+from felhom_agent.kinds.classify import (
     BENIGN_CONFIG_KEYS,
     KINDS,
     Reversibility,

@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from felhom_agent.reconcile.journal import Journal
-from felhom_agent.reconcile.recovery import KIND_TASK_TYPES
 from felhom_agent.sim.pve import PveSimulator
+from felhom_agent.state.journal import Journal
+from felhom_agent.state.recovery import KIND_TASK_TYPES
 from tests.reconcile.crash_child import CRASH_POINTS, SECRET_ENV, scenario
 
 LOG = logging.getLogger("test.crash")

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from felhom_agent.reconcile.desired import parse_desired
-from felhom_agent.reconcile.engine import Engine
-from felhom_agent.reconcile.journal import JOURNAL_NAME
-from felhom_agent.reconcile.providers import HubProvider
-from felhom_agent.reconcile.queue import SerializerQueue
+from felhom_agent.core.desired import parse_desired
+from felhom_agent.core.providers import HubProvider
+from felhom_agent.execution.engine import Engine
+from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.sim.pve import PveSimulator
+from felhom_agent.state.journal import JOURNAL_NAME
 from tests.reconcile.crash_child import open_state, scenario, sim_client
 
 LOG_NAME = "test.crash_journal"

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from felhom_agent.errors import AgentError
-from felhom_agent.reconcile.desired import (
+from felhom_agent.core.desired import (
     DesiredState,
     DesiredStateError,
     GuestDesired,
     loads_desired,
     parse_desired,
 )
+from felhom_agent.errors import AgentError
 
 EXAMPLE = {
     "generation": 7,

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
+from felhom_agent.core.desired import DesiredState, parse_desired
+from felhom_agent.core.providers import HubProvider
 from felhom_agent.durable import DurabilityError
+from felhom_agent.execution.engine import Engine
+from felhom_agent.execution.executor import JobSpec
+from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.models import GuestType
-from felhom_agent.reconcile.desired import DesiredState, parse_desired
-from felhom_agent.reconcile.engine import Engine
-from felhom_agent.reconcile.executor import JobSpec
-from felhom_agent.reconcile.journal import OpState
-from felhom_agent.reconcile.providers import HubProvider
-from felhom_agent.reconcile.queue import SerializerQueue
 from felhom_agent.sim.pve import PveSimulator
+from felhom_agent.state.journal import OpState
 from tests.reconcile.crash_child import mutations, open_state, scenario, sim_client
 
 LOG = logging.getLogger("test.engine")

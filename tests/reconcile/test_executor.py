@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from felhom_agent.durable import DurabilityError
+from felhom_agent.execution.executor import DispatchRetry, ExecResult, Executor, JobSpec
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.models import GuestType
-from felhom_agent.reconcile.audit import AuditLog
-from felhom_agent.reconcile.executor import DispatchRetry, ExecResult, Executor, JobSpec
-from felhom_agent.reconcile.journal import Journal
-from felhom_agent.reconcile.taskwatch import TaskWatcher
+from felhom_agent.proxmox.taskwatch import TaskWatcher
 from felhom_agent.sim.pve import Fault, PveSimulator
+from felhom_agent.state.audit import AuditLog
+from felhom_agent.state.journal import Journal
 from tests.reconcile.crash_child import mutations, open_state, scenario, sim_client
 
 LOG = logging.getLogger("test.executor")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from felhom_agent.durable import DurabilityError
-from felhom_agent.reconcile.journal import (
+from felhom_agent.secret import Secret
+from felhom_agent.state.journal import (
     JOURNAL_NAME,
     AlreadyApplied,
     Journal,
@@ -22,7 +23,6 @@ from felhom_agent.reconcile.journal import (
     decode_line,
     encode_line,
 )
-from felhom_agent.secret import Secret
 
 LOG = logging.getLogger("test.journal")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from felhom_agent.reconcile.journal import Journal
+from felhom_agent.state.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_NAME = "test.journal.crash"
@@ -24,7 +24,7 @@ LOG_NAME = "test.journal.crash"
 CHILD = r"""
 import logging, sys, time
 from pathlib import Path
-from felhom_agent.reconcile.journal import Journal
+from felhom_agent.state.journal import Journal
 
 j = Journal.open(Path(sys.argv[1]), clock=time.time, logger=logging.getLogger("child"),
                  max_bytes=int(sys.argv[2]))

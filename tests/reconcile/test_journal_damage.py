@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from felhom_agent.reconcile.journal import (
+from felhom_agent.state.journal import (
     JOURNAL_NAME,
     Journal,
     JournalEntry,
     encode_line,
 )
-from felhom_agent.reconcile.recovery import Reattach, decide_recovery
+from felhom_agent.state.recovery import Reattach, decide_recovery
 
 LOG_NAME = "test.journal.damage"
 LOG = logging.getLogger(LOG_NAME)

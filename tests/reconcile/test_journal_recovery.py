@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from felhom_agent.reconcile.journal import JournalEntry, OpState, Outcome
-from felhom_agent.reconcile.recovery import (
+from felhom_agent.state.journal import JournalEntry, OpState, Outcome
+from felhom_agent.state.recovery import (
     MarkUnknown,
     Reattach,
     Recheck,

@@ -24,8 +24,8 @@ from typing import Literal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from felhom_agent.reconcile.desired import DesiredState, GuestDesired
-from felhom_agent.reconcile.normalise import (
+from felhom_agent.core.desired import DesiredState, GuestDesired
+from felhom_agent.core.normalise import (
     FIELDS,
     ConfigValue,
     actual_value,
@@ -33,7 +33,7 @@ from felhom_agent.reconcile.normalise import (
     normalise_value,
     split_for_write,
 )
-from felhom_agent.reconcile.plan import GuestActual, plan
+from felhom_agent.core.plan import GuestActual, plan
 
 GuestType = Literal["qemu", "lxc"]
 ABSENT = object()

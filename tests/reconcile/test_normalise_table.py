@@ -1,4 +1,4 @@
-"""Table tests for the config-field normalisers (felhom_agent.reconcile.normalise)."""
+"""Table tests for the config-field normalisers (felhom_agent.core.normalise)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import pickle
 
 import pytest
 
-from felhom_agent.errors import AgentError
-from felhom_agent.reconcile.normalise import (
+from felhom_agent.core.normalise import (
     FIELDS,
     NormaliseError,
     actual_value,
@@ -16,6 +15,7 @@ from felhom_agent.reconcile.normalise import (
     normalise_value,
     split_for_write,
 )
+from felhom_agent.errors import AgentError
 
 SAME = [
     ("description", "hello", "hello\n"),

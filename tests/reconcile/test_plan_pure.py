@@ -10,10 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from felhom_agent.reconcile.classify import BENIGN_CONFIG_KEYS
-from felhom_agent.reconcile.desired import DesiredState, GuestDesired, GuestType, parse_desired
-from felhom_agent.reconcile.normalise import ConfigValue, split_for_write
-from felhom_agent.reconcile.plan import (
+from felhom_agent.core.desired import DesiredState, GuestDesired, GuestType, parse_desired
+from felhom_agent.core.normalise import ConfigValue, split_for_write
+from felhom_agent.core.plan import (
     Action,
     GuestActual,
     Plan,
@@ -21,6 +20,7 @@ from felhom_agent.reconcile.plan import (
     plan,
     render_text,
 )
+from felhom_agent.kinds.classify import BENIGN_CONFIG_KEYS
 
 
 def never_busy(vmid: int) -> bool:

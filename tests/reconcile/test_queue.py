@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from felhom_agent.errors import AgentError
-from felhom_agent.reconcile.queue import (
+from felhom_agent.execution.queue import (
     InvalidJob,
     JobCancelled,
     JobFailed,
@@ -178,7 +178,7 @@ def test_raising_job_fails_its_handle_and_the_worker_survives(
     def fatal() -> None:
         raise Fatal("not even an Exception")
 
-    with caplog.at_level(logging.WARNING, logger="felhom_agent.reconcile.queue"):
+    with caplog.at_level(logging.WARNING, logger="felhom_agent.execution.queue"):
         bad = q.submit(9, boom, label="bad job", source="op:1")
         worse = q.submit(9, fatal, label="worse job")
         good = q.submit(9, lambda: "still alive", label="good job")
@@ -342,7 +342,7 @@ def test_shutdown_lets_running_jobs_finish_and_leaves_queued_unstarted(
     queued = [q.submit(v, rec.job(f"q{v}"), label=f"queued {v}", source="op:x")
               for v in (1, 2, 3)]
     box: list[ShutdownReport] = []
-    with caplog.at_level(logging.INFO, logger="felhom_agent.reconcile.queue"):
+    with caplog.at_level(logging.INFO, logger="felhom_agent.execution.queue"):
         t = threading.Thread(target=lambda: box.append(q.shutdown(grace_s=T_OUT)))
         t.start()
         # Queued jobs are cancelled at the start of shutdown: that is our sign it has begun.
@@ -378,7 +378,7 @@ def test_shutdown_reports_jobs_still_running_after_grace(
     gate = threading.Event()
     h = q.submit(11, rec.job("long", gate), label="long task", source="op:7")
     assert rec.started.wait_for(1)
-    with caplog.at_level(logging.WARNING, logger="felhom_agent.reconcile.queue"):
+    with caplog.at_level(logging.WARNING, logger="felhom_agent.execution.queue"):
         report = q.shutdown(grace_s=0)
     assert [i.label for i in report.abandoned_running] == ["long task"]
     assert report.finished == () and report.unstarted == ()

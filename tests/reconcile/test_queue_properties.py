@@ -16,7 +16,7 @@ import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from felhom_agent.reconcile.queue import JobFailed, JobHandle, JobState, SerializerQueue
+from felhom_agent.execution.queue import JobFailed, JobHandle, JobState, SerializerQueue
 
 T_OUT = 20.0
 

@@ -12,7 +12,7 @@ from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import TaskFailed, TaskTimeout
 from felhom_agent.proxmox.models import GuestType
 from felhom_agent.proxmox.tasks import TaskOutcome, TaskResult
-from felhom_agent.reconcile.taskwatch import TaskWatcher, WatchPolicy
+from felhom_agent.proxmox.taskwatch import TaskWatcher, WatchPolicy
 from felhom_agent.sim.pve import Fault, PveSimulator
 from tests.reconcile.crash_child import scenario, sim_client
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
 
-from felhom_agent.reconcile.desired import DesiredState, DesiredStateError, loads_desired
+from felhom_agent.core.desired import DesiredState, DesiredStateError, loads_desired
 
 __all__ = [
     "DesiredStateProvider",

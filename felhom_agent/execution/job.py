@@ -1,6 +1,6 @@
 """Jobs of the serializer queue: their handles, identities, states, reports and errors.
 
-Split from :mod:`felhom_agent.reconcile.queue` so the queue module holds only the lane
+Split from :mod:`felhom_agent.execution.queue` so the queue module holds only the lane
 machinery; everything here is re-exported from there.
 """
 

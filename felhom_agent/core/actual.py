@@ -21,10 +21,10 @@ from typing import Protocol
 
 import attrs
 
+from felhom_agent.core.desired import DesiredState
+from felhom_agent.core.plan import GuestActual
 from felhom_agent.proxmox.models import Guest, GuestConfig
 from felhom_agent.proxmox.models import GuestType as PveGuestType
-from felhom_agent.reconcile.desired import DesiredState
-from felhom_agent.reconcile.plan import GuestActual
 
 __all__ = ["ActualReader", "ActualState", "read_actual", "read_budget"]
 

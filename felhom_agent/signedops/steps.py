@@ -1,6 +1,6 @@
 """Running one signed op's steps: read the guest's facts, queue each step, wait for it.
 
-The signed-op consumer (:mod:`felhom_agent.reconcile.signed`) decides *what* runs (the gate's
+The signed-op consumer (:mod:`felhom_agent.signedops.consumer`) decides *what* runs (the gate's
 steps); :class:`StepRunner` does the blocking part on the op's driver thread, never on the
 hub loop thread: the guest reads before the gate, ``engine.submit_op`` for each step (the
 per-guest queue; the executor journals, waits, re-reads and audits), and the wait for its
@@ -15,12 +15,12 @@ from typing import Final, Protocol
 
 from felhom_agent.durable import DurabilityError
 from felhom_agent.errors import AgentError
+from felhom_agent.execution.executor import ExecResult, JobSpec
+from felhom_agent.execution.queue import JobHandle, QueueError
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
-from felhom_agent.reconcile.executor import ExecResult, JobSpec
-from felhom_agent.reconcile.gate import GateRefused, GuestFacts
-from felhom_agent.reconcile.journal import Journal
-from felhom_agent.reconcile.queue import JobHandle, QueueError
+from felhom_agent.signedops.gate import GateRefused, GuestFacts
+from felhom_agent.state.journal import Journal
 
 __all__ = ["OpSubmitter", "StepNotRun", "StepRunner"]
 

@@ -9,7 +9,7 @@ Reference design §7. Every mutation the agent sends to Proxmox leaves three rec
 
 On start the journal is replayed: an op with a ``begin`` but no ``outcome`` is *pending* and
 must be recovered (re-attached to its UPID, or looked up in the node's task list — see
-:mod:`felhom_agent.reconcile.recovery`, never blindly re-sent); an op with an outcome is
+:mod:`felhom_agent.state.recovery`, never blindly re-sent); an op with an outcome is
 never executed again (:class:`AlreadyApplied`).
 
 File format: one record per line, ``<crc32 of the JSON, 8 lowercase hex> <compact JSON>\\n``,
@@ -71,7 +71,7 @@ from felhom_agent.durable import (
     fsync_file,
     truncate_durably,
 )
-from felhom_agent.reconcile.journal_records import (
+from felhom_agent.state.journal_records import (
     DEFAULT_KEEP_OUTCOMES,
     AlreadyApplied,
     CompactionResult,

@@ -1,6 +1,6 @@
 """The kind table: how each mutation kind is dispatched and how its effect is observed.
 
-One :class:`KindSpec` per kind tells the executor (:mod:`felhom_agent.reconcile.executor`)
+One :class:`KindSpec` per kind tells the executor (:mod:`felhom_agent.execution.executor`)
 what to read before and after the call (status always; config with digest; snapshots), how
 to send the call, and when the observed guest already *is* what the job asks for. That
 predicate is what makes the executor decide by observed state: it skips a call that is not
@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from felhom_agent.core.normalise import config_diff, split_for_write
 from felhom_agent.errors import AgentError
 from felhom_agent.proxmox.client import ConfigValue, ProxmoxClient
 from felhom_agent.proxmox.errors import ParameterError
 from felhom_agent.proxmox.models import GuestConfig, GuestStatus, Snapshot
 from felhom_agent.proxmox.tasks import Dispatch
-from felhom_agent.reconcile.normalise import config_diff, split_for_write
 
 if TYPE_CHECKING:
-    from felhom_agent.reconcile.executor import JobSpec
+    from felhom_agent.execution.executor import JobSpec
 
 __all__ = ["KINDS", "KindSpec", "Observed", "UnknownKind"]
 

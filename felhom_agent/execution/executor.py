@@ -17,7 +17,7 @@ job (:class:`JobSpec`) :meth:`Executor.run` does, in this order:
    token, start time >= begin) before anything else, until the in-flight grace passes.
    Any other error answer is a definitive "no task" failure.
 5. The UPID is journaled right after the call; ``null`` is synchronous success (dual mode).
-6. **Wait** (the :class:`~felhom_agent.reconcile.taskwatch.TaskWatcher`); a wait never
+6. **Wait** (the :class:`~felhom_agent.proxmox.taskwatch.TaskWatcher`); a wait never
    re-dispatches. Past the deadline the job is *still running*: the journal keeps it pending.
 7. After **any** terminal state the guest is re-read and the job is resolved by what is
    observed: ``already running`` and "failed but applied" tasks are ``applied``; an HA
@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from felhom_agent.kinds.handlers import KINDS, KindSpec, Observed, UnknownKind
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import (
     Locked,
@@ -57,10 +58,9 @@ from felhom_agent.proxmox.errors import (
 from felhom_agent.proxmox.models import GuestType
 from felhom_agent.proxmox.tasks import Dispatch, TaskOutcome, TaskResult
 from felhom_agent.proxmox.upid import Upid, parse_upid
-from felhom_agent.reconcile.audit import AuditLog
-from felhom_agent.reconcile.journal import Journal, JournalEntry, OpState, Outcome
-from felhom_agent.reconcile.kinds import KINDS, KindSpec, Observed, UnknownKind
-from felhom_agent.reconcile.recovery import (
+from felhom_agent.state.audit import AuditLog
+from felhom_agent.state.journal import Journal, JournalEntry, OpState, Outcome
+from felhom_agent.state.recovery import (
     MarkUnknown,
     Reattach,
     Recheck,
@@ -98,7 +98,7 @@ class JobSpec:
         op_id: unique id (a signed op's id; the engine makes one per plan action).
         vmid: the guest.
         guest_type: ``qemu``/``lxc`` (the API path).
-        kind: a key of :data:`~felhom_agent.reconcile.kinds.KINDS` (``guest.`` prefix dropped).
+        kind: a key of :data:`~felhom_agent.kinds.handlers.KINDS` (``guest.`` prefix dropped).
         params: JSON-serialisable kind parameters (``set_config``: the normalised values).
         source: ``plan:<generation>``, a signer principal, or ``selftest``.
     """

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import attrs
 
 from felhom_agent.errors import AgentError
-from felhom_agent.reconcile.job import (
+from felhom_agent.execution.job import (
     InvalidJob,
     JobCancelled,
     JobFailed,

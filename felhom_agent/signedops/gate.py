@@ -1,6 +1,6 @@
 """The reversibility gate (design §8.1): what must happen before a verified signed op runs.
 
-Pure policy, no I/O: the signed-op consumer (:mod:`felhom_agent.reconcile.signed`) calls
+Pure policy, no I/O: the signed-op consumer (:mod:`felhom_agent.signedops.consumer`) calls
 :func:`check_op` right after verification (payload rules that need no guest state) and
 :func:`plan_steps` on the guest's facts, read just before the op is queued. The result is
 either a :class:`GateRefused` (the op is refused with that reason, nothing runs) or the
@@ -40,10 +40,10 @@ from typing import Any, Final
 import attrs
 
 from felhom_agent.authz.envelope import SignedOp
+from felhom_agent.core.normalise import NormaliseError, normalise_value
 from felhom_agent.errors import AgentError
+from felhom_agent.kinds.classify import Classification, Reversibility, classify_op
 from felhom_agent.proxmox.models import GuestType
-from felhom_agent.reconcile.classify import Classification, Reversibility, classify_op
-from felhom_agent.reconcile.normalise import NormaliseError, normalise_value
 
 __all__ = [
     "PARAMS",

@@ -11,7 +11,7 @@ fields, duplicate JSON keys, non-canonical vmids (``"0101"``), wrong types and c
 that PVE would reject are all errors, and every error names the path of the offending value
 (``guests.101.state``) so an operator can find it. ``state`` may be omitted (or ``null``): the
 run state of that guest is then not managed. Config values are kept as given; comparisons go
-through :mod:`felhom_agent.reconcile.normalise`, which also validates them here.
+through :mod:`felhom_agent.core.normalise`, which also validates them here.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from typing import Any, Final, Literal, cast
 
 import attrs
 
-from felhom_agent.errors import AgentError
-from felhom_agent.reconcile.normalise import (
+from felhom_agent.core.normalise import (
     IGNORED_KEYS,
     ConfigValue,
     NormaliseError,
     normalise_value,
 )
+from felhom_agent.errors import AgentError
 
 __all__ = [
     "GUEST_TYPES",

@@ -2,8 +2,8 @@
 
 Reference design §2 (threads), §7 (recovery) and §9; control-core-anchors §1.5 **Rec
 (reconciler)**: the reconciler is level-triggered -- every pass reads actual state
-(:mod:`~felhom_agent.reconcile.actual`), plans from scratch
-(:func:`~felhom_agent.reconcile.plan.plan`) and submits the actions to the per-guest queue;
+(:mod:`~felhom_agent.core.actual`), plans from scratch
+(:func:`~felhom_agent.core.plan.plan`) and submits the actions to the per-guest queue;
 only the executor is edge-triggered. A vmid whose lane is busy, or that has an op still
 pending in the journal (a task past its wait deadline, an outcome being looked up), gets no
 new action (no pile-up, T8).
@@ -18,7 +18,7 @@ engine records it in :attr:`Engine.fatal`, logs it, sets ``stop_event`` so the d
 down, and the daemon exits non-zero (§7: never retry an fsync).
 
 Recovery (:meth:`Engine.recover`, before :meth:`Engine.start`): the node's task list is read
-once, and :func:`~felhom_agent.reconcile.recovery.decide_recovery` decides per pending entry:
+once, and :func:`~felhom_agent.state.recovery.decide_recovery` decides per pending entry:
 re-attach through the queue (journaling an adopted UPID first), re-plan (outcome ``unknown``;
 the next pass plans from observed state), mark ``unknown`` (orders are never re-sent), or
 re-check later (the reconciler loop resubmits it once its in-flight grace has passed).
@@ -34,7 +34,12 @@ from collections.abc import Callable
 
 import attrs
 
+from felhom_agent.core.actual import read_actual
+from felhom_agent.core.plan import Action, Plan, plan
+from felhom_agent.core.providers import DesiredStateProvider, Unsubscribe
 from felhom_agent.durable import DurabilityError
+from felhom_agent.execution.executor import RUNNING, ExecResult, Executor, JobSpec
+from felhom_agent.execution.queue import JobHandle, QueueClosed, SerializerQueue
 from felhom_agent.hub.report import (
     BlockedGuest,
     OpResult,
@@ -45,14 +50,10 @@ from felhom_agent.hub.report import (
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
 from felhom_agent.proxmox.models import GuestType
-from felhom_agent.reconcile.actual import read_actual
-from felhom_agent.reconcile.audit import AuditLog
-from felhom_agent.reconcile.executor import RUNNING, ExecResult, Executor, JobSpec
-from felhom_agent.reconcile.journal import Journal, JournalEntry, OpState, ReplayReport
-from felhom_agent.reconcile.plan import Action, Plan, plan
-from felhom_agent.reconcile.providers import DesiredStateProvider, Unsubscribe
-from felhom_agent.reconcile.queue import JobHandle, QueueClosed, SerializerQueue
-from felhom_agent.reconcile.recovery import (
+from felhom_agent.proxmox.taskwatch import TaskWatcher
+from felhom_agent.state.audit import AuditLog
+from felhom_agent.state.journal import Journal, JournalEntry, OpState, ReplayReport
+from felhom_agent.state.recovery import (
     MarkUnknown,
     Reattach,
     Recheck,
@@ -61,7 +62,6 @@ from felhom_agent.reconcile.recovery import (
     is_plan_source,
     plan_source,
 )
-from felhom_agent.reconcile.taskwatch import TaskWatcher
 
 __all__ = ["Engine", "PassResult", "RecoveryReport"]
 

@@ -1,6 +1,6 @@
 """The op journal's records: their types, the checksummed line codec and the in-memory index.
 
-Split from :mod:`felhom_agent.reconcile.journal`, which keeps the file handling (lock, append
+Split from :mod:`felhom_agent.state.journal`, which keeps the file handling (lock, append
 with fsync, replay and repair, compaction) and re-exports everything here. One line of the
 file is ``<crc32, 8 lowercase hex> <compact JSON>\n``; :class:`EntryIndex` folds those records into
 one :class:`JournalEntry` per op id, bounded as the journal's docstring describes.

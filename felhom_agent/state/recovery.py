@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from felhom_agent.reconcile.journal import JournalEntry
+from felhom_agent.state.journal import JournalEntry
 
 __all__ = [
     "KIND_TASK_TYPES",

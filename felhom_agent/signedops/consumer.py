@@ -11,14 +11,14 @@ Reference design §2 ("signed-op consumer"), §7, §8, §8.1 and §10. It implem
    allowed_signers, envelope, nonce store). A rejection is reported ``refused`` with its
    reason and remembered in memory only (bounded): an unverified payload must not be able to
    write our journal, nor pre-empt a genuine op with the same op id;
-3. :func:`~felhom_agent.reconcile.gate.check_op` (params, classification, ``irreversible``);
+3. :func:`~felhom_agent.signedops.gate.check_op` (params, classification, ``irreversible``);
    a refusal of a *verified* op is journalled (``record_refused``) and audited;
 4. the nonce is marked durably (:meth:`OpVerifier.mark`) -- **before** anything runs;
 5. the op goes to its guest's driver thread and ``handle`` returns.
 
 A driver thread per vmid (started on demand, ended when its ops are done, so signed ops of
 one guest keep their delivery order) reads the guest's facts (type, run state, protection,
-snapshots), asks :func:`~felhom_agent.reconcile.gate.plan_steps`, then submits each step
+snapshots), asks :func:`~felhom_agent.signedops.gate.plan_steps`, then submits each step
 through ``engine.submit_op`` (the per-guest queue; the executor journals, waits and audits
 with the signer principal as source) and waits for it before the next. A pre-step that does
 not end ``applied`` stops the op: it is recorded ``failed`` with the reason. Between two steps
@@ -54,15 +54,15 @@ from felhom_agent.authz.signers import AllowedSigners, load_allowed_signers
 from felhom_agent.authz.verifier import OpVerifier, VerifiedOp, VerifyPolicy
 from felhom_agent.config import Config
 from felhom_agent.durable import DurabilityError
+from felhom_agent.execution.executor import JobSpec
 from felhom_agent.hub.envelope import SignedOp as DeliveredOp
 from felhom_agent.hub.report import OpResult, format_utc
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
-from felhom_agent.reconcile.audit import AuditLog
-from felhom_agent.reconcile.executor import JobSpec
-from felhom_agent.reconcile.gate import GateRefused, check_op, plan_steps
-from felhom_agent.reconcile.journal import Journal, OpState
-from felhom_agent.reconcile.signed_steps import OpSubmitter, StepNotRun, StepRunner
+from felhom_agent.signedops.gate import GateRefused, check_op, plan_steps
+from felhom_agent.signedops.steps import OpSubmitter, StepNotRun, StepRunner
+from felhom_agent.state.audit import AuditLog
+from felhom_agent.state.journal import Journal, OpState
 
 __all__ = ["NONCE_STORE_NAME", "OpSubmitter", "OpTiming", "SignedOpConsumer", "policy_of",
            "signed_op_sink"]

@@ -38,15 +38,15 @@ from typing import Final, Literal
 
 import attrs
 
-from felhom_agent.errors import AgentError
-from felhom_agent.reconcile.classify import BENIGN_CONFIG_KEYS, classify_action
-from felhom_agent.reconcile.desired import DesiredState, GuestDesired, GuestType
-from felhom_agent.reconcile.normalise import (
+from felhom_agent.core.desired import DesiredState, GuestDesired, GuestType
+from felhom_agent.core.normalise import (
     ConfigValue,
     NormaliseError,
     NormValue,
     config_diff,
 )
+from felhom_agent.errors import AgentError
+from felhom_agent.kinds.classify import BENIGN_CONFIG_KEYS, classify_action
 
 __all__ = [
     "Action",
@@ -117,7 +117,7 @@ class Action:
         vmid: the guest.
         kind: ``start``, ``stop`` or ``set_config``.
         params: for ``set_config``, the keys to write with their *normalised* desired values
-            (see :func:`felhom_agent.reconcile.normalise.split_for_write`); empty otherwise.
+            (see :func:`felhom_agent.core.normalise.split_for_write`); empty otherwise.
         guest_type: ``qemu``/``lxc``, which picks the API path.
         digest: the config digest read with the actual state (``set_config`` only), to send
             for optimistic concurrency; the engine may refresh it right before the write.
