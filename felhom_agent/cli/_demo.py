@@ -36,10 +36,10 @@ from typing import IO, Any
 
 from felhom_agent.cli._demo_signer import DemoSigner, op_payload
 from felhom_agent.config import load_config
-from felhom_agent.core.actual import read_actual
 from felhom_agent.core.desired import parse_desired
-from felhom_agent.core.plan import Plan, plan, render_text
 from felhom_agent.daemon.runner import Daemon
+from felhom_agent.planning.actual import read_actual
+from felhom_agent.planning.plan import Plan, plan, render_text
 from felhom_agent.proxmox import ProxmoxClient
 from felhom_agent.secret import Secret
 from felhom_agent.signedops.gate import safety_snapshot_name

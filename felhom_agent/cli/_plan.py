@@ -2,7 +2,7 @@
 
 Reference design §6. Desired state comes from ``--desired FILE``, else the configured
 ``reconcile.desired_file``; with neither the command exits 2 and names ``--desired``. Actual
-state is read exactly as the reconciler reads it (:func:`felhom_agent.core.actual.read_actual`:
+state is read exactly as the reconciler reads it (:func:`felhom_agent.planning.actual.read_actual`:
 one listing, config only for guests whose desired state names keys). Exit status: 0 in sync,
 1 drift found (actions, blocked or refused), 2 error (usage, unreadable desired file, PVE
 unreachable) with a one-line reason.
@@ -16,10 +16,10 @@ from pathlib import Path
 
 from felhom_agent.cli._common import client_from_config
 from felhom_agent.config import Config
-from felhom_agent.core.actual import read_actual
 from felhom_agent.core.desired import loads_desired
-from felhom_agent.core.plan import plan, render_text
 from felhom_agent.errors import AgentError
+from felhom_agent.planning.actual import read_actual
+from felhom_agent.planning.plan import plan, render_text
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
 

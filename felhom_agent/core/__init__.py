@@ -1,7 +1,6 @@
-"""The pure core: desired state, config normalisation, actual-state reading and the plan.
+"""The value core: the desired-state model and the config normalisers (pure, no I/O).
 
-Nothing here mutates a guest. :func:`~felhom_agent.core.plan.plan` is a pure diff of
-desired against actual state; :mod:`.actual` reads the actual state (one bulk listing plus
-targeted reads); :mod:`.providers` is the seam desired state comes through. See
-``docs/architecture.md`` for where this sits in the data path.
+Everything above reads these: the kind registry compares config through
+:mod:`.normalise`, the plan diffs :mod:`.desired` against what PVE reports. See
+``docs/architecture.md`` ("Package map").
 """

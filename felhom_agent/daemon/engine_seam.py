@@ -15,12 +15,12 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from felhom_agent.core.providers import DesiredStateProvider
 from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.executor import ExecResult, JobSpec
 from felhom_agent.execution.job import JobHandle
 from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.hub.report import OpResult, ReconcileStatus
+from felhom_agent.planning.providers import DesiredStateProvider
 from felhom_agent.proxmox import ProxmoxClient
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal

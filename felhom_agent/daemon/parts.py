@@ -24,16 +24,16 @@ from pathlib import Path
 import attrs
 
 from felhom_agent.config import Config
-from felhom_agent.core.providers import (
+from felhom_agent.daemon.durability import FatalSignal, WatchedAuditLog, WatchedJournal
+from felhom_agent.daemon.engine_seam import EngineFactory, EngineLike
+from felhom_agent.execution.queue import SerializerQueue
+from felhom_agent.hub.client import HubClient
+from felhom_agent.planning.providers import (
     DesiredStateProvider,
     EmptyProvider,
     FileProvider,
     HubProvider,
 )
-from felhom_agent.daemon.durability import FatalSignal, WatchedAuditLog, WatchedJournal
-from felhom_agent.daemon.engine_seam import EngineFactory, EngineLike
-from felhom_agent.execution.queue import SerializerQueue
-from felhom_agent.hub.client import HubClient
 from felhom_agent.proxmox import ProxmoxClient
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal

@@ -34,7 +34,6 @@ from collections.abc import Callable, Mapping
 
 from felhom_agent.config import Config
 from felhom_agent.core.desired import DesiredStateError, parse_desired
-from felhom_agent.core.providers import FileProvider, HubProvider
 from felhom_agent.daemon.durability import FatalSignal
 from felhom_agent.daemon.engine_seam import EngineFactory, default_engine_factory
 from felhom_agent.daemon.parts import DEFAULT_HUB_TIMEOUT_S, DaemonParts, build_parts
@@ -49,6 +48,7 @@ from felhom_agent.hub.envelope import Envelope
 from felhom_agent.hub.loop import HubLoop
 from felhom_agent.hub.policy import RetryPolicy
 from felhom_agent.hub.report import ReportError
+from felhom_agent.planning.providers import FileProvider, HubProvider
 from felhom_agent.signedops.consumer import signed_op_sink
 from felhom_agent.state.journal import JournalError
 

@@ -2,8 +2,8 @@
 
 Reference design §2 (threads), §7 (recovery) and §9; control-core-anchors §1.5 **Rec
 (reconciler)**: the reconciler is level-triggered -- every pass reads actual state
-(:mod:`~felhom_agent.core.actual`), plans from scratch
-(:func:`~felhom_agent.core.plan.plan`) and submits the actions to the per-guest queue;
+(:mod:`~felhom_agent.planning.actual`), plans from scratch
+(:func:`~felhom_agent.planning.plan.plan`) and submits the actions to the per-guest queue;
 only the executor is edge-triggered. A vmid whose lane is busy, or that has an op still
 pending in the journal (a task past its wait deadline, an outcome being looked up), gets no
 new action (no pile-up, T8).
@@ -34,9 +34,6 @@ from collections.abc import Callable
 
 import attrs
 
-from felhom_agent.core.actual import read_actual
-from felhom_agent.core.plan import Action, Plan, plan
-from felhom_agent.core.providers import DesiredStateProvider, Unsubscribe
 from felhom_agent.durable import DurabilityError
 from felhom_agent.execution.executor import RUNNING, ExecResult, Executor, JobSpec
 from felhom_agent.execution.queue import JobHandle, QueueClosed, SerializerQueue
@@ -47,6 +44,9 @@ from felhom_agent.hub.report import (
     RefusedAction,
     format_utc,
 )
+from felhom_agent.planning.actual import read_actual
+from felhom_agent.planning.plan import Action, Plan, plan
+from felhom_agent.planning.providers import DesiredStateProvider, Unsubscribe
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
 from felhom_agent.proxmox.models import GuestType

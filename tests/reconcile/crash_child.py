@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from felhom_agent.core.providers import FileProvider
 from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.queue import SerializerQueue
+from felhom_agent.planning.providers import FileProvider
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.secret import Secret
 from felhom_agent.sim.pve import PveScenario, PveSimulator

@@ -11,8 +11,8 @@ import pytest
 
 from felhom_agent.cli._plan import plan_command
 from felhom_agent.config import Config, load_config
-from felhom_agent.core.actual import read_actual, read_budget
 from felhom_agent.core.desired import parse_desired
+from felhom_agent.planning.actual import read_actual, read_budget
 from felhom_agent.sim.pve import PveSimulator
 from tests.configfiles import base_config, write_config
 from tests.reconcile.crash_child import scenario, sim_client

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from felhom_agent.core.desired import parse_desired
-from felhom_agent.core.providers import HubProvider
 from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.queue import SerializerQueue
+from felhom_agent.planning.providers import HubProvider
 from felhom_agent.sim.pve import PveSimulator
 from felhom_agent.state.journal import JOURNAL_NAME
 from tests.reconcile.crash_child import open_state, scenario, sim_client

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from felhom_agent.core.desired import DesiredState, parse_desired
-from felhom_agent.core.providers import HubProvider
 from felhom_agent.durable import DurabilityError
 from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.executor import JobSpec
 from felhom_agent.execution.queue import SerializerQueue
+from felhom_agent.planning.providers import HubProvider
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.models import GuestType
 from felhom_agent.sim.pve import PveSimulator

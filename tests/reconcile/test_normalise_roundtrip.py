@@ -33,7 +33,7 @@ from felhom_agent.core.normalise import (
     normalise_value,
     split_for_write,
 )
-from felhom_agent.core.plan import GuestActual, plan
+from felhom_agent.planning.plan import GuestActual, plan
 
 GuestType = Literal["qemu", "lxc"]
 ABSENT = object()

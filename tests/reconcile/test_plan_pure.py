@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from felhom_agent.core.desired import DesiredState, GuestDesired, GuestType, parse_desired
 from felhom_agent.core.normalise import ConfigValue, split_for_write
-from felhom_agent.core.plan import (
+from felhom_agent.kinds.classify import BENIGN_CONFIG_KEYS
+from felhom_agent.planning.plan import (
     Action,
     GuestActual,
     Plan,
@@ -20,7 +21,6 @@ from felhom_agent.core.plan import (
     plan,
     render_text,
 )
-from felhom_agent.kinds.classify import BENIGN_CONFIG_KEYS
 
 
 def never_busy(vmid: int) -> bool:

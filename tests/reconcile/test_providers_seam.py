@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from felhom_agent.core.desired import DesiredState, parse_desired
-from felhom_agent.core.providers import (
+from felhom_agent.durable import atomic_write_bytes
+from felhom_agent.planning.providers import (
     DesiredStateProvider,
     EmptyProvider,
     FileProvider,
     HubProvider,
 )
-from felhom_agent.durable import atomic_write_bytes
 
 WAIT_S = 5.0
 
@@ -110,7 +110,7 @@ def test_bad_file_keeps_last_good_state_and_logs_once(
     fired = threading.Event()
     p.subscribe(fired.set)
     atomic_write_bytes(path, b'{"generation": 4, "guests": {"101": {"type": "lxc", "state": 1}}}')
-    with caplog.at_level(logging.ERROR, logger="felhom_agent.core.providers"):
+    with caplog.at_level(logging.ERROR, logger="felhom_agent.planning.providers"):
         assert p.current() == state(3)
         assert p.current() == state(3)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -134,7 +134,7 @@ def test_missing_file_means_nothing_until_it_appears(
     """A file that does not exist yet gives None, logs once, and loads when created."""
     path = tmp_path / "desired.json"
     p = FileProvider(path)
-    with caplog.at_level(logging.ERROR, logger="felhom_agent.core.providers"):
+    with caplog.at_level(logging.ERROR, logger="felhom_agent.planning.providers"):
         assert p.current() is None
         assert p.current() is None
     assert len([r for r in caplog.records if "does not exist" in r.getMessage()]) == 1
@@ -194,7 +194,7 @@ def test_listener_runs_outside_the_lock_and_failures_are_contained(
 
     p.subscribe(boom)
     unsubscribe_reader = p.subscribe(reader)
-    with caplog.at_level(logging.ERROR, logger="felhom_agent.core.providers"):
+    with caplog.at_level(logging.ERROR, logger="felhom_agent.planning.providers"):
         worker = threading.Thread(target=p.refresh)
         worker.start()
         assert done.wait(WAIT_S)
@@ -222,7 +222,7 @@ def test_hub_provider_signals_only_on_change(caplog: pytest.LogCaptureFixture) -
     assert not fired.is_set()
     assert p.update(state(2)) is True
     assert p.current() == state(2)
-    with caplog.at_level(logging.WARNING, logger="felhom_agent.core.providers"):
+    with caplog.at_level(logging.WARNING, logger="felhom_agent.planning.providers"):
         assert p.update(state(1, "stopped")) is True
     assert p.current() == state(1, "stopped")
     assert any("went back from generation 2 to 1" in r.getMessage() for r in caplog.records)

@@ -22,7 +22,7 @@ from typing import Protocol
 import attrs
 
 from felhom_agent.core.desired import DesiredState
-from felhom_agent.core.plan import GuestActual
+from felhom_agent.planning.plan import GuestActual
 from felhom_agent.proxmox.models import Guest, GuestConfig
 from felhom_agent.proxmox.models import GuestType as PveGuestType
 
