@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -33,21 +33,9 @@ import attrs
 
 from felhom_agent.authz.errors import OpRejected, Reason
 
-__all__ = ["KINDS", "MAX_PAYLOAD_SIZE", "SignedOp", "check_envelope", "parse_payload"]
+__all__ = ["MAX_PAYLOAD_SIZE", "SignedOp", "check_envelope", "parse_payload"]
 
 MAX_PAYLOAD_SIZE: Final = 64 * 1024
-KINDS: Final = frozenset(
-    {
-        "guest.start",
-        "guest.stop",
-        "guest.shutdown",
-        "guest.set_config",
-        "guest.snapshot",
-        "guest.rollback",
-        "guest.delete_snapshot",
-        "guest.destroy",
-    }
-)
 REQUIRED_FIELDS: Final = (
     "v",
     "op_id",
@@ -117,8 +105,13 @@ def _reject_constant(name: str) -> object:
     raise OpRejected(Reason.PAYLOAD_JSON, f"{name} is not valid JSON")
 
 
-def parse_payload(payload: bytes) -> SignedOp:
+def parse_payload(payload: bytes, *, kinds: Collection[str]) -> SignedOp:
     """Parse and type-check a payload (rules 1 to 4); no policy (host, time) yet.
+
+    Args:
+        payload: the exact signed bytes.
+        kinds: the signed-op allow-list (the kind registry's signed names, handed in by the
+            composition root so that this module needs no knowledge of kinds).
 
     Raises:
         OpRejected: with the reason of the first rule that fails.
@@ -148,8 +141,8 @@ def parse_payload(payload: bytes) -> SignedOp:
     if type(version) is not int or version != 1:
         raise OpRejected(Reason.VERSION, f"v is {version!r}, only 1 is supported")
     kind = doc["kind"]
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise OpRejected(Reason.KIND, f"kind {kind!r} is not one of {', '.join(sorted(KINDS))}")
+    if not isinstance(kind, str) or kind not in kinds:
+        raise OpRejected(Reason.KIND, f"kind {kind!r} is not one of {', '.join(sorted(kinds))}")
     vmid = doc["vmid"]
     if type(vmid) is not int or not VMID_MIN <= vmid <= VMID_MAX:
         raise _invalid("vmid", vmid, f"an integer {VMID_MIN}..{VMID_MAX}")

@@ -23,7 +23,7 @@ executed (a crash in between leaves the op consumed but not run: at-most-once).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Protocol
 
@@ -43,6 +43,10 @@ from felhom_agent.authz.sshsig import HASH_ALGORITHMS, parse_armored, signed_dat
 __all__ = ["NonceStore", "OpVerifier", "VerifiedOp", "VerifyPolicy"]
 
 
+def _kinds(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
 @attrs.frozen
 class VerifyPolicy:
     """The ``authz`` settings plus our host id.
@@ -52,12 +56,15 @@ class VerifyPolicy:
         namespace: the SSHSIG namespace (``ssh-keygen -Y sign -n``).
         max_clock_skew_s: how far ``issued_at`` may be ahead of our clock.
         max_op_lifetime_s: the longest allowed ``expires_at - issued_at``.
+        kinds: the signed-op allow-list; the composition root passes the kind registry's
+            signed names (``felhom_agent.kinds.registry.SIGNED_KINDS``).
     """
 
     host_id: str
     namespace: str = "felhom-op"
     max_clock_skew_s: int = 120
     max_op_lifetime_s: int = 900
+    kinds: frozenset[str] = attrs.field(kw_only=True, converter=_kinds)
 
 
 @attrs.frozen
@@ -128,7 +135,7 @@ class OpVerifier:
         if now.tzinfo is None:
             raise ValueError("the verifier clock must return timezone-aware datetimes")
         key, found = self.verify_signature(payload, signature, now=now, principal=principal)
-        op = parse_payload(payload)
+        op = parse_payload(payload, kinds=self.policy.kinds)
         if principal is not None and op.signer is not None and op.signer != principal:
             raise OpRejected(
                 Reason.SIGNER, f"payload names signer {op.signer!r}, expected {principal!r}"

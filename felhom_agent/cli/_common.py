@@ -1,4 +1,8 @@
-"""Shared pieces of the CLI modes: building clients from config and rendering check lists."""
+"""Shared pieces of the CLI modes: the selftest check line and its rendering.
+
+Clients and the rest of the wiring come from the composition root
+(:mod:`felhom_agent.compose.root`).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from felhom_agent.config import Config
-from felhom_agent.proxmox.client import ProxmoxClient
-
-__all__ = ["CheckLine", "client_from_config", "render_checks"]
+__all__ = ["CheckLine", "render_checks"]
 
 
 @attrs.frozen
@@ -20,22 +21,6 @@ class CheckLine:
     name: str
     ok: bool
     detail: str
-
-
-def client_from_config(config: Config) -> ProxmoxClient:
-    """The one Proxmox API client of this process, configured per ``proxmox.*``."""
-    px = config.proxmox
-    return ProxmoxClient(
-        api_url=px.api_url,
-        node=px.node,
-        token_id=px.token_id,
-        token_secret=px.token_secret,
-        tls_fingerprint=px.tls_fingerprint,
-        ca_file=px.ca_file,
-        timeout_s=px.timeout_s,
-        max_connections=px.max_connections,
-        task_timeout_s=px.task_timeout_s,
-    )
 
 
 def render_checks(mode: str, checks: Sequence[CheckLine], *, as_json: bool) -> tuple[int, str]:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from felhom_agent.cli._common import client_from_config
+from felhom_agent.compose.root import proxmox_client
 from felhom_agent.config import Config
 from felhom_agent.core.desired import loads_desired
 from felhom_agent.errors import AgentError
@@ -46,7 +46,7 @@ def plan_command(
     desired_path: Path | None,
     *,
     as_json: bool,
-    client_factory: Callable[[Config], ProxmoxClient] = client_from_config,
+    client_factory: Callable[[Config], ProxmoxClient] = proxmox_client,
 ) -> tuple[int, str]:
     """Compute the plan once and render it; returns ``(exit status, text)``.
 

@@ -15,7 +15,8 @@ because no engine runs in this mode. Nothing is mutated on the host.
 
 from __future__ import annotations
 
-from felhom_agent.cli._common import CheckLine, client_from_config, render_checks
+from felhom_agent.cli._common import CheckLine, render_checks
+from felhom_agent.compose.root import proxmox_client
 from felhom_agent.config import Config
 from felhom_agent.core.desired import DesiredStateError, parse_desired
 from felhom_agent.errors import AgentError
@@ -36,7 +37,7 @@ def selftest_hub_command(config: Config, *, as_json: bool) -> tuple[int, str]:
             as_json=as_json)
         return EXIT_CONFIG, text
     checks = [CheckLine("hub configured", True, config.hub.url)]
-    with client_from_config(config) as client:
+    with proxmox_client(config) as client:
         report = Collector(client=client, node=config.proxmox.node, host_id=config.host_id,
                            engine=None, audit=None).collect()
     if report.errors:

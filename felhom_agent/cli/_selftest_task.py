@@ -11,29 +11,36 @@ If a step fails, the later writes are skipped and the cleanup still runs (delete
 snapshot if it exists, restore the description, restore the run state), each cleanup step a
 line of its own, so the operator sees exactly what state the guest was left in.
 
-The journal is the daemon's own (``state_dir``), so a crash mid-test is recovered like any
-other op. That also means the test refuses to run while the daemon holds the journal: two
-processes mutating one guest would bypass the single choke point.
+The parts are the daemon's own, built by the same composition root
+(:func:`felhom_agent.compose.root.build_parts`): the journal in ``state_dir`` with the daemon's
+eviction rule, the audit log, the queue, the executor and the task watcher it waits through.
+Each step is submitted with :meth:`Engine.submit_op`, exactly as a signed op's step is, so the
+test exercises the path the daemon uses; the reconciler thread is not started. A crash
+mid-test is recovered by the daemon like any other op. The test refuses to run while the
+daemon holds the journal: two processes mutating one guest would bypass the single choke
+point.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from felhom_agent.cli._common import CheckLine, client_from_config, render_checks
+from felhom_agent.cli._common import CheckLine, render_checks
+from felhom_agent.compose.engine_seam import EngineLike, default_engine_factory
+from felhom_agent.compose.root import build_parts, proxmox_client
 from felhom_agent.config import Config
 from felhom_agent.core.normalise import config_diff
+from felhom_agent.durable import DurabilityError
 from felhom_agent.errors import AgentError
-from felhom_agent.execution.executor import ExecResult, Executor, JobSpec
-from felhom_agent.execution.queue import SerializerQueue
+from felhom_agent.execution.executor import ExecResult, JobSpec
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.models import GuestType
-from felhom_agent.state.audit import AuditLog
-from felhom_agent.state.journal import Journal, JournalLocked
+from felhom_agent.state.journal import JournalError, JournalLocked
 
 __all__ = ["selftest_task_command"]
 
@@ -43,10 +50,8 @@ _log = logging.getLogger("felhom_agent.selftest")
 class _Steps:
     """Runs selftest jobs one by one through the queue and collects their check lines."""
 
-    def __init__(self, queue: SerializerQueue, executor: Executor, vmid: int,
-                 gtype: GuestType, wait_s: float) -> None:
-        self.queue = queue
-        self.executor = executor
+    def __init__(self, engine: EngineLike, vmid: int, gtype: GuestType, wait_s: float) -> None:
+        self.engine = engine
         self.vmid = vmid
         self.gtype = gtype
         self.wait_s = wait_s
@@ -55,9 +60,8 @@ class _Steps:
     def run(self, name: str, kind: str, params: dict[str, Any]) -> bool:
         job = JobSpec(f"selftest-{secrets.token_hex(8)}", self.vmid, self.gtype, kind, params,
                       "selftest")
-        handle = self.queue.submit(self.vmid, lambda: self.executor.run(job),
-                                   label=f"selftest {kind} {self.vmid}", source="selftest")
         try:
+            handle = self.engine.submit_op(job)
             result: ExecResult = handle.result(timeout=self.wait_s)
         except AgentError as err:
             self.checks.append(CheckLine(name, False, str(err)))
@@ -81,29 +85,31 @@ class _Steps:
 def selftest_task_command(config: Config, vmid: int, *, as_json: bool,
                           clock: Callable[[], float] = time.time) -> tuple[int, str]:
     """Run the reversible task test on ``vmid``; exit 0 when every step passed, else 1."""
-    with client_from_config(config) as client:
+    with proxmox_client(config) as client:
         pre = _preflight(client, vmid)
-        if isinstance(pre, CheckLine):
-            return render_checks("task", [pre], as_json=as_json)
-        try:
-            journal = Journal.open(config.state_dir, clock=clock, logger=_log)
-        except JournalLocked:
-            line = CheckLine("journal", False, f"{config.state_dir} is held by a running agent; "
-                             "stop the felhom-agent service first (its queue must be the only "
-                             "writer to the guests)")
-            return render_checks("task", [line], as_json=as_json)
-        audit = AuditLog.open(config.state_dir, clock=clock, logger=_log)
-        queue = SerializerQueue(workers=1, logger=_log)
-        queue.start()
-        try:
-            executor = Executor(client=client, journal=journal, audit=audit,
-                                task_timeout_s=config.proxmox.task_timeout_s, logger=_log)
-            steps = _Steps(queue, executor, vmid, pre, config.proxmox.task_timeout_s * 3 + 120)
-            _exercise(client, steps)
-        finally:
-            queue.shutdown(grace_s=config.proxmox.task_timeout_s)
-            audit.close()
-            journal.close()
+    if isinstance(pre, CheckLine):
+        return render_checks("task", [pre], as_json=as_json)
+    stop = threading.Event()
+    try:
+        parts = build_parts(config, stop_event=stop, on_fatal=None,
+                            engine_factory=default_engine_factory, clock=clock, logger=_log,
+                            workers=1)
+    except JournalLocked:
+        line = CheckLine("journal", False, f"{config.state_dir} is held by a running agent; "
+                         "stop the felhom-agent service first (its queue must be the only "
+                         "writer to the guests)")
+        return render_checks("task", [line], as_json=as_json)
+    except (DurabilityError, JournalError) as err:
+        return render_checks("task", [CheckLine("journal", False, str(err))], as_json=as_json)
+    parts.queue.start()
+    parts.watcher.start()
+    try:
+        steps = _Steps(parts.engine, vmid, pre, config.proxmox.task_timeout_s * 3 + 120)
+        _exercise(parts.client, steps)
+    finally:
+        parts.queue.shutdown(grace_s=config.proxmox.task_timeout_s)
+        stop.set()
+        parts.close()
     return render_checks("task", steps.checks, as_json=as_json)
 
 

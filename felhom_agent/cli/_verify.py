@@ -6,13 +6,11 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from felhom_agent.authz.verifier import VerifyPolicy
 from felhom_agent.authz.verify_cmd import verify_op_command
+from felhom_agent.compose.root import NONCE_STORE_NAME, verify_policy
 from felhom_agent.config import Config
 
-__all__ = ["NONCE_STORE_NAME", "verify_command"]
-
-NONCE_STORE_NAME = "nonces.log"
+__all__ = ["verify_command"]
 
 
 def verify_command(config: Config, op_path: Path, sig_path: Path, *, as_json: bool,
@@ -23,12 +21,7 @@ def verify_command(config: Config, op_path: Path, sig_path: Path, *, as_json: bo
     have happened, and the output says replay was not checked.
     """
     store = config.state_dir / NONCE_STORE_NAME
-    policy = VerifyPolicy(
-        host_id=config.host_id,
-        namespace=config.authz.namespace,
-        max_clock_skew_s=config.authz.max_clock_skew_s,
-        max_op_lifetime_s=config.authz.max_op_lifetime_s,
-    )
+    policy = verify_policy(config)
     return verify_op_command(
         allowed_signers=config.authz.allowed_signers,
         policy=policy,

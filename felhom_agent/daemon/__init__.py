@@ -1,11 +1,13 @@
-"""The daemon: wiring of the hub loop, the reconciler thread and the worker pool (design §2).
+"""The daemon: the hub loop, the reconciler thread and the worker pool, run together.
 
 * :class:`Daemon` (:mod:`.runner`) -- start-up, the main loop, signals, drain, reload;
-* :mod:`.parts` -- building journal, audit log, clients, queue, provider and engine;
 * :class:`SignedOpSink` (:mod:`.signed_ops`) -- the seam where signed ops leave the hub loop
   for the verifying consumer (:mod:`felhom_agent.signedops.consumer`);
-* :mod:`.durability` -- a journal/audit durability failure anywhere stops the daemon (exit 1);
 * :mod:`.sdnotify` -- systemd's notify protocol.
+
+Its parts are built by the composition root (:mod:`felhom_agent.compose.root`); a durability
+failure anywhere reaches it through the one fatal-error callback
+(:mod:`felhom_agent.compose.fatal`). See ``docs/architecture.md`` ("Threads").
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import attrs
 
+from felhom_agent.compose.root import verify_policy
 from felhom_agent.config import Config
 from felhom_agent.daemon.signed_ops import SignedOpSink
 from felhom_agent.errors import AgentError
@@ -86,7 +87,8 @@ def apply_reload(
     if reconfigure_logging is not None:
         reconfigure_logging(merged)
     if new.authz != old.authz:
-        sink.reconfigure(merged)
+        sink.reconfigure(allowed_signers=merged.authz.allowed_signers,
+                         policy=verify_policy(merged))
     logger.info("SIGHUP: configuration reloaded (log level %s, hub interval %g s)",
                 merged.log.level, merged.hub.interval_s)
     return ReloadResult(config=merged, applied=True, hub_interval_changed=interval_changed,

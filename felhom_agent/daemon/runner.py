@@ -32,11 +32,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from felhom_agent.compose.engine_seam import EngineFactory, default_engine_factory
+from felhom_agent.compose.fatal import FatalSignal
+from felhom_agent.compose.root import DEFAULT_HUB_TIMEOUT_S, Parts, build_parts, signed_op_sink
 from felhom_agent.config import Config
 from felhom_agent.core.desired import DesiredStateError, parse_desired
-from felhom_agent.daemon.durability import FatalSignal
-from felhom_agent.daemon.engine_seam import EngineFactory, default_engine_factory
-from felhom_agent.daemon.parts import DEFAULT_HUB_TIMEOUT_S, DaemonParts, build_parts
 from felhom_agent.daemon.reload import ReloadResult, apply_reload
 from felhom_agent.daemon.sdnotify import Notifier
 from felhom_agent.daemon.signals import SignalRouter
@@ -49,7 +49,6 @@ from felhom_agent.hub.loop import HubLoop
 from felhom_agent.hub.policy import RetryPolicy
 from felhom_agent.hub.report import ReportError
 from felhom_agent.planning.providers import FileProvider, HubProvider
-from felhom_agent.signedops.consumer import signed_op_sink
 from felhom_agent.state.journal import JournalError
 
 __all__ = ["DEFAULT_GRACE_S", "EXIT_FATAL", "EXIT_OK", "Daemon"]
@@ -173,7 +172,7 @@ class Daemon:
         self._notifier.status("starting")
         try:
             parts = build_parts(
-                self._config, stop_event=self._stop, fatal=self._fatal,
+                self._config, stop_event=self._stop, on_fatal=self._fatal.raise_,
                 engine_factory=self._engine_factory, clock=self._clock, logger=self._log,
                 hub_timeout_s=self._hub_timeout_s,
             )
@@ -219,7 +218,7 @@ class Daemon:
             return EXIT_FATAL
         return EXIT_OK
 
-    def _start_up(self, parts: DaemonParts) -> bool:
+    def _start_up(self, parts: Parts) -> bool:
         """Until PVE answers and recovery is done; False when stopped first."""
         attempt = 0
         while not self._stop.is_set():
@@ -240,7 +239,7 @@ class Daemon:
             return True
         return False
 
-    def _main_loop(self, parts: DaemonParts) -> None:
+    def _main_loop(self, parts: Parts) -> None:
         collector = Collector(
             client=parts.client, node=self._config.proxmox.node, host_id=self._config.host_id,
             engine=parts.engine, audit=parts.audit, clock=self._clock,
@@ -262,7 +261,7 @@ class Daemon:
                 self._reload_requested.clear()
                 self._reload(parts, collector)
 
-    def _shut_down(self, parts: DaemonParts) -> None:
+    def _shut_down(self, parts: Parts) -> None:
         self._stop.set()
         snap = parts.queue.snapshot()
         self._notifier.stopping(f"draining {snap.running} running job(s), "
@@ -293,7 +292,7 @@ class Daemon:
 
     # -- hub -------------------------------------------------------------------------------------
 
-    def _new_hub_loop(self, parts: DaemonParts, collector: Collector,
+    def _new_hub_loop(self, parts: Parts, collector: Collector,
                       interval_s: float) -> HubLoop:
         if parts.hub_client is None:
             raise RuntimeError("no hub client")
@@ -304,7 +303,7 @@ class Daemon:
             logger=self._log.getChild("hub"), policy=self._hub_policy,
         )
 
-    def _on_envelope(self, parts: DaemonParts, envelope: Envelope) -> None:
+    def _on_envelope(self, parts: Parts, envelope: Envelope) -> None:
         if envelope.desired is not None and isinstance(parts.provider, HubProvider):
             try:
                 state = parse_desired(envelope.desired, path="desired")
@@ -327,7 +326,7 @@ class Daemon:
 
     # -- reload ----------------------------------------------------------------------------------
 
-    def _reload(self, parts: DaemonParts, collector: Collector) -> None:
+    def _reload(self, parts: Parts, collector: Collector) -> None:
         self._notifier.reloading()
         result: ReloadResult = apply_reload(
             self._config, self._reload_config, logger=self._log,
@@ -365,7 +364,7 @@ class Daemon:
         self._log.error("durability failure, the agent stops (never retried): %s", error)
         self.request_stop()
 
-    def _status_line(self, parts: DaemonParts) -> str:
+    def _status_line(self, parts: Parts) -> str:
         snap = parts.queue.snapshot()
         hub = self._hub_loop.status().line() if self._hub_loop is not None else "no hub"
         try:

@@ -12,11 +12,12 @@ SIGHUP so a new ``authz.allowed_signers`` takes effect without a restart.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
-from felhom_agent.config import Config
-from felhom_agent.hub.envelope import SignedOp
-from felhom_agent.hub.report import OpResult
+from felhom_agent.authz.delivered import DeliveredOp as SignedOp
+from felhom_agent.authz.verifier import VerifyPolicy
+from felhom_agent.execution.status import OpResult
 
 __all__ = ["SignedOpSink"]
 
@@ -33,8 +34,8 @@ class SignedOpSink(Protocol):
         """Outcomes this sink decided itself, for the next report's ``ops``."""
         ...
 
-    def reconfigure(self, config: Config) -> None:
-        """Apply a reloaded configuration (SIGHUP): e.g. a new allowed-signers file."""
+    def reconfigure(self, *, allowed_signers: Path, policy: VerifyPolicy) -> None:
+        """Apply a reloaded ``authz`` (SIGHUP): a new allowed-signers file, new limits."""
         ...
 
     def close(self) -> None:

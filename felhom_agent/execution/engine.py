@@ -35,15 +35,15 @@ from collections.abc import Callable
 import attrs
 
 from felhom_agent.durable import DurabilityError
-from felhom_agent.execution.executor import RUNNING, ExecResult, Executor, JobSpec
+from felhom_agent.execution.executor import RUNNING, ExecResult, Executor, JobSpec, job_of_entry
 from felhom_agent.execution.queue import JobHandle, QueueClosed, SerializerQueue
-from felhom_agent.hub.report import (
+from felhom_agent.execution.status import (
     BlockedGuest,
     OpResult,
     ReconcileStatus,
     RefusedAction,
-    format_utc,
 )
+from felhom_agent.hub.report import format_utc
 from felhom_agent.planning.actual import read_actual
 from felhom_agent.planning.plan import Action, Plan, plan
 from felhom_agent.planning.providers import DesiredStateProvider, Unsubscribe
@@ -110,8 +110,9 @@ class Engine:
         provider: where desired state comes from.
         queue: the per-guest serializer queue (started by the daemon).
         journal, audit: durable records.
+        executor: runs each job (built by the composition root).
+        watcher: the task watcher the executor waits through; started and stopped here.
         interval_s: seconds between passes when nothing wakes the engine.
-        task_timeout_s: the wait deadline per task.
         stop_event: set by the daemon to stop; every wait here is interruptible by it.
         clock: wall-clock seconds.
         logger: where passes, recoveries and errors are logged.
@@ -127,13 +128,13 @@ class Engine:
         queue: SerializerQueue,
         journal: Journal,
         audit: AuditLog,
+        executor: Executor,
+        watcher: TaskWatcher,
         interval_s: float,
-        task_timeout_s: float,
         stop_event: threading.Event,
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
         lookup_grace_s: float = 40.0,
-        watcher: TaskWatcher | None = None,
     ) -> None:
         self._client = client
         self._node = node
@@ -146,12 +147,8 @@ class Engine:
         self._clock = clock
         self._log = logger or _log
         self._grace = lookup_grace_s
-        self.watcher = watcher or TaskWatcher(client, logger=self._log)
-        self.executor = Executor(
-            client=client, journal=journal, audit=audit, task_timeout_s=task_timeout_s,
-            waiter=self.watcher, cancel=stop_event, lookup_grace_s=lookup_grace_s,
-            clock=clock, logger=self._log,
-        )
+        self.watcher = watcher
+        self.executor = executor
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._pass_lock = threading.Lock()
@@ -199,7 +196,7 @@ class Engine:
         handles: list[JobHandle[ExecResult]] = []
         now = self._clock()
         for entry in pending:
-            job = JobSpec.from_entry(entry, types.get(entry.vmid))
+            job = job_of_entry(entry, types.get(entry.vmid))
             if rows is None:
                 decision: Reattach | Recheck | Replan | MarkUnknown = (
                     Reattach(entry.upid, adopted=False) if entry.upid is not None

@@ -38,12 +38,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 
-from felhom_agent.kinds.handlers import KINDS, KindSpec, Observed, UnknownKind
+from felhom_agent.kinds.model import JobSpec, Kind, Observed, UnknownKind
+from felhom_agent.kinds.registry import REGISTRY, lookup
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import (
     Locked,
@@ -75,6 +76,7 @@ __all__ = [
     "Executor",
     "JobSpec",
     "TaskWaiter",
+    "job_of_entry",
 ]
 
 _log = logging.getLogger(__name__)
@@ -82,45 +84,12 @@ _HA_TYPES = frozenset({"hastart", "hastop"})
 RUNNING = "running"
 
 
-def _strip_kind(kind: str) -> str:
-    return kind.removeprefix("guest.")
-
-
-def _params(value: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(value)
-
-
-@attrs.frozen
-class JobSpec:
-    """One mutation to execute.
-
-    Attributes:
-        op_id: unique id (a signed op's id; the engine makes one per plan action).
-        vmid: the guest.
-        guest_type: ``qemu``/``lxc`` (the API path).
-        kind: a key of :data:`~felhom_agent.kinds.handlers.KINDS` (``guest.`` prefix dropped).
-        params: JSON-serialisable kind parameters (``set_config``: the normalised values).
-        source: ``plan:<generation>``, a signer principal, or ``selftest``.
-    """
-
-    op_id: str
-    vmid: int
-    guest_type: GuestType = attrs.field(converter=GuestType)
-    kind: str = attrs.field(converter=_strip_kind)
-    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_params)
-    source: str = ""
-
-    def journal_params(self) -> dict[str, Any]:
-        """What the journal's ``begin`` stores: the params plus the guest type (for resume)."""
-        return {"guest_type": self.guest_type.value, **self.params}
-
-    @classmethod
-    def from_entry(cls, entry: JournalEntry, guest_type: GuestType | None = None) -> JobSpec:
-        """Rebuild the job of a pending journal entry (recovery)."""
-        params = dict(entry.params)
-        stored = params.pop("guest_type", None)
-        gtype = guest_type or GuestType(stored if stored in ("qemu", "lxc") else "qemu")
-        return cls(entry.op_id, entry.vmid, gtype, entry.kind, params, entry.source)
+def job_of_entry(entry: JournalEntry, guest_type: GuestType | None = None) -> JobSpec:
+    """Rebuild the job of a pending journal entry (recovery)."""
+    params = dict(entry.params)
+    stored = params.pop("guest_type", None)
+    gtype = guest_type or GuestType(stored if stored in ("qemu", "lxc") else "qemu")
+    return JobSpec(entry.op_id, entry.vmid, gtype, entry.kind, params, entry.source)
 
 
 @attrs.frozen
@@ -270,9 +239,9 @@ class Executor:
             DurabilityError: the journal or audit log could not be written (fatal).
             UnknownKind: ``job.kind`` is not in the kind table.
         """
-        spec = KINDS.get(job.kind)
-        if spec is None:
-            raise UnknownKind(job.kind)
+        if job.kind not in REGISTRY:
+            raise UnknownKind(job.kind, tuple(sorted(REGISTRY)))
+        spec = lookup(job.kind)
         entry = self._journal.get(job.op_id)
         if entry is not None and entry.outcome is not None:
             return self._stored(job, entry.outcome, entry.upid)
@@ -299,7 +268,7 @@ class Executor:
     # ------------------------------------------------------------------ phases
 
     def _dispatch(
-        self, job: JobSpec, spec: KindSpec, obs: Observed, entry: JournalEntry
+        self, job: JobSpec, spec: Kind, obs: Observed, entry: JournalEntry
     ) -> ExecResult:
         attempt = 0
         while True:
@@ -330,7 +299,7 @@ class Executor:
             self._journal.record_upid(job.op_id, dispatched.upid.raw)
             return self._wait(job, spec, dispatched.upid, attempt)
 
-    def _wait(self, job: JobSpec, spec: KindSpec, upid: Upid, attempts: int) -> ExecResult:
+    def _wait(self, job: JobSpec, spec: Kind, upid: Upid, attempts: int) -> ExecResult:
         try:
             res = self._waiter.wait(upid, timeout_s=self._task_timeout_s)
         except TaskTimeout as err:
@@ -354,7 +323,7 @@ class Executor:
         return self._verify(job, spec, res.outcome,
                             _Call(upid, res.exitstatus, res.warnings, attempts))
 
-    def _verify(self, job: JobSpec, spec: KindSpec, outcome: TaskOutcome, call: _Call
+    def _verify(self, job: JobSpec, spec: Kind, outcome: TaskOutcome, call: _Call
                 ) -> ExecResult:
         """A successful end: confirm by observed state (HA guests get time to settle)."""
         note = f"success with {call.exitstatus}" if outcome is TaskOutcome.WARNINGS else ""
@@ -375,7 +344,7 @@ class Executor:
         return self._finish(job, OpState.FAILED, "call succeeded but the observed state "
                             f"differs: {spec.describe(job, obs)}", call)
 
-    def _resolve_failure(self, job: JobSpec, spec: KindSpec, text: str, call: _Call
+    def _resolve_failure(self, job: JobSpec, spec: Kind, text: str, call: _Call
                          ) -> ExecResult:
         """A failed call or task: re-read, and count it applied if the guest is there anyway."""
         if self._matches(job, spec):
@@ -383,14 +352,14 @@ class Executor:
                                 f"failed ({text}) but observed state matches", call)
         return self._finish(job, OpState.FAILED, text, call)
 
-    def _matches(self, job: JobSpec, spec: KindSpec) -> bool:
+    def _matches(self, job: JobSpec, spec: Kind) -> bool:
         """Re-read the guest: True if it is observably what the job asks for."""
         if spec.satisfied is None:
             return False
         obs = self._try_observe(job, spec)
         return obs is not None and spec.satisfied(job, obs)
 
-    def _settle(self, job: JobSpec, spec: KindSpec) -> bool:
+    def _settle(self, job: JobSpec, spec: Kind) -> bool:
         deadline = time.monotonic() + self._settle_timeout
         while not self._cancel.wait(min(self._settle_every,
                                         max(0.0, deadline - time.monotonic()))):
@@ -402,7 +371,7 @@ class Executor:
 
     # ------------------------------------------------------------------ resume / lookup
 
-    def _resume(self, job: JobSpec, spec: KindSpec, entry: JournalEntry) -> ExecResult:
+    def _resume(self, job: JobSpec, spec: Kind, entry: JournalEntry) -> ExecResult:
         if entry.upid is not None:
             try:
                 upid = parse_upid(entry.upid)
@@ -412,7 +381,7 @@ class Executor:
             return self._wait(job, spec, upid, 0)
         return self._lookup(job, spec, mutated=False)
 
-    def _lookup(self, job: JobSpec, spec: KindSpec, *, mutated: bool) -> ExecResult:
+    def _lookup(self, job: JobSpec, spec: Kind, *, mutated: bool) -> ExecResult:
         """Find the task of a call whose answer was lost; adopt it, or resolve by state."""
         userid = self._token_user.split("!", 1)[0]
         while True:
@@ -456,7 +425,7 @@ class Executor:
 
     # ------------------------------------------------------------------ helpers
 
-    def _observe(self, job: JobSpec, spec: KindSpec) -> Observed:
+    def _observe(self, job: JobSpec, spec: Kind) -> Observed:
         status = self._client.guest_status(job.vmid, job.guest_type)
         config = (self._client.guest_config(job.vmid, job.guest_type)
                   if spec.reads_config else None)
@@ -464,7 +433,7 @@ class Executor:
                  if spec.reads_snapshots else None)
         return Observed(status=status, config=config, snapshots=snaps)
 
-    def _try_observe(self, job: JobSpec, spec: KindSpec) -> Observed | None:
+    def _try_observe(self, job: JobSpec, spec: Kind) -> Observed | None:
         try:
             return self._observe(job, spec)
         except PveError as err:

@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from felhom_agent.authz.delivered import DeliveredOp as SignedOp
 from felhom_agent.hub.errors import EnvelopeError
 
 __all__ = [
@@ -37,18 +38,6 @@ __all__ = [
 MIN_POLL_INTERVAL_S = 1.0
 MAX_POLL_INTERVAL_S = 3600.0
 _SCHEMA = 1
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-@attrs.frozen
-class SignedOp:
-    """One signed operation as delivered: the exact payload text and its SSHSIG armor."""
-
-    payload: str = attrs.field(repr=_short)
-    signature: str = attrs.field(repr=_short)
 
 
 @attrs.frozen

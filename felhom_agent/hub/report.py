@@ -21,6 +21,14 @@ from typing import Any
 
 import attrs
 
+from felhom_agent.execution.status import (
+    OP_STATES,
+    BlockedGuest,
+    OpResult,
+    ReconcileStatus,
+    RefusedAction,
+)
+
 __all__ = [
     "OP_STATES",
     "SCHEMA",
@@ -36,10 +44,6 @@ __all__ = [
 ]
 
 SCHEMA = 1
-#: Op states the hub understands; anything but ``running`` is an outcome that stops redelivery.
-OP_STATES = frozenset({"applied", "failed", "refused", "unknown", "running"})
-
-
 def format_utc(epoch_s: float) -> str:
     """Format a POSIX time as the protocol's UTC timestamp, ``2026-11-26T10:00:00Z``."""
     moment = datetime.datetime.fromtimestamp(epoch_s, tz=datetime.UTC)
@@ -49,11 +53,6 @@ def format_utc(epoch_s: float) -> str:
 def _finite(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not math.isfinite(value):
         raise ValueError(f"{attr.name} must be a finite number, got {value!r}")
-
-
-def _op_state(_inst: object, _attr: object, value: str) -> None:
-    if value not in OP_STATES:
-        raise ValueError(f"op state {value!r} is not one of {', '.join(sorted(OP_STATES))}")
 
 
 @attrs.frozen
@@ -93,61 +92,6 @@ class GuestEntry:
             "lock": self.lock,
             "template": self.template,
         }
-
-
-@attrs.frozen
-class BlockedGuest:
-    """A guest the last plan left alone this pass, with why (``locked: backup``)."""
-
-    vmid: int
-    reason: str
-
-
-@attrs.frozen
-class RefusedAction:
-    """A desired change the classifier refused (destructive from unsigned desired state)."""
-
-    vmid: int
-    kind: str
-    reason: str
-
-
-@attrs.frozen
-class ReconcileStatus:
-    """What the reconciler did last; ``generation``/``last_plan_at`` are None before a plan."""
-
-    generation: int | None = None
-    last_plan_at: str | None = None
-    actions: int = 0
-    blocked: tuple[BlockedGuest, ...] = ()
-    refused: tuple[RefusedAction, ...] = ()
-    errors: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The wire form of ``reconcile``."""
-        return {
-            "generation": self.generation,
-            "last_plan_at": self.last_plan_at,
-            "actions": self.actions,
-            "blocked": [attrs.asdict(b) for b in self.blocked],
-            "refused": [attrs.asdict(r) for r in self.refused],
-            "errors": list(self.errors),
-        }
-
-
-@attrs.frozen
-class OpResult:
-    """The outcome of a signed op; the hub stops redelivering an op once this is not running."""
-
-    op_id: str
-    state: str = attrs.field(validator=_op_state)
-    reason: str | None = None
-    upid: str | None = None
-    finished_at: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The wire form of one ``ops`` entry."""
-        return attrs.asdict(self)
 
 
 @attrs.frozen

@@ -1,9 +1,10 @@
-"""The classifier: every plan action kind and signed-op kind is benign or destructive (§8.1).
+"""The classifier: every plan action and signed op is benign or destructive.
 
-One table, :data:`KINDS`, so the whole policy can be read and audited in one place. Benign
-work may come from the unsigned desired state; destructive work is refused there and runs only
-as a verified signed op, behind the reversibility gate. The table also records how a kind can
-be made reversible, which is what the gate needs:
+The class of a kind is an attribute of its registry entry
+(:data:`~felhom_agent.kinds.registry.REGISTRY`); this module turns an entry plus the config
+keys a write touches into a verdict. Benign work may come from the unsigned desired state;
+destructive work is refused there and runs only as a verified signed op, behind the
+reversibility gate, which reads the verdict's reversibility:
 
 * ``NONE_NEEDED`` — benign, nothing to undo beyond the action itself;
 * ``SNAPSHOT`` — take a safety snapshot ``felhom-pre-<op id prefix>`` first (rollback, a
@@ -13,23 +14,23 @@ be made reversible, which is what the gate needs:
 
 A config write is benign only when *every* key it touches is in :data:`BENIGN_CONFIG_KEYS`;
 one other key makes the whole write destructive. An unknown kind is destructive and
-irreversible: the agent refuses what it does not know rather than guessing.
+irreversible: the agent refuses what it does not know rather than guessing. See
+``docs/architecture.md`` ("Kinds").
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import Final
 
 import attrs
 
+from felhom_agent.kinds.model import Reversibility, Safety, UnknownKind
+from felhom_agent.kinds.registry import lookup
+
 __all__ = [
     "BENIGN_CONFIG_KEYS",
-    "KINDS",
     "Classification",
-    "KindPolicy",
     "Reversibility",
     "Safety",
     "classify",
@@ -38,38 +39,6 @@ __all__ = [
     "destructive_keys",
 ]
 
-
-class Safety(enum.Enum):
-    """Whether unsigned desired state may cause it."""
-
-    BENIGN = "benign"
-    DESTRUCTIVE = "destructive"
-
-
-class Reversibility(enum.Enum):
-    """What the reversibility gate must do before a destructive kind runs."""
-
-    NONE_NEEDED = "none_needed"
-    SNAPSHOT = "snapshot"
-    IRREVERSIBLE = "irreversible"
-
-
-@attrs.frozen
-class KindPolicy:
-    """One row of the table.
-
-    Attributes:
-        safety: the class of the kind; for config writes, the class when all keys are benign.
-        reversibility: the gate's treatment when the kind is destructive.
-        config_write: the kind writes config keys, so its keys decide (a non-benign key makes
-            it destructive with ``SNAPSHOT`` reversibility).
-    """
-
-    safety: Safety
-    reversibility: Reversibility
-    config_write: bool = False
-
-
 _B, _D = Safety.BENIGN, Safety.DESTRUCTIVE
 _NONE, _SNAP, _IRREV = (
     Reversibility.NONE_NEEDED,
@@ -77,29 +46,8 @@ _NONE, _SNAP, _IRREV = (
     Reversibility.IRREVERSIBLE,
 )
 
-#: Config keys a benign write may touch (§8.1); any other key is destructive.
+#: Config keys a benign write may touch; any other key is destructive.
 BENIGN_CONFIG_KEYS: Final = frozenset({"description", "tags", "onboot", "startup"})
-
-#: THE table: plan action kinds (``start``, ``stop``, ``set_config``) and signed-op kinds.
-KINDS: Final[Mapping[str, KindPolicy]] = MappingProxyType(
-    {
-        # plan actions (from unsigned desired state)
-        "start": KindPolicy(_B, _NONE),
-        "stop": KindPolicy(_B, _NONE),
-        "set_config": KindPolicy(_B, _NONE, config_write=True),
-        # signed-op kinds (§8)
-        "guest.start": KindPolicy(_B, _NONE),
-        "guest.stop": KindPolicy(_B, _NONE),
-        "guest.shutdown": KindPolicy(_B, _NONE),
-        "guest.snapshot": KindPolicy(_B, _NONE),
-        "guest.set_config": KindPolicy(_B, _NONE, config_write=True),
-        "guest.rollback": KindPolicy(_D, _SNAP),
-        "guest.delete_snapshot": KindPolicy(_D, _IRREV),
-        "guest.destroy": KindPolicy(_D, _IRREV),
-    }
-)
-
-_UNKNOWN = KindPolicy(_D, _IRREV)
 
 
 @attrs.frozen
@@ -142,8 +90,9 @@ def classify(kind: str, *, config_keys: Iterable[str] = ()) -> Classification:
         kind: a plan action kind or a signed-op kind.
         config_keys: the keys set *or deleted* by a config write (ignored for other kinds).
     """
-    policy = KINDS.get(kind)
-    if policy is None:
+    try:
+        policy = lookup(kind)
+    except UnknownKind:
         return Classification(kind, _D, _IRREV, f"unknown kind: {kind}")
     if policy.config_write:
         bad = destructive_keys(config_keys)
@@ -161,5 +110,5 @@ def classify_action(kind: str, params: Mapping[str, object] | None = None) -> Cl
 
 
 def classify_op(kind: str, *, config_keys: Iterable[str] = ()) -> Classification:
-    """Classify a signed-op kind (``guest.*``); same table, named for the op consumer."""
+    """Classify a signed-op kind (``guest.*``); same registry, named for the op consumer."""
     return classify(kind, config_keys=config_keys)

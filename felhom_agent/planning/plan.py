@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final
 
 import attrs
 
@@ -47,6 +47,7 @@ from felhom_agent.core.normalise import (
 )
 from felhom_agent.errors import AgentError
 from felhom_agent.kinds.classify import BENIGN_CONFIG_KEYS, classify_action
+from felhom_agent.kinds.registry import plan_rank
 
 __all__ = [
     "Action",
@@ -60,8 +61,8 @@ __all__ = [
     "render_text",
 ]
 
-ActionKind = Literal["start", "stop", "set_config"]
-_KIND_RANK: Final = {"set_config": 0, "start": 1, "stop": 2, "guest": 3}
+#: A plan action's kind: a registry kind with ``plan_action`` set.
+ActionKind = str
 #: Refusal kind for a whole desired guest entry (type mismatch).
 GUEST_KIND: Final = "guest"
 
@@ -197,7 +198,7 @@ class Plan:
 
 
 def _rank(vmid: int, kind: str) -> tuple[int, int, str]:
-    return (vmid, _KIND_RANK.get(kind, len(_KIND_RANK)), kind)
+    return (vmid, plan_rank(kind), kind)
 
 
 @attrs.define

@@ -1,4 +1,4 @@
-"""The fenced root CLI: exactly three operations the Proxmox API cannot do for a token.
+"""The fenced root CLI: the few operations the Proxmox API cannot do for a token.
 
 ``pct create`` of the golden image with ``--features keyctl=1``, a USB disk's mount and fstab
 line, and SMART/sensor readings (reference design §4.3). Arguments are typed and validated,
@@ -27,7 +27,6 @@ from felhom_agent.privileged.facade import (
     MountOutcome,
     OpTimeouts,
     Privileged,
-    privileged_from_config,
 )
 from felhom_agent.privileged.ops import (
     MOUNT_ROOT,
@@ -88,5 +87,4 @@ __all__ = [
     "UsbMount",
     "parse_sensors",
     "parse_smartctl",
-    "privileged_from_config",
 ]

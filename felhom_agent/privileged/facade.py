@@ -14,7 +14,6 @@ import contextlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -40,17 +39,11 @@ from felhom_agent.privileged.parse import (
     parse_smartctl,
 )
 from felhom_agent.privileged.runner import (
-    DisabledRunner,
-    LocalRunner,
     Runner,
     RunResult,
-    SshRunner,
 )
 
-if TYPE_CHECKING:
-    from felhom_agent.config import PrivilegedConfig
-
-__all__ = ["MountOutcome", "OpTimeouts", "Privileged", "privileged_from_config"]
+__all__ = ["MountOutcome", "OpTimeouts", "Privileged"]
 
 
 @attrs.frozen
@@ -186,24 +179,3 @@ class Privileged:
             raise RefusedArgument("args", type(op).__name__, "must be a SensorsRead")
         result = self._run(op.argv(), self._timeouts.sensors_s, "sensors failed")
         return parse_sensors(result.stdout)
-
-
-def privileged_from_config(config: PrivilegedConfig) -> Privileged:
-    """Build the executor for ``proxmox.privileged``: local, SSH, or off (refuses everything).
-
-    Raises:
-        PrivilegedDisabled: mode ``ssh`` without host, key file or known_hosts (the config
-            validation already requires them; this guards direct callers).
-    """
-    runner: Runner
-    if config.mode == "local":
-        runner = LocalRunner()
-    elif config.mode == "ssh":
-        if config.ssh_host is None or config.ssh_key_file is None or config.ssh_known_hosts is None:
-            raise PrivilegedDisabled("privileged mode ssh needs ssh_host, ssh_key_file and "
-                                     "ssh_known_hosts")
-        runner = SshRunner(host=config.ssh_host, port=config.ssh_port, user=config.ssh_user,
-                           key_file=config.ssh_key_file, known_hosts=config.ssh_known_hosts)
-    else:
-        runner = DisabledRunner()
-    return Privileged(runner)

@@ -44,19 +44,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
 
+from felhom_agent.authz.delivered import DeliveredOp
 from felhom_agent.authz.errors import AllowedSignersError, OpRejected, Reason
 from felhom_agent.authz.nonces import FileNonceStore
 from felhom_agent.authz.signers import AllowedSigners, load_allowed_signers
 from felhom_agent.authz.verifier import OpVerifier, VerifiedOp, VerifyPolicy
-from felhom_agent.config import Config
 from felhom_agent.durable import DurabilityError
 from felhom_agent.execution.executor import JobSpec
-from felhom_agent.hub.envelope import SignedOp as DeliveredOp
-from felhom_agent.hub.report import OpResult, format_utc
+from felhom_agent.execution.status import OpResult
+from felhom_agent.hub.report import format_utc
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
 from felhom_agent.signedops.gate import GateRefused, check_op, plan_steps
@@ -64,11 +65,8 @@ from felhom_agent.signedops.steps import OpSubmitter, StepNotRun, StepRunner
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal, OpState
 
-__all__ = ["NONCE_STORE_NAME", "OpSubmitter", "OpTiming", "SignedOpConsumer", "policy_of",
-           "signed_op_sink"]
+__all__ = ["OpSubmitter", "OpTiming", "SignedOpConsumer"]
 
-#: The nonce store file under ``state_dir`` (the same file ``--verify-op`` reads).
-NONCE_STORE_NAME: Final = "nonces.log"
 _KEEP: Final = 200
 
 
@@ -179,14 +177,13 @@ class SignedOpConsumer:
         return [r for r in (*refused, *active)
                 if r.op_id and self._journal.get(r.op_id) is None]
 
-    def reconfigure(self, config: Config) -> None:
-        """Reload ``authz.allowed_signers`` and the ``authz`` policy (SIGHUP).
+    def reconfigure(self, *, allowed_signers: Path, policy: VerifyPolicy) -> None:
+        """Reload the allowed signers file and the verify policy (SIGHUP).
 
         A bad signers file keeps the old signers (logged). The nonce store keeps the skew and
         lifetime it was opened with until the next start (its pruning horizon).
         """
-        path = config.authz.allowed_signers
-        policy = policy_of(config)
+        path = allowed_signers
         try:
             signers = load_allowed_signers(path)
         except AllowedSignersError as err:
@@ -425,52 +422,3 @@ class SignedOpConsumer:
             self._on_fatal(err)
         else:
             self._stop.set()
-
-
-def policy_of(config: Config) -> VerifyPolicy:
-    """The verifier policy of ``config`` (host id and the ``authz`` limits)."""
-    authz = config.authz
-    return VerifyPolicy(host_id=config.host_id, namespace=authz.namespace,
-                        max_clock_skew_s=authz.max_clock_skew_s,
-                        max_op_lifetime_s=authz.max_op_lifetime_s)
-
-
-def signed_op_sink(
-    config: Config,
-    engine: OpSubmitter,
-    *,
-    client: ProxmoxClient,
-    journal: Journal,
-    audit: AuditLog,
-    clock: Callable[[], float] = time.time,
-    logger: logging.Logger | None = None,
-    stop_event: threading.Event | None = None,
-    on_fatal: Callable[[BaseException], None] | None = None,
-) -> SignedOpConsumer:
-    """Build the consumer from the config: allowed signers, policy, nonce store.
-
-    An unusable allowed_signers file does not stop the agent: every op is refused with the
-    file's error until a SIGHUP reload fixes it. A damaged nonce store fails closed (every op
-    refused with the store's reason). Raises only
-    :class:`~felhom_agent.durable.DurabilityError` (creating the store was not durable).
-    """
-    log = logger if logger is not None else logging.getLogger(__name__)
-    authz = config.authz
-    policy = policy_of(config)
-
-    started = datetime.fromtimestamp(clock(), UTC)
-    store = FileNonceStore.open(config.state_dir / NONCE_STORE_NAME, now=started,
-                                max_clock_skew_s=authz.max_clock_skew_s,
-                                max_op_lifetime_s=authz.max_op_lifetime_s, logger=log)
-    error: str | None = None
-    signers: AllowedSigners | None = None
-    try:
-        signers = load_allowed_signers(authz.allowed_signers)
-    except AllowedSignersError as err:
-        error = str(err)
-        log.error("signed ops are refused until allowed_signers is fixed: %s", err)
-    return SignedOpConsumer(
-        engine=engine, client=client, journal=journal, audit=audit, policy=policy,
-        nonce_store=store, signers=signers, signers_error=error, clock=clock,
-        stop_event=stop_event, on_fatal=on_fatal, logger=log,
-    )

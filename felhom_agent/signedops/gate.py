@@ -27,27 +27,35 @@ Step op ids: the op itself keeps the signed ``op_id`` (idempotency and the hub's
 ``ops`` entry hang on it); a pre-step gets ``<op_id>.safety-snapshot`` or
 ``<op_id>.stop-first``, with the same source (the signer principal) in journal and audit.
 
-Params are checked strictly per kind (:data:`PARAMS`): an unknown key or a wrong type refuses
-the op (refusing over guessing, design §1).
+Params are checked strictly per kind (the ``params`` of its registry entry,
+:mod:`felhom_agent.kinds.registry`): an unknown key or a wrong type refuses the op (refusing
+over guessing). A kind's own guest checks (destroy, rollback) are its registry ``prepare``
+hook; this module applies the rules common to all kinds.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, Final
-
-import attrs
+from typing import Final
 
 from felhom_agent.authz.envelope import SignedOp
 from felhom_agent.core.normalise import NormaliseError, normalise_value
-from felhom_agent.errors import AgentError
 from felhom_agent.kinds.classify import Classification, Reversibility, classify_op
-from felhom_agent.proxmox.models import GuestType
+from felhom_agent.kinds.handlers import STOP_SUFFIX
+from felhom_agent.kinds.model import (
+    GateRefused,
+    GuestFacts,
+    Kind,
+    Prepared,
+    Step,
+    UnknownKind,
+)
+from felhom_agent.kinds.registry import lookup
 
 __all__ = [
-    "PARAMS",
     "SAFETY_PREFIX",
+    "SAFETY_SUFFIX",
+    "STOP_SUFFIX",
     "GateRefused",
     "GuestFacts",
     "Step",
@@ -58,62 +66,10 @@ __all__ = [
 
 SAFETY_PREFIX: Final = "felhom-pre-"
 SAFETY_SUFFIX: Final = ".safety-snapshot"
-STOP_SUFFIX: Final = ".stop-first"
 _SNAPNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,39}")
 _RESERVED = frozenset({"current", "pending", "vzdump"})
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _NUM = (int, float)
-
-#: Allowed params per kind: name -> (accepted types, required). ``guest.set_config`` takes
-#: config keys instead (checked by :func:`_check_config`).
-PARAMS: Final[Mapping[str, Mapping[str, tuple[tuple[type, ...], bool]]]] = {
-    "guest.start": {"timeout": ((int,), False)},
-    "guest.stop": {"timeout": ((int,), False)},
-    "guest.shutdown": {"timeout": ((int,), False), "force_stop": ((bool,), False)},
-    "guest.snapshot": {"snapname": ((str,), True), "description": ((str,), False),
-                       "vmstate": ((bool,), False)},
-    "guest.rollback": {"snapname": ((str,), True), "start": ((bool,), False)},
-    "guest.delete_snapshot": {"snapname": ((str,), True), "force": ((bool,), False)},
-    "guest.destroy": {"stop_first": ((bool,), False), "purge": ((bool,), False),
-                      "destroy_unreferenced_disks": ((bool,), False)},
-}
-
-
-class GateRefused(AgentError, ValueError):
-    """The op must not run; ``str(err)`` is the reason reported to the hub."""
-
-
-@attrs.frozen
-class GuestFacts:
-    """The guest as read right before the op is queued."""
-
-    vmid: int
-    type: GuestType
-    running: bool
-    protected: bool
-    snapshots: frozenset[str] = frozenset()
-
-
-@attrs.frozen
-class Step:
-    """One queue job of a gated op.
-
-    Attributes:
-        op_id: the journal op id of this step.
-        kind: the executor kind (``snapshot``, ``stop``, ``rollback`` ...).
-        params: the executor params.
-        purpose: ``op`` for the op itself, ``safety-snapshot`` or ``stop-first``.
-    """
-
-    op_id: str
-    kind: str
-    params: Mapping[str, Any]
-    purpose: str = "op"
-
-    @property
-    def is_op(self) -> bool:
-        """True for the op itself (the last step)."""
-        return self.purpose == "op"
 
 
 def safety_snapshot_name(op_id: str) -> str:
@@ -125,18 +81,29 @@ def _type_name(types: tuple[type, ...]) -> str:
     return {bool: "true/false", int: "an integer", str: "a string"}.get(types[0], "a value")
 
 
-def _check_plain(op: SignedOp) -> None:
-    spec = PARAMS[op.kind]
+def _signed_kind(name: str) -> Kind:
+    try:
+        kind = lookup(name)
+    except UnknownKind:
+        raise GateRefused(f"unknown kind {name!r}") from None
+    if kind.signed != name:
+        raise GateRefused(f"unknown kind {name!r}")
+    return kind
+
+
+def _check_plain(op: SignedOp, kind: Kind) -> None:
+    spec = kind.params
     unknown = sorted(set(op.params) - set(spec))
     if unknown:
         raise GateRefused(f"invalid params for {op.kind}: unknown key(s) {', '.join(unknown)} "
                           f"(allowed: {', '.join(sorted(spec)) or 'none'})")
-    for name, (types, required) in spec.items():
+    for name, param in spec.items():
         if name not in op.params:
-            if required:
+            if param.required:
                 raise GateRefused(f"invalid params for {op.kind}: {name} is required")
             continue
         value = op.params[name]
+        types = param.types
         ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
         if not ok:
             raise GateRefused(f"invalid params for {op.kind}: {name} must be "
@@ -149,18 +116,18 @@ def _check_plain(op: SignedOp) -> None:
 
 
 def _check_config(op: SignedOp) -> None:
+    what = f"invalid params for {op.kind}"
     if not op.params:
-        raise GateRefused("invalid params for guest.set_config: no config key given")
+        raise GateRefused(f"{what}: no config key given")
     for key, value in op.params.items():
         if not _CONFIG_KEY.fullmatch(key) or key in ("digest", "delete"):
-            raise GateRefused(f"invalid params for guest.set_config: key {key[:40]!r}")
+            raise GateRefused(f"{what}: key {key[:40]!r}")
         if not isinstance(value, (str, *_NUM)):
-            raise GateRefused(f"invalid params for guest.set_config: {key} must be a string, "
-                              "number or boolean")
+            raise GateRefused(f"{what}: {key} must be a string, number or boolean")
         try:
             normalise_value(key, value)
         except NormaliseError as err:
-            raise GateRefused(f"invalid params for guest.set_config: {err}") from err
+            raise GateRefused(f"{what}: {err}") from err
 
 
 def check_op(op: SignedOp) -> Classification:
@@ -169,14 +136,13 @@ def check_op(op: SignedOp) -> Classification:
     Raises:
         GateRefused: the op is refused (the message is the reason).
     """
-    if op.kind == "guest.set_config":
+    kind = _signed_kind(op.kind)
+    if kind.config_write:
         _check_config(op)
         verdict = classify_op(op.kind, config_keys=tuple(op.params))
-    elif op.kind in PARAMS:
-        _check_plain(op)
-        verdict = classify_op(op.kind)
     else:
-        raise GateRefused(f"unknown kind {op.kind!r}")
+        _check_plain(op, kind)
+        verdict = classify_op(op.kind)
     if verdict.reversibility is Reversibility.IRREVERSIBLE and not op.irreversible:
         raise GateRefused(f"{op.kind} cannot be undone: it runs only with "
                           '"irreversible": true in the signed op')
@@ -189,22 +155,10 @@ def plan_steps(op: SignedOp, verdict: Classification, guest: GuestFacts) -> tupl
     Raises:
         GateRefused: the guest's state forbids the op (protected, running, names taken).
     """
-    kind = op.kind.removeprefix("guest.")
-    params: dict[str, Any] = dict(op.params)
-    pre: list[Step] = []
-    if op.kind == "guest.destroy":
-        if guest.protected:
-            raise GateRefused(f"guest {guest.vmid} is protected (protection: 1); "
-                              "a protected guest is never destroyed")
-        stop_first = params.pop("stop_first", False) is True
-        if guest.running:
-            if not stop_first:
-                raise GateRefused(f"guest {guest.vmid} is running (set params.stop_first: "
-                                  "true to stop it first)")
-            pre.append(Step(op.op_id + STOP_SUFFIX, "stop", {}, "stop-first"))
-    if op.kind == "guest.rollback" and params["snapname"] not in guest.snapshots:
-        raise GateRefused(f"snapshot {params['snapname']!r} does not exist on guest "
-                          f"{guest.vmid}")
+    kind = _signed_kind(op.kind)
+    prepared = (kind.prepare(op.op_id, op.params, guest) if kind.prepare is not None
+                else Prepared(op.params))
+    pre = list(prepared.pre)
     if verdict.reversibility is Reversibility.SNAPSHOT:
         name = safety_snapshot_name(op.op_id)
         if name in guest.snapshots:
@@ -213,4 +167,4 @@ def plan_steps(op: SignedOp, verdict: Classification, guest: GuestFacts) -> tupl
         desc = f"felhom-agent safety snapshot before {op.kind} (op {op.op_id})"
         pre.append(Step(op.op_id + SAFETY_SUFFIX, "snapshot",
                         {"snapname": name, "description": desc}, "safety-snapshot"))
-    return (*pre, Step(op.op_id, kind, params))
+    return (*pre, Step(op.op_id, kind.name, prepared.params))

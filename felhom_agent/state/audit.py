@@ -103,6 +103,7 @@ class AuditLog:
         clock: Callable[[], float],
         logger: logging.Logger,
         max_bytes: int,
+        on_fatal: Callable[[DurabilityError], None] | None = None,
     ) -> None:
         self._path = path
         self._fd: int | None = fd
@@ -113,6 +114,7 @@ class AuditLog:
         self._size = os.fstat(fd).st_size
         self._lock = threading.Lock()
         self._failed: DurabilityError | None = None
+        self._on_fatal = on_fatal
 
     @classmethod
     def open(
@@ -123,6 +125,7 @@ class AuditLog:
         logger: logging.Logger,
         max_bytes: int = _DEFAULT_MAX_BYTES,
         keep_recent: int = _DEFAULT_KEEP_RECENT,
+        on_fatal: Callable[[DurabilityError], None] | None = None,
     ) -> AuditLog:
         """Open (creating if needed) ``state_dir/audit.log``, repairing a torn last line.
 
@@ -132,6 +135,8 @@ class AuditLog:
             logger: receives a WARNING for a repaired tail or unreadable lines.
             max_bytes: size past which the file is rotated to ``audit.log.1``.
             keep_recent: how many records :meth:`recent` can return.
+            on_fatal: called once with the first durability failure of an append (the
+                daemon's fatal-error callback; the error is raised to the caller as well).
 
         Raises:
             DurabilityError: the file could not be read, repaired or created durably.
@@ -146,7 +151,7 @@ class AuditLog:
             logger.warning("audit log %s: %d unreadable line(s) ignored", path, skipped)
         fd = _open_append(path)
         return cls(path=path, fd=fd, recent=recent, clock=clock, logger=logger,
-                   max_bytes=max_bytes)
+                   max_bytes=max_bytes, on_fatal=on_fatal)
 
     @property
     def path(self) -> Path:
@@ -188,14 +193,22 @@ class AuditLog:
                     view = view[os.write(self._fd, view):]
                 fsync_file(self._fd, self._path)
             except DurabilityError as err:
-                self._failed = err
+                self._fail(err)
                 raise
             except OSError as err:
-                self._failed = DurabilityError(f"append failed ({err.strerror})", path=self._path)
-                raise self._failed from err
+                raise self._fail(DurabilityError(
+                f"append failed ({err.strerror})", path=self._path)) from err
             self._size += len(line)
             self._recent.append(record)
             return record
+
+    def _fail(self, err: DurabilityError) -> DurabilityError:
+        """Remember the first durability failure (no more appends) and report it once."""
+        first = self._failed is None
+        self._failed = self._failed or err
+        if first and self._on_fatal is not None:
+            self._on_fatal(err)
+        return err
 
     def recent(self, n: int) -> list[AuditRecord]:
         """The newest ``n`` records (at most ``keep_recent``), oldest first."""

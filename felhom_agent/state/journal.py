@@ -133,6 +133,7 @@ class Journal:
         clock: Callable[[], float],
         logger: logging.Logger,
         max_bytes: int,
+        on_fatal: Callable[[DurabilityError], None] | None = None,
         retain_s: float,
     ) -> None:
         self._path = path
@@ -147,6 +148,7 @@ class Journal:
         self._retain_s = retain_s
         self._lock = threading.Lock()
         self._failed: DurabilityError | None = None
+        self._on_fatal = on_fatal
         self._size = os.fstat(fd).st_size
         self._records = 0
         self._fsyncs = 0
@@ -166,6 +168,7 @@ class Journal:
         retain_s: float = _DEFAULT_RETAIN_S,
         keep_outcomes: int = _DEFAULT_KEEP_OUTCOMES,
         evict_first: Callable[[str], bool] = never_evict,
+        on_fatal: Callable[[DurabilityError], None] | None = None,
     ) -> Journal:
         """Open (creating if needed) and replay ``state_dir/journal.log``, repairing damage.
 
@@ -180,6 +183,8 @@ class Journal:
             keep_outcomes: how many outcomes are kept at most (pending ops do not count).
             evict_first: names the sources whose outcomes are forgotten first when past
                 ``keep_outcomes`` (the daemon passes the ``plan:<n>`` test).
+            on_fatal: called once with the first durability failure of an append or a
+                compaction (the daemon's fatal-error callback; the error is raised as well).
 
         Raises:
             JournalLocked: another process has the journal open.
@@ -209,7 +214,7 @@ class Journal:
             raise
         return cls(
             path=path, fd=fd, lock_fd=lock_fd, state=state, report=report, clock=clock,
-            logger=logger, max_bytes=max_bytes, retain_s=retain_s,
+            logger=logger, max_bytes=max_bytes, retain_s=retain_s, on_fatal=on_fatal,
         )
 
     @property
@@ -375,11 +380,11 @@ class Journal:
             atomic_write_bytes(self._path, data)
             new_fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except DurabilityError as err:
-            self._failed = err
+            self._fail(err)
             raise
         except OSError as err:
-            self._failed = DurabilityError(f"cannot reopen ({err.strerror})", path=self._path)
-            raise self._failed from err
+            raise self._fail(DurabilityError(
+                f"cannot reopen ({err.strerror})", path=self._path)) from err
         old_fd, self._fd = self._fd, new_fd
         if old_fd is not None:
             os.close(old_fd)
@@ -424,6 +429,14 @@ class Journal:
         except ValueError:
             raise OpConflict(f"unknown outcome state {state!r}", path=self._path) from None
 
+    def _fail(self, err: DurabilityError) -> DurabilityError:
+        """Remember the first durability failure (no more appends) and report it once."""
+        first = self._failed is None
+        self._failed = self._failed or err
+        if first and self._on_fatal is not None:
+            self._on_fatal(err)
+        return err
+
     def _check_usable(self) -> None:
         if self._failed is not None:
             raise DurabilityError(
@@ -450,11 +463,11 @@ class Journal:
                 view = view[os.write(fd, view):]
             fsync_file(fd, self._path)
         except DurabilityError as err:
-            self._failed = err
+            self._fail(err)
             raise
         except OSError as err:
-            self._failed = DurabilityError(f"append failed ({err.strerror})", path=self._path)
-            raise self._failed from err
+            raise self._fail(DurabilityError(
+                f"append failed ({err.strerror})", path=self._path)) from err
         # Fold in the decoded line, not ``record``: memory then equals what a replay rebuilds
         # (tuples become lists, and so on).
         self._state.apply(json.loads(line[9:]))

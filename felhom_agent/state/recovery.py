@@ -12,21 +12,22 @@ task list (fetched once by the engine) and answers one of:
 * :class:`MarkUnknown` -- an order (signed op, selftest) that left no task: record ``unknown``
   and report it, never re-send it.
 
-No I/O here: the engine does the reads and applies the decision. The kind table
-(:data:`KIND_TASK_TYPES`) maps each action kind to the PVE worker types it can leave behind.
+No I/O here: the engine does the reads and applies the decision. Which tasks can belong to an
+entry is the recovery rule of its kind: the ``task_types`` of its registry entry
+(:mod:`felhom_agent.kinds.registry`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from felhom_agent.kinds.registry import task_types as registry_task_types
 from felhom_agent.state.journal import JournalEntry
 
 __all__ = [
-    "KIND_TASK_TYPES",
     "PLAN_SOURCE_PREFIX",
     "SELFTEST_SOURCE",
     "MarkUnknown",
@@ -42,20 +43,6 @@ __all__ = [
 
 PLAN_SOURCE_PREFIX = "plan:"
 SELFTEST_SOURCE = "selftest"
-
-# PVE worker types per action kind (qemu ``qm*``, LXC ``vz*``, HA ``ha*``). An LXC config PUT
-# is synchronous and leaves no task, so ``set_config`` can only ever match the qemu POST.
-KIND_TASK_TYPES: Mapping[str, frozenset[str]] = {
-    "start": frozenset({"qmstart", "vzstart", "hastart"}),
-    "stop": frozenset({"qmstop", "vzstop", "hastop"}),
-    "shutdown": frozenset({"qmshutdown", "vzshutdown", "hastop"}),
-    "set_config": frozenset({"qmconfig"}),
-    "snapshot": frozenset({"qmsnapshot", "vzsnapshot"}),
-    "rollback": frozenset({"qmrollback", "vzrollback"}),
-    "delete_snapshot": frozenset({"qmdelsnapshot", "vzdelsnapshot"}),
-    "destroy": frozenset({"qmdestroy", "vzdestroy"}),
-}
-
 
 def plan_source(generation: int) -> str:
     """The journal/audit source of a reconciler action: ``plan:<generation>``."""
@@ -148,7 +135,7 @@ def decide_recovery(
     now: float,
     grace_s: float = 40.0,
     skew_s: float = 2.0,
-    task_types: Mapping[str, frozenset[str]] = KIND_TASK_TYPES,
+    task_types: Callable[[str], frozenset[str]] = registry_task_types,
 ) -> RecoveryDecision:
     """Decide what to do with a pending journal entry after a restart (pure function).
 
@@ -160,7 +147,7 @@ def decide_recovery(
         grace_s: how long after ``began_at`` a request may still be in flight (the HTTP
             timeout for mutating calls plus margin); until then "not found" means "look again".
         skew_s: tolerated clock difference between the agent and the node.
-        task_types: PVE worker types per kind; a ``guest.`` prefix on the kind is ignored.
+        task_types: the PVE worker types of a kind (the registry's recovery rule).
 
     Raises:
         ValueError: the entry already has an outcome.
@@ -169,7 +156,7 @@ def decide_recovery(
         raise ValueError(f"op {entry.op_id} has an outcome; nothing to recover")
     if entry.upid is not None:
         return Reattach(entry.upid, adopted=False)
-    types = task_types.get(entry.kind.removeprefix("guest."), frozenset())
+    types = task_types(entry.kind)
     matches: list[TaskInfo] = []
     if entry.began_at is not None:
         for raw in tasks:

@@ -20,6 +20,7 @@ from felhom_agent.authz import (
     VerifyPolicy,
     load_allowed_signers,
 )
+from felhom_agent.kinds.registry import SIGNED_KINDS
 from tests.authz.conftest import KEY_SPECS
 from tests.authz.helpers import (
     NOW,
@@ -32,7 +33,7 @@ from tests.authz.helpers import (
     soft_sk_ed25519,
 )
 
-POLICY = VerifyPolicy(host_id="pve1")
+POLICY = VerifyPolicy(host_id="pve1", kinds=SIGNED_KINDS)
 
 #: scenario -> (allowed_signers options for the key, sign namespace, tamper payload?, trusted?)
 SCENARIOS: dict[str, tuple[str, str, bool, bool]] = {

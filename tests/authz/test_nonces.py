@@ -18,6 +18,7 @@ from felhom_agent.authz import FileNonceStore, NonceStoreError, OpRejected, Reas
 from felhom_agent.authz import nonces as nonces_mod
 from felhom_agent.authz.envelope import SignedOp, parse_payload
 from felhom_agent.durable import DurabilityError
+from felhom_agent.kinds.registry import SIGNED_KINDS
 from tests.authz.helpers import NOW, REPO, TIMEOUT_S, fmt, make_payload
 
 SKEW = 120
@@ -32,7 +33,8 @@ def _op(counter: int, *, expires: datetime | None = None, **overrides: object) -
             issued_at=fmt(expires - timedelta(minutes=11)),
             expires_at=fmt(expires),
             **overrides,
-        )
+        ),
+        kinds=SIGNED_KINDS,
     )
 
 
@@ -84,11 +86,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from felhom_agent.authz import FileNonceStore
 from felhom_agent.authz.envelope import parse_payload
+from felhom_agent.kinds.registry import SIGNED_KINDS
 now = datetime(2026, 11, 26, 10, 5, tzinfo=UTC)
 store = FileNonceStore.open(Path(sys.argv[1]), now=now, max_clock_skew_s=120,
                             max_op_lifetime_s=900)
 assert store.failure is None, store.failure
-op = parse_payload(sys.stdin.buffer.read())
+op = parse_payload(sys.stdin.buffer.read(), kinds=SIGNED_KINDS)
 store.mark(op, signer="alice@ops", payload_sha256="0" * 64, now=now)
 print("marked", flush=True)
 sys.stdin.close()
@@ -120,7 +123,7 @@ def test_replay_rejected_after_process_killed(tmp_path: Path) -> None:
         child.wait(timeout=TIMEOUT_S)
     store = _open(path)
     assert store.failure is None
-    assert _reason(store, parse_payload(payload)) == Reason.NONCE_REPLAY
+    assert _reason(store, parse_payload(payload, kinds=SIGNED_KINDS)) == Reason.NONCE_REPLAY
 
 
 def test_expired_entries_pruned_at_open(tmp_path: Path) -> None:

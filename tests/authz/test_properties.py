@@ -30,6 +30,7 @@ from felhom_agent.authz.envelope import parse_payload
 from felhom_agent.authz.signers import parse_allowed_signers
 from felhom_agent.authz.sshkeys import parse_public_key
 from felhom_agent.authz.sshsig import SshSignature, parse_blob
+from felhom_agent.kinds.registry import SIGNED_KINDS
 from tests.authz.helpers import (
     NOW,
     KeyPair,
@@ -65,7 +66,7 @@ def signed(keys: dict[str, KeyPair], tmp_path_factory: pytest.TempPathFactory) -
     )
     verifier = OpVerifier(
         signers=load_allowed_signers(signers_path),
-        policy=VerifyPolicy(host_id="pve1"),
+        policy=VerifyPolicy(host_id="pve1", kinds=SIGNED_KINDS),
         now=lambda: NOW,
     )
     out: list[Signed] = []
@@ -190,7 +191,7 @@ json_values = st.recursive(
 def test_payload_parser_only_raises_op_rejected(doc: dict[str, object]) -> None:
     """Arbitrary JSON objects over the known member names only ever raise OpRejected."""
     with contextlib.suppress(OpRejected):
-        parse_payload(json.dumps(doc).encode())
+        parse_payload(json.dumps(doc).encode(), kinds=SIGNED_KINDS)
 
 
 @SETTINGS
@@ -199,7 +200,7 @@ def test_payload_byte_mutations_only_raise_op_rejected(data: st.DataObject) -> N
     """Byte-mutated payloads parse or raise OpRejected, nothing else."""
     mutated = data.draw(mutations(make_payload(3, params={"a": [1, {"b": None}]})))
     with contextlib.suppress(OpRejected):
-        parse_payload(mutated)
+        parse_payload(mutated, kinds=SIGNED_KINDS)
 
 
 @SETTINGS

@@ -21,6 +21,7 @@ from felhom_agent.authz import (
 )
 from felhom_agent.authz.sshsig import signed_data
 from felhom_agent.authz.sshwire import encode_string
+from felhom_agent.kinds.registry import SIGNED_KINDS
 from tests.authz.helpers import (
     NOW,
     KeyPair,
@@ -66,7 +67,8 @@ def sign_with(keys: dict[str, KeyPair], tmp_path: Path) -> Callable[..., bytes]:
 def _verifier(signers: Path, store: FileNonceStore | None = None) -> OpVerifier:
     return OpVerifier(
         signers=load_allowed_signers(signers),
-        policy=VerifyPolicy(host_id="pve1", max_clock_skew_s=120, max_op_lifetime_s=900),
+        policy=VerifyPolicy(host_id="pve1", max_clock_skew_s=120, max_op_lifetime_s=900,
+                            kinds=SIGNED_KINDS),
         now=lambda: NOW,
         nonce_store=store,
     )
@@ -310,7 +312,7 @@ def test_op_id_with_outcome_rejected(signers_file: Path, sign_with: Callable[...
     done = {"00000000-0000-4000-8000-000000000004"}
     verifier = OpVerifier(
         signers=load_allowed_signers(signers_file),
-        policy=VerifyPolicy(host_id="pve1"),
+        policy=VerifyPolicy(host_id="pve1", kinds=SIGNED_KINDS),
         now=lambda: NOW,
         has_outcome=done.__contains__,
     )
@@ -328,7 +330,7 @@ def test_mark_rechecks_expiry_and_outcome(
     done: set[str] = set()
     verifier = OpVerifier(
         signers=load_allowed_signers(signers_file),
-        policy=VerifyPolicy(host_id="pve1"),
+        policy=VerifyPolicy(host_id="pve1", kinds=SIGNED_KINDS),
         now=lambda: clock[0],
         nonce_store=store,
         has_outcome=done.__contains__,

@@ -27,6 +27,7 @@ from felhom_agent.authz import (
 from felhom_agent.authz.signers import AllowedSigners
 from felhom_agent.authz.sshkeys import parse_public_key
 from felhom_agent.authz.sshsig import parse_armored
+from felhom_agent.kinds.registry import SIGNED_KINDS
 from tests.authz.helpers import NOW, VECTORS, keygen_verify
 
 
@@ -102,7 +103,8 @@ def core_signers() -> AllowedSigners:
 
 def _policy(namespace: str = "felhom-op") -> VerifyPolicy:
     return VerifyPolicy(
-        host_id="pve1", namespace=namespace, max_clock_skew_s=120, max_op_lifetime_s=3600
+        host_id="pve1", namespace=namespace, max_clock_skew_s=120, max_op_lifetime_s=3600,
+        kinds=SIGNED_KINDS,
     )
 
 

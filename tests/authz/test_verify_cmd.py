@@ -14,9 +14,10 @@ from felhom_agent.authz import (
     load_allowed_signers,
     verify_op_command,
 )
+from felhom_agent.kinds.registry import SIGNED_KINDS
 from tests.authz.helpers import NOW, KeyPair, make_payload, sign
 
-POLICY = VerifyPolicy(host_id="pve1")
+POLICY = VerifyPolicy(host_id="pve1", kinds=SIGNED_KINDS)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from typing import Any
 import attrs
 import pytest
 
+from felhom_agent.compose.engine_seam import EngineLike
 from felhom_agent.config import Config, load_config
-from felhom_agent.daemon.engine_seam import EngineLike
 from felhom_agent.daemon.runner import Daemon
 from felhom_agent.durable import DurabilityError
 from felhom_agent.sim.hub import HubScenario, HubSimulator

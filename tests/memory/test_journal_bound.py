@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
+from felhom_agent.compose.engine_seam import EngineLike
+from felhom_agent.compose.root import build_parts
 from felhom_agent.config import load_config
-from felhom_agent.daemon.durability import FatalSignal
-from felhom_agent.daemon.engine_seam import EngineLike
-from felhom_agent.daemon.parts import build_parts
 from felhom_agent.sim.pve import PveSimulator
 from felhom_agent.state.journal import JOURNAL_NAME, AlreadyApplied, Journal, OpState
 from felhom_agent.state.recovery import is_plan_source
@@ -145,7 +144,7 @@ def test_daemon_journal_forgets_reconciler_outcomes_first(tmp_path: Path) -> Non
         def factory(**parts: Any) -> EngineLike:
             return FakeEngine(**parts)
 
-        parts = build_parts(config, stop_event=threading.Event(), fatal=FatalSignal(),
+        parts = build_parts(config, stop_event=threading.Event(), on_fatal=None,
                             engine_factory=factory, clock=FakeClock(), logger=LOG)
         try:
             j = parts.journal

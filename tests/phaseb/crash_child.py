@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from felhom_agent.authz.nonces import FileNonceStore
+from felhom_agent.compose.engine_seam import default_engine_factory
+from felhom_agent.compose.root import build_parts, signed_op_sink
 from felhom_agent.config import load_config
-from felhom_agent.daemon.durability import FatalSignal
-from felhom_agent.daemon.engine_seam import default_engine_factory
-from felhom_agent.daemon.parts import build_parts
 from felhom_agent.execution.engine import Engine
 from felhom_agent.hub.envelope import SignedOp as DeliveredOp
-from felhom_agent.signedops.consumer import signed_op_sink
 from felhom_agent.state.journal import JournalEntry
 
 CRASH_POINTS = ("after_mark", "safety_wait", "op_wait")
@@ -57,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     op_id = json.loads(payload)["op_id"]
     config = load_config(args.config, env={})
     stop = threading.Event()
-    parts = build_parts(config, stop_event=stop, fatal=FatalSignal(),
+    parts = build_parts(config, stop_event=stop, on_fatal=None,
                         engine_factory=default_engine_factory, clock=time.time, logger=log)
     engine = parts.engine
     assert isinstance(engine, Engine)

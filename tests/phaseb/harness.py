@@ -17,13 +17,15 @@ from typing import Any
 
 import attrs
 
+from felhom_agent.authz.verifier import VerifyPolicy
+from felhom_agent.compose.engine_seam import EngineLike, default_engine_factory
+from felhom_agent.compose.root import signed_op_sink
 from felhom_agent.config import Config, load_config
-from felhom_agent.daemon.engine_seam import EngineLike, default_engine_factory
 from felhom_agent.daemon.runner import Daemon
 from felhom_agent.execution.engine import Engine
 from felhom_agent.hub.envelope import SignedOp as DeliveredOp
 from felhom_agent.hub.report import OpResult
-from felhom_agent.signedops.consumer import SignedOpConsumer, signed_op_sink
+from felhom_agent.signedops.consumer import SignedOpConsumer
 from felhom_agent.sim.hub import HubScenario, HubSimulator
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict
@@ -92,10 +94,10 @@ class SinkWiring:
         """Delegate to the consumer."""
         return () if self.consumer is None else self.consumer.results()
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, *, allowed_signers: Path, policy: VerifyPolicy) -> None:
         """Delegate to the consumer."""
         if self.consumer is not None:
-            self.consumer.reconfigure(config)
+            self.consumer.reconfigure(allowed_signers=allowed_signers, policy=policy)
 
     def close(self) -> None:
         """Delegate to the consumer."""

@@ -13,7 +13,9 @@ from felhom_agent.authz.nonces import FileNonceStore
 from felhom_agent.authz.signers import load_allowed_signers
 from felhom_agent.authz.verifier import OpVerifier, VerifyPolicy
 from felhom_agent.cli._plan import plan_command
+from felhom_agent.compose.root import verify_policy
 from felhom_agent.durable import DurabilityError
+from felhom_agent.kinds.registry import SIGNED_KINDS
 from tests.phaseb.harness import Harness
 from tests.phaseb.signing import op_payload
 
@@ -64,7 +66,7 @@ def test_op_consumed_before_a_restart_is_reported_failed_not_run(harness: Harnes
     with FileNonceStore.open(state / "nonces.log", now=now, max_clock_skew_s=120,
                              max_op_lifetime_s=900) as store:
         verifier = OpVerifier(signers=load_allowed_signers(config.authz.allowed_signers),
-                              policy=VerifyPolicy(host_id="pve1"),
+                              policy=VerifyPolicy(host_id="pve1", kinds=SIGNED_KINDS),
                               now=lambda: datetime.now(UTC), nonce_store=store)
         verifier.mark(verifier.verify(payload.encode(), sig))
     h.hub.add_signed_op(payload, sig)
@@ -92,7 +94,9 @@ def test_allowed_signers_fixed_by_reload(harness: Harness, tmp_path: Path) -> No
     assert refused["reason"].startswith("allowed-signers:")
     broken.write_text(good)
     assert h.wiring is not None
-    h.wiring.reconfigure(h.config())
+    config = h.config()
+    h.wiring.reconfigure(allowed_signers=config.authz.allowed_signers,
+                         policy=verify_policy(config))
     second = h.deliver(op_payload("guest.start", 102))
     assert h.wait_reported([second])[second]["state"] == "applied"
     assert h.stop() == 0

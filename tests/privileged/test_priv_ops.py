@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from felhom_agent.compose.root import privileged
 from felhom_agent.config import PrivilegedConfig
 from felhom_agent.privileged import (
     CommandFailed,
@@ -28,7 +29,6 @@ from felhom_agent.privileged import (
     SmartRead,
     SshRunner,
     UsbMount,
-    privileged_from_config,
 )
 from felhom_agent.privileged.errors import CommandTimeout, SshHostKeyRejected
 from felhom_agent.privileged.ops import PROGRAMS
@@ -340,18 +340,18 @@ def test_sensors_failure_is_typed() -> None:
 
 def test_privileged_from_config_modes(tmp_path: Path) -> None:
     """mode local builds a LocalRunner, ssh an SshRunner, off a runner that refuses everything."""
-    local = privileged_from_config(PrivilegedConfig(mode="local"))
+    local = privileged(PrivilegedConfig(mode="local"))
     assert isinstance(local._runner, LocalRunner)
-    ssh = privileged_from_config(PrivilegedConfig(
+    ssh = privileged(PrivilegedConfig(
         mode="ssh", ssh_host="pve1.example.org", ssh_key_file=tmp_path / "id",
         ssh_known_hosts=tmp_path / "known_hosts"))
     assert isinstance(ssh._runner, SshRunner)
-    off = privileged_from_config(PrivilegedConfig(mode="off"))
+    off = privileged(PrivilegedConfig(mode="off"))
     assert isinstance(off._runner, DisabledRunner)
     with pytest.raises(PrivilegedDisabled):
         off.read_sensors()
     with pytest.raises(PrivilegedDisabled):
-        privileged_from_config(PrivilegedConfig(mode="ssh"))
+        privileged(PrivilegedConfig(mode="ssh"))
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from felhom_agent.compose.root import build_executor
 from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.planning.providers import FileProvider
@@ -167,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     queue = SerializerQueue(workers=4, logger=log)
     queue.start()
     provider = FileProvider(args.desired, logger=log)
+    watcher, executor = build_executor(client=client, journal=journal, audit=audit,
+                                       task_timeout_s=10.0, stop_event=stop,
+                                       clock=time.time, logger=log, lookup_grace_s=1.0)
     engine = Engine(client=client, node=args.node, provider=provider, queue=queue,
-                    journal=journal, audit=audit, interval_s=1.0, task_timeout_s=10.0,
-                    stop_event=stop, logger=log, lookup_grace_s=1.0)
+                    journal=journal, audit=audit, executor=executor, watcher=watcher,
+                    interval_s=1.0, stop_event=stop, logger=log, lookup_grace_s=1.0)
     report = engine.recover()
     for h in report.handles:
         h.wait(args.deadline_s)

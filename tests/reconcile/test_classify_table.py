@@ -6,7 +6,6 @@ import pytest
 
 from felhom_agent.kinds.classify import (
     BENIGN_CONFIG_KEYS,
-    KINDS,
     Reversibility,
     Safety,
     classify,
@@ -14,6 +13,7 @@ from felhom_agent.kinds.classify import (
     classify_op,
     destructive_keys,
 )
+from felhom_agent.kinds.registry import REGISTRY, SIGNED_KINDS
 
 B, D = Safety.BENIGN, Safety.DESTRUCTIVE
 NONE, SNAP, IRREV = Reversibility.NONE_NEEDED, Reversibility.SNAPSHOT, Reversibility.IRREVERSIBLE
@@ -43,8 +43,9 @@ def test_kind_table(kind: str, safety: Safety, rev: Reversibility) -> None:
 
 
 def test_table_covers_exactly_the_design_kinds() -> None:
-    """The table lists the three plan actions and the eight §8 op kinds, nothing else."""
-    assert set(KINDS) == {k for k, _, _ in EXPECTED}
+    """The registry holds the three plan actions and the eight signed op kinds, nothing else."""
+    plan = {k.name for k in REGISTRY.values() if k.plan_action}
+    assert plan | SIGNED_KINDS == {k for k, _, _ in EXPECTED}
 
 
 def test_destructive_kind_reason_names_the_kind() -> None:

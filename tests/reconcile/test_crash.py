@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from felhom_agent.kinds.registry import task_types
 from felhom_agent.sim.pve import PveSimulator
 from felhom_agent.state.journal import Journal
-from felhom_agent.state.recovery import KIND_TASK_TYPES
 from tests.reconcile.crash_child import CRASH_POINTS, SECRET_ENV, scenario
 
 LOG = logging.getLogger("test.crash")
@@ -113,7 +113,7 @@ def _check(r: dict[str, Any]) -> None:
         if upid is not None:
             assert op_id in out["reattached"], f"{where}: {op_id} not re-attached: {out}"
             continue
-        types = KIND_TASK_TYPES[kind]
+        types = task_types(kind)
         orphan = [t for t in r["at_crash"] if t["id"] == str(vmid) and t["type"] in types
                   and t["upid"] not in known]
         if orphan:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from felhom_agent.compose.root import build_executor
 from felhom_agent.core.desired import parse_desired
 from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.queue import SerializerQueue
@@ -47,9 +49,12 @@ def _engine_run(sim: PveSimulator, state: Path, *, converge: bool) -> tuple[int,
     provider.update(parse_desired(DESIRED))
     stop = threading.Event()
     with sim_client(sim) as client:
+        watcher, executor = build_executor(client=client, journal=journal, audit=audit,
+                                           task_timeout_s=10, stop_event=stop,
+                                           clock=time.time, logger=log, lookup_grace_s=0.2)
         engine = Engine(client=client, node=sim.node, provider=provider, queue=queue,
-                        journal=journal, audit=audit, interval_s=30, task_timeout_s=10,
-                        stop_event=stop, logger=log, lookup_grace_s=0.2)
+                        journal=journal, audit=audit, executor=executor, watcher=watcher,
+                        interval_s=30, stop_event=stop, logger=log, lookup_grace_s=0.2)
         try:
             report = engine.recover()
             sent = sum(1 for h in report.handles if h.result(10).mutated)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from felhom_agent.compose.root import build_executor
 from felhom_agent.core.desired import DesiredState, parse_desired
 from felhom_agent.durable import DurabilityError
 from felhom_agent.execution.engine import Engine
@@ -46,9 +47,14 @@ class Rig:
         kw: dict[str, Any] = {"interval_s": 30.0, "task_timeout_s": 10.0,
                               "lookup_grace_s": 0.5}
         kw.update(engine_kw)
+        watcher, executor = build_executor(
+            client=self.client, journal=self.journal, audit=self.audit,
+            task_timeout_s=kw.pop("task_timeout_s"), stop_event=self.stop, clock=time.time,
+            logger=LOG, lookup_grace_s=kw["lookup_grace_s"])
         self.engine = Engine(client=self.client, node=sim.node, provider=self.provider,
                              queue=self.queue, journal=self.journal, audit=self.audit,
-                             stop_event=self.stop, logger=LOG, **kw)
+                             executor=executor, watcher=watcher, stop_event=self.stop,
+                             logger=LOG, **kw)
 
     def settle(self) -> None:
         assert self.queue.wait_idle(15)

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from felhom_agent.execution.engine import Engine
-from felhom_agent.execution.executor import ExecResult, JobSpec
+from felhom_agent.execution.executor import ExecResult, Executor, JobSpec
 from felhom_agent.execution.job import JobHandle
 from felhom_agent.execution.queue import SerializerQueue
-from felhom_agent.hub.report import OpResult, ReconcileStatus
+from felhom_agent.execution.status import OpResult, ReconcileStatus
 from felhom_agent.planning.providers import DesiredStateProvider
 from felhom_agent.proxmox import ProxmoxClient
+from felhom_agent.proxmox.taskwatch import TaskWatcher
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal
 
@@ -77,8 +78,9 @@ class EngineFactory(Protocol):
         queue: SerializerQueue,
         journal: Journal,
         audit: AuditLog,
+        executor: Executor,
+        watcher: TaskWatcher,
         interval_s: float,
-        task_timeout_s: float,
         stop_event: threading.Event,
         clock: Callable[[], float],
         logger: logging.Logger | None,

@@ -1,0 +1,323 @@
+"""The composition root: every long-lived part of the agent is built here, and only here.
+
+The daemon, ``--selftest=task``, ``--verify-op``, the read-only CLI modes and the demo all
+build what they need through these functions, so each runs the same wiring: one Proxmox
+client per process, the journal with its eviction rule and the fatal-error callback, the
+audit log, the task watcher that every executor waits through, the serializer queue, the
+executor, the verify policy whose allow-list is the kind registry's, the nonce store and,
+when configured, the privileged runner. Domain packages never see the
+:class:`~felhom_agent.config.Config`; they get plain values from here.
+
+Order matters for what a failure means (:func:`build_parts`):
+
+1. the state directory (``0700``), then the journal and the audit log under it -- a
+   :class:`~felhom_agent.durable.DurabilityError` or a locked journal here is fatal (exit 1);
+2. the Proxmox client and, when ``hub.url`` is set, the hub client -- connection settings
+   were validated with the config, so these only fail on a programming error;
+3. the task watcher, the executor, the serializer queue (``reconcile.workers``), the
+   desired-state provider (``HubProvider`` with a hub, else
+   ``FileProvider(reconcile.desired_file)``, else ``EmptyProvider``) and the engine.
+
+See ``docs/architecture.md`` ("Composition").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import attrs
+
+from felhom_agent.authz.errors import AllowedSignersError
+from felhom_agent.authz.nonces import FileNonceStore
+from felhom_agent.authz.signers import AllowedSigners, load_allowed_signers
+from felhom_agent.authz.verifier import VerifyPolicy
+from felhom_agent.compose.engine_seam import EngineFactory, EngineLike
+from felhom_agent.config import Config, PrivilegedConfig
+from felhom_agent.execution.executor import Executor
+from felhom_agent.execution.queue import SerializerQueue
+from felhom_agent.hub.client import HubClient
+from felhom_agent.kinds.registry import SIGNED_KINDS
+from felhom_agent.planning.providers import (
+    DesiredStateProvider,
+    EmptyProvider,
+    FileProvider,
+    HubProvider,
+)
+from felhom_agent.privileged import (
+    DisabledRunner,
+    LocalRunner,
+    PrivilegedDisabled,
+    Runner,
+    SshRunner,
+)
+from felhom_agent.privileged.facade import Privileged
+from felhom_agent.proxmox import ProxmoxClient
+from felhom_agent.proxmox.taskwatch import TaskWatcher
+from felhom_agent.signedops.consumer import OpSubmitter, SignedOpConsumer
+from felhom_agent.state.audit import AuditLog
+from felhom_agent.state.journal import Journal
+from felhom_agent.state.recovery import is_plan_source
+
+__all__ = [
+    "DEFAULT_HUB_TIMEOUT_S",
+    "NONCE_STORE_NAME",
+    "Parts",
+    "build_executor",
+    "build_parts",
+    "ensure_state_dir",
+    "hub_client",
+    "open_audit",
+    "open_journal",
+    "privileged",
+    "proxmox_client",
+    "signed_op_sink",
+    "verify_policy",
+]
+
+#: The hub client's read timeout: a hub slower than this counts as down (and is retried).
+DEFAULT_HUB_TIMEOUT_S = 30.0
+#: The nonce store's file under ``state_dir``.
+NONCE_STORE_NAME = "nonces.log"
+
+OnFatal = Callable[[BaseException], None]
+
+
+@attrs.define
+class Parts:
+    """Everything the daemon runs, built but not started."""
+
+    client: ProxmoxClient
+    hub_client: HubClient | None
+    watcher: TaskWatcher
+    executor: Executor
+    queue: SerializerQueue
+    journal: Journal
+    audit: AuditLog
+    provider: DesiredStateProvider
+    engine: EngineLike
+
+    def close(self) -> None:
+        """Close clients, journal and audit log (the queue is shut down by the caller)."""
+        self.watcher.stop()
+        self.client.close()
+        if self.hub_client is not None:
+            self.hub_client.close()
+        self.journal.close()
+        self.audit.close()
+
+
+def ensure_state_dir(path: Path, logger: logging.Logger) -> None:
+    """Create ``path`` with mode 0700; warn when an existing one is open to group/other."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        logger.warning(
+            "state_dir %s has mode %o: group/other can read the journal; chmod 700 it",
+            path, mode,
+        )
+
+
+def proxmox_client(config: Config) -> ProxmoxClient:
+    """The one Proxmox API client of this process, configured per ``proxmox.*``."""
+    px = config.proxmox
+    return ProxmoxClient(
+        api_url=px.api_url, node=px.node, token_id=px.token_id,
+        token_secret=px.token_secret, tls_fingerprint=px.tls_fingerprint,
+        ca_file=px.ca_file, timeout_s=px.timeout_s, max_connections=px.max_connections,
+        task_timeout_s=px.task_timeout_s,
+    )
+
+
+def hub_client(config: Config, *, timeout_s: float = DEFAULT_HUB_TIMEOUT_S) -> HubClient | None:
+    """The hub client of ``hub.*``, or ``None`` when no hub (URL and token) is configured."""
+    hub = config.hub
+    if hub.url is None or hub.token is None:
+        return None
+    return HubClient(url=hub.url, host_id=config.host_id, token=hub.token,
+                     tls_fingerprint=hub.tls_fingerprint, ca_file=hub.ca_file,
+                     timeout_s=timeout_s)
+
+
+def open_journal(config: Config, *, clock: Callable[[], float], logger: logging.Logger,
+                 on_fatal: OnFatal | None = None) -> Journal:
+    """The op journal under ``state_dir``, with the daemon's eviction rule.
+
+    Reconciler (``plan:<n>``) outcomes are forgotten first: their op ids never come again,
+    while a signed op's outcome must outlive the hub's re-deliveries.
+
+    Raises:
+        JournalLocked: another process holds it.
+        DurabilityError: it cannot be opened durably.
+    """
+    return Journal.open(config.state_dir, clock=clock, logger=logger,
+                        evict_first=is_plan_source, on_fatal=on_fatal)
+
+
+def open_audit(config: Config, *, clock: Callable[[], float], logger: logging.Logger,
+               on_fatal: OnFatal | None = None) -> AuditLog:
+    """The audit log under ``state_dir``."""
+    return AuditLog.open(config.state_dir, clock=clock, logger=logger, on_fatal=on_fatal)
+
+
+def build_executor(*, client: ProxmoxClient, journal: Journal, audit: AuditLog,
+                   task_timeout_s: float, stop_event: threading.Event,
+                   clock: Callable[[], float], logger: logging.Logger,
+                   lookup_grace_s: float = 40.0) -> tuple[TaskWatcher, Executor]:
+    """The task watcher (not started) and the executor that waits through it.
+
+    Every executor of the process waits through a :class:`TaskWatcher`: one task-list read
+    per tick for all in-flight tasks (``docs/architecture.md``, "Waiting for tasks").
+    """
+    watcher = TaskWatcher(client, logger=logger)
+    executor = Executor(client=client, journal=journal, audit=audit,
+                        task_timeout_s=task_timeout_s, waiter=watcher, cancel=stop_event,
+                        lookup_grace_s=lookup_grace_s, clock=clock, logger=logger)
+    return watcher, executor
+
+
+def verify_policy(config: Config) -> VerifyPolicy:
+    """The verifier policy: host id, the ``authz`` limits and the registry's allow-list."""
+    authz = config.authz
+    return VerifyPolicy(host_id=config.host_id, namespace=authz.namespace,
+                        max_clock_skew_s=authz.max_clock_skew_s,
+                        max_op_lifetime_s=authz.max_op_lifetime_s, kinds=SIGNED_KINDS)
+
+
+def privileged(pc: PrivilegedConfig) -> Privileged:
+    """The fenced root CLI of ``proxmox.privileged``: local, SSH, or off (refuses everything).
+
+    Whoever needs a fenced operation gets this from the root (``config.proxmox.privileged``);
+    nothing else builds a runner.
+
+    Raises:
+        PrivilegedDisabled: mode ``ssh`` without host, key file or known_hosts (the config
+            validation already requires them; this guards direct callers).
+    """
+    runner: Runner
+    if pc.mode == "local":
+        runner = LocalRunner()
+    elif pc.mode == "ssh":
+        if pc.ssh_host is None or pc.ssh_key_file is None or pc.ssh_known_hosts is None:
+            raise PrivilegedDisabled("privileged mode ssh needs ssh_host, ssh_key_file and "
+                                     "ssh_known_hosts")
+        runner = SshRunner(host=pc.ssh_host, port=pc.ssh_port, user=pc.ssh_user,
+                           key_file=pc.ssh_key_file, known_hosts=pc.ssh_known_hosts)
+    else:
+        runner = DisabledRunner()
+    return Privileged(runner)
+
+
+def signed_op_sink(
+    config: Config,
+    engine: OpSubmitter,
+    *,
+    client: ProxmoxClient,
+    journal: Journal,
+    audit: AuditLog,
+    clock: Callable[[], float] = time.time,
+    logger: logging.Logger | None = None,
+    stop_event: threading.Event | None = None,
+    on_fatal: OnFatal | None = None,
+) -> SignedOpConsumer:
+    """The verifying signed-op consumer: allowed signers, verify policy, nonce store.
+
+    An unusable allowed_signers file does not stop the agent: every op is refused with the
+    file's error until a SIGHUP reload fixes it. A damaged nonce store fails closed (every op
+    refused with the store's reason). Raises only
+    :class:`~felhom_agent.durable.DurabilityError` (creating the store was not durable).
+    """
+    log = logger if logger is not None else logging.getLogger("felhom_agent.signed")
+    authz = config.authz
+    started = datetime.fromtimestamp(clock(), UTC)
+    store = FileNonceStore.open(config.state_dir / NONCE_STORE_NAME, now=started,
+                                max_clock_skew_s=authz.max_clock_skew_s,
+                                max_op_lifetime_s=authz.max_op_lifetime_s, logger=log)
+    error: str | None = None
+    signers: AllowedSigners | None = None
+    try:
+        signers = load_allowed_signers(authz.allowed_signers)
+    except AllowedSignersError as err:
+        error = str(err)
+        log.error("signed ops are refused until allowed_signers is fixed: %s", err)
+    return SignedOpConsumer(
+        engine=engine, client=client, journal=journal, audit=audit,
+        policy=verify_policy(config), nonce_store=store, signers=signers,
+        signers_error=error, clock=clock, stop_event=stop_event, on_fatal=on_fatal,
+        logger=log,
+    )
+
+
+def _provider(config: Config, logger: logging.Logger) -> DesiredStateProvider:
+    if config.hub.url is not None:
+        return HubProvider(logger=logger)
+    if config.reconcile.desired_file is not None:
+        return FileProvider(config.reconcile.desired_file, logger=logger)
+    return EmptyProvider()
+
+
+def build_parts(
+    config: Config,
+    *,
+    stop_event: threading.Event,
+    on_fatal: OnFatal | None,
+    engine_factory: EngineFactory,
+    clock: Callable[[], float],
+    logger: logging.Logger,
+    hub_timeout_s: float = DEFAULT_HUB_TIMEOUT_S,
+    workers: int | None = None,
+) -> Parts:
+    """Build every part; on failure, whatever was already opened is closed again.
+
+    Args:
+        config: the validated configuration.
+        stop_event: set to stop; every wait of the executor and the engine watches it.
+        on_fatal: the fatal-error callback (the daemon's ``FatalSignal.raise_``).
+        engine_factory: builds the engine from these parts (the real
+            :class:`~felhom_agent.execution.engine.Engine` by default).
+        clock: wall-clock seconds.
+        logger: the parent logger.
+        hub_timeout_s: the hub client's read timeout (there is no config key for it).
+        workers: queue workers; ``reconcile.workers`` when ``None``.
+
+    Raises:
+        DurabilityError: the journal or audit log cannot be opened durably.
+        JournalLocked: another agent process holds the journal.
+        AgentError: any other construction failure (typed, never a library exception).
+    """
+    ensure_state_dir(config.state_dir, logger)
+    opened: list[Callable[[], None]] = []
+    try:
+        journal = open_journal(config, clock=clock, logger=logger, on_fatal=on_fatal)
+        opened.append(journal.close)
+        audit = open_audit(config, clock=clock, logger=logger, on_fatal=on_fatal)
+        opened.append(audit.close)
+        client = proxmox_client(config)
+        opened.append(client.close)
+        hub = hub_client(config, timeout_s=hub_timeout_s)
+        if hub is not None:
+            opened.append(hub.close)
+        watcher, executor = build_executor(
+            client=client, journal=journal, audit=audit,
+            task_timeout_s=config.proxmox.task_timeout_s, stop_event=stop_event, clock=clock,
+            logger=logger.getChild("executor"))
+        queue = SerializerQueue(workers=workers or config.reconcile.workers, logger=logger)
+        provider = _provider(config, logger)
+        engine = engine_factory(
+            client=client, node=config.proxmox.node, provider=provider, queue=queue,
+            journal=journal, audit=audit, executor=executor, watcher=watcher,
+            interval_s=config.reconcile.interval_s, stop_event=stop_event, clock=clock,
+            logger=logger.getChild("engine"),
+        )
+    except BaseException:
+        for close in reversed(opened):
+            close()
+        raise
+    return Parts(client=client, hub_client=hub, watcher=watcher, executor=executor,
+                 queue=queue, journal=journal, audit=audit, provider=provider, engine=engine)
+

@@ -1,0 +1,241 @@
+"""The types a kind is described with: its class, its params, its job, what the gate sees.
+
+:class:`Kind` is one entry of the registry (:mod:`felhom_agent.kinds.registry`). Everything
+the rest of the agent needs to know about an operation kind hangs off it: whether unsigned
+desired state may cause it (:class:`Safety`), how it is made reversible before it runs
+(:class:`Reversibility`), the params a signed op may carry (:class:`Param`), the PVE worker
+types it leaves behind (the crash-recovery rule), how it is dispatched and when the observed
+guest already *is* what it asks for. See ``docs/architecture.md`` ("Kinds").
+
+The module holds data types only; the handlers that call PVE live in
+:mod:`felhom_agent.kinds.handlers`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from felhom_agent.core.normalise import config_diff
+from felhom_agent.errors import AgentError
+from felhom_agent.proxmox.models import GuestConfig, GuestStatus, GuestType, Snapshot
+
+if TYPE_CHECKING:
+    from felhom_agent.proxmox.client import ProxmoxClient
+    from felhom_agent.proxmox.tasks import Dispatch
+
+__all__ = [
+    "GateRefused",
+    "GuestFacts",
+    "JobSpec",
+    "Kind",
+    "Observed",
+    "Param",
+    "Prepared",
+    "Reversibility",
+    "Safety",
+    "Step",
+    "UnknownKind",
+    "executor_name",
+]
+
+
+class Safety(enum.Enum):
+    """Whether unsigned desired state may cause it."""
+
+    BENIGN = "benign"
+    DESTRUCTIVE = "destructive"
+
+
+class Reversibility(enum.Enum):
+    """What the reversibility gate must do before a destructive kind runs."""
+
+    NONE_NEEDED = "none_needed"
+    SNAPSHOT = "snapshot"
+    IRREVERSIBLE = "irreversible"
+
+
+class UnknownKind(AgentError, LookupError):
+    """A name that is not in the kind registry."""
+
+    def __init__(self, kind: str, known: tuple[str, ...] = ()) -> None:
+        suffix = f"; known: {', '.join(known)}" if known else ""
+        super().__init__(f"unknown mutation kind {kind!r}{suffix}")
+        self.kind = kind
+
+
+class GateRefused(AgentError, ValueError):
+    """The op must not run; ``str(err)`` is the reason reported to the hub."""
+
+
+@attrs.frozen
+class Param:
+    """One param a signed op of a kind may carry.
+
+    Attributes:
+        types: the accepted JSON types (``bool`` is never accepted as an ``int``).
+        required: the op is refused without it.
+    """
+
+    types: tuple[type, ...]
+    required: bool = False
+
+
+def executor_name(kind: str) -> str:
+    """The executor name of a kind spelled either way: ``guest.start`` -> ``start``.
+
+    The registry keeps every signed name equal to ``guest.`` + the executor name for guest
+    kinds (checked when it is built), so this is a spelling rule, not a second table.
+    """
+    return kind.removeprefix("guest.")
+
+
+def _params(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+@attrs.frozen
+class JobSpec:
+    """One mutation to execute on a queue worker.
+
+    Attributes:
+        op_id: unique id (a signed op's id; the engine makes one per plan action).
+        vmid: the guest.
+        guest_type: ``qemu``/``lxc`` (the API path).
+        kind: the executor name of a registry kind (``start``); a signed name
+            (``guest.start``) is accepted and stored as the executor name
+            (:func:`executor_name`).
+        params: JSON-serialisable kind parameters (``set_config``: the normalised values).
+        source: ``plan:<generation>``, a signer principal, or ``selftest``.
+    """
+
+    op_id: str
+    vmid: int
+    guest_type: GuestType = attrs.field(converter=GuestType)
+    kind: str = attrs.field(converter=executor_name)
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_params)
+    source: str = ""
+
+    def journal_params(self) -> dict[str, Any]:
+        """What the journal's ``begin`` stores: the params plus the guest type (for resume)."""
+        return {"guest_type": self.guest_type.value, **self.params}
+
+
+@attrs.frozen
+class Observed:
+    """The guest as re-read right before or after a call."""
+
+    status: GuestStatus
+    config: GuestConfig | None = None
+    snapshots: tuple[Snapshot, ...] | None = None
+
+    def has_snapshot(self, name: str) -> bool:
+        """True if a snapshot called ``name`` exists."""
+        return any(s.name == name for s in self.snapshots or ())
+
+
+@attrs.frozen
+class GuestFacts:
+    """The guest as read right before a signed op is queued (what the gate decides on)."""
+
+    vmid: int
+    type: GuestType
+    running: bool
+    protected: bool
+    snapshots: frozenset[str] = frozenset()
+
+
+@attrs.frozen
+class Step:
+    """One queue job of a gated op.
+
+    Attributes:
+        op_id: the journal op id of this step.
+        kind: the executor kind (``snapshot``, ``stop``, ``rollback`` ...).
+        params: the executor params.
+        purpose: ``op`` for the op itself, ``safety-snapshot`` or ``stop-first``.
+    """
+
+    op_id: str
+    kind: str
+    params: Mapping[str, Any]
+    purpose: str = "op"
+
+    @property
+    def is_op(self) -> bool:
+        """True for the op itself (the last step)."""
+        return self.purpose == "op"
+
+
+@attrs.frozen
+class Prepared:
+    """What a kind's gate hook made of a signed op on a guest.
+
+    Attributes:
+        params: the executor params of the op step (gate-only params removed).
+        pre: steps that must run (and end ``applied``) before the op, in order.
+    """
+
+    params: Mapping[str, Any]
+    pre: tuple[Step, ...] = ()
+
+
+Dispatcher = Callable[["ProxmoxClient", JobSpec, Observed], "Dispatch"]
+Predicate = Callable[[JobSpec, Observed], bool]
+#: ``(op_id, params, guest) -> Prepared``; raises :class:`GateRefused`.
+Preparer = Callable[[str, Mapping[str, Any], GuestFacts], Prepared]
+
+
+@attrs.frozen
+class Kind:
+    """One operation kind, defined once.
+
+    Attributes:
+        name: the executor name (``start``, ``set_config``); journal and audit use it.
+        signed: the signed-op name (``guest.start``), or ``None`` when no signed op may ask
+            for it. Every signed name is on the signed-op allow-list.
+        plan_action: the reconciler may plan it from unsigned desired state.
+        safety: benign or destructive; for config writes, the class when every key is benign.
+        reversibility: what the gate does before a destructive run.
+        config_write: the params are config keys; a non-benign key makes the write
+            destructive with ``SNAPSHOT`` reversibility, and the keys are checked as config.
+        params: the params a signed op may carry (ignored when ``config_write``).
+        task_types: the PVE worker types the kind can leave behind; crash recovery matches a
+            journal entry without a UPID against the node's task list by these.
+        dispatch: sends the call; gets the observation just read.
+        satisfied: True when the observed guest already is what the job asks; ``None`` when
+            the effect is not observable (judged by its task alone).
+        reads_config: re-read the config (with digest) before and after.
+        reads_snapshots: re-read the snapshot list before and after.
+        settles: HA-managed guests change state after the task ended; wait for it.
+        prepare: the kind's own gate checks on the guest (refusals, pre-steps, params that
+            only the gate reads); ``None`` when there are none.
+    """
+
+    name: str
+    signed: str | None
+    safety: Safety
+    reversibility: Reversibility
+    task_types: frozenset[str]
+    dispatch: Dispatcher
+    satisfied: Predicate | None
+    plan_action: bool = False
+    config_write: bool = False
+    params: Mapping[str, Param] = attrs.field(factory=dict)
+    reads_config: bool = False
+    reads_snapshots: bool = False
+    settles: bool = False
+    prepare: Preparer | None = None
+
+    def describe(self, job: JobSpec, obs: Observed) -> str:
+        """A short text of what differs (for failure reasons)."""
+        if self.reads_config and obs.config is not None and self.config_write:
+            diff = config_diff(job.params, obs.config.values)
+            return "config keys still differ: " + ", ".join(sorted(diff))
+        if self.reads_snapshots:
+            names = [s.name for s in obs.snapshots or ()]
+            return f"snapshots now: {', '.join(names) or '(none)'}"
+        return f"guest is {obs.status.status}"
