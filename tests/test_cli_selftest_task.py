@@ -150,3 +150,37 @@ def test_refuses_while_agent_holds_journal(tmp_path: Path, sim: PveSimulator) ->
     assert code == 1
     assert "held by a running agent" in out
     assert sim.tasks() == []
+
+
+def test_runs_through_the_daemons_queue_executor_and_task_watcher(
+    tmp_path: Path, sim: PveSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every step waits through the daemon's TaskWatcher (built by the composition root),
+    never through a second, single-task poll loop; the journal and audit log are the
+    daemon's, with the steps recorded under source ``selftest``."""
+    from felhom_agent.proxmox.client import ProxmoxClient
+    from felhom_agent.proxmox.taskwatch import TaskWatcher
+    from felhom_agent.state.audit import AuditLog
+
+    watched: list[str] = []
+    real_wait = TaskWatcher.wait
+
+    def spy(self: TaskWatcher, upid: object, *, timeout_s: float) -> object:
+        watched.append(str(upid))
+        return real_wait(self, upid, timeout_s=timeout_s)  # type: ignore[arg-type]
+
+    def forbidden(*_a: object, **_kw: object) -> object:
+        raise AssertionError("selftest waited outside the TaskWatcher")
+
+    monkeypatch.setattr(TaskWatcher, "wait", spy)
+    monkeypatch.setattr(ProxmoxClient, "wait", forbidden)
+    code, out, err = _run(["--config", str(_config(tmp_path, sim)), "--selftest=task",
+                           "--vmid", "101"])
+    assert code == 0, out + err
+    upids = {str(t["upid"]) for t in sim.tasks()}
+    assert watched and set(watched) <= upids
+    assert {"qmsnapshot", "qmrollback", "qmdelsnapshot"} <= set(_task_types(sim))
+    with AuditLog.open(tmp_path / "state", clock=lambda: 0.0,
+                       logger=logging.getLogger("t")) as audit:
+        sources = {r.source for r in audit.recent(50)}
+    assert sources == {"selftest"}

@@ -35,13 +35,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from felhom_agent.cli._demo_signer import DemoSigner, op_payload
-from felhom_agent.config import load_config
+from felhom_agent.compose.root import proxmox_client
+from felhom_agent.config import Config, load_config
 from felhom_agent.core.desired import parse_desired
 from felhom_agent.daemon.runner import Daemon
 from felhom_agent.planning.actual import read_actual
 from felhom_agent.planning.plan import Plan, plan, render_text
-from felhom_agent.proxmox import ProxmoxClient
-from felhom_agent.secret import Secret
 from felhom_agent.signedops.gate import safety_snapshot_name
 from felhom_agent.sim.demo_scenarios import (
     DEMO_NODE,
@@ -136,10 +135,8 @@ def _guest_rows(pve: PveSimulator) -> list[dict[str, Any]]:
     return rows
 
 
-def _plan(pve: PveSimulator, secret: str, desired: Mapping[str, Any]) -> Plan:
-    with ProxmoxClient(api_url=pve.url, node=DEMO_NODE, token_id=DEMO_TOKEN_ID,
-                       token_secret=Secret(secret), tls_fingerprint=pve.fingerprint,
-                       ca_file=None, timeout_s=15) as client:
+def _plan(config: Config, desired: Mapping[str, Any]) -> Plan:
+    with proxmox_client(config) as client:
         state = parse_desired(desired, path="desired")
         actual = read_actual(client, DEMO_NODE, state)
         return plan(state, actual.guests, busy=lambda _vmid: False, node=DEMO_NODE)
@@ -211,13 +208,13 @@ def demo_command(*, out: IO[str], as_json: bool = False,
         signer = DemoSigner.create(tmp / "operator", DEMO_PRINCIPAL)
         with PveSimulator(pve_scenario) as pve, HubSimulator(hub_scenario) as hub:
             initial = _guest_rows(pve)
-            the_plan = _plan(pve, secret, desired)
             payload = op_payload(demo_rollback_op(), host_id=HOST_ID,
                                  now=clock().replace(microsecond=0), signer=DEMO_PRINCIPAL)
             hub.add_signed_op(payload, signer.sign(payload))
             op_id = json.loads(payload)["op_id"]
             config = load_config(
                 _write_config(tmp, pve, hub, secret, signer.allowed_signers), env={})
+            the_plan = _plan(config, desired)
             stop = threading.Event()
             codes: list[int] = []
             daemon = Daemon(config, env={}, stop_event=stop, install_signals=False,

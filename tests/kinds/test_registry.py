@@ -1,0 +1,102 @@
+"""The kind registry is the one source of truth every consumer reads (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from felhom_agent.authz.envelope import parse_payload
+from felhom_agent.authz.errors import OpRejected, Reason
+from felhom_agent.compose.root import verify_policy
+from felhom_agent.config import load_config
+from felhom_agent.kinds.classify import classify
+from felhom_agent.kinds.model import GateRefused, Reversibility, Safety, UnknownKind
+from felhom_agent.kinds.registry import PLAN_ACTIONS, REGISTRY, SIGNED_KINDS, lookup, task_types
+from felhom_agent.state.journal import JournalEntry
+from felhom_agent.state.recovery import Reattach, decide_recovery
+
+
+def _payload(kind: str) -> bytes:
+    return json.dumps({
+        "v": 1, "op_id": "0b9f0a5e-1111-4222-8333-444455556666", "host_id": "pve1",
+        "kind": kind, "vmid": 101, "params": {}, "irreversible": False,
+        "nonce": "0" * 32, "issued_at": "2026-11-26T10:00:00Z",
+        "expires_at": "2026-11-26T10:10:00Z",
+    }).encode()
+
+
+def test_entries_are_consistent() -> None:
+    """Names spell each other, destructive kinds say how they are made safe, every kind
+    names the PVE worker types recovery looks for."""
+    for name, kind in REGISTRY.items():
+        assert kind.name == name
+        assert kind.task_types, name
+        if kind.signed is not None:
+            assert lookup(kind.signed) is kind
+        if kind.safety is Safety.DESTRUCTIVE:
+            assert kind.reversibility is not Reversibility.NONE_NEEDED, name
+        if kind.plan_action:
+            assert kind.safety is Safety.BENIGN, name
+
+
+def test_allow_list_is_the_registry(tmp_path: Path) -> None:
+    """The verifier's allow-list, built by the composition root, is exactly the registry's
+    signed names: a kind the classifier does not know cannot be signed for."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({
+        "host_id": "pve1", "state_dir": str(tmp_path / "state"),
+        "proxmox": {"api_url": "https://127.0.0.1:8006", "node": "pve1",
+                    "tls_fingerprint": ":".join(["AB"] * 32),
+                    "token_id": "felhom@pve!agent", "token_secret": "secret-secret-1"}}))
+    cfg.chmod(0o600)
+    policy = verify_policy(load_config(cfg, env={}))
+    assert policy.kinds == SIGNED_KINDS
+    for name in SIGNED_KINDS:
+        assert parse_payload(_payload(name), kinds=policy.kinds).kind == name
+        assert classify(name).reason != f"unknown kind: {name}"
+    with pytest.raises(OpRejected) as err:
+        parse_payload(_payload("guest.frobnicate"), kinds=policy.kinds)
+    assert err.value.reason is Reason.KIND
+
+
+def test_lookup_takes_both_spellings_and_refuses_others() -> None:
+    """``start`` and ``guest.start`` are one entry; a made-up spelling is unknown."""
+    assert lookup("start") is lookup("guest.start")
+    for bad in ("guest.frobnicate", "guest.", "frobnicate", "host.start"):
+        with pytest.raises(UnknownKind):
+            lookup(bad)
+    assert classify("guest.frobnicate").safety is Safety.DESTRUCTIVE
+
+
+def test_plan_actions_are_the_benign_three() -> None:
+    """The reconciler may plan start, stop and set_config, nothing else."""
+    assert frozenset({"start", "stop", "set_config"}) == PLAN_ACTIONS
+
+
+def test_recovery_reads_the_registrys_task_types() -> None:
+    """A pending rollback without a UPID is matched to a ``vzrollback`` task by the
+    registry's recovery rule (and never to a task type of another kind)."""
+    entry = JournalEntry(op_id="op1", vmid=105, kind="rollback", params={}, source="alice",
+                         began_at=1000.0)
+    tasks = [{"upid": "UPID:pve1:1:1:1:vzstart:105:felhom@pve!agent:", "type": "vzstart",
+              "id": "105", "user": "felhom@pve!agent", "starttime": 1001},
+             {"upid": "UPID:pve1:2:2:2:vzrollback:105:felhom@pve!agent:", "type": "vzrollback",
+              "id": "105", "user": "felhom@pve!agent", "starttime": 1002}]
+    decision = decide_recovery(entry, tasks, token_user="felhom@pve!agent", now=1003.0)
+    assert isinstance(decision, Reattach)
+    assert "vzrollback" in decision.upid
+    assert "vzrollback" in task_types("guest.rollback")
+    assert task_types("guest.frobnicate") == frozenset()
+
+
+def test_a_kinds_gate_hook_runs_from_its_entry() -> None:
+    """Destroy's own checks live in its entry's ``prepare`` hook, not in the gate."""
+    from felhom_agent.kinds.model import GuestFacts
+    from felhom_agent.proxmox.models import GuestType
+
+    prepare = lookup("guest.destroy").prepare
+    assert prepare is not None
+    with pytest.raises(GateRefused, match="protected"):
+        prepare("op", {}, GuestFacts(101, GuestType.QEMU, running=False, protected=True))
