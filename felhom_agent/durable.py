@@ -1,6 +1,6 @@
 """Crash-safe file primitives shared by the journal, the nonce store and the audit log.
 
-Two shapes, per the reference design §7:
+Two shapes (``docs/architecture.md``, "Durable state"):
 
 * :func:`atomic_write_bytes` — whole-file replacement: write a temp file in the same
   directory, ``fsync`` it, ``os.replace`` it over the target, then ``fsync`` the directory so

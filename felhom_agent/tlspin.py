@@ -1,8 +1,9 @@
 """Certificate pinning for ``requests``: the one adapter both HTTPS clients mount.
 
-The PVE API and a pinned hub serve self-signed (or private-CA) leaf certificates; the agent
-trusts them by the SHA-256 of the leaf, through urllib3's own ``assert_fingerprint``, never
-hand-written socket code. Two traps (ecosystem notes §5) shape this adapter and its callers:
+The PVE API and a pinned hub serve self-signed (or private-CA) leaf certificates; the agent trusts
+them by the SHA-256 of the leaf, through urllib3's own ``assert_fingerprint``, never hand-written
+socket code. Two traps (``docs/architecture.md``, "TLS pinning and HTTP") shape this adapter and its
+callers:
 
 * the pinned pools must also turn chain validation off (``cert_reqs="CERT_NONE"``,
   ``assert_hostname=False``): the pin *replaces* it, and without that a self-signed

@@ -1,4 +1,7 @@
-"""The command line's foundation modes and error contract (reference design §6)."""
+"""The command line's foundation modes and error contract.
+
+See ``docs/architecture.md`` ("Command line").
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``--plan [--desired FILE]`` end to end against the PVE simulator (design §6, §9)."""
+"""``--plan [--desired FILE]`` end to end against the PVE simulator."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_in_sync_exits_0(tmp_path: Path, sim: PveSimulator) -> None:
 
 
 def test_drift_exits_1_with_section6_json(tmp_path: Path, sim: PveSimulator) -> None:
-    """Drift prints the §6 JSON (actions, blocked, refused) and exits 1, mutating nothing."""
+    """Drift prints the JSON (actions, blocked, refused) and exits 1, mutating nothing."""
     desired = {"generation": 7, "guests": {
         "100": {"type": "lxc", "state": "running", "config": {"description": "x",
                                                               "memory": 1024}},

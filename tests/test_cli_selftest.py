@@ -1,4 +1,4 @@
-"""``--selftest`` / ``--selftest=read`` end to end against the PVE simulator (design §6)."""
+"""``--selftest`` / ``--selftest=read`` end to end against the PVE simulator."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_selftest_read_passes(tmp_path: Path, sim: PveSimulator) -> None:
 
 
 def test_selftest_read_json(tmp_path: Path, sim: PveSimulator) -> None:
-    """--selftest=read --json prints the §6 document."""
+    """--selftest=read --json prints the documented JSON."""
     code, out, _ = _run(["--config", str(_config(tmp_path, sim)), "--selftest=read", "--json"])
     doc = json.loads(out)
     assert code == 0

@@ -1,4 +1,4 @@
-"""``--selftest=task --vmid N`` against the PVE simulator (design §6)."""
+"""``--selftest=task --vmid N`` against the PVE simulator."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_running_lxc_left_as_found(tmp_path: Path, sim: PveSimulator) -> None:
 
 
 def test_stopped_qemu_json(tmp_path: Path, sim: PveSimulator) -> None:
-    """A stopped qemu guest stays stopped; --json prints the §6 document with every step."""
+    """A stopped qemu guest stays stopped; --json prints the document with every step."""
     code, out, _ = _run(["--config", str(_config(tmp_path, sim)), "--selftest=task",
                          "--vmid", "101", "--json"])
     doc = json.loads(out)

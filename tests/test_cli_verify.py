@@ -1,4 +1,4 @@
-"""``--verify-op`` end to end with a real ssh-keygen signature (design §6, §8)."""
+"""``--verify-op`` end to end with a real ssh-keygen signature."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
 
 
 def test_valid_op_json(signed: tuple[Path, Path, Path]) -> None:
-    """A correctly signed op is valid: exit 0 and the §6 JSON with principal, op id, kind, vmid."""
+    """A correctly signed op is valid: exit 0 and the JSON with principal, op id, kind, vmid."""
     config, op, sig = signed
     code, out, err = _run(["--config", str(config), "--verify-op", str(op),
                            "--signature", str(sig), "--json"])

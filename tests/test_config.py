@@ -1,4 +1,7 @@
-"""Configuration loading, the env overlay and validation (reference design §5)."""
+"""Configuration loading, the env overlay and validation.
+
+See ``docs/architecture.md`` ("Configuration").
+"""
 
 from __future__ import annotations
 

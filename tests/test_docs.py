@@ -49,6 +49,8 @@ _CONT = re.compile(r"[ \t]*\n[ \t]*(?:#+[ \t]*)?")
 _DOC_REF = re.compile(r"\bdocs/([A-Za-z0-9_.-]+\.md)\b")
 _DOC_HEADING = re.compile(r"\bdocs/([A-Za-z0-9_.-]+\.md)`*\s*(?:\(\s*|,\s*)\"([^\"\n]{1,80})\"")
 _README_HEADING = re.compile(r"\bREADME(?:\.md)?`*\s*\(\s*\"([^\"\n]{1,80})\"")
+#: A further heading of the same document: ``("A", "B" and "C")``.
+_MORE_HEADINGS = re.compile(r"\s*(?:,|and)\s*\"([^\"\n]{1,80})\"")
 _TARGET = re.compile(r"\bT([1-9][0-9]?)\b")
 _HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
 _TARGET_ROW = re.compile(r"^\|\s*T([0-9]+)\s*\|", re.MULTILINE)
@@ -93,8 +95,16 @@ def outside_citations(text: str) -> list[str]:
 def heading_citations(text: str) -> list[tuple[str, str]]:
     """``(document, heading)`` for every ``docs/<name>.md`` ("Heading") and README citation."""
     joined = _joined(text)
-    cites = [(doc, " ".join(h.split())) for doc, h in _DOC_HEADING.findall(joined)]
-    cites += [("README.md", " ".join(h.split())) for h in _README_HEADING.findall(joined)]
+    found: list[tuple[str, str, int]] = [
+        (m.group(1), m.group(2), m.end()) for m in _DOC_HEADING.finditer(joined)]
+    found += [("README.md", m.group(1), m.end()) for m in _README_HEADING.finditer(joined)]
+    cites: list[tuple[str, str]] = []
+    for doc, heading, first_end in sorted(found, key=lambda f: f[2]):
+        cites.append((doc, " ".join(heading.split())))
+        pos = first_end
+        while more := _MORE_HEADINGS.match(joined, pos):
+            cites.append((doc, " ".join(more.group(1).split())))
+            pos = more.end()
     return cites
 
 
@@ -169,3 +179,5 @@ def test_the_scans_would_find_what_they_look_for() -> None:
     assert heading_citations(wrapped) == [("pve-facts.md", "Config round trip"),
                                           ("x.md", "Y")]
     assert heading_citations('README ("Command line")') == [("README.md", "Command line")]
+    assert heading_citations('(``docs/a.md`` ("B", "C" and "D"))') == [
+        ("a.md", "B"), ("a.md", "C"), ("a.md", "D")]

@@ -1,4 +1,6 @@
-"""The structural fence between the API client and the fenced root CLI (design §4.3).
+"""The structural fence between the API client and the fenced root CLI.
+
+See ``docs/architecture.md`` ("The fenced root CLI").
 
 ``felhom_agent/proxmox/`` (all Proxmox access over HTTPS) must never start a process;
 ``felhom_agent/privileged/`` (the three root CLI operations) must never speak HTTP. Two halves:

@@ -1,4 +1,4 @@
-"""Logging formats, journald priority prefixes and secret redaction (reference design §5)."""
+"""Logging formats, journald priority prefixes and secret redaction."""
 
 from __future__ import annotations
 

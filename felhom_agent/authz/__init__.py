@@ -1,7 +1,7 @@
 """Operator-signed operations: SSHSIG verification, allowed_signers, op envelope, nonces.
 
-See :mod:`felhom_agent.authz.verifier` for the verification order (design §8) and
-:mod:`felhom_agent.authz.nonces` for the durable replay store.
+See :mod:`felhom_agent.authz.verifier` for the verification order (``docs/architecture.md`` ("Signed
+operations")) and :mod:`felhom_agent.authz.nonces` for the durable replay store.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The signed-op payload (design §8): strict parsing and the envelope rules, in order.
+"""The signed-op payload: strict parsing and the envelope rules, in order.
+
+The payload's members and where these rules sit in the verification are in ``docs/architecture.md``
+("Signed operations").
 
 The payload is the exact JSON bytes the operator signed. It is parsed only *after* the
 signature over those bytes holds (:mod:`felhom_agent.authz.verifier`), and then checked in

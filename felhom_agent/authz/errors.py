@@ -19,7 +19,10 @@ __all__ = ["AllowedSignersError", "AuthzError", "NonceStoreError", "OpRejected",
 
 
 class Reason(enum.StrEnum):
-    """Why a signed op was rejected; one code per verification step (design §8, in order)."""
+    """Why a signed op was rejected; one code per verification step, in order.
+
+    The order is ``docs/architecture.md`` ("Signed operations").
+    """
 
     # armor and blob parse
     SIGNATURE_TOO_LARGE = "signature-too-large"

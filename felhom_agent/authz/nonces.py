@@ -3,7 +3,8 @@
 A signed op carries a random ``nonce`` and an ``op_id``; once an op is accepted both are
 recorded here *before* the op is executed, so the same op (or another op reusing either
 value) is refused afterwards — also after a restart. Records are needed only until the op
-could not pass the expiry check anyway, so the store stays tiny (sshsig-facts §2.3).
+could not pass the expiry check anyway, so the store stays tiny (``docs/sshsig.md`` ("Freshness and
+replay")).
 
 File format (``state_dir/nonces.log``), append-only, one frame per line::
 

@@ -1,11 +1,10 @@
 """The OpenSSH ``allowed_signers`` trust file: parsing and the lookup ``-Y verify`` does.
 
-Format (``ssh-keygen(1)`` ALLOWED SIGNERS; sshsig-facts §1.5): one entry per line,
-``principals [options] keytype base64-key [comment]``; blank lines and ``#`` comments are
-ignored. ``principals`` is an OpenSSH pattern-list (``*``, ``?``, ``!`` negation,
-case-sensitive). Options are comma-separated, keywords case-insensitive, values double-quoted:
-``namespaces="pattern-list"``, ``valid-after="ts"``, ``valid-before="ts"`` and
-``cert-authority``.
+Format (``ssh-keygen(1)`` ALLOWED SIGNERS; ``docs/sshsig.md`` ("allowed_signers")): one entry per
+line, ``principals [options] keytype base64-key [comment]``; blank lines and ``#`` comments are
+ignored. ``principals`` is an OpenSSH pattern-list (``*``, ``?``, ``!`` negation, case-sensitive).
+Options are comma-separated, keywords case-insensitive, values double-quoted:
+``namespaces="pattern-list"``, ``valid-after="ts"``, ``valid-before="ts"`` and ``cert-authority``.
 
 Where this is stricter than ``ssh-keygen``, on purpose (a privileged agent refuses rather
 than guesses):

@@ -1,17 +1,17 @@
 """SSH public keys we trust for signed ops, and verification of their inner signatures.
 
-Supported key types (design §8): ``ssh-ed25519``, ``ecdsa-sha2-nistp256/384/521``, ``ssh-rsa``
-keys of at least 2048 bits signing with ``rsa-sha2-256``/``rsa-sha2-512``, and the security-key
-types ``sk-ssh-ed25519@openssh.com`` / ``sk-ecdsa-sha2-nistp256@openssh.com`` with the user
-presence flag required. Refused even though OpenSSH 9.2 accepts them: ``ssh-dss`` (DSA with
-SHA-1), inner ``ssh-rsa`` (RSA with SHA-1), sk signatures without user presence, and
-certificates (the ``cert-authority`` path is not implemented).
+Supported key types (``docs/sshsig.md``, "Key types and inner signatures"): ``ssh-ed25519``,
+``ecdsa-sha2-nistp256/384/521``, ``ssh-rsa`` keys of at least 2048 bits signing with
+``rsa-sha2-256``/``rsa-sha2-512``, and the security-key types ``sk-ssh-ed25519@openssh.com`` /
+``sk-ecdsa-sha2-nistp256@openssh.com`` with the user presence flag required. Refused even though
+OpenSSH 9.2 accepts them: ``ssh-dss`` (DSA with SHA-1), inner ``ssh-rsa`` (RSA with SHA-1), sk
+signatures without user presence, and certificates (the ``cert-authority`` path is not implemented).
 
-Keys are parsed from their wire blob by our own bounds-checked reader (not
-``cryptography``'s SSH loaders, which drop the sk application string and load certificates
-without checking them — sshsig-facts §1.7 item 13). Every number and point must be in its
-canonical encoding, so two keys are the same key exactly when their blobs are equal.
-Verification dispatches on the *trusted* key's type, never on the name inside the signature.
+Keys are parsed from their wire blob by our own bounds-checked reader (not ``cryptography``'s SSH
+loaders, which drop the sk application string and load certificates without checking them —
+``docs/sshsig.md`` ("Pitfalls"), item 13). Every number and point must be in its canonical encoding,
+so two keys are the same key exactly when their blobs are equal. Verification dispatches on the
+*trusted* key's type, never on the name inside the signature.
 """
 
 from __future__ import annotations

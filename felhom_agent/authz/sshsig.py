@@ -1,6 +1,6 @@
 """SSHSIG: the armored signatures ``ssh-keygen -Y sign`` writes, parsed strictly.
 
-Byte layouts are in ``shared/design/sshsig-facts.md`` §1.1 to 1.3 (PROTOCOL.sshsig):
+Byte layouts (OpenSSH's PROTOCOL.sshsig; ``docs/sshsig.md``, "Blob layout", "Signed data", "Armor"):
 
 * armor: ``-----BEGIN SSH SIGNATURE-----`` at byte 0, base64 lines (ssh-keygen wraps at 70,
   the spec suggests 76; any line of 1 to 76 characters is accepted), the END line. Only
@@ -151,7 +151,7 @@ def parse_armored(text: bytes) -> SshSignature:
 
 
 def signed_data(namespace: str, hash_algorithm: str, message: bytes) -> bytes:
-    """Build the exact bytes the key signed (PROTOCOL.sshsig §3).
+    """Build the exact bytes the key signed (``docs/sshsig.md`` ("Signed data")).
 
     Args:
         namespace: the namespace the verifier *expects* (never the blob's copy).

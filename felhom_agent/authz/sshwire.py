@@ -1,11 +1,11 @@
-"""A bounds-checked reader for the SSH wire encoding (RFC 4251 §5).
+"""A bounds-checked reader for the SSH wire encoding (RFC 4251, section 5).
 
-Python slicing silently returns short data when a length field points past the end of the
-buffer; a signature parser built on it accepts truncated blobs (the failure mode of the
-``sshsig`` package, sshsig-facts §1.8). Every read here checks the remaining length first and
-raises :class:`WireError` instead, and :meth:`WireReader.finish` refuses trailing bytes, so
-each level of a nested structure (SSHSIG blob, public key, signature, ECDSA r‖s) can be
-parsed completely or not at all.
+Python slicing silently returns short data when a length field points past the end of the buffer; a
+signature parser built on it accepts truncated blobs (the failure mode of the ``sshsig`` package;
+``docs/sshsig.md`` ("Pitfalls")). Every read here checks the remaining length first and raises
+:class:`WireError` instead, and :meth:`WireReader.finish` refuses trailing bytes, so each level of a
+nested structure (SSHSIG blob, public key, signature, ECDSA r‖s) can be parsed completely or not at
+all.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The signed-op verifier: SSHSIG + allowed_signers + envelope + replay, in the §8 order.
+"""The signed-op verifier: SSHSIG + allowed_signers + envelope + replay, in order.
+
+The order is the one of ``docs/architecture.md`` ("Signed operations").
 
 Order (each failure its own :class:`~felhom_agent.authz.errors.Reason`):
 

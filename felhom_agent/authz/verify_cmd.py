@@ -1,10 +1,10 @@
 """``--verify-op OP_FILE --signature SIG_FILE``: check a signed op without executing it.
 
-A dry check (design §6): the same verifier the daemon uses, with the nonce store (if given)
-opened read-only, so a replay is reported but nothing is consumed. Exit status 0 valid,
-1 rejected, 2 usage (an unreadable file, an unusable allowed_signers file). A damaged or
-unreadable nonce store is a rejection (1, ``nonce-store-unavailable``): the daemon would refuse
-the op for the same reason.
+A dry check (``docs/architecture.md``, "Command line"): the same verifier the daemon uses, with the
+nonce store (if given) opened read-only, so a replay is reported but nothing is consumed. Exit
+status 0 valid, 1 rejected, 2 usage (an unreadable file, an unusable allowed_signers file). A
+damaged or unreadable nonce store is a rejection (1, ``nonce-store-unavailable``): the daemon would
+refuse the op for the same reason.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The command line: ``felhom-agent`` and ``python -m felhom_agent`` (reference design §6).
+"""The command line: ``felhom-agent`` and ``python -m felhom_agent``.
+
+The modes and their documents: ``docs/architecture.md`` ("Command line") and the README.
 
 :func:`main` parses arguments, loads the configuration, configures logging and dispatches to
 the mode. Usage and configuration errors print one line to stderr and exit 2 — never a

@@ -24,7 +24,7 @@ class CheckLine:
 
 
 def render_checks(mode: str, checks: Sequence[CheckLine], *, as_json: bool) -> tuple[int, str]:
-    """Format checks per design §6 and return ``(exit status, text)``.
+    """Format checks (``docs/architecture.md``, "Command line") and return ``(exit status, text)``.
 
     Text: one ``OK``/``FAIL`` line per check and a summary line (fit for cron mail).
     JSON: ``{"mode": …, "ok": …, "checks": [{"name", "ok", "detail"}]}``.

@@ -1,4 +1,4 @@
-"""The no-mode invocation: run the daemon (reference design §2, §6).
+"""The no-mode invocation: run the daemon (``docs/architecture.md``, "Threads").
 
 ``felhom-agent --config PATH`` with no mode flag runs until SIGTERM/SIGINT (exit 0), a
 durability failure (exit 1) or a start-up failure that retrying cannot fix (exit 1/2). SIGHUP

@@ -1,15 +1,15 @@
-"""``--demo``: the agent against a simulated PVE node and hub, until converged (design §6, §8).
+"""``--demo``: the agent against a simulated PVE node and hub, until converged.
 
 Everything runs in this process on 127.0.0.1: the PVE simulator (HTTPS with a fresh
 self-signed certificate, pinned by the agent), the hub simulator (plain HTTP on loopback,
 Bearer token) and the real daemon on a thread -- the same wiring as production, with a
 generated config file and a temporary state directory. Both secrets are generated per run.
 
-Phase B is shown too (design §8.1): an operator key made for the run by ``ssh-keygen`` (see
-:mod:`._demo_signer`) is trusted through ``authz.allowed_signers``; a ``guest.rollback`` op
-signed with it is queued at the hub, and the daemon's verifying consumer runs it behind its
-safety snapshot ``felhom-pre-<8 hex>``. The desired state also asks for a destructive config
-change (``memory``), which unsigned desired state may not make: it is refused and reported.
+Phase B is shown too (``docs/architecture.md``, "Signed operations"): an operator key made for the
+run by ``ssh-keygen`` (see :mod:`._demo_signer`) is trusted through ``authz.allowed_signers``; a
+``guest.rollback`` op signed with it is queued at the hub, and the daemon's verifying consumer runs
+it behind its safety snapshot ``felhom-pre-<8 hex>``. The desired state also asks for a destructive
+config change (``memory``), which unsigned desired state may not make: it is refused and reported.
 
 The demo waits on conditions, never on the clock: it blocks on the hub simulator's report
 condition until a report shows everything reached (guest states, an empty plan for

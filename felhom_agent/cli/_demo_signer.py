@@ -1,10 +1,10 @@
 """The ``--demo`` operator: a throwaway ed25519 key that signs one op with real ``ssh-keygen``.
 
-An operator signs ops on their own machine with ``ssh-keygen -Y sign -n felhom-op`` (design
-§8); the demo does exactly that, with a key made for the run in the demo's temporary
-directory, and writes the ``allowed_signers`` line the agent's ``authz.allowed_signers``
-points at. There is no fallback: without ``ssh-keygen`` the demo stops with
-:class:`SshKeygenMissing` (whose message names the ``openssh-client`` package) -- a signature
+An operator signs ops on their own machine with ``ssh-keygen -Y sign -n felhom-op``
+(``docs/architecture.md``, "Signed operations"); the demo does exactly that, with a key made for the
+run in the demo's temporary directory, and writes the ``allowed_signers`` line the agent's
+``authz.allowed_signers`` points at. There is no fallback: without ``ssh-keygen`` the demo stops
+with :class:`SshKeygenMissing` (whose message names the ``openssh-client`` package) -- a signature
 made any other way would demonstrate nothing.
 
 The process runner and the tool lookup are injectable; the key has no passphrase and is
@@ -71,7 +71,7 @@ def _fmt(moment: datetime) -> str:
 
 def op_payload(op: Mapping[str, Any], *, host_id: str, now: datetime, signer: str,
                op_id: str | None = None, nonce: str | None = None) -> str:
-    """The exact payload text of a §8 op: ``op``'s kind/vmid/params plus a fresh envelope.
+    """The exact payload text of a signed op: ``op``'s kind/vmid/params plus a fresh envelope.
 
     Args:
         op: ``kind``, ``vmid``, ``params`` and optionally ``irreversible``.

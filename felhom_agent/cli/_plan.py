@@ -1,11 +1,11 @@
 """``--plan [--desired FILE]``: read desired and actual state, print the plan, mutate nothing.
 
-Reference design §6. Desired state comes from ``--desired FILE``, else the configured
-``reconcile.desired_file``; with neither the command exits 2 and names ``--desired``. Actual
-state is read exactly as the reconciler reads it (:func:`felhom_agent.planning.actual.read_actual`:
-one listing, config only for guests whose desired state names keys). Exit status: 0 in sync,
-1 drift found (actions, blocked or refused), 2 error (usage, unreadable desired file, PVE
-unreachable) with a one-line reason.
+See ``docs/architecture.md`` ("Command line"). Desired state comes from ``--desired FILE``, else the
+configured ``reconcile.desired_file``; with neither the command exits 2 and names ``--desired``.
+Actual state is read exactly as the reconciler reads it
+(:func:`felhom_agent.planning.actual.read_actual`: one listing, config only for guests whose desired
+state names keys). Exit status: 0 in sync, 1 drift found (actions, blocked or refused), 2 error
+(usage, unreadable desired file, PVE unreachable) with a one-line reason.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def plan_command(
     Args:
         config: the loaded configuration (``proxmox.*``, ``reconcile.desired_file``).
         desired_path: ``--desired FILE``; overrides the configured file.
-        as_json: print the §6 JSON document instead of text.
+        as_json: print the ``--plan --json`` document instead of text.
         client_factory: builds the API client (tests pass their own).
     """
     path = desired_path if desired_path is not None else config.reconcile.desired_file

@@ -1,12 +1,14 @@
 """``--selftest=hub``: one collect + report round trip to the hub, then parse the answer.
 
-Checks, in order (design §6 output: one ``OK``/``FAIL`` line each and a summary):
+Checks, in order (output as in ``docs/architecture.md`` ("Command line"): one ``OK``/``FAIL`` line
+each and a summary):
 
 * ``hub configured`` -- ``hub.url`` is set (without it the mode is a config error, exit 2);
 * ``collect`` -- the HostReport was built; any part that could not be read (PVE down, a
   missing privilege) fails the check and names the parts, but the report is still sent;
 * ``report`` -- the hub accepted the POST (2xx); a 401/403 says to check ``hub.token``;
-* ``envelope`` -- the answer is a valid §10 envelope (schema, field types);
+* ``envelope`` -- the answer is a valid envelope (``docs/architecture.md``, "Hub protocol"): schema,
+  field types;
 * ``desired state`` -- the envelope's ``desired`` parses (or is ``null``).
 
 The report is a real heartbeat (the hub records it); it carries no reconcile status or ops,

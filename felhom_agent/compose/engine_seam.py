@@ -2,10 +2,10 @@
 
 The engine (:mod:`felhom_agent.execution.engine`) owns the reconciler thread and submits plan
 actions to the queue; the daemon only wires it: ``recover()`` once at start (re-attach journal
-entries, §7), ``start()``, ``wake()`` when new desired state arrives, ``status()`` and
-``op_results()`` for the report, ``join()`` at shutdown. Keeping the daemon typed against this
-protocol lets tests drive the wiring with a small fake; :func:`default_engine_factory` builds
-the real one (and mypy checks that it satisfies the protocol).
+entries, ``docs/architecture.md`` ("Durable state")), ``start()``, ``wake()`` when new desired state
+arrives, ``status()`` and ``op_results()`` for the report, ``join()`` at shutdown. Keeping the
+daemon typed against this protocol lets tests drive the wiring with a small fake;
+:func:`default_engine_factory` builds the real one (and mypy checks that it satisfies the protocol).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Configuration: the key table, loading with the env overlay, validation, the redacted view.
 
-See the reference design §5 and the README's configuration reference.
+See ``docs/architecture.md`` ("Configuration") and the README's configuration reference.
 """
 
 from __future__ import annotations

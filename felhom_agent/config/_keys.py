@@ -1,4 +1,4 @@
-"""The one table of configuration keys (reference design §5).
+"""The one table of configuration keys (``docs/architecture.md``, "Configuration").
 
 Every key the agent understands is a :class:`Key` row here: its dotted path, its type, its
 default and its constraints. The JSON loader, the ``FELHOM_AGENT_*`` environment overlay,

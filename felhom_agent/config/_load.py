@@ -1,11 +1,11 @@
 """Loading the configuration: strict JSON file, then the environment overlay, then validation.
 
-Order (reference design §5): the JSON file (strict: duplicate or unknown keys are errors), then
-``FELHOM_AGENT_*`` variables resolved against the key table (an unknown variable is an error,
-so a typo cannot silently do nothing), then secrets from ``*_file`` keys or systemd's
+Order (``docs/architecture.md``, "Configuration"): the JSON file (strict: duplicate or unknown keys
+are errors), then ``FELHOM_AGENT_*`` variables resolved against the key table (an unknown variable
+is an error, so a typo cannot silently do nothing), then secrets from ``*_file`` keys or systemd's
 ``$CREDENTIALS_DIRECTORY``, then per-key and cross-key validation. Every failure raises
-:class:`~felhom_agent.errors.ConfigError` naming the key, the value (``***`` for secrets) and
-what is allowed. Environment and file access are injectable for tests.
+:class:`~felhom_agent.errors.ConfigError` naming the key, the value (``***`` for secrets) and what
+is allowed. Environment and file access are injectable for tests.
 """
 
 from __future__ import annotations

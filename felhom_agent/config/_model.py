@@ -1,7 +1,8 @@
 """The typed, validated configuration: frozen attrs classes, secrets as :class:`Secret`.
 
-Instances are built only by :func:`felhom_agent.config.load_config`, after every rule of the
-reference design §5 has been checked, so code that receives a :class:`Config` may rely on it.
+Instances are built only by :func:`felhom_agent.config.load_config`, after every rule of
+``docs/architecture.md`` ("Configuration") has been checked, so code that receives a :class:`Config`
+may rely on it.
 """
 
 from __future__ import annotations

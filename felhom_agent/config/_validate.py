@@ -1,7 +1,8 @@
 """Per-key and cross-key validation, then construction of the frozen :class:`Config`.
 
 Input is the flat ``{dotted key: raw value}`` mapping after the file and the environment have
-been merged and type-checked; output is a :class:`Config` whose every field obeys §5.
+been merged and type-checked; output is a :class:`Config` whose every field obeys the rules
+of ``docs/architecture.md`` ("Configuration").
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Desired state (§9): the attrs model and its strict parser.
+"""Desired state: the attrs model and its strict parser.
+
+See ``docs/architecture.md`` ("Desired state and the plan").
 
 The desired state is what the hub (or an operator's file) says each guest should look like::
 
@@ -142,7 +144,7 @@ class DesiredState:
                 )
 
     def to_json(self) -> dict[str, object]:
-        """The §9 JSON form; :func:`parse_desired` of it gives an equal object."""
+        """The JSON form; :func:`parse_desired` of it gives an equal object."""
         return {
             "generation": self.generation,
             "guests": {str(v): g.to_json() for v, g in self.guests.items()},

@@ -1,14 +1,14 @@
 """One table of config-field normalisers, shared by the plan and by post-write verification.
 
-Proxmox VE does not hand back what was written (API-FACTS §g): an LXC ``description`` reads
-back with a trailing ``"\\n"`` while QEMU trims trailing whitespace, booleans come back as
-JSON ``0``/``1``, numbers may come back as strings (QEMU ``memory`` is a property string since
-PVE 8.1), ``tags`` are lower-cased, sorted, de-duplicated and re-joined with ``;``, absent keys
-mean the schema default, and ``digest`` changes on every write. If the reconciler compared raw
-values, every one of those quirks would read as drift and it would rewrite the same value
-forever. So every comparison goes through :data:`FIELDS`: each managed key maps a value (from
-desired state *or* from ``GET .../config``) to one canonical form, and two values are "the
-same" exactly when their canonical forms are equal.
+Proxmox VE does not hand back what was written (``docs/pve-facts.md``, "Config round trip"): an LXC
+``description`` reads back with a trailing ``"\\n"`` while QEMU trims trailing whitespace, booleans
+come back as JSON ``0``/``1``, numbers may come back as strings (QEMU ``memory`` is a property
+string since PVE 8.1), ``tags`` are lower-cased, sorted, de-duplicated and re-joined with ``;``,
+absent keys mean the schema default, and ``digest`` changes on every write. If the reconciler
+compared raw values, every one of those quirks would read as drift and it would rewrite the same
+value forever. So every comparison goes through :data:`FIELDS`: each managed key maps a value (from
+desired state *or* from ``GET .../config``) to one canonical form, and two values are "the same"
+exactly when their canonical forms are equal.
 
 Canonical values are ``int`` (integers and booleans as 0/1), ``float`` (non-integral numbers)
 or ``str``; they are also what gets written back (they are valid PVE parameter values), so

@@ -1,16 +1,17 @@
 """The daemon's main thread: start-up, the hub loop (or the file-provider loop), stop, reload.
 
-Reference design §2: the main thread runs the hub poll loop -- collect a HostReport, POST it,
-hand the envelope's desired state to the :class:`HubProvider` (which wakes the engine) and
-its signed ops to the :class:`SignedOpSink`, wait, repeat. It never blocks on a PVE task;
-the engine's reconciler thread and the queue's workers do that. Without a hub the main thread
+``docs/architecture.md`` ("Threads"): the main thread runs the hub poll loop -- collect a
+HostReport, POST it, hand the envelope's desired state to the :class:`HubProvider` (which wakes the
+engine) and its signed ops to the :class:`SignedOpSink`, wait, repeat. It never blocks on a PVE
+task; the engine's reconciler thread and the queue's workers do that. Without a hub the main thread
 polls the desired-state file instead and the engine's own interval does the rest.
 
 Life cycle (:meth:`Daemon.run`):
 
-1. build the parts (:mod:`.parts`); a durability failure or a locked journal -> exit 1;
+1. build the parts (:func:`felhom_agent.compose.root.build_parts`); a durability failure or a locked
+   journal -> exit 1;
 2. start the queue, then until PVE answers: ``GET /version`` and ``engine.recover()``
-   (re-attach journal entries, §7), retried with backoff, interruptible by SIGTERM;
+   (re-attach journal entries), retried with backoff, interruptible by SIGTERM;
 3. ``engine.start()``, sd_notify ``READY=1`` with a ``STATUS=`` line;
 4. the main loop; after every poll (real progress) ``WATCHDOG=1`` and ``STATUS=``; waits are
    cut into chunks of half the watchdog interval so a long poll interval still pings;
@@ -18,8 +19,9 @@ Life cycle (:meth:`Daemon.run`):
    stops planning, the queue drains within ``grace_s`` (running jobs may finish; queued jobs
    are left unstarted and logged; a PVE task still running keeps running on the host and its
    UPID is in the journal, so the next start re-attaches it); exit 0;
-6. a :class:`~felhom_agent.durable.DurabilityError` anywhere (journal or audit append on a
-   worker) stops the daemon the same way, with exit status 1 (§7: never retried).
+6. a :class:`~felhom_agent.durable.DurabilityError` anywhere (journal or audit append on a worker)
+   stops the daemon the same way, with exit status 1 (never retried: ``docs/architecture.md``,
+   "Durable state").
 
 SIGHUP reloads the configuration (:mod:`.reload`): log level/format, the allowed-signers path
 (through the sink), ``hub.interval_s``; a bad new file is logged and the old config kept.

@@ -1,12 +1,12 @@
 """The seam where signed ops leave the hub loop.
 
-The hub envelope carries ``signed_ops`` (reference design §8, §10). The daemon hands them to a
-:class:`SignedOpSink`; in production that is the verifying consumer of
-:mod:`felhom_agent.signedops.consumer` (verify → gate → queue → journal), built from the same
-parts as the engine. The sink reports every outcome through :meth:`SignedOpSink.results`,
-including refusals: the hub re-delivers an op until a report shows its outcome, so a silently
-dropped op would be re-sent forever. The daemon calls :meth:`SignedOpSink.reconfigure` on
-SIGHUP so a new ``authz.allowed_signers`` takes effect without a restart.
+The hub envelope carries ``signed_ops`` (``docs/architecture.md``, "Hub protocol"). The daemon hands
+them to a :class:`SignedOpSink`; in production that is the verifying consumer of
+:mod:`felhom_agent.signedops.consumer` (verify → gate → queue → journal), built from the same parts
+as the engine. The sink reports every outcome through :meth:`SignedOpSink.results`, including
+refusals: the hub re-delivers an op until a report shows its outcome, so a silently dropped op would
+be re-sent forever. The daemon calls :meth:`SignedOpSink.reconfigure` on SIGHUP so a new
+``authz.allowed_signers`` takes effect without a restart.
 """
 
 from __future__ import annotations

@@ -1,21 +1,21 @@
 """The reconciler engine: the thread that plans and submits, recovery on start, the op seam.
 
-Reference design §2 (threads), §7 (recovery) and §9; control-core-anchors §1.5 **Rec
-(reconciler)**: the reconciler is level-triggered -- every pass reads actual state
-(:mod:`~felhom_agent.planning.actual`), plans from scratch
-(:func:`~felhom_agent.planning.plan.plan`) and submits the actions to the per-guest queue;
-only the executor is edge-triggered. A vmid whose lane is busy, or that has an op still
-pending in the journal (a task past its wait deadline, an outcome being looked up), gets no
-new action (no pile-up, T8).
+``docs/architecture.md`` ("Threads", "Data path", "Durable state"); ``docs/control-core.md``
+("Level-triggered planning, edge-triggered execution"): the reconciler is level-triggered -- every
+pass reads actual state (:mod:`~felhom_agent.planning.actual`), plans from scratch
+(:func:`~felhom_agent.planning.plan.plan`) and submits the actions to the per-guest queue; only the
+executor is edge-triggered. A vmid whose lane is busy, or that has an op still pending in the
+journal (a task past its wait deadline, an outcome being looked up), gets no new action (no pile-up,
+target T8 of ``docs/control-core.md``, "Targets").
 
 The thread wakes on its interval or on :meth:`Engine.wake` (the desired-state provider calls
 it); both waits are on a condition that ``stop_event`` also signals, so shutdown is immediate
 and an idle engine has no wake-ups beyond its interval (T6). A failing pass (PVE down, 5xx)
 is logged and recorded in :meth:`Engine.status` ``errors``; the thread never dies of it.
 
-A :class:`~felhom_agent.durable.DurabilityError` (journal/audit write failed) is fatal: the
-engine records it in :attr:`Engine.fatal`, logs it, sets ``stop_event`` so the daemon shuts
-down, and the daemon exits non-zero (§7: never retry an fsync).
+A :class:`~felhom_agent.durable.DurabilityError` (journal/audit write failed) is fatal: the engine
+records it in :attr:`Engine.fatal`, logs it, sets ``stop_event`` so the daemon shuts down, and the
+daemon exits non-zero (never retry an fsync: ``docs/architecture.md``, "Durable state").
 
 Recovery (:meth:`Engine.recover`, before :meth:`Engine.start`): the node's task list is read
 once, and :func:`~felhom_agent.state.recovery.decide_recovery` decides per pending entry:

@@ -1,7 +1,8 @@
 """The executor: runs ONE mutation job on a queue worker, crash-safely and exactly once.
 
-Reference design §4.2 and §7, control-core-anchors §2.2 **Rec (executor)** and §4.3. For a
-job (:class:`JobSpec`) :meth:`Executor.run` does, in this order:
+``docs/architecture.md`` ("Waiting for tasks", "Durable state"); ``docs/control-core.md`` ("Task
+waiting", "Crash consistency"). For a job (:class:`JobSpec`) :meth:`Executor.run` does, in this
+order:
 
 1. **Idempotency**: an op id with a stored outcome returns it (``already_applied``); an op id
    that is *pending* in the journal (a crash, a wait that timed out) is resumed, never
@@ -26,7 +27,7 @@ job (:class:`JobSpec`) :meth:`Executor.run` does, in this order:
 8. The outcome is journaled and one audit line written.
 
 A :class:`~felhom_agent.durable.DurabilityError` from the journal or the audit log is never
-caught here: it propagates so the daemon exits non-zero (§7).
+caught here: it propagates so the daemon exits non-zero (``docs/architecture.md``, "Durable state").
 
 A task that fails acquiring its first lock is *not* re-dispatched within the op: the journal
 holds one UPID per op. The op fails with the lock text; the reconciler re-plans it next pass

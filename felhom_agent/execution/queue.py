@@ -1,6 +1,6 @@
 """The per-guest serializer queue: one FIFO lane per vmid, drained by W worker threads.
 
-The single choke point every guest mutation goes through (reference design §3):
+The single choke point every guest mutation goes through (``docs/architecture.md``, "The queue"):
 
 1. Jobs of one vmid run one at a time, in submit order: a lane is held by at most one worker
    (``_running``) and jobs leave it from the head only.

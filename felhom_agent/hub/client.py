@@ -3,7 +3,7 @@
 ``POST {url}/v1/hosts/{host_id}/report`` with ``Authorization: Bearer <token>`` and the
 HostReport as JSON; the answer is the decoded JSON object (the loop parses the envelope).
 
-Why each knob (reference design §5, ecosystem.md §5):
+Why each knob (``docs/architecture.md``, "Configuration" and "TLS pinning and HTTP"):
 
 * **No bearer token in clear text.** ``http://`` is accepted only for a loopback IP literal
   (the simulators, the demo). The check is in the constructor, not only in the config

@@ -1,13 +1,13 @@
 """The HostReport collector: what the agent observed this poll, and what it could not observe.
 
-Reference design §10 and issue 7: a report is built from several independent reads -- node
-facts (``GET /version`` and ``/nodes/{node}/status``), the guests on our node
+``docs/architecture.md`` ("Hub protocol") and issue 7: a report is built from several independent
+reads -- node facts (``GET /version`` and ``/nodes/{node}/status``), the guests on our node
 (``/cluster/resources``), the reconciler's status and op results (the engine), storage
-(``/nodes/{node}/storage``), the recent audit log (memory) and, only when a privileged reader
-is given, disks/SMART. Each part is read on its own: a part that fails becomes one entry in
-``errors`` (``source`` names the part) and its field stays ``null``/empty, so one broken
-endpoint never costs the hub the whole heartbeat. ``backup``, ``restore`` and ``pbs`` stay
-empty: the agent does not manage those yet, and a report never invents facts.
+(``/nodes/{node}/storage``), the recent audit log (memory) and, only when a privileged reader is
+given, disks/SMART. Each part is read on its own: a part that fails becomes one entry in ``errors``
+(``source`` names the part) and its field stays ``null``/empty, so one broken endpoint never costs
+the hub the whole heartbeat. ``backup``, ``restore`` and ``pbs`` stay empty: the agent does not
+manage those yet, and a report never invents facts.
 
 Storage entries are the ``StorageInfo`` fields plus ``"kind": "storage"``; disk entries from
 the privileged reader are added to the same list as given, with ``"kind": "disk"`` (schema 1

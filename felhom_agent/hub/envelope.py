@@ -1,4 +1,6 @@
-"""The hub's answer to a report (reference design §10), parsed strictly but tolerantly.
+"""The hub's answer to a report, parsed strictly but tolerantly.
+
+The envelope's shape is in ``docs/architecture.md`` ("Hub protocol").
 
 *Tolerant*: unknown fields -- top level and inside each signed op -- are ignored, so a newer
 hub can add fields without breaking older agents; ``desired`` and ``signed_ops`` may be

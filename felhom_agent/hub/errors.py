@@ -1,6 +1,6 @@
 """Typed hub failures: what went wrong talking to the hub, never a ``requests`` exception.
 
-The loop's failure policy is chosen by type (reference design §10):
+The loop's failure policy is chosen by type (``docs/architecture.md``, "Hub protocol"):
 
 * :class:`HubAuthError` (401/403): the token is wrong or revoked; retried slowly, loudly.
 * :class:`HubServerError` (5xx), :class:`HubTransportError` (connect, read, timeout, dropped

@@ -1,9 +1,9 @@
 """The resilient hub poll loop: collect -> report -> parse -> hand over -> wait, forever.
 
-It runs on the daemon's main thread (reference design §2) and must never die: every failure
-is classified, logged, counted and turned into a wait by the pure :class:`RetryPolicy`
-(:mod:`felhom_agent.hub.policy`), and the wait is ``stop_event.wait`` so SIGTERM ends it at
-once. What happens per failure (§10):
+It runs on the daemon's main thread (``docs/architecture.md``, "Threads") and must never die: every
+failure is classified, logged, counted and turned into a wait by the pure :class:`RetryPolicy`
+(:mod:`felhom_agent.hub.policy`), and the wait is ``stop_event.wait`` so SIGTERM ends it at once.
+What happens per failure (``docs/architecture.md``, "Hub protocol"):
 
 * collecting the report fails -> the report still goes out, carrying the failure in
   ``errors`` (the hub learns the host is alive and why it knows nothing else);

@@ -1,8 +1,8 @@
 """The hub loop's failure policy as pure objects: outcome in, next wait out, no sleeping.
 
-Reference design §10: network errors and 5xx back off exponentially with jitter up to a cap,
-then keep trying at the cap; 401/403 is retried slowly; a malformed envelope is skipped at the
-normal interval; success resets everything. Keeping this pure (no clock, no sleep, the random
+``docs/architecture.md`` ("Hub protocol"): network errors and 5xx back off exponentially with jitter
+up to a cap, then keep trying at the cap; 401/403 is retried slowly; a malformed envelope is skipped
+at the normal interval; success resets everything. Keeping this pure (no clock, no sleep, the random
 source passed in) means every rule is a unit test of a few microseconds.
 
 Jitter is "full jitter" above a floor: the n-th consecutive failure waits a uniform draw from

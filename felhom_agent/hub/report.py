@@ -1,4 +1,6 @@
-"""The HostReport of reference design §10: what the agent tells the hub on every poll.
+"""The HostReport: what the agent tells the hub on every poll.
+
+Its shape is in ``docs/architecture.md`` ("Hub protocol").
 
 A report states only what the agent actually observed. A fact it could not read is ``null``
 (node facts, reconcile status) or an empty list (``storage``, ``backup``, ``restore``,
@@ -146,7 +148,10 @@ class HostReport:
         return attrs.evolve(self, errors=self.errors + errors)
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form as plain JSON-ready data, keys in the order of §10."""
+        """The wire form as plain JSON-ready data, keys in the documented order.
+
+        The order is the one of ``docs/architecture.md`` ("Hub protocol").
+        """
         return {
             "schema": SCHEMA,
             "host_id": self.host_id,

@@ -1,11 +1,11 @@
 """Reading actual state for a reconcile pass, cheaply: one bulk listing plus targeted reads.
 
-Reference design §2 and control-core-anchors §3 item 6: the bulk listing
-(``GET /cluster/resources?type=vm``, via :meth:`ProxmoxClient.guests`, filtered to our node)
-only *finds candidate drift*; it may lag the live state by pvestatd's 10 s cycle, so the
-executor re-reads ``status/current`` right before it mutates. Config is read (with its
-``digest``) only for guests whose desired state names config keys and that exist on our node;
-a guest we do not manage costs nothing beyond its line in the listing.
+``docs/pve-facts.md`` ("Status freshness") and ``docs/control-core.md`` ("Failure lessons"): the
+bulk listing (``GET /cluster/resources?type=vm``, via :meth:`ProxmoxClient.guests`, filtered to our
+node) only *finds candidate drift*; it may lag the live state by pvestatd's 10 s cycle, so the
+executor re-reads ``status/current`` right before it mutates. Config is read (with its ``digest``)
+only for guests whose desired state names config keys and that exist on our node; a guest we do not
+manage costs nothing beyond its line in the listing.
 
 Read budget per pass (asserted by tests and printed by ``scripts/bench-converge``)::
 

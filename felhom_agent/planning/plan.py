@@ -1,4 +1,6 @@
-"""The plan: a pure diff of desired state against actual state (§9), and its two renderings.
+"""The plan: a pure diff of desired state against actual state, and its two renderings.
+
+See ``docs/architecture.md`` ("Desired state and the plan").
 
 :func:`plan` has no I/O, no clock and no randomness: the same inputs give the same
 :class:`Plan`, whatever order the actual guests arrive in. It is:
@@ -15,7 +17,8 @@ Per guest, in this order:
 1. type mismatch (desired ``lxc``, actual ``qemu``) → refused with kind ``"guest"``; the desired
    entry is wrong and nothing else is considered for that guest;
 2. config keys outside the benign set whose values differ → refused ``set_config``
-   ``"destructive key: memory"`` (§8.1; they run only as signed ops). Differing benign keys are
+   ``"destructive key: memory"`` (they run only as signed ops: ``docs/architecture.md``,
+   "Classes and the reversibility gate"). Differing benign keys are
    still planned: they are independent and harmless. A desired value that does not normalise
    is refused the same way (``"invalid value: ..."``);
 3. ``state: running`` for a template → refused ``start`` (PVE cannot start a template);
@@ -152,7 +155,7 @@ class Blocked:
 
 @attrs.frozen
 class Refusal:
-    """A difference the reconciler will not act on without an operator (§8.1).
+    """A difference the reconciler will not act on without an operator (a signed op).
 
     ``kind`` is the action kind refused, or ``"guest"`` for the whole desired entry.
     """
@@ -188,7 +191,7 @@ class Plan:
         return not (self.actions or self.blocked or self.refused)
 
     def to_json(self) -> dict[str, object]:
-        """Exactly the ``--plan --json`` document of §6."""
+        """Exactly the ``--plan --json`` document (``docs/architecture.md``, "Command line")."""
         return {
             "generation": self.generation,
             "actions": [a.to_json() for a in self.actions],

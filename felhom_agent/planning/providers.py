@@ -1,4 +1,6 @@
-"""Where desired state comes from: one seam, three providers (§9).
+"""Where desired state comes from: one seam, three providers.
+
+See ``docs/architecture.md`` ("Desired state and the plan").
 
 The reconciler asks a :class:`DesiredStateProvider` for :meth:`~DesiredStateProvider.current`
 on every pass and subscribes to its change signal, so new desired state wakes it without

@@ -1,10 +1,10 @@
 """The fenced root CLI: the few operations the Proxmox API cannot do for a token.
 
-``pct create`` of the golden image with ``--features keyctl=1``, a USB disk's mount and fstab
-line, and SMART/sensor readings (reference design §4.3). Arguments are typed and validated,
-commands are argv lists run by a local (``subprocess``) or SSH (``paramiko``) runner. This
-package never imports an HTTP library; the API client never imports a process library; the
-test suite asserts both (``tests/test_fence.py``).
+``pct create`` of the golden image with ``--features keyctl=1``, a USB disk's mount and fstab line,
+and SMART/sensor readings (``docs/architecture.md``, "The fenced root CLI"). Arguments are typed and
+validated, commands are argv lists run by a local (``subprocess``) or SSH (``paramiko``) runner.
+This package never imports an HTTP library; the API client never imports a process library; the test
+suite asserts both (``tests/test_fence.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""``Privileged``: the one object that runs the fenced root CLI (reference design §4.3).
+"""``Privileged``: the one object that runs the fenced root CLI.
+
+See ``docs/architecture.md`` ("The fenced root CLI").
 
 It accepts exactly the operation classes of :mod:`felhom_agent.privileged.ops`, checks the
 argv each one builds against :data:`~felhom_agent.privileged.ops.PROGRAMS` once more (defence

@@ -1,8 +1,8 @@
 """The three operations the agent may run as root, as typed, validated argument classes.
 
-Everything else goes through the Proxmox API (reference design §4.3). Each class validates
-every value in its constructor (so an instance is valid by construction; ``attrs.evolve``
-re-validates) and builds an argv list — never a shell string:
+Everything else goes through the Proxmox API (``docs/architecture.md``, "The fenced root CLI"). Each
+class validates every value in its constructor (so an instance is valid by construction;
+``attrs.evolve`` re-validates) and builds an argv list — never a shell string:
 
 1. :class:`PctCreate` — ``pct create`` of the golden image with ``--features keyctl=1``, a
    feature only ``root@pam`` may set (an API token never can, not even root's own).

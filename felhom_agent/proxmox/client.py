@@ -1,14 +1,14 @@
 """The typed Proxmox VE API client for one node: reads, mutations as dispatches, task waits.
 
 Reads return attrs models (:mod:`felhom_agent.proxmox.models`). Mutations return a
-:class:`~felhom_agent.proxmox.tasks.Dispatch` -- the UPID PVE answered, or ``None`` when the
-call completed synchronously -- and do *not* wait: the executor journals the UPID first, then
-calls :meth:`ProxmoxClient.wait` (host-agent.md §4.2, §7). Dispatch and wait are separate
-steps, and a wait never re-dispatches.
+:class:`~felhom_agent.proxmox.tasks.Dispatch` -- the UPID PVE answered, or ``None`` when the call
+completed synchronously -- and do *not* wait: the executor journals the UPID first, then calls
+:meth:`ProxmoxClient.wait` (``docs/architecture.md``, "Waiting for tasks"). Dispatch and wait are
+separate steps, and a wait never re-dispatches.
 
-Parameters are sent form-encoded with booleans as ``1``/``0`` (PVE rejects ``true`` in form
-bodies with a 400, API-FACTS §b); DELETE parameters go in the query string (PVE refuses a
-DELETE body).
+Parameters are sent form-encoded with booleans as ``1``/``0`` (PVE rejects ``true`` in form bodies
+with a 400, ``docs/pve-facts.md`` ("Responses and errors")); DELETE parameters go in the query
+string (PVE refuses a DELETE body).
 """
 
 from __future__ import annotations
@@ -331,11 +331,12 @@ class ProxmoxClient:
     ) -> Dispatch:
         """``DELETE /nodes/{node}/{qemu|lxc}/{vmid}`` (a ``qmdestroy``/``vzdestroy`` task).
 
-        PVE refuses synchronously a protected guest, a running one (LXC ``force`` is never
-        sent: stopping first is the caller's explicit, journalled step) and an HA-managed one
-        without ``purge`` (API-FACTS). ``purge`` also removes the vmid from backup jobs,
-        replication and HA; ``destroy_unreferenced_disks`` removes disks with the vmid in their
-        name that the config does not reference. Parameters go in the query string.
+        PVE refuses synchronously a protected guest, a running one (LXC ``force`` is never sent:
+        stopping first is the caller's explicit, journalled step) and an HA-managed one without
+        ``purge`` (``docs/pve-facts.md``, "Calls: synchronous or a task"). ``purge`` also removes
+        the vmid from backup jobs, replication and HA; ``destroy_unreferenced_disks`` removes disks
+        with the vmid in their name that the config does not reference. Parameters go in the query
+        string.
         """
         return self._mutate("DELETE", self._guest_path(vmid, kind), {
             "purge": purge, "destroy-unreferenced-disks": destroy_unreferenced_disks,

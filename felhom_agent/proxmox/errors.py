@@ -2,11 +2,11 @@
 
 PVE carries the error text in the HTTP *reason phrase* (first line only); servers with
 libpve-http-server-perl >= 5.2.0 also put the full text into the JSON body as ``message``
-(API-FACTS §b). Parameter errors (400) carry a per-field ``errors`` object; permission errors
-(403) name the ACL path and the missing privilege(s); most operational failures (locks, a
-missing config file) are plain 500s that only their text tells apart. :func:`classify_error`
-turns one HTTP answer into exactly one leaf of the hierarchy below, so callers branch on types,
-never on strings.
+(``docs/pve-facts.md``, "Responses and errors"). Parameter errors (400) carry a per-field ``errors``
+object; permission errors (403) name the ACL path and the missing privilege(s); most operational
+failures (locks, a missing config file) are plain 500s that only their text tells apart.
+:func:`classify_error` turns one HTTP answer into exactly one leaf of the hierarchy below, so
+callers branch on types, never on strings.
 
 Hierarchy (``PveError(status, path)`` is the mid level; leaves also subclass a builtin):
 

@@ -1,10 +1,10 @@
 """Typed results of the Proxmox API client (attrs, frozen), built from PVE's JSON.
 
-PVE's JSON typing is loose (API-FACTS §c, §g, §Z.2): LXC ``vmid`` was a string before 2024,
-``number``-typed keys may come back as strings, optional flags (``lock``, ``template``) are
-*absent* rather than 0/empty, and stats vanish without ``Sys.Audit``. Every ``from_api``
-here therefore coerces numbers, maps absent flags to ``None``/``False``, and keeps only what
-the agent uses; unknown keys are ignored so a newer PVE does not break parsing.
+PVE's JSON typing is loose (``docs/pve-facts.md``, "Config round trip"): LXC ``vmid`` was a string
+before 2024, ``number``-typed keys may come back as strings, optional flags (``lock``, ``template``)
+are *absent* rather than 0/empty, and stats vanish without ``Sys.Audit``. Every ``from_api`` here
+therefore coerces numbers, maps absent flags to ``None``/``False``, and keeps only what the agent
+uses; unknown keys are ignored so a newer PVE does not break parsing.
 """
 
 from __future__ import annotations

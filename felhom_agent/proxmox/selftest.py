@@ -5,7 +5,8 @@ permissions, node status, guest listing, task listing -- one :class:`Check` each
 mutates anything. When an early check fails, the later ones are reported as skipped (failed)
 rather than producing a cascade of confusing errors. The CLI formats the list (text or JSON).
 
-:data:`REQUIRED_PRIVILEGES` is what the agent needs for its current scope (API-FACTS §h):
+:data:`REQUIRED_PRIVILEGES` is what the agent needs for its current scope (``docs/pve-facts.md``,
+"Privileges"):
 
 * ``/vms``: VM.Audit (list, status, config, snapshots), VM.PowerMgmt (start/stop/shutdown),
   VM.Snapshot (snapshots, rollback, the reversibility gate), VM.Config.Options (the benign

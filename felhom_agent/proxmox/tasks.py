@@ -1,9 +1,10 @@
 """Waiting for PVE tasks: the poll policy, the terminal-state rules, and the dual-mode rule.
 
 Every mutation PVE forks returns a UPID and HTTP 200 -- which is *not* success: locks and
-permissions are often checked inside the task (API-FACTS §f). :func:`wait_task` polls
-``GET /nodes/{node-from-upid}/tasks/{upid}/status`` until ``stopped`` and maps ``exitstatus``
-(API-FACTS §e, host-agent.md §4.2):
+permissions are often checked inside the task (``docs/pve-facts.md``, "Calls: synchronous or a
+task"). :func:`wait_task` polls ``GET /nodes/{node-from-upid}/tasks/{upid}/status`` until
+``stopped`` and maps ``exitstatus`` (``docs/pve-facts.md``, "Task status"; ``docs/architecture.md``,
+"Waiting for tasks"):
 
 * ``OK`` -> success; ``WARNINGS: n`` -> success with warnings (never a retry trigger);
 * ``unexpected status`` (or empty) -> :class:`TaskUnknown` (decide by re-reading the guest);

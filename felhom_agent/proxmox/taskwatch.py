@@ -1,17 +1,18 @@
 """One poller for every in-flight PVE task: a task-list read per tick, status reads on exit only.
 
-control-core-anchors §3 item 15 and target T9. Polling each UPID's status separately costs
-one GET per task per tick, and ``pveproxy`` has three workers. :class:`TaskWatcher` instead
-reads ``GET /nodes/{node}/tasks?source=active`` once per tick, which covers *all* in-flight
-tasks, and reads ``.../tasks/{upid}/status`` only for watched UPIDs that are no longer in the
-active list (to learn their exit status). Status GETs per tick are therefore bounded by the
-number of tasks that *finished*, not by how many are running.
+``docs/control-core.md`` ("Failure lessons") and target T9 (``docs/control-core.md``, "Targets").
+Polling each UPID's status separately costs one GET per task per tick, and ``pveproxy`` has three
+workers. :class:`TaskWatcher` instead reads ``GET /nodes/{node}/tasks?source=active`` once per tick,
+which covers *all* in-flight tasks, and reads ``.../tasks/{upid}/status`` only for watched UPIDs
+that are no longer in the active list (to learn their exit status). Status GETs per tick are
+therefore bounded by the number of tasks that *finished*, not by how many are running.
 
 Waiters (executor jobs on queue workers) block on one :class:`threading.Condition` with their
 own deadline; the poller thread resolves them. The tick is adaptive: the delay to the next
 tick grows with the age of the *youngest* watched task (``WatchPolicy``), so a fresh task is
 seen quickly and a 30-minute backup is polled every ``cap_s``. With nothing watched the
-poller sleeps on the condition without waking (zero wake-ups when idle, target T6).
+poller sleeps on the condition without waking (zero wake-ups when idle, target T6). See
+``docs/architecture.md`` ("Waiting for tasks").
 
 Terminal mapping is :func:`felhom_agent.proxmox.tasks.result_from_exitstatus` (``OK``,
 ``WARNINGS: n`` -> results; ``unexpected status`` -> TaskUnknown; other text -> TaskFailed).

@@ -1,6 +1,6 @@
 """The HTTPS transport to ``pveproxy``: one pinned ``requests.Session``, typed errors out.
 
-Why each knob (ecosystem.md §5, host-agent.md §4.1):
+Why each knob (``docs/architecture.md``, "TLS pinning and HTTP"; ``docs/pve-facts.md``, "Capacity"):
 
 * **Pinning.** The PVE leaf is self-signed from our point of view, so the pinned pool sets
   urllib3's ``assert_fingerprint`` *and* ``cert_reqs="CERT_NONE"``/``assert_hostname=False``

@@ -1,6 +1,6 @@
 """Strict parsing of PVE task ids (UPIDs).
 
-A UPID is what every forked PVE worker returns (API-FACTS §d)::
+A UPID is what every forked PVE worker returns (``docs/pve-facts.md``, "UPID format")::
 
     UPID:<node>:<pid %08X>:<pstart %08X, may grow to 9>:<starttime %08X>:<type>:<id>:<user>:
 

@@ -1,8 +1,8 @@
 """The verifying signed-op consumer: envelope -> verify -> gate -> queue -> journal -> report.
 
-Reference design §2 ("signed-op consumer"), §7, §8, §8.1 and §10. It implements the daemon's
-:class:`~felhom_agent.daemon.signed_ops.SignedOpSink`. Per delivered op, on the hub loop thread
-(CPU and one fsync only, never a PVE call):
+``docs/architecture.md`` ("Data path", "Signed operations", "Durable state"). It implements the
+daemon's :class:`~felhom_agent.daemon.signed_ops.SignedOpSink`. Per delivered op, on the hub loop
+thread (CPU and one fsync only, never a PVE call):
 
 1. an op id the journal already knows (done *or* pending) is skipped: the engine's
    ``op_results`` reports its stored outcome (``AlreadyApplied``) -- a re-delivery never runs

@@ -1,4 +1,6 @@
-"""The reversibility gate (design §8.1): what must happen before a verified signed op runs.
+"""The reversibility gate: what must happen before a verified signed op runs.
+
+See ``docs/architecture.md`` ("Classes and the reversibility gate").
 
 Pure policy, no I/O: the signed-op consumer (:mod:`felhom_agent.signedops.consumer`) calls
 :func:`check_op` right after verification (payload rules that need no guest state) and
@@ -8,15 +10,15 @@ ordered :class:`Step` list that the consumer submits, one journalled queue job p
 
 * **benign** kinds (start, stop, shutdown, snapshot create, config writes of only
   ``description``/``tags``/``onboot``/``startup``): the op itself;
-* **reversible by snapshot** (``guest.rollback``, a config write with any other key): first a
-  safety snapshot ``felhom-pre-<first 8 hex of the op id>``, then the op. The op runs only if
-  the snapshot step ended ``applied``. The name is valid for PVE (letter first,
-  ``[A-Za-z0-9_-]``, at most 40 characters; API-FACTS) and unique per op; an existing
-  snapshot of that name refuses the op rather than counting an older snapshot as the safety
-  net. The snapshot is disk-only (no ``vmstate``): cheap, and enough to undo a rollback or a
-  config change. Caveat: on storage that can only roll back the *newest* snapshot (ZFS), a
-  rollback to an older snapshot fails once the safety snapshot exists; PVE reports it and the
-  op fails with that text (nothing is lost: the guest is unchanged);
+* **reversible by snapshot** (``guest.rollback``, a config write with any other key): first a safety
+  snapshot ``felhom-pre-<first 8 hex of the op id>``, then the op. The op runs only if the snapshot
+  step ended ``applied``. The name is valid for PVE (letter first, ``[A-Za-z0-9_-]``, at most 40
+  characters; ``docs/pve-facts.md``, "Calls: synchronous or a task") and unique per op; an existing
+  snapshot of that name refuses the op rather than counting an older snapshot as the safety net. The
+  snapshot is disk-only (no ``vmstate``): cheap, and enough to undo a rollback or a config change.
+  Caveat: on storage that can only roll back the *newest* snapshot (ZFS), a rollback to an older
+  snapshot fails once the safety snapshot exists; PVE reports it and the op fails with that text
+  (nothing is lost: the guest is unchanged);
 * **irreversible** (``guest.destroy``, ``guest.delete_snapshot``): only with
   ``"irreversible": true`` in the signed payload. A guest with ``protection: 1`` is never
   destroyed. A running guest is destroyed only when the op says ``params.stop_first: true``;

@@ -5,8 +5,8 @@ Four guests on node ``pve1``: 100 ``web`` (LXC, running), 101 ``db`` (qemu, stop
 
 The hub's desired state (generation 1) starts ``db``, stops ``cache`` and changes ``web``'s
 description -- one benign action of each kind the reconciler plans -- and also asks for
-``memory: 8192`` on ``db``. ``memory`` is not a benign key (design §8.1), so from unsigned
-desired state it is refused and reported, never written.
+``memory: 8192`` on ``db``. ``memory`` is not a benign key (``docs/architecture.md``, "Kinds"),
+so from unsigned desired state it is refused and reported, never written.
 
 The signed op is a ``guest.rollback`` of ``app`` to ``before-upgrade`` (with ``start: true``,
 so the guest ends running as it began). It targets a guest the desired state does not

@@ -1,9 +1,9 @@
 """The audit log: one durable JSON line per mutation, with who asked for it and how it ended.
 
-Reference design §7: "an append-only audit log records every mutation with its source (plan
-generation or signer principal) and outcome". Where the op journal (:mod:`.journal`) is the
-agent's working memory and is compacted, the audit log is for people: plain JSON lines
-(``jq``-friendly, no checksum prefix), one per finished mutation::
+An append-only audit log records every mutation with its source (plan generation or signer
+principal) and outcome (``docs/architecture.md``, "Durable state"). Where the op journal
+(:mod:`.journal`) is the agent's working memory and is compacted, the audit log is for people: plain
+JSON lines (``jq``-friendly, no checksum prefix), one per finished mutation::
 
     {"time": "2026-11-26T10:00:01.250Z", "op_id": "…", "source": "plan:7", "kind": "start",
      "vmid": 101, "upid": "UPID:pve1:…", "outcome": "applied", "reason": ""}

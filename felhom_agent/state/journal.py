@@ -1,7 +1,7 @@
 """The durable op journal: intent, UPID and outcome of every mutation, crash-safe.
 
-Reference design §7. Every mutation the agent sends to Proxmox leaves three records in
-``<state_dir>/journal.log``:
+``docs/architecture.md`` ("Durable state"). Every mutation the agent sends to Proxmox leaves three
+records in ``<state_dir>/journal.log``:
 
 * ``begin``   (op id, vmid, kind, params, source, time) — durable **before** the call is sent;
 * ``upid``    (op id, UPID) — durable right after the call returned a task id;

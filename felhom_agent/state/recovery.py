@@ -1,8 +1,8 @@
 """What to do with a pending journal entry after a restart: the pure recovery decision.
 
-Reference design §7 and control-core-anchors §4.3. An op with a ``begin`` record but no
-outcome may or may not have reached PVE. :func:`decide_recovery` compares it with the node's
-task list (fetched once by the engine) and answers one of:
+``docs/architecture.md`` ("Durable state") and ``docs/control-core.md`` ("Crash consistency"). An op
+with a ``begin`` record but no outcome may or may not have reached PVE. :func:`decide_recovery`
+compares it with the node's task list (fetched once by the engine) and answers one of:
 
 * :class:`Reattach` -- a UPID is known (journaled, or found in the task list): wait on it,
   never re-issue;

@@ -4,7 +4,7 @@ Valid signatures are made once with the real ssh-keygen (ed25519, ECDSA P-256, R
 a software sk key; hypothesis then flips, inserts, deletes and truncates bytes of the blob,
 the armored text and the payload. A mutated blob may only be accepted if it still encodes
 the same key, namespace, hash and signature (the version and reserved fields are not signed,
-sshsig-facts §1.7 item 8).
+``docs/sshsig.md`` ("Pitfalls"), item 8).
 """
 
 from __future__ import annotations

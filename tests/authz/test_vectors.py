@@ -56,7 +56,7 @@ def _cases() -> list[Case]:
 CASES = _cases()
 
 #: The reason the agent must give for each rejected signature case (our judgement of the
-#: first §8 rule each case breaks).
+#: first rule of ``docs/architecture.md`` ("Signed operations") each case breaks).
 S_REASONS: dict[str, Reason] = {
     "S09": Reason.BAD_SIGNATURE,
     "S10": Reason.BAD_SIGNATURE,

@@ -25,8 +25,9 @@ start runs to convergence. The checks:
   generation planned with nothing left to do, and the journal holds nothing pending after an
   orderly stop;
 * **no lost signed op** -- every signed op ends with an outcome in a report (the hub stops
-  re-delivering it), and an op reported ``applied`` has its task on the node. (An op whose
-  nonce was consumed before its step began is reported ``failed`` and never run: §7.)
+  re-delivering it), and an op reported ``applied`` has its task on the node. (An op whose nonce was
+  consumed before its step began is reported ``failed`` and never run: ``docs/architecture.md``,
+  "Durable state".)
 """
 
 from __future__ import annotations

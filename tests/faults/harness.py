@@ -81,7 +81,10 @@ class Want:
 
 
 def desired_doc(generation: int, wants: Iterable[Want]) -> dict[str, Any]:
-    """A desired-state document (schema of reference design §5) for ``wants``."""
+    """A desired-state document for ``wants``.
+
+    Its schema: ``docs/architecture.md`` ("Desired state and the plan").
+    """
     return {"generation": generation,
             "guests": {str(w.vmid): w.to_desired() for w in wants}}
 

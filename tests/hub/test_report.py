@@ -1,4 +1,7 @@
-"""HostReport: the §10 wire shape, nothing invented, JSON-only numbers."""
+"""HostReport: the wire shape, nothing invented, JSON-only numbers.
+
+The shape is the one of ``docs/architecture.md`` ("Hub protocol").
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ TOP_KEYS = ["schema", "host_id", "agent_version", "collected_at", "node", "guest
 
 
 def test_wire_form_has_every_section_10_key_in_order() -> None:
-    """to_json carries schema 1 and exactly the §10 top-level keys."""
+    """to_json carries schema 1 and exactly the documented top-level keys."""
     data = json.loads(sample_report().to_json())
     assert list(data) == TOP_KEYS
     assert data["schema"] == 1
@@ -46,7 +49,7 @@ def test_unknown_sections_are_empty_lists_not_invented() -> None:
 
 
 def test_reconcile_and_ops_shapes() -> None:
-    """Reconcile status and op results serialise to the §10 shapes."""
+    """Reconcile status and op results serialise to the documented shapes."""
     report = HostReport(
         host_id="h", agent_version="1", collected_at="t",
         reconcile=ReconcileStatus(

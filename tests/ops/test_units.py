@@ -36,8 +36,9 @@ SUBSTITUTIONS = {
     SELFTEST_UNIT.name: ("/usr/local/sbin/felhom-agent-selftest", str(SELFTEST_SCRIPT)),
 }
 
-#: The agent's drain grace for running jobs on SIGTERM (design §3 rule 6; the daemon's
-#: default). TimeoutStopSec must exceed it plus the HTTP calls that may be in flight.
+#: The agent's drain grace for running jobs on SIGTERM (``docs/architecture.md``, "The queue",
+#: rule 6; the daemon's default). TimeoutStopSec must exceed it plus the HTTP calls that may
+#: be in flight.
 DRAIN_GRACE_S = 30.0
 
 #: Options that create a private mount namespace (a USB mount there is invisible to the

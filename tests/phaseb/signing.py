@@ -24,7 +24,7 @@ def op_payload(kind: str, vmid: int, params: dict[str, Any] | None = None, *,
                irreversible: bool = False, host_id: str = "pve1",
                issued_at: datetime | None = None, lifetime_s: int = 600,
                **extra: Any) -> dict[str, Any]:
-    """A §8 payload issued now (real clock: the daemon under test uses it) for ``kind``."""
+    """A signed-op payload issued now (real clock: the daemon under test uses it) for ``kind``."""
     issued = issued_at if issued_at is not None else datetime.now(UTC).replace(microsecond=0)
     doc: dict[str, Any] = {
         "v": 1, "op_id": str(uuid.uuid4()), "host_id": host_id, "kind": kind, "vmid": vmid,

@@ -1,4 +1,7 @@
-"""The reversibility gate as a pure function: params, classification, steps (design §8.1)."""
+"""The reversibility gate as a pure function: params, classification, steps.
+
+See ``docs/architecture.md`` ("Classes and the reversibility gate").
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SIGKILL a child process during a signed op, restart it: never executed twice (§7, T10).
+"""SIGKILL a child process during a signed op, restart it: never executed twice (target T10).
 
 The PVE simulator runs in this process; :mod:`tests.phaseb.crash_child` runs the engine and
 the verifying sink and kills itself at a crash point. A second child recovers from the journal

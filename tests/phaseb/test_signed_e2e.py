@@ -26,7 +26,7 @@ def _types(h: Harness, vmid: int) -> list[str]:
 
 
 def test_every_kind_applied_end_to_end(harness: Harness) -> None:
-    """All eight §8 kinds run on the simulator, are reported applied and audited by principal."""
+    """All eight signed kinds run on the simulator, are reported applied, audited by principal."""
     h = harness
     docs = [
         op_payload("guest.snapshot", 101, {"snapname": "s1", "description": "before"}),

@@ -1,4 +1,7 @@
-"""Typed reads: PVE's loose JSON becomes attrs models (API-FACTS §c, §g, §Z.2)."""
+"""Typed reads: PVE's loose JSON becomes attrs models.
+
+See ``docs/pve-facts.md`` ("Config round trip").
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Classification of PVE error answers into typed errors (API-FACTS §a, §b, §f)."""
+"""Classification of PVE error answers into typed errors.
+
+See ``docs/pve-facts.md`` ("Responses and errors", "Locks").
+"""
 
 from __future__ import annotations
 

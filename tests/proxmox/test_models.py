@@ -1,4 +1,4 @@
-"""Model coercion of PVE's loose JSON (API-FACTS §c, §g, §Z.2)."""
+"""Model coercion of PVE's loose JSON (``docs/pve-facts.md``, "Config round trip")."""
 
 from __future__ import annotations
 

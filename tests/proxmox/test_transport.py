@@ -1,4 +1,7 @@
-"""The pinned HTTPS transport against a real loopback TLS server (ecosystem.md §5)."""
+"""The pinned HTTPS transport against a real loopback TLS server.
+
+See ``docs/architecture.md`` ("TLS pinning and HTTP").
+"""
 
 from __future__ import annotations
 

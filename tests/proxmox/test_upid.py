@@ -1,4 +1,4 @@
-"""UPID parsing: PVE's exact encoding (API-FACTS §d), strictly."""
+"""UPID parsing: PVE's exact encoding (``docs/pve-facts.md``, "UPID format"), strictly."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ def test_plan_text_reports_drift_with_exit_1(sim: PveSimulator, tmp_path: Path) 
 
 
 def test_plan_json_in_sync_exits_0(sim: PveSimulator, tmp_path: Path) -> None:
-    """In sync: exit 0 and the §6 JSON document with empty lists."""
+    """In sync: exit 0 and the ``--plan --json`` document with empty lists."""
     path = _desired_file(tmp_path, {"200": {"type": "qemu", "state": "stopped"}})
     code, text = plan_command(_config(sim, tmp_path), path, as_json=True)
     assert code == 0

@@ -1,4 +1,7 @@
-"""Table tests for the benign/destructive classifier (§8.1)."""
+"""Table tests for the benign/destructive classifier.
+
+See ``docs/architecture.md`` ("Classes and the reversibility gate").
+"""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ EXPECTED = [
 
 @pytest.mark.parametrize(("kind", "safety", "rev"), EXPECTED)
 def test_kind_table(kind: str, safety: Safety, rev: Reversibility) -> None:
-    """Each action and op kind has the §8.1 class and reversibility treatment."""
+    """Each action and op kind has its documented class and reversibility treatment."""
     verdict = classify(kind)
     assert (verdict.kind, verdict.safety, verdict.reversibility) == (kind, safety, rev)
     assert verdict.benign is (safety is B)

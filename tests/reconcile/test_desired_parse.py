@@ -1,4 +1,7 @@
-"""Desired-state model and strict parser tests (§9)."""
+"""Desired-state model and strict parser tests.
+
+See ``docs/architecture.md`` ("Desired state and the plan").
+"""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ EXAMPLE = {
 
 
 def test_design_example_parses() -> None:
-    """The §9 example parses into the attrs model with vmids as ints."""
+    """The documented example parses into the attrs model with vmids as ints."""
     state = loads_desired(json.dumps(EXAMPLE))
     assert state.generation == 7
     assert list(state.guests) == [101, 205, 300]

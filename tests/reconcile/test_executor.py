@@ -1,4 +1,7 @@
-"""The executor's rules (design §4.2, anchors §2.2 Rec) against the PVE simulator over HTTPS."""
+"""The executor's rules against the PVE simulator over HTTPS.
+
+See ``docs/architecture.md`` ("Waiting for tasks") and ``docs/control-core.md`` ("Task waiting").
+"""
 
 from __future__ import annotations
 

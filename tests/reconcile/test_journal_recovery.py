@@ -1,4 +1,7 @@
-"""The pure recovery decision for pending journal entries (design §7, anchors §4.3)."""
+"""The pure recovery decision for pending journal entries.
+
+See ``docs/architecture.md`` ("Durable state") and ``docs/control-core.md`` ("Crash consistency").
+"""
 
 from __future__ import annotations
 
@@ -87,7 +90,7 @@ def test_decision_table(
     name: str, pending: JournalEntry, tasks: list[Mapping[str, Any]],
     expected: RecoveryDecision,
 ) -> None:
-    """Each row of the §7 recovery table maps to its decision (reasons are free text)."""
+    """Each case of the recovery rule maps to its decision (reasons are free text)."""
     got = decide_recovery(pending, tasks, token_user=TOKEN, now=NOW)
     assert type(got) is type(expected)
     if isinstance(expected, Reattach):

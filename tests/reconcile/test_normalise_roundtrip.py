@@ -1,4 +1,6 @@
-"""Round-trip properties: what PVE gives back normalises to what was written (API-FACTS §g).
+"""Round-trip properties: what PVE gives back normalises to what was written.
+
+See ``docs/pve-facts.md`` ("Config round trip").
 
 ``pve_roundtrip`` below is the test's model of Proxmox VE: it takes a value as written through
 the API (form-encoded, so on the wire every value is a string) and returns what

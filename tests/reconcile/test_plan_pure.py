@@ -1,4 +1,4 @@
-"""Tests of the pure plan: table cases, the §6 JSON shape, and hypothesis properties."""
+"""Tests of the pure plan: table cases, the ``--plan --json`` shape, hypothesis properties."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def desired(guests: Mapping[str, object], generation: int = 7) -> DesiredState:
 
 
 def test_design_example_json_shape() -> None:
-    """Plan.to_json() is exactly the §6 --plan --json document."""
+    """Plan.to_json() is exactly the ``--plan --json`` document."""
     want = desired({
         "101": {"type": "lxc", "state": "running"},
         "102": {"type": "lxc", "config": {"description": "x"}},

@@ -1,4 +1,6 @@
-"""Behaviour of the per-guest serializer queue (reference design §3), one rule per test.
+"""Behaviour of the per-guest serializer queue, one rule per test.
+
+The rules are those of ``docs/architecture.md`` ("The queue").
 
 Synchronisation is by Events, Barriers and a Condition-backed counter, never by sleeping.
 """

@@ -40,7 +40,7 @@ def _post(hub: HubSimulator, body: Any, *, token: str | None = TOKEN,
 
 
 def test_report_recorded_and_envelope_served(hub: HubSimulator) -> None:
-    """An authorised report is recorded and answered with the §10 envelope."""
+    """An authorised report is recorded and answered with the envelope."""
     resp = _post(hub, {"schema": 1, "host_id": "pve1"})
     assert resp.status_code == 200
     assert resp.json() == {"schema": 1, "desired": {"generation": 1, "guests": {}},

@@ -1,4 +1,7 @@
-"""The simulated hub (reference design §11): HTTP(S) on loopback, Bearer auth, faults."""
+"""The simulated hub: HTTP(S) on loopback, Bearer auth, faults.
+
+See ``docs/architecture.md`` ("Simulators").
+"""
 
 from __future__ import annotations
 

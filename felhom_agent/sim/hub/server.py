@@ -1,10 +1,10 @@
 """The simulated hub: HTTP(S) on loopback, Bearer auth, recorded reports, scripted answers.
 
-``POST /v1/hosts/{host_id}/report`` with ``Authorization: Bearer <token>`` records the report
-and answers the §10 envelope: the current desired state, the pending signed ops and the
-scenario's ``poll_interval_s``. A signed op is re-delivered on every poll until a report lists
-its ``op_id`` in ``ops`` with a state other than ``running`` (payloads that are not JSON or
-have no ``op_id`` are delivered until :meth:`HubSimulator.clear_signed_ops`).
+``POST /v1/hosts/{host_id}/report`` with ``Authorization: Bearer <token>`` records the report and
+answers the envelope of ``docs/architecture.md`` ("Hub protocol"): the current desired state, the
+pending signed ops and the scenario's ``poll_interval_s``. A signed op is re-delivered on every poll
+until a report lists its ``op_id`` in ``ops`` with a state other than ``running`` (payloads that are
+not JSON or have no ``op_id`` are delivered until :meth:`HubSimulator.clear_signed_ops`).
 
 Tests drive it from Python without sleeping: :meth:`HubSimulator.wait_for_reports` blocks on a
 ``threading.Condition``; :meth:`go_down`/:meth:`come_up` close and re-open the listening socket

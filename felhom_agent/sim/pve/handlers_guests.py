@@ -1,10 +1,10 @@
 """Guest handlers: lists, status, power operations and config read/write.
 
-Where each check happens (synchronously in the request or later in the task) follows the
-table in API-FACTS.md §f: qemu start/stop/shutdown check locks *in the task*; LXC start and
-stop/shutdown refuse synchronously when the container is already running / not running;
-qemu PUT config and LXC PUT config are synchronous (LXC returns ``null``), qemu POST config
-forks ``qmconfig`` and answers with a UPID.
+Where each check happens (synchronously in the request or later in the task) follows the facts in
+``docs/pve-facts.md`` ("Calls: synchronous or a task", "Locks"): qemu start/stop/shutdown check
+locks *in the task*; LXC start and stop/shutdown refuse synchronously when the container is already
+running / not running; qemu PUT config and LXC PUT config are synchronous (LXC returns ``null``),
+qemu POST config forks ``qmconfig`` and answers with a UPID.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ effective permissions.
 Visibility rules follow the schema descriptions: lists silently drop entries the caller may
 not see (guests without VM.Audit, storages without Datastore.Audit/AllocateSpace, other
 users' tasks without Sys.Audit on ``/nodes/<node>``), and node stats are omitted without
-Sys.Audit. The task list follows the addendum of API-FACTS.md (archive = finished only,
-running entries keep the full token id in ``user``, finished ones split off ``tokenid``).
+Sys.Audit. The task list follows ``docs/pve-facts.md`` ("Task list"): archive = finished only,
+running entries keep the full token id in ``user``, finished ones split off ``tokenid``.
 """
 
 from __future__ import annotations

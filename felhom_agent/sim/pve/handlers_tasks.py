@@ -1,6 +1,6 @@
 """Task and backup handlers: task list, status, log, stop, index, and vzdump.
 
-The task list follows the addendum of API-FACTS.md: the default ``source=archive`` lists
+The task list follows ``docs/pve-facts.md`` ("Task list"): the default ``source=archive`` lists
 finished tasks only; running entries keep the full ``user@realm!token`` in ``user`` while
 finished ones split off ``tokenid``; ``errors=1`` drops only ``OK`` tasks; ``limit=0`` returns
 no entries but still counts ``total``. Another token's task needs Sys.Audit on the node.

@@ -33,7 +33,7 @@ __all__ = [
     "TokenSpec",
 ]
 
-#: pve-manager version whose behaviour is modelled (API-FACTS.md source table, [mgr]).
+#: pve-manager version whose behaviour is modelled (``docs/pve-facts.md``).
 DEFAULT_PVE_VERSION = "9.2.11"
 
 QEMU_LOCKS = ("backup", "clone", "create", "migrate", "rollback", "snapshot",

@@ -6,10 +6,10 @@ worker pool: when more requests arrive at once they queue. The TLS handshake run
 connection thread with a timeout, so a client that rejects the certificate (a pin mismatch)
 never reaches request parsing and is never counted in ``requests_seen``.
 
-Response shapes (API-FACTS.md §a, §b): success ``{"data": ...}`` (+ ``total``); errors carry
-the first line of the message as the reason phrase and ``{"data": null, "message": ...}``
-(+ ``errors`` for 400) as body; 401 has an empty body and no Content-Type; 501 and other
-``error()``-path answers have a plain-text body and no Content-Type; every response >= 400
+Response shapes (``docs/pve-facts.md``, "Responses and errors"): success ``{"data": ...}`` (+
+``total``); errors carry the first line of the message as the reason phrase and ``{"data": null,
+"message": ...}`` (+ ``errors`` for 400) as body; 401 has an empty body and no Content-Type; 501 and
+other ``error()``-path answers have a plain-text body and no Content-Type; every response >= 400
 closes the connection.
 """
 
