@@ -8,7 +8,6 @@ The session pins the simulator's SHA-256 fingerprint through urllib3's own
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -17,8 +16,6 @@ from requests.adapters import HTTPAdapter
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-SCHEMA_PATH = SHARED / "pve" / "api-schema-subset.json"
 TIMEOUT = 10.0
 SECRET = "5f0c3a5e-0d7b-4a8e-9a57-3a1f2d9c0b11"
 

@@ -1,7 +1,8 @@
 """Conformance of the simulator's routes with the official PVE API schema subset.
 
-The schema (``../shared/pve/api-schema-subset.json``, extracted from pve-docs 9.1.3) is read
-at test time, never copied into the repository.
+The schema subset (``pve/api-schema-subset.json`` in the shared reference directory, extracted
+from pve-docs 9.1.3) is read at test time, never copied into the repository. These are
+cross-checks: they run only when that directory is found (see :mod:`tests.shared_dir`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from typing import Any
 import pytest
 
 from felhom_agent.sim.pve.routes import ROUTES
-from tests.sim.helpers import SCHEMA_PATH
+from tests.shared_dir import CROSSCHECK, shared_path
+
+pytestmark = CROSSCHECK
 
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
     """The official schema subset, keyed by path then method."""
-    data: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    path = shared_path("pve", "api-schema-subset.json")
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
 
 
