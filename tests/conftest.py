@@ -39,9 +39,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def crosscheck_summary(ran: int, failed: int, skipped: int) -> str:
     """The summary line for the cross-checks of this run."""
     if SHARED_DIR is None:
+        count = f"; {skipped} skipped" if skipped else ""
         return (
-            f"cross-checks against shared/: NOT RUN ({skipped} skipped; no shared dir: "
-            f"set {ENV_VAR} or put it beside the repo)"
+            f"cross-checks against shared/: NOT RUN (no shared dir: set {ENV_VAR} "
+            f"or put it beside the repo{count})"
         )
     outcome = f"ran {ran}" + (f", {failed} failed" if failed else "")
     return f"cross-checks against shared/ ({SHARED_DIR}): {outcome}"

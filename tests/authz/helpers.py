@@ -1,7 +1,9 @@
 """Test helpers: real ssh-keygen keys and signatures, op payloads, and an SSHSIG forge.
 
 The forge builds SSHSIG blobs with ``cryptography`` for what ``ssh-keygen -Y sign`` cannot
-make without hardware (security-key signatures) and for precise byte-level mutations.
+make without hardware (security-key signatures), for DSA (which OpenSSH 9.8 and later can no
+longer make), and for precise byte-level mutations. It builds the signed data itself (not
+with the code under test) so that it can also make the forms the agent refuses.
 """
 
 from __future__ import annotations
@@ -10,22 +12,22 @@ import base64
 import hashlib
 import json
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import attrs
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from felhom_agent.authz.sshsig import signed_data
 from felhom_agent.authz.sshwire import encode_mpint, encode_string
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO / ".." / "shared"
-VECTORS = SHARED / "testdata" / "sshsig"
+#: The project's own SSHSIG vectors (made by ``scripts/gen-sshsig-vectors``).
+VECTORS = Path(__file__).resolve().parent / "vectors"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
+SSH = "/usr/bin/ssh"
 TIMEOUT_S = 30
 
 #: The fixed clock of every test (the vector table's `now`).
@@ -91,9 +93,40 @@ def keygen(directory: Path, name: str, args: list[str]) -> KeyPair:
     """Make a key with ``ssh-keygen -t … -N ''``."""
     path = directory / name
     result = run([SSH_KEYGEN, "-q", "-N", "", "-C", name, "-f", str(path), *args])
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, f"ssh-keygen {' '.join(args)}: {result.stderr!r}"
     public_line = (directory / f"{name}.pub").read_text().strip()
     return KeyPair(name=name, path=path, public_line=public_line)
+
+
+class KeyRing(Mapping[str, KeyPair]):
+    """ssh-keygen keys by name, each made on first use and then kept.
+
+    A key type the installed ``ssh-keygen`` cannot make fails only the tests that use it,
+    not every test of the session.
+    """
+
+    def __init__(self, directory: Path, specs: Mapping[str, list[str]]) -> None:
+        self._directory = directory
+        self._specs = dict(specs)
+        self._made: dict[str, KeyPair] = {}
+
+    def __getitem__(self, name: str) -> KeyPair:
+        if name not in self._made:
+            self._made[name] = keygen(self._directory, name, self._specs[name])
+        return self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+def ssh_supports_dsa() -> bool:
+    """Whether the installed OpenSSH still knows ``ssh-dss`` keys (gone since 9.8 or 10.0)."""
+    result = run([SSH, "-Q", "key"])
+    assert result.returncode == 0, result.stderr
+    return "ssh-dss" in result.stdout.decode().split()
 
 
 def sign(key: KeyPair, message: Path, *, namespace: str = NS, hashalg: str | None = None) -> bytes:
@@ -154,6 +187,17 @@ def armor(blob: bytes, width: int = 70) -> bytes:
     )
 
 
+def forge_signed_data(namespace: str, hash_algorithm: str, message: bytes) -> bytes:
+    """The bytes an SSHSIG signature covers, for any hash name ``hashlib`` knows."""
+    return (
+        b"SSHSIG"
+        + encode_string(namespace.encode())
+        + encode_string(b"")
+        + encode_string(hash_algorithm.encode())
+        + encode_string(hashlib.new(hash_algorithm, message).digest())
+    )
+
+
 def sshsig_blob(
     public_key: bytes,
     signature: bytes,
@@ -199,7 +243,7 @@ class SoftSkKey:
         namespace: str = NS,
     ) -> bytes:
         """Armored SSHSIG over ``message`` as a security key would make it."""
-        data = signed_data(namespace, hash_algorithm, message)
+        data = forge_signed_data(namespace, hash_algorithm, message)
         to_sign = (
             hashlib.sha256(self.application).digest()
             + bytes([flags])
@@ -252,6 +296,55 @@ def soft_sk_ecdsa() -> SoftSkKey:
         + encode_string(b"ssh:")
     )
     return SoftSkKey(key_type=key_type, public_blob=blob, private=private)
+
+
+@attrs.frozen
+class SoftDsaKey:
+    """A DSA (``ssh-dss``) key made with ``cryptography``: the agent must refuse it.
+
+    ``ssh-keygen`` 9.8 and later cannot make DSA keys, so the tests never ask it to.
+    """
+
+    public_blob: bytes
+    private: dsa.DSAPrivateKey = attrs.field(repr=False)
+    key_type: str = "ssh-dss"
+
+    @property
+    def public_line(self) -> str:
+        """``ssh-dss base64`` for allowed_signers."""
+        return f"{self.key_type} {base64.b64encode(self.public_blob).decode()}"
+
+    def sign(self, message: bytes, *, hash_algorithm: str = "sha512", namespace: str = NS) -> bytes:
+        """Armored SSHSIG over ``message`` as OpenSSH signs with DSA (SHA-1, 160-bit r and s)."""
+        data = forge_signed_data(namespace, hash_algorithm, message)
+        r, s = decode_dss_signature(
+            self.private.sign(data, hashes.SHA1())  # noqa: S303 - the refused legacy form
+        )
+        raw = r.to_bytes(20, "big") + s.to_bytes(20, "big")
+        inner = encode_string(b"ssh-dss") + encode_string(raw)
+        return armor(
+            sshsig_blob(
+                self.public_blob,
+                inner,
+                namespace=namespace.encode(),
+                hash_algorithm=hash_algorithm.encode(),
+            )
+        )
+
+
+def soft_dsa() -> SoftDsaKey:
+    """A fresh 1024-bit DSA key (the only size OpenSSH ever made for ``ssh-dss``)."""
+    private = dsa.generate_private_key(key_size=1024)  # noqa: S505 - the refused legacy key
+    numbers = private.public_key().public_numbers()
+    params = numbers.parameter_numbers
+    blob = (
+        encode_string(b"ssh-dss")
+        + encode_mpint(params.p)
+        + encode_mpint(params.q)
+        + encode_mpint(params.g)
+        + encode_mpint(numbers.y)
+    )
+    return SoftDsaKey(public_blob=blob, private=private)
 
 
 def dearmor_b(text: bytes) -> bytes:

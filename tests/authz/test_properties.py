@@ -33,7 +33,7 @@ from felhom_agent.authz.sshsig import SshSignature, parse_blob
 from felhom_agent.kinds.registry import SIGNED_KINDS
 from tests.authz.helpers import (
     NOW,
-    KeyPair,
+    KeyRing,
     armor,
     dearmor_b,
     make_payload,
@@ -52,7 +52,7 @@ Signed = tuple[OpVerifier, bytes, bytes]
 
 
 @pytest.fixture(scope="module")
-def signed(keys: dict[str, KeyPair], tmp_path_factory: pytest.TempPathFactory) -> list[Signed]:
+def signed(keys: KeyRing, tmp_path_factory: pytest.TempPathFactory) -> list[Signed]:
     """(verifier, payload, armored signature) for several key types, all valid."""
     tmp = tmp_path_factory.mktemp("props")
     sk = soft_sk_ecdsa()

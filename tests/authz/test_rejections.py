@@ -24,7 +24,7 @@ from felhom_agent.authz.sshwire import encode_string
 from felhom_agent.kinds.registry import SIGNED_KINDS
 from tests.authz.helpers import (
     NOW,
-    KeyPair,
+    KeyRing,
     armor,
     dearmor_b,
     fmt,
@@ -37,7 +37,7 @@ Signer = Callable[[bytes], bytes]
 
 
 @pytest.fixture
-def signers_file(keys: dict[str, KeyPair], tmp_path: Path) -> Path:
+def signers_file(keys: KeyRing, tmp_path: Path) -> Path:
     """A trust file: ed25519 and rsa3072 for felhom-op, a timebound and a git-only principal."""
     ed, rsa_key = keys["ed25519"], keys["rsa3072"]
     ecdsa = keys["ecdsa256"]
@@ -53,7 +53,7 @@ def signers_file(keys: dict[str, KeyPair], tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sign_with(keys: dict[str, KeyPair], tmp_path: Path) -> Callable[..., bytes]:
+def sign_with(keys: KeyRing, tmp_path: Path) -> Callable[..., bytes]:
     """Sign a payload with a named test key via ssh-keygen."""
 
     def _sign(payload: bytes, key: str = "ed25519", namespace: str = "felhom-op") -> bytes:
@@ -187,7 +187,7 @@ def test_crlf_and_76_column_armor_accepted(
     verifier.verify(payload, armor(blob).replace(b"\n", b"\r\n"))
 
 
-def test_legacy_ssh_rsa_sha1_signature(keys: dict[str, KeyPair], signers_file: Path) -> None:
+def test_legacy_ssh_rsa_sha1_signature(keys: KeyRing, signers_file: Path) -> None:
     """A correct RSA signature with the legacy SHA-1 ``ssh-rsa`` algorithm is refused."""
     private = serialization.load_ssh_private_key(keys["rsa3072"].path.read_bytes(), None)
     assert isinstance(private, rsa.RSAPrivateKey)

@@ -12,7 +12,7 @@ from felhom_agent.authz import AllowedSignersError, OpRejected, Reason, load_all
 from felhom_agent.authz.signers import AllowedSigners, match_pattern_list, parse_allowed_signers
 from felhom_agent.authz.sshkeys import SshPublicKey, parse_public_key
 from felhom_agent.authz.sshsig import parse_blob
-from tests.authz.helpers import NOW, VECTORS, KeyPair, dearmor_b
+from tests.authz.helpers import NOW, VECTORS, KeyPair, KeyRing, dearmor_b, soft_dsa
 
 P = Path("allowed_signers")
 
@@ -22,7 +22,7 @@ def _parse(text: str) -> AllowedSigners:
 
 
 @pytest.fixture(scope="module")
-def ed(keys: dict[str, KeyPair]) -> str:
+def ed(keys: KeyRing) -> str:
     """The ed25519 test key's public line."""
     return keys["ed25519"].public_line
 
@@ -31,7 +31,7 @@ def _key(pair: KeyPair) -> SshPublicKey:
     return parse_public_key(base64.b64decode(pair.key_b64))
 
 
-def test_comments_blank_lines_and_options(ed: str, keys: dict[str, KeyPair]) -> None:
+def test_comments_blank_lines_and_options(ed: str, keys: KeyRing) -> None:
     """Comments and blank lines are skipped; options, quoting and case are parsed."""
     signers = _parse(
         "# comment\n\n"
@@ -94,10 +94,11 @@ def test_invalid_lines_refuse_the_file(ed: str, line: str, fragment: str) -> Non
 
 
 @pytest.mark.parametrize("name", ["dsa", "rsa1024"])
-def test_weak_key_lines_refused(keys: dict[str, KeyPair], name: str) -> None:
+def test_weak_key_lines_refused(keys: KeyRing, name: str) -> None:
     """DSA keys and RSA keys under 2048 bits are refused when the file is loaded."""
+    line = soft_dsa().public_line if name == "dsa" else keys[name].public_line
     with pytest.raises(AllowedSignersError, match="remove the line"):
-        _parse(f"a@b {keys[name].public_line}\n")
+        _parse(f"a@b {line}\n")
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -109,7 +110,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
         load_allowed_signers(tmp_path / "bin")
 
 
-def test_first_passing_line_wins(ed: str, keys: dict[str, KeyPair]) -> None:
+def test_first_passing_line_wins(ed: str, keys: KeyRing) -> None:
     """The first line that passes key, namespace and window gives the principal."""
     signers = _parse(
         f'git@ops namespaces="git" {ed}\n'
@@ -135,7 +136,7 @@ def test_first_passing_line_wins(ed: str, keys: dict[str, KeyPair]) -> None:
     assert info.value.reason == Reason.UNTRUSTED_KEY
 
 
-def test_wildcard_principal_reported_as_written(ed: str, keys: dict[str, KeyPair]) -> None:
+def test_wildcard_principal_reported_as_written(ed: str, keys: KeyRing) -> None:
     """A pattern principal is reported literally without a signer, and matches a signer."""
     signers = _parse(f'*@ops.example,!mallory@ops.example namespaces="felhom-op" {ed}\n')
     key = _key(keys["ed25519"])
@@ -165,10 +166,10 @@ def test_pattern_lists(value: str, patterns: str, expected: bool) -> None:
     assert match_pattern_list(value, patterns) is expected
 
 
-def test_vector_signature_key_matches_file(keys: dict[str, KeyPair]) -> None:
+def test_vector_signature_key_matches_file(keys: KeyRing) -> None:
     """A key parsed from a signature blob equals the same key parsed from the file."""
-    signers = load_allowed_signers(VECTORS / "allowed_signers.core")
-    blob = dearmor_b((VECTORS / "sig/op-ed25519.sig").read_bytes())
+    signers = load_allowed_signers(VECTORS / "allowed_signers")
+    blob = dearmor_b((VECTORS / "sig/ed25519.sig").read_bytes())
     key = parse_public_key(parse_blob(blob).public_key)
     assert key == signers.entries[0].key
     assert hash(key) == hash(signers.entries[0].key)

@@ -15,13 +15,13 @@ from felhom_agent.authz import (
     verify_op_command,
 )
 from felhom_agent.kinds.registry import SIGNED_KINDS
-from tests.authz.helpers import NOW, KeyPair, make_payload, sign
+from tests.authz.helpers import NOW, KeyRing, make_payload, sign
 
 POLICY = VerifyPolicy(host_id="pve1", kinds=SIGNED_KINDS)
 
 
 @pytest.fixture
-def files(keys: dict[str, KeyPair], tmp_path: Path) -> dict[str, Path]:
+def files(keys: KeyRing, tmp_path: Path) -> dict[str, Path]:
     """A trust file, a signed op and its signature."""
     signers = tmp_path / "allowed_signers"
     signers.write_text(f'alice@ops namespaces="felhom-op" {keys["ed25519"].public_line}\n')
