@@ -75,7 +75,7 @@ def vectors() -> Path:
     return shared_path("testdata", "sshsig")
 
 #: The reason the agent must give for each rejected signature case (our judgement of the
-#: first §8 rule each case breaks).
+#: first verification step each case breaks).
 S_REASONS: dict[str, Reason] = {
     "S09": Reason.BAD_SIGNATURE,
     "S10": Reason.BAD_SIGNATURE,
