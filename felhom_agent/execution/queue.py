@@ -23,7 +23,11 @@ The single choke point every guest mutation goes through (``docs/architecture.md
    they return (a PVE task runs on anyway; its UPID is in the journal for re-attach).
 7. Idle workers block in ``Condition.wait()`` *without* a timeout, so an idle queue costs no
    CPU and no wake-ups (T6). It is the one deliberate untimed wait: every event a worker cares
-   about (new work, shutdown) notifies it.
+   about (new work, shutdown, a group slot freed) notifies it.
+8. Group limits: a job may belong to a named group with a node-wide limit (``backup``: at
+   most ``backup.max_concurrent`` backups at once). A lane whose head job's group is full keeps
+   its place in ``_ready`` but is skipped, so a waiting backup never holds a worker and the
+   other lanes keep flowing; it starts as soon as a slot is free, in ``_ready`` order.
 
 Timestamps and the shutdown deadline come from an injectable monotonic ``clock``.
 """
@@ -35,7 +39,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -83,6 +87,7 @@ class _Phase(enum.Enum):
 class _Job:
     fn: Callable[[], Any]
     handle: JobHandle[Any]
+    group: str | None = None
 
 
 class SerializerQueue:
@@ -98,6 +103,8 @@ class SerializerQueue:
 
     Args:
         workers: the number of worker threads W (config ``reconcile.workers``), at least 1.
+        limits: the most jobs of a group that run at once (``{"backup": 1}``); a group
+            without a limit is unbounded (up to W).
         clock: monotonic seconds, used for timestamps and the shutdown deadline.
         logger: where job failures and shutdown leftovers are logged.
         name: prefix of the worker thread names.
@@ -107,13 +114,21 @@ class SerializerQueue:
         self,
         *,
         workers: int = 8,
+        limits: Mapping[str, int] | None = None,
         clock: Clock = time.monotonic,
         logger: logging.Logger | None = None,
         name: str = "felhom-queue",
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise InvalidJob(f"workers must be an integer >= 1, got {workers!r}")
+        for group, limit in (limits or {}).items():
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise InvalidJob(f"limit of group {group!r} must be an integer >= 1, "
+                                 f"got {limit!r}")
         self._workers = workers
+        self._limits: dict[str, int] = dict(limits or {})
+        # group -> jobs of that group running now (only groups with a limit are counted).
+        self._in_group: dict[str, int] = {}
         self._clock = clock
         self._log = logger if logger is not None else _log
         self._name = name
@@ -156,7 +171,8 @@ class SerializerQueue:
                 threading.Thread(target=self._worker, name=name, daemon=True).start()
 
     def submit(
-        self, vmid: int, fn: Callable[[], T], *, label: str, source: str = ""
+        self, vmid: int, fn: Callable[[], T], *, label: str, source: str = "",
+        group: str | None = None,
     ) -> JobHandle[T]:
         """Queue ``fn`` at the tail of ``vmid``'s lane and return its handle.
 
@@ -166,6 +182,7 @@ class SerializerQueue:
                 handle's result.
             label: short human text for logs and reports (``"start 101"``).
             source: who asked (``"plan:7"``, ``"op:<op_id>"``, ``"selftest"``).
+            group: the job's limit group (``"backup"``), or ``None``.
 
         Raises:
             QueueClosed: the queue is shutting down or shut down.
@@ -188,7 +205,7 @@ class SerializerQueue:
                 if vmid not in self._running:
                     self._ready.append(vmid)
                     self._work.notify()
-            lane.append(_Job(fn, handle))
+            lane.append(_Job(fn, handle, group))
             return handle
 
     def busy(self, vmid: int) -> bool:
@@ -282,19 +299,33 @@ class SerializerQueue:
         msg = "queue shut down: %d finished during grace, %d still running, %d unstarted"
         self._log.info(msg, len(report.finished), len(abandoned), len(left))
 
+    def _next_ready(self) -> int | None:
+        """The oldest ready lane whose head job's group has a free slot (lock held)."""
+        if not self._in_group:
+            return 0 if self._ready else None  # fast path: nothing is being held back
+        for i, vmid in enumerate(self._ready):
+            group = self._lanes[vmid][0].group
+            limit = self._limits.get(group) if group is not None else None
+            if limit is None or self._in_group.get(group or "", 0) < limit:
+                return i
+        return None
+
     def _take(self) -> _Job | None:
         """Wait for a runnable lane and claim its head job; None when the worker must exit."""
         with self._lock:
-            while not self._ready and self._phase is _Phase.STARTED:
+            while (index := self._next_ready()) is None and self._phase is _Phase.STARTED:
                 self._work.wait()  # untimed on purpose: idle workers cost no CPU (module doc)
-            if self._phase is not _Phase.STARTED:
+            if self._phase is not _Phase.STARTED or index is None:
                 return None
             now = self._clock()  # read before any state changes, in case a fake clock raises
-            vmid = self._ready.popleft()
+            vmid = self._ready[index]
+            del self._ready[index]
             lane = self._lanes[vmid]
             job = lane.popleft()
             if not lane:
                 del self._lanes[vmid]
+            if job.group is not None and job.group in self._limits:
+                self._in_group[job.group] = self._in_group.get(job.group, 0) + 1
             h = job.handle
             self._running[vmid] = h
             h._state = JobState.RUNNING
@@ -303,11 +334,20 @@ class SerializerQueue:
             self._next_start += 1
             return job
 
-    def _finish(self, h: JobHandle[Any], value: object, error: BaseException | None) -> None:
-        """Resolve the handle and release its lane, atomically."""
+    def _finish(self, job: _Job, value: object, error: BaseException | None) -> None:
+        """Resolve the handle and release its lane (and its group slot), atomically."""
+        h = job.handle
         with self._lock:
             now = self._clock()
             vmid = h.info.vmid
+            group = job.group
+            if group is not None and group in self._in_group:
+                self._in_group[group] -= 1
+                if not self._in_group[group]:
+                    del self._in_group[group]
+                # A lane held back by this group may be runnable now: wake a waiting worker
+                # (this one loops back too, but another may be idle while this one is busy).
+                self._work.notify()
             del self._running[vmid]
             state = JobState.SUCCEEDED if error is None else JobState.FAILED
             h._resolve(state, value, error, now)
@@ -330,8 +370,8 @@ class SerializerQueue:
             except BaseException as exc:  # a job must never take its worker down with it
                 error = exc
             h = job.handle
+            self._finish(job, value, error)
             del job
-            self._finish(h, value, error)
             if error is not None:
                 self._log_failure(h, error)
 
