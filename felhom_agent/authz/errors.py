@@ -88,9 +88,6 @@ class OpRejected(AuthzError, ValueError):
         self.reason = reason
         self.detail = detail
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (OpRejected, (self.reason, self.detail))
-
 
 class NonceStoreError(AuthzError, OSError):
     """The nonce store cannot be used or reset; the message names the file and what to do."""
@@ -114,14 +111,3 @@ class AllowedSignersError(AuthzError, ValueError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.line = line
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_signers_error, (str(self), self.path, self.line))
-
-
-def _rebuild_signers_error(message: str, path: Path, line: int | None) -> AllowedSignersError:
-    err = AllowedSignersError.__new__(AllowedSignersError)
-    AuthzError.__init__(err, message)
-    err.path = path
-    err.line = line
-    return err

@@ -32,7 +32,7 @@ from felhom_agent.core.normalise import (
     NormaliseError,
     normalise_value,
 )
-from felhom_agent.errors import AgentError
+from felhom_agent.errors import ReconcileError
 
 __all__ = [
     "GUEST_TYPES",
@@ -66,7 +66,7 @@ _GUEST_FIELDS: Final = ("type", "state", "config")
 _TOP_FIELDS: Final = ("generation", "guests")
 
 
-class DesiredStateError(AgentError, ValueError):
+class DesiredStateError(ReconcileError, ValueError):
     """Desired state is malformed; ``path`` names the offending value (``guests.101.state``).
 
     Args:
@@ -77,13 +77,6 @@ class DesiredStateError(AgentError, ValueError):
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_error, (str(self), self.path))
-
-
-def _rebuild_error(message: str, path: str) -> DesiredStateError:
-    return DesiredStateError(message, path=path)
 
 
 def _frozen_config(value: Mapping[str, ConfigValue]) -> Mapping[str, ConfigValue]:

@@ -35,7 +35,7 @@ from typing import Final
 
 import attrs
 
-from felhom_agent.errors import AgentError
+from felhom_agent.errors import ReconcileError
 
 __all__ = [
     "FIELDS",
@@ -61,7 +61,7 @@ NormValue = int | float | str
 IGNORED_KEYS: Final = frozenset({"digest"})
 
 
-class NormaliseError(AgentError, ValueError):
+class NormaliseError(ReconcileError, ValueError):
     """A value cannot be brought into canonical form for its key.
 
     Args:
@@ -72,13 +72,6 @@ class NormaliseError(AgentError, ValueError):
     def __init__(self, message: str, *, key: str) -> None:
         super().__init__(message)
         self.key = key
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_normalise_error, (str(self), self.key))
-
-
-def _rebuild_normalise_error(message: str, key: str) -> NormaliseError:
-    return NormaliseError(message, key=key)
 
 
 class _Invalid(ValueError):

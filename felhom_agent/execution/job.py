@@ -12,7 +12,7 @@ from typing import Generic, TypeVar, cast
 
 import attrs
 
-from felhom_agent.errors import AgentError
+from felhom_agent.errors import ReconcileError
 
 __all__ = [
     "InvalidJob", "JobCancelled", "JobFailed", "JobHandle", "JobInfo", "JobState",
@@ -23,7 +23,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class QueueError(AgentError):
+class QueueError(ReconcileError):
     """A queue operation or a queued job failed; carries the job's vmid and label if known.
 
     Args:
@@ -36,16 +36,6 @@ class QueueError(AgentError):
         super().__init__(message)
         self.vmid = vmid
         self.label = label
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_error, (type(self), str(self), dict(self.__dict__)))
-
-
-def _rebuild_error(cls: type[QueueError], message: str, state: dict[str, object]) -> QueueError:
-    err = cls.__new__(cls, message)
-    Exception.__init__(err, message)
-    err.__dict__.update(state)
-    return err
 
 
 class JobFailed(QueueError):

@@ -43,13 +43,6 @@ class HubError(AgentError):
         self.path = path
         self.status = status
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild, (type(self), str(self), self.path, self.status))
-
-
-def _rebuild(cls: type[HubError], message: str, path: str | None, status: int | None) -> HubError:
-    return cls(message, path=path, status=status)
-
 
 class HubAuthError(HubError, PermissionError):
     """The hub refused our bearer token (401) or our access (403)."""
@@ -86,10 +79,3 @@ class EnvelopeError(HubProtocolError):
     def __init__(self, message: str, *, field: str, path: str | None = None) -> None:
         super().__init__(message, path=path)
         self.field = field
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_envelope, (str(self), self.field, self.path))
-
-
-def _rebuild_envelope(message: str, field: str, path: str | None) -> EnvelopeError:
-    return EnvelopeError(message, field=field, path=path)

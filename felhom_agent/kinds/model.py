@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from felhom_agent.core.normalise import config_diff
-from felhom_agent.errors import AgentError
+from felhom_agent.errors import ReconcileError
 from felhom_agent.proxmox.models import GuestConfig, GuestStatus, GuestType, Snapshot
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class Reversibility(enum.Enum):
     IRREVERSIBLE = "irreversible"
 
 
-class UnknownKind(AgentError, LookupError):
+class UnknownKind(ReconcileError, LookupError):
     """A name that is not in the kind registry."""
 
     def __init__(self, kind: str, known: tuple[str, ...] = ()) -> None:
@@ -67,7 +67,7 @@ class UnknownKind(AgentError, LookupError):
         self.kind = kind
 
 
-class GateRefused(AgentError, ValueError):
+class GateRefused(ReconcileError, ValueError):
     """The op must not run; ``str(err)`` is the reason reported to the hub."""
 
 

@@ -48,7 +48,7 @@ from felhom_agent.core.normalise import (
     NormValue,
     config_diff,
 )
-from felhom_agent.errors import AgentError
+from felhom_agent.errors import ReconcileError
 from felhom_agent.kinds.classify import BENIGN_CONFIG_KEYS, classify_action
 from felhom_agent.kinds.registry import plan_rank
 
@@ -70,7 +70,7 @@ ActionKind = str
 GUEST_KIND: Final = "guest"
 
 
-class PlanInputError(AgentError, ValueError):
+class PlanInputError(ReconcileError, ValueError):
     """The actual-state input is inconsistent (the same vmid listed twice)."""
 
 

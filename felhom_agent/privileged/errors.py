@@ -40,18 +40,6 @@ class PrivilegedError(AgentError):
         super().__init__(message)
         self.program = program
 
-    def __reduce__(self) -> tuple[object, ...]:
-        # Subclasses take different constructor arguments; rebuild from message + attributes
-        # so every leaf pickles (errors cross thread and process boundaries in reports).
-        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
-
-
-def _rebuild(cls: type[PrivilegedError], message: str, state: dict[str, object]) -> Exception:
-    err = cls.__new__(cls)
-    Exception.__init__(err, message)
-    err.__dict__.update(state)
-    return err
-
 
 class RefusedArgument(PrivilegedError, ValueError):
     """An argument is outside the allow-list; refused before any process starts.

@@ -249,9 +249,6 @@ class TaskFailed(TaskError, RuntimeError):
         text = self.exitstatus
         return bool(_FLOCK_RE.search(text) or _LOCKED_RE.search(text))
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_task_failed, (self.exitstatus, self.upid))
-
 
 class TaskTimeout(TaskError, TimeoutError):
     """The wait deadline passed (or the wait was interrupted): the task is *still running*.
@@ -277,10 +274,6 @@ class TaskUnknown(TaskError):
 
 class UpidError(PveError, ValueError):
     """A string that should be a UPID is not one (see :mod:`felhom_agent.proxmox.upid`)."""
-
-
-def _rebuild_task_failed(exitstatus: str, upid: str) -> TaskFailed:
-    return TaskFailed(exitstatus, upid=upid)
 
 
 def _body_json(body: bytes) -> dict[str, object] | None:

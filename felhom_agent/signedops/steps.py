@@ -14,7 +14,7 @@ import threading
 from typing import Final, Protocol
 
 from felhom_agent.durable import DurabilityError
-from felhom_agent.errors import AgentError
+from felhom_agent.errors import ReconcileError
 from felhom_agent.execution.executor import ExecResult, JobSpec
 from felhom_agent.execution.queue import JobHandle, QueueError
 from felhom_agent.proxmox.client import ProxmoxClient
@@ -36,7 +36,7 @@ class OpSubmitter(Protocol):
         ...
 
 
-class StepNotRun(AgentError, RuntimeError):
+class StepNotRun(ReconcileError, RuntimeError):
     """A step's job ended without a result and without a journal entry (it never ran)."""
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from felhom_agent.errors import AgentError
+from felhom_agent.errors import ReconcileError
 
 __all__ = [
     "DEFAULT_KEEP_OUTCOMES",
@@ -53,7 +53,7 @@ class OpState(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
-class JournalError(AgentError):
+class JournalError(ReconcileError):
     """A journal operation was refused; carries the journal path for context."""
 
     def __init__(self, message: str, *, path: Path) -> None:
@@ -84,7 +84,7 @@ class Outcome:
     finished_at: float
 
 
-class AlreadyApplied(AgentError):
+class AlreadyApplied(ReconcileError):
     """The op id already has an outcome: it is not executed again; report ``outcome`` instead.
 
     Args:

@@ -34,13 +34,6 @@ class ScenarioError(AgentError, ValueError):
         super().__init__(message)
         self.key = key
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild, (str(self), self.key))
-
-
-def _rebuild(message: str, key: str) -> ScenarioError:
-    return ScenarioError(message, key=key)
-
 
 def _bad(key: str, value: object, expected: str) -> ScenarioError:
     shown = json.dumps(value) if _jsonable(value) else repr(value)

@@ -58,13 +58,6 @@ class ScenarioError(AgentError, ValueError):
         self.key = key
         self.value = value
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_scenario_error, (str(self), self.key, self.value))
-
-
-def _rebuild_scenario_error(message: str, key: str | None, value: object) -> ScenarioError:
-    return ScenarioError(message, key=key, value=value)
-
 
 def _err(key: str, value: object, what: str) -> ScenarioError:
     return ScenarioError(f"scenario key {key!r}: {what} (got {value!r})", key=key, value=value)
