@@ -29,7 +29,7 @@ def _rebuild(cls: type[AgentError], args: tuple[Any, ...], state: dict[str, Any]
     are set exactly as at construction.
     """
     err = cls.__new__(cls, *args)
-    builtin = next(c for c in cls.__mro__ if c.__module__ == "builtins")
+    builtin: Any = next(c for c in cls.__mro__ if c.__module__ == "builtins")
     builtin.__init__(err, *args)
     err.__dict__.update(state)
     return err

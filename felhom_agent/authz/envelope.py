@@ -7,8 +7,8 @@ The payload is the exact JSON bytes the operator signed. It is parsed only *afte
 signature over those bytes holds (:mod:`felhom_agent.authz.verifier`), and then checked in
 this order, each failure with its own :class:`~felhom_agent.authz.errors.Reason`:
 
-1. size cap (64 KiB), UTF-8, JSON object, **no duplicate member at any depth** (``json.loads``
-   would silently keep the last ``"vmid"``: E10), no NaN/Infinity;
+1. size cap (64 KiB), UTF-8, JSON object, **no duplicate member at any depth** (a plain JSON parser
+   would silently keep the last ``"vmid"``: E10), no NaN/Infinity (:mod:`felhom_agent.strictjson`);
 2. exactly the known members (``signer`` optional): unknown → ``unknown-field``, absent →
    ``missing-field``;
 3. ``v == 1``;
@@ -34,6 +34,7 @@ from typing import Final
 
 import attrs
 
+from felhom_agent import strictjson
 from felhom_agent.authz.errors import OpRejected, Reason
 
 __all__ = ["MAX_PAYLOAD_SIZE", "SignedOp", "check_envelope", "parse_payload"]
@@ -95,19 +96,6 @@ def _fmt(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    obj: dict[str, object] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise OpRejected(Reason.DUPLICATE_MEMBER, f"member {key!r} appears more than once")
-        obj[key] = value
-    return obj
-
-
-def _reject_constant(name: str) -> object:
-    raise OpRejected(Reason.PAYLOAD_JSON, f"{name} is not valid JSON")
-
-
 def parse_payload(payload: bytes, *, kinds: Collection[str]) -> SignedOp:
     """Parse and type-check a payload (rules 1 to 4); no policy (host, time) yet.
 
@@ -124,13 +112,12 @@ def parse_payload(payload: bytes, *, kinds: Collection[str]) -> SignedOp:
             Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes (maximum {MAX_PAYLOAD_SIZE})"
         )
     try:
-        text = payload.decode("utf-8")
-        doc = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
-        )
-    except OpRejected:
-        raise
-    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
+        doc = strictjson.loads(payload.decode("utf-8"))
+    except strictjson.DuplicateMember as err:
+        raise OpRejected(Reason.DUPLICATE_MEMBER, str(err)) from err
+    except strictjson.NonFiniteNumber as err:
+        raise OpRejected(Reason.PAYLOAD_JSON, str(err)) from err
+    except ValueError as err:  # StrictJsonError, UnicodeDecodeError
         raise OpRejected(Reason.PAYLOAD_JSON, f"not valid UTF-8 JSON: {err}") from err
     if not isinstance(doc, dict):
         raise OpRejected(Reason.PAYLOAD_JSON, "the payload is not a JSON object")

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from felhom_agent import strictjson
 from felhom_agent.config._keys import (
     ENV_PREFIX,
     KEYS,
@@ -86,16 +87,22 @@ def _read_document(path: Path) -> dict[str, Any]:
             key="--config",
         ) from None
     try:
-        document = json.loads(text, object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as dup:
+        document = strictjson.loads(text)
+    except strictjson.DuplicateMember as dup:
         raise ConfigError(
             f"config file {path}: key {dup.key!r} appears twice in one object; keep one",
             key=dup.key,
         ) from None
-    except json.JSONDecodeError as err:
+    except strictjson.JsonSyntaxError as err:
         raise ConfigError(
             f"config file {path}: invalid JSON at line {err.lineno}, column {err.colno}: "
             f"{err.msg} (the file is strict JSON: no comments, no trailing commas)",
+            key="--config",
+        ) from None
+    except strictjson.StrictJsonError as err:
+        raise ConfigError(
+            f"config file {path}: invalid JSON: {err} (the file is strict JSON: no NaN or "
+            "Infinity)",
             key="--config",
         ) from None
     if not isinstance(document, dict):
@@ -105,21 +112,6 @@ def _read_document(path: Path) -> dict[str, Any]:
             key="--config",
         )
     return document
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
 
 
 def _flatten(document: Mapping[str, Any], path: Path) -> dict[str, Any]:

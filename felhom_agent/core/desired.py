@@ -18,14 +18,14 @@ through :mod:`felhom_agent.core.normalise`, which also validates them here.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final, Literal, cast
+from typing import Final, Literal, cast
 
 import attrs
 
+from felhom_agent import strictjson
 from felhom_agent.core.normalise import (
     IGNORED_KEYS,
     ConfigValue,
@@ -172,9 +172,6 @@ def _type_name(value: object) -> str:
 def _object(value: object, path: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise _fail(path, f"expected an object, got {_type_name(value)}")
-    duplicates: tuple[str, ...] = getattr(value, "duplicates", ())
-    if duplicates:
-        raise _fail(_join(path, duplicates[0]), "duplicate key (each key may appear once)")
     return cast("dict[str, object]", value)
 
 
@@ -266,28 +263,6 @@ def parse_desired(data: object, *, path: str = "") -> DesiredState:
     return DesiredState(generation=generation, guests=guests)
 
 
-class _PairsDict(dict[str, Any]):
-    """A decoded JSON object that remembers keys it saw more than once."""
-
-    duplicates: tuple[str, ...] = ()
-
-
-def _pairs_hook(pairs: list[tuple[str, Any]]) -> _PairsDict:
-    out = _PairsDict()
-    dups: list[str] = []
-    for key, value in pairs:
-        if key in out:
-            dups.append(key)
-        out[key] = value
-    if dups:
-        out.duplicates = tuple(dups)
-    return out
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def loads_desired(text: str | bytes, *, path: str = "") -> DesiredState:
     """Parse a desired-state JSON document (a file's content).
 
@@ -298,12 +273,13 @@ def loads_desired(text: str | bytes, *, path: str = "") -> DesiredState:
         DesiredStateError: invalid JSON (with line and column) or an invalid document.
     """
     try:
-        data = json.loads(
-            text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant
-        )
-    except json.JSONDecodeError as err:
+        data = strictjson.loads(text)
+    except strictjson.DuplicateMember as err:
+        where = _join(path, strictjson.dotted((*err.path, err.key)))
+        raise _fail(where, "duplicate key (each key may appear once)") from None
+    except strictjson.JsonSyntaxError as err:
         raise _fail(path, f"invalid JSON: {err.msg} at line {err.lineno} column {err.colno}"
                     ) from None
-    except (ValueError, UnicodeDecodeError) as err:
+    except strictjson.StrictJsonError as err:
         raise _fail(path, f"invalid JSON: {err}") from None
     return parse_desired(data, path=path)
