@@ -17,11 +17,11 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 from felhom_agent.secret import REDACTED, Secret
+from felhom_agent.utc import format_utc
 
 __all__ = ["LOGGER_NAME", "configure_logging", "stream_is_journal"]
 
@@ -62,12 +62,6 @@ def stream_is_journal(stream: IO[str], env: Mapping[str, str]) -> bool:
     return f"{stat.st_dev}:{stat.st_ino}" == f"{dev_text}:{ino_text}"
 
 
-def _utc(created: float) -> str:
-    seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-
-
 class _Redactor:
     """Replaces every known secret value in a string with ``***``."""
 
@@ -105,7 +99,7 @@ class TextFormatter(logging.Formatter):
             # Prefix every line so continuation lines keep the level (sd-daemon(3)).
             text = "\n".join(f"<{prio}>{line}" for line in lines)
         else:
-            text = f"{_utc(record.created)} {level} {record.name}: {message}"
+            text = f"{format_utc(record.created, millis=True)} {level} {record.name}: {message}"
         return self._redact(text)
 
 
@@ -118,7 +112,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": _utc(record.created),
+            "ts": format_utc(record.created, millis=True),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

@@ -29,13 +29,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 import attrs
 
 from felhom_agent import strictjson
 from felhom_agent.authz.errors import OpRejected, Reason
+from felhom_agent.utc import UTC_PATTERN, format_utc, parse_utc
 
 __all__ = ["MAX_PAYLOAD_SIZE", "SignedOp", "check_envelope", "parse_payload"]
 
@@ -57,7 +58,6 @@ VMID_MIN: Final = 100
 VMID_MAX: Final = 999_999_999
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _NONCE = re.compile(r"[0-9a-f]{32}")
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _NAME = re.compile(r"[\x21-\x7e]{1,256}")
 
 
@@ -88,12 +88,8 @@ class SignedOp:
         flag = " irreversible" if self.irreversible else ""
         return (
             f"{self.kind} vmid {self.vmid} params {params}{flag} "
-            f"(op {self.op_id}, expires {_fmt(self.expires_at)})"
+            f"(op {self.op_id}, expires {format_utc(self.expires_at)})"
         )
-
-
-def _fmt(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_payload(payload: bytes, *, kinds: Collection[str]) -> SignedOp:
@@ -182,11 +178,12 @@ def check_envelope(
     if op.issued_at > now + timedelta(seconds=max_clock_skew_s):
         raise OpRejected(
             Reason.ISSUED_IN_FUTURE,
-            f"issued_at {_fmt(op.issued_at)} is more than {max_clock_skew_s} s after "
-            f"now ({_fmt(now)})",
+            f"issued_at {format_utc(op.issued_at)} is more than {max_clock_skew_s} s after "
+            f"now ({format_utc(now)})",
         )
     if now > op.expires_at:
-        raise OpRejected(Reason.EXPIRED, f"expired at {_fmt(op.expires_at)} (now {_fmt(now)})")
+        raise OpRejected(Reason.EXPIRED,
+                         f"expired at {format_utc(op.expires_at)} (now {format_utc(now)})")
     lifetime = (op.expires_at - op.issued_at).total_seconds()
     if lifetime <= 0:
         raise OpRejected(Reason.LIFETIME, "expires_at is not after issued_at")
@@ -216,8 +213,8 @@ def _checked(doc: dict[str, object], name: str, pattern: re.Pattern[str], expect
 
 
 def _time(doc: dict[str, object], name: str) -> datetime:
-    text = _checked(doc, name, _TIME, "YYYY-MM-DDTHH:MM:SSZ")
+    text = _checked(doc, name, UTC_PATTERN, "YYYY-MM-DDTHH:MM:SSZ")
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return parse_utc(text)
     except ValueError as err:
         raise _invalid(name, text, "a valid UTC time") from err

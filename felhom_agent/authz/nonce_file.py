@@ -26,18 +26,17 @@ import attrs
 
 from felhom_agent.authz.errors import NonceStoreError
 from felhom_agent.durable import fsync_dir
+from felhom_agent.utc import format_utc, parse_utc
 
 __all__ = [
     "HEADER",
     "NonceRecord",
     "StoreDamaged",
-    "fmt_time",
     "parse_store",
     "reset_store",
 ]
 
 HEADER: Final = b"felhom-nonces v1\n"
-_TIME_FMT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @attrs.frozen
@@ -60,9 +59,9 @@ class NonceRecord:
                 "op_id": self.op_id,
                 "signer": self.signer,
                 "payload_sha256": self.payload_sha256,
-                "issued_at": fmt_time(self.issued_at),
-                "expires_at": fmt_time(self.expires_at),
-                "accepted_at": fmt_time(self.accepted_at),
+                "issued_at": format_utc(self.issued_at),
+                "expires_at": format_utc(self.expires_at),
+                "accepted_at": format_utc(self.accepted_at),
             },
             separators=(",", ":"),
             sort_keys=True,
@@ -92,15 +91,10 @@ class NonceRecord:
             raise ValueError(f"bad record: {err}") from err
 
 
-def fmt_time(moment: datetime) -> str:
-    """The store's time format (UTC, seconds, ``Z``)."""
-    return moment.astimezone(UTC).strftime(_TIME_FMT)
-
-
 def _parse(text: object) -> datetime:
     if not isinstance(text, str):
         raise TypeError("time is not a string")
-    return datetime.strptime(text, _TIME_FMT).replace(tzinfo=UTC)
+    return parse_utc(text)
 
 
 class StoreDamaged(Exception):
@@ -157,10 +151,10 @@ def reset_store(
     safe_after = newest + timedelta(seconds=max_op_lifetime_s + 2 * max_clock_skew_s)
     if now <= safe_after:
         raise NonceStoreError(
-            f"{path}: refusing to reset before {fmt_time(safe_after)}: ops it may hold could "
+            f"{path}: refusing to reset before {format_utc(safe_after)}: ops it may hold could "
             "still be replayed until then"
         )
-    aside = path.with_name(f"{path.name}.reset-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}")
+    aside = path.with_name(f"{path.name}.reset-{format_utc(now, compact=True)}")
     try:
         os.replace(path, aside)
     except OSError as err:

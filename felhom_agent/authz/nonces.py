@@ -52,11 +52,11 @@ from felhom_agent.authz.nonce_file import (
     HEADER,
     NonceRecord,
     StoreDamaged,
-    fmt_time,
     parse_store,
     reset_store,
 )
 from felhom_agent.durable import DurabilityError, atomic_write_bytes, fsync_dir
+from felhom_agent.utc import format_utc
 
 __all__ = ["HEADER", "FileNonceStore", "NonceRecord", "NonceStoreError", "reset_store"]
 
@@ -191,8 +191,8 @@ class FileNonceStore:
         if self._high_water is not None and now < self._high_water - self._skew:
             raise OpRejected(
                 Reason.CLOCK_MOVED_BACK,
-                f"the clock ({fmt_time(now)}) is behind the newest accepted op "
-                f"({fmt_time(self._high_water)}); fix the time (NTP) before signed ops are "
+                f"the clock ({format_utc(now)}) is behind the newest accepted op "
+                f"({format_utc(self._high_water)}); fix the time (NTP) before signed ops are "
                 "accepted",
             )
         seen = self._records.get(op.nonce)
@@ -200,20 +200,20 @@ class FileNonceStore:
             raise OpRejected(
                 Reason.NONCE_REPLAY,
                 f"nonce {op.nonce} was already used by op {seen.op_id} "
-                f"(accepted {fmt_time(seen.accepted_at)})",
+                f"(accepted {format_utc(seen.accepted_at)})",
             )
         seen = self._by_op_id.get(op.op_id)
         if seen is not None:
             raise OpRejected(
                 Reason.OP_ID_REPLAY,
-                f"op {op.op_id} was already accepted at {fmt_time(seen.accepted_at)}",
+                f"op {op.op_id} was already accepted at {format_utc(seen.accepted_at)}",
             )
 
     def _fail(self, detail: str, now: datetime) -> None:
         self._failure = (
             f"nonce store {self.path} is unusable ({detail}); no signed op is accepted until "
             f"an operator acts: repair or restore the file, or move it aside once every op it "
-            f"may hold has expired (after {fmt_time(self._safe_reset_time(now))})"
+            f"may hold has expired (after {format_utc(self._safe_reset_time(now))})"
         )
         self._log.error("%s", self._failure)
         self._records.clear()

@@ -36,6 +36,7 @@ import attrs
 
 from felhom_agent.authz.errors import AllowedSignersError, OpRejected, Reason
 from felhom_agent.authz.sshkeys import SshPublicKey, parse_public_key
+from felhom_agent.utc import format_utc
 
 __all__ = ["AllowedSigners", "SignerEntry", "load_allowed_signers", "match_pattern_list"]
 
@@ -83,13 +84,13 @@ class SignerEntry:
             return OpRejected(
                 Reason.KEY_NOT_YET_VALID,
                 f"allowed_signers line {self.line}: key valid only after "
-                f"{self.valid_after:%Y-%m-%dT%H:%M:%SZ}",
+                f"{format_utc(self.valid_after)}",
             )
         if self.valid_before is not None and now > self.valid_before:
             return OpRejected(
                 Reason.KEY_EXPIRED,
                 f"allowed_signers line {self.line}: key expired at "
-                f"{self.valid_before:%Y-%m-%dT%H:%M:%SZ}",
+                f"{format_utc(self.valid_before)}",
             )
         return None
 

@@ -27,6 +27,7 @@ from typing import Any, Final
 import attrs
 
 from felhom_agent.errors import AgentError
+from felhom_agent.utc import format_utc
 
 __all__ = [
     "DemoSigner",
@@ -65,10 +66,6 @@ def run_tool(argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
                           env={"LC_ALL": "C"}, timeout=TOOL_TIMEOUT_S, check=False)
 
 
-def _fmt(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def op_payload(op: Mapping[str, Any], *, host_id: str, now: datetime, signer: str,
                op_id: str | None = None, nonce: str | None = None) -> str:
     """The exact payload text of a signed op: ``op``'s kind/vmid/params plus a fresh envelope.
@@ -85,7 +82,7 @@ def op_payload(op: Mapping[str, Any], *, host_id: str, now: datetime, signer: st
         "kind": op["kind"], "vmid": op["vmid"], "params": dict(op.get("params", {})),
         "irreversible": bool(op.get("irreversible", False)),
         "nonce": nonce or secrets.token_hex(16),
-        "issued_at": _fmt(now), "expires_at": _fmt(now + OP_LIFETIME), "signer": signer,
+        "issued_at": format_utc(now), "expires_at": format_utc(now + OP_LIFETIME), "signer": signer,
     }
     return json.dumps(doc)
 

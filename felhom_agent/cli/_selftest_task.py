@@ -41,6 +41,7 @@ from felhom_agent.execution.executor import ExecResult, JobSpec
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.models import GuestType
 from felhom_agent.state.journal import JournalError, JournalLocked
+from felhom_agent.utc import format_utc
 
 __all__ = ["selftest_task_command"]
 
@@ -139,7 +140,7 @@ def _exercise(client: ProxmoxClient, steps: _Steps) -> None:
     was_running = status == "running"
     steps.check("read", True, f"guest {vmid} ({gtype.value}) is {status}")
     snapname = f"felhom-selftest-{secrets.token_hex(4)}"
-    marker = f"felhom selftest {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+    marker = f"felhom selftest {format_utc(time.time())}"
     changed_description = False
     snap_made = steps.run("snapshot", "snapshot", {"snapname": snapname,
                                                     "description": "felhom-agent selftest"})

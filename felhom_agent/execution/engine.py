@@ -43,7 +43,6 @@ from felhom_agent.execution.status import (
     ReconcileStatus,
     RefusedAction,
 )
-from felhom_agent.hub.report import format_utc
 from felhom_agent.planning.actual import read_actual
 from felhom_agent.planning.plan import Action, Plan, plan
 from felhom_agent.planning.providers import DesiredStateProvider, Unsubscribe
@@ -62,6 +61,7 @@ from felhom_agent.state.recovery import (
     is_plan_source,
     plan_source,
 )
+from felhom_agent.utc import format_utc
 
 __all__ = ["Engine", "PassResult", "RecoveryReport"]
 

@@ -33,10 +33,10 @@ from felhom_agent.hub.report import (
     OpResult,
     ReconcileStatus,
     ReportError,
-    format_utc,
 )
 from felhom_agent.proxmox.models import Guest, NodeStatus, PveVersion, StorageInfo
 from felhom_agent.state.audit import AuditRecord
+from felhom_agent.utc import format_utc
 
 __all__ = ["AuditSource", "Collector", "EngineView", "PveReader"]
 

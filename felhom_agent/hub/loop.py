@@ -41,7 +41,8 @@ from felhom_agent.hub.errors import (
     HubTransportError,
 )
 from felhom_agent.hub.policy import Outcome, PolicyState, RetryPolicy
-from felhom_agent.hub.report import HostReport, ReportError, format_utc
+from felhom_agent.hub.report import HostReport, ReportError
+from felhom_agent.utc import format_utc
 
 __all__ = ["HubLoop", "HubStatus", "ReportSink", "report_round_trip"]
 

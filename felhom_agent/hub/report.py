@@ -15,7 +15,6 @@ UTF-8 JSON, ``NaN``/``Infinity`` refused because they are not JSON). No field ho
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 from collections.abc import Mapping
@@ -42,16 +41,9 @@ __all__ = [
     "ReconcileStatus",
     "RefusedAction",
     "ReportError",
-    "format_utc",
 ]
 
 SCHEMA = 1
-def format_utc(epoch_s: float) -> str:
-    """Format a POSIX time as the protocol's UTC timestamp, ``2026-11-26T10:00:00Z``."""
-    moment = datetime.datetime.fromtimestamp(epoch_s, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _finite(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not math.isfinite(value):
         raise ValueError(f"{attr.name} must be a finite number, got {value!r}")

@@ -57,13 +57,13 @@ from felhom_agent.authz.verifier import OpVerifier, VerifiedOp, VerifyPolicy
 from felhom_agent.durable import DurabilityError
 from felhom_agent.execution.executor import JobSpec
 from felhom_agent.execution.status import OpResult
-from felhom_agent.hub.report import format_utc
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
 from felhom_agent.signedops.gate import GateRefused, check_op, plan_steps
 from felhom_agent.signedops.steps import OpSubmitter, StepNotRun, StepRunner
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal, OpState
+from felhom_agent.utc import format_utc
 
 __all__ = ["OpSubmitter", "OpTiming", "SignedOpConsumer"]
 

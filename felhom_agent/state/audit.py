@@ -30,23 +30,19 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from felhom_agent.durable import DurabilityError, fsync_dir, fsync_file, truncate_durably
+from felhom_agent.utc import format_utc
 
 __all__ = ["AUDIT_NAME", "AuditLog", "AuditRecord"]
 
 AUDIT_NAME = "audit.log"
 _DEFAULT_MAX_BYTES = 1024 * 1024
 _DEFAULT_KEEP_RECENT = 200
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @attrs.frozen
@@ -181,8 +177,8 @@ class AuditLog:
                 ) from self._failed
             if self._fd is None:
                 raise DurabilityError("audit log is closed", path=self._path)
-            record = AuditRecord(_iso(self._clock()), op_id, source, kind, vmid, upid, outcome,
-                                 reason)
+            record = AuditRecord(format_utc(self._clock(), millis=True), op_id, source, kind,
+                                 vmid, upid, outcome, reason)
             line = (json.dumps(record.to_dict(), separators=(",", ":"), ensure_ascii=True)
                     + "\n").encode("ascii")
             try:

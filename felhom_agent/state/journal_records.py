@@ -13,13 +13,13 @@ import json
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from felhom_agent.errors import ReconcileError
+from felhom_agent.utc import format_utc
 
 __all__ = [
     "DEFAULT_KEEP_OUTCOMES",
@@ -128,7 +128,7 @@ class JournalEntry:
             "state": "running" if o is None else o.state.value,
             "reason": "" if o is None else o.reason,
             "upid": self.upid,
-            "finished_at": None if o is None else _iso(o.finished_at),
+            "finished_at": None if o is None else format_utc(o.finished_at),
         }
 
 
@@ -170,10 +170,6 @@ class JournalStats:
     held: int = 0
     outcomes: int = 0
     forgotten: int = 0
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:

@@ -18,8 +18,8 @@ from felhom_agent.hub.report import (
     ReconcileStatus,
     RefusedAction,
     ReportError,
-    format_utc,
 )
+from felhom_agent.utc import format_utc
 from tests.hub.conftest import sample_report
 
 TOP_KEYS = ["schema", "host_id", "agent_version", "collected_at", "node", "guests",
