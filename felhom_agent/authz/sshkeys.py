@@ -16,7 +16,6 @@ so two keys are the same key exactly when their blobs are equal. Verification di
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from typing import Final
 
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from felhom_agent.authz.errors import OpRejected, Reason
 from felhom_agent.authz.sshwire import WireError, WireReader
+from felhom_agent.fingerprint import ssh_fingerprint
 
 __all__ = ["MIN_RSA_BITS", "SUPPORTED_KEY_TYPES", "SshPublicKey", "parse_public_key"]
 
@@ -79,8 +79,7 @@ class SshPublicKey:
     @property
     def fingerprint(self) -> str:
         """The ``SHA256:…`` fingerprint ``ssh-keygen -l`` prints for this key."""
-        digest = hashlib.sha256(self.blob).digest()
-        return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+        return ssh_fingerprint(self.blob)
 
     def verify(self, signature: bytes, data: bytes) -> None:
         """Check an SSH signature blob of this key over ``data``.

@@ -16,7 +16,6 @@ from felhom_agent.config._model import (
     ProxmoxConfig,
     ReconcileConfig,
 )
-from felhom_agent.config._validate import normalise_fingerprint
 from felhom_agent.config._view import redacted_view
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "ReconcileConfig",
     "env_name",
     "load_config",
-    "normalise_fingerprint",
     "read_secret_file",
     "redacted_view",
 ]

@@ -26,9 +26,10 @@ from felhom_agent.config._model import (
     ReconcileConfig,
 )
 from felhom_agent.errors import ConfigError
+from felhom_agent.fingerprint import pin_from_config
 from felhom_agent.secret import Secret
 
-__all__ = ["build_config", "normalise_fingerprint"]
+__all__ = ["build_config"]
 
 _HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _NODE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -36,31 +37,11 @@ _TOKEN_ID = re.compile(r"[^\s:/@!]+@[A-Za-z][A-Za-z0-9._-]*![A-Za-z][A-Za-z0-9._
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _SSH_HOST = re.compile(r"[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}")
-_HEX64 = re.compile(r"[0-9A-Fa-f]{64}")
-_FP_COLON = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31}")
 _SECRET_OK = re.compile(r"[\x21-\x7e]{8,}")
 
 
 def _fail(dotted: str, message: str) -> ConfigError:
     return ConfigError(f"{dotted}: {message}", key=dotted)
-
-
-def normalise_fingerprint(dotted: str, value: str) -> str:
-    """Accept ``AB:CD:…`` (32 pairs, as ``pvenode cert info`` shows) or 64 hex digits.
-
-    Returns the canonical upper-case colon-separated form.
-    """
-    text = value.strip()
-    if _FP_COLON.fullmatch(text):
-        return text.upper()
-    if _HEX64.fullmatch(text):
-        upper = text.upper()
-        return ":".join(upper[i : i + 2] for i in range(0, 64, 2))
-    raise _fail(
-        dotted,
-        f"{value!r} is not a SHA-256 fingerprint; must be 32 colon-separated hex pairs "
-        "(AB:CD:…, as `pvenode cert info` prints) or 64 hex digits",
-    )
 
 
 def _check_bounds(raw: Mapping[str, Any]) -> None:
@@ -154,8 +135,9 @@ def _check_proxmox(raw: dict[str, Any]) -> None:
     if fingerprint is not None and ca_file is not None:
         raise _fail("proxmox.tls_fingerprint", "and proxmox.ca_file are both set; set one")
     if fingerprint is not None:
-        raw["proxmox.tls_fingerprint"] = normalise_fingerprint("proxmox.tls_fingerprint",
-                                                               fingerprint)
+        # Stored in PVE's upper-case colon form, whichever accepted form was written.
+        raw["proxmox.tls_fingerprint"] = pin_from_config(
+            fingerprint, key="proxmox.tls_fingerprint").colon
     if raw.get("proxmox.token_secret") is None:
         raise _fail("proxmox.token_secret", "is required but not set; set it, or "
                     "proxmox.token_secret_file, or the systemd credential proxmox_token_secret")
@@ -189,7 +171,7 @@ def _check_hub(raw: dict[str, Any]) -> None:
     if fingerprint is not None and ca_file is not None:
         raise _fail("hub.tls_fingerprint", "and hub.ca_file are both set; set one")
     if fingerprint is not None:
-        raw["hub.tls_fingerprint"] = normalise_fingerprint("hub.tls_fingerprint", fingerprint)
+        raw["hub.tls_fingerprint"] = pin_from_config(fingerprint, key="hub.tls_fingerprint").colon
     if raw.get("hub.token") is None:
         raise _fail("hub.token", "is required when hub.url is set; set it, or hub.token_file, "
                     "or the systemd credential hub_token")

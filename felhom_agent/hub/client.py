@@ -34,6 +34,7 @@ import requests.adapters
 import requests.auth
 
 from felhom_agent.errors import ConfigError
+from felhom_agent.fingerprint import pin_from_config
 from felhom_agent.hub.errors import (
     HubAuthError,
     HubError,
@@ -47,26 +48,10 @@ from felhom_agent.hub.report import HostReport
 from felhom_agent.secret import REDACTED, Secret
 from felhom_agent.tlspin import PinnedAdapter
 
-__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "HubClient", "normalize_hub_fingerprint"]
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "HubClient"]
 
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _CONNECT_TIMEOUT_CAP_S = 10.0
-
-
-def normalize_hub_fingerprint(value: str) -> str:
-    """Return the 64-hex-digit lower-case SHA-256 fingerprint (colons optional).
-
-    Raises:
-        ConfigError: not 32 bytes of hex (a shorter digest would silently pin MD5/SHA-1).
-    """
-    hexdigits = value.strip().replace(":", "").lower()
-    if len(hexdigits) != 64 or any(c not in "0123456789abcdef" for c in hexdigits):
-        raise ConfigError(
-            "hub.tls_fingerprint must be a SHA-256 fingerprint: 32 hex bytes, "
-            "optionally colon-separated (AB:CD:...)",
-            key="hub.tls_fingerprint",
-        )
-    return hexdigits
 
 
 def _system_ca_bundle() -> str | bool:
@@ -175,18 +160,17 @@ class HubClient:
         self._timeout = (min(float(timeout_s), _CONNECT_TIMEOUT_CAP_S), float(timeout_s))
         self.timeout_s = float(timeout_s)
         self._max_bytes = max_response_bytes
-        self._fingerprint_hex = (
-            None if tls_fingerprint is None else normalize_hub_fingerprint(tls_fingerprint)
-        )
+        self._pin = (None if tls_fingerprint is None
+                     else pin_from_config(tls_fingerprint, key="hub.tls_fingerprint"))
 
         session = requests.Session()
         session.trust_env = False  # or REQUESTS_CA_BUNDLE re-enables chain checks (#3829)
         session.auth = _BearerAuth(token)
         session.headers.update({"Accept": "application/json", "User-Agent": "felhom-agent"})
         adapter_kw: dict[str, Any] = {"pool_connections": 1, "pool_maxsize": 1, "max_retries": 0}
-        if self._fingerprint_hex is not None:
+        if self._pin is not None:
             session.verify = False
-            session.mount("https://", PinnedAdapter(self._fingerprint_hex, **adapter_kw))
+            session.mount("https://", PinnedAdapter(self._pin.hex, **adapter_kw))
         else:
             session.verify = str(ca_file) if ca_file is not None else _system_ca_bundle()
             session.mount("https://", requests.adapters.HTTPAdapter(**adapter_kw))
@@ -303,7 +287,7 @@ class HubClient:
             detail = detail[:300] + "..."
         path = self.report_path
         if isinstance(err, requests.exceptions.SSLError):
-            if self._fingerprint_hex is not None and "Fingerprints did not match" in str(err):
+            if self._pin is not None and "Fingerprints did not match" in str(err):
                 return HubTransportError(
                     "the hub's TLS certificate does not match hub.tls_fingerprint "
                     f"({detail}); nothing was sent",

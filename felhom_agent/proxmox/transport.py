@@ -35,6 +35,7 @@ import requests.adapters
 import requests.auth
 
 from felhom_agent.errors import ConfigError
+from felhom_agent.fingerprint import Sha256Fingerprint, pin_from_config
 from felhom_agent.proxmox.errors import (
     PinMismatch,
     PveError,
@@ -47,34 +48,12 @@ from felhom_agent.proxmox.errors import (
 from felhom_agent.secret import Secret
 from felhom_agent.tlspin import PinnedAdapter
 
-__all__ = ["ApiReply", "Transport", "format_fingerprint", "normalize_fingerprint"]
+__all__ = ["ApiReply", "Transport"]
 
 API_PREFIX = "/api2/json"
 _TOKEN_ID_RE = re.compile(r"[^\s@!:=;]+@[A-Za-z][A-Za-z0-9.\-_]+![A-Za-z][A-Za-z0-9.\-_]+")
 _GOT_RE = re.compile(r'got "?([0-9a-fA-F]{64})"?')
 Params = Mapping[str, str]
-
-
-def normalize_fingerprint(value: str) -> str:
-    """Return the 64-hex-digit lower-case form of a SHA-256 fingerprint (colons optional).
-
-    Raises:
-        ConfigError: not exactly 32 bytes of hex (shorter digests would silently pin MD5/SHA-1).
-    """
-    hexdigits = value.strip().replace(":", "").lower()
-    if len(hexdigits) != 64 or any(c not in "0123456789abcdef" for c in hexdigits):
-        raise ConfigError(
-            "proxmox.tls_fingerprint must be a SHA-256 fingerprint: 32 hex bytes, "
-            "colon-separated as `pvenode cert info` shows them (AB:CD:...)",
-            key="proxmox.tls_fingerprint",
-        )
-    return hexdigits
-
-
-def format_fingerprint(hexdigits: str) -> str:
-    """Render 64 hex digits the way PVE shows fingerprints: ``AB:CD:...:EF``."""
-    h = hexdigits.upper()
-    return ":".join(h[i : i + 2] for i in range(0, len(h), 2))
 
 
 @attrs.frozen
@@ -169,7 +148,7 @@ class Transport:
         self._get_retries = get_retries
         self._sleep = sleep
         self._slots = threading.BoundedSemaphore(max_connections)
-        self._fingerprint_hex: str | None = None
+        self._pin: Sha256Fingerprint | None = None
 
         session = requests.Session()
         session.trust_env = False  # or REQUESTS_CA_BUNDLE re-enables chain checks (#3829)
@@ -183,9 +162,9 @@ class Transport:
         }
         adapter: requests.adapters.HTTPAdapter
         if tls_fingerprint is not None:
-            self._fingerprint_hex = normalize_fingerprint(tls_fingerprint)
+            self._pin = pin_from_config(tls_fingerprint, key="proxmox.tls_fingerprint")
             session.verify = False
-            adapter = PinnedAdapter(self._fingerprint_hex, **adapter_kw)
+            adapter = PinnedAdapter(self._pin.hex, **adapter_kw)
         else:
             session.verify = str(ca_file)
             adapter = requests.adapters.HTTPAdapter(**adapter_kw)
@@ -196,7 +175,7 @@ class Transport:
     @property
     def pinned(self) -> bool:
         """True when the leaf certificate is pinned (False: verified against ``ca_file``)."""
-        return self._fingerprint_hex is not None
+        return self._pin is not None
 
     def close(self) -> None:
         """Close pooled connections; the transport must not be used afterwards."""
@@ -257,14 +236,14 @@ class Transport:
         detail = _short(err)
         if isinstance(err, requests.exceptions.SSLError):
             text = str(err)
-            if self._fingerprint_hex is not None and "Fingerprints did not match" in text:
+            if self._pin is not None and "Fingerprints did not match" in text:
                 got = _GOT_RE.search(text)
-                served = format_fingerprint(got[1]) if got else None
+                served = Sha256Fingerprint(bytes.fromhex(got[1])).colon if got else None
                 return PinMismatch(
                     "the server's TLS certificate does not match proxmox.tls_fingerprint "
-                    f"(configured {format_fingerprint(self._fingerprint_hex)}, served "
+                    f"(configured {self._pin.colon}, served "
                     f"{served or 'unknown'}); nothing was sent",
-                    expected=format_fingerprint(self._fingerprint_hex),
+                    expected=self._pin.colon,
                     served=served,
                 )
             return TlsError(f"TLS failure: {detail}", method=method, path=path)

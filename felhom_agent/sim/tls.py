@@ -13,7 +13,6 @@ second; the pinning logic does not care about the key type. Every certificate na
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
 import ssl
 import tempfile
@@ -25,12 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["SimCertificate", "fingerprint_of_der", "generate_certificate"]
+from felhom_agent.fingerprint import Sha256Fingerprint
 
-
-def fingerprint_of_der(der: bytes) -> str:
-    """Return the SHA-256 fingerprint of a DER certificate as ``AB:CD:...`` (PVE's format)."""
-    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+__all__ = ["SimCertificate", "generate_certificate"]
 
 
 @attrs.frozen
@@ -98,5 +94,5 @@ def generate_certificate(
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
-        fingerprint=fingerprint_of_der(der),
+        fingerprint=Sha256Fingerprint.of_der(der).colon,
     )

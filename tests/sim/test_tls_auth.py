@@ -10,8 +10,8 @@ import threading
 import pytest
 import requests
 
+from felhom_agent.fingerprint import Sha256Fingerprint
 from felhom_agent.sim.pve import PveSimulator
-from felhom_agent.sim.tls import fingerprint_of_der
 from tests.sim.helpers import TIMEOUT, Api, make_scenario, pinned_session
 
 
@@ -28,7 +28,7 @@ def _served_der(sim: PveSimulator) -> bytes:
 
 def test_fingerprint_matches_served_certificate(sim: PveSimulator) -> None:
     """The advertised fingerprint is the SHA-256 of the served DER leaf, in PVE's format."""
-    assert fingerprint_of_der(_served_der(sim)) == sim.fingerprint
+    assert Sha256Fingerprint.of_der(_served_der(sim)).colon == sim.fingerprint
     parts = sim.fingerprint.split(":")
     assert len(parts) == 32 and all(len(p) == 2 and p == p.upper() for p in parts)
 
