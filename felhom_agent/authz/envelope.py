@@ -37,6 +37,7 @@ import attrs
 from felhom_agent import strictjson
 from felhom_agent.authz.errors import OpRejected, Reason
 from felhom_agent.utc import UTC_PATTERN, format_utc, parse_utc
+from felhom_agent.vmids import VMID_RANGE, is_vmid
 
 __all__ = ["MAX_PAYLOAD_SIZE", "SignedOp", "check_envelope", "parse_payload"]
 
@@ -54,8 +55,6 @@ REQUIRED_FIELDS: Final = (
     "expires_at",
 )
 OPTIONAL_FIELDS: Final = ("signer",)
-VMID_MIN: Final = 100
-VMID_MAX: Final = 999_999_999
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _NONCE = re.compile(r"[0-9a-f]{32}")
 _NAME = re.compile(r"[\x21-\x7e]{1,256}")
@@ -130,8 +129,8 @@ def parse_payload(payload: bytes, *, kinds: Collection[str]) -> SignedOp:
     if not isinstance(kind, str) or kind not in kinds:
         raise OpRejected(Reason.KIND, f"kind {kind!r} is not one of {', '.join(sorted(kinds))}")
     vmid = doc["vmid"]
-    if type(vmid) is not int or not VMID_MIN <= vmid <= VMID_MAX:
-        raise _invalid("vmid", vmid, f"an integer {VMID_MIN}..{VMID_MAX}")
+    if not is_vmid(vmid):
+        raise _invalid("vmid", vmid, f"an integer {VMID_RANGE}")
     params = doc["params"]
     if not isinstance(params, dict):
         raise _invalid("params", params, "a JSON object")

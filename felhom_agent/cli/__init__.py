@@ -30,6 +30,7 @@ from felhom_agent.cli._verify import verify_command
 from felhom_agent.config import Config, load_config, redacted_view
 from felhom_agent.errors import AgentError, ConfigError, UsageError
 from felhom_agent.log import configure_logging
+from felhom_agent.vmids import VMID_RANGE, is_vmid
 
 __all__ = ["main"]
 
@@ -91,8 +92,8 @@ def _check_flag_combinations(args: argparse.Namespace) -> None:
         raise UsageError("--selftest=task needs --vmid N (the guest to exercise)")
     if args.vmid is not None and args.selftest != "task":
         raise UsageError("--vmid is only used with --selftest=task")
-    if args.vmid is not None and not 100 <= args.vmid <= 999_999_999:
-        raise UsageError(f"--vmid {args.vmid} is not a PVE vmid (100..999999999)")
+    if args.vmid is not None and not is_vmid(args.vmid):
+        raise UsageError(f"--vmid {args.vmid} is not a PVE vmid ({VMID_RANGE})")
     if args.desired is not None and not args.plan:
         raise UsageError("--desired is only used with --plan")
 

@@ -33,6 +33,7 @@ from felhom_agent.core.normalise import (
     normalise_value,
 )
 from felhom_agent.errors import ReconcileError
+from felhom_agent.vmids import VMID_MAX, VMID_MIN, VMID_TEXT, is_vmid
 
 __all__ = [
     "GUEST_TYPES",
@@ -51,10 +52,6 @@ RunState = Literal["running", "stopped"]
 GUEST_TYPES: Final = ("lxc", "qemu")
 RUN_STATES: Final = ("running", "stopped")
 
-# PVE accepts vmids 100..999999999; keys must be the canonical decimal spelling.
-VMID_MIN: Final = 100
-VMID_MAX: Final = 999_999_999
-_VMID_RE: Final = re.compile(r"[1-9][0-9]*")
 # A config key: PVE's option names are lower-case letters, digits, '_' and '-'.
 _KEY_RE: Final = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 # API parameters of the config endpoints that are not config keys.
@@ -184,11 +181,11 @@ def _check_fields(obj: Mapping[str, object], allowed: tuple[str, ...], path: str
 
 
 def _parse_vmid(key: str, path: str) -> int:
-    if not _VMID_RE.fullmatch(key):
+    if not VMID_TEXT.fullmatch(key):
         raise _fail(path, "guest keys must be vmids written as decimal numbers without sign "
                     "or leading zeros")
     vmid = int(key)
-    if not VMID_MIN <= vmid <= VMID_MAX:
+    if not is_vmid(vmid):
         raise _fail(path, f"vmid must be between {VMID_MIN} and {VMID_MAX}")
     return vmid
 

@@ -26,6 +26,7 @@ import attrs
 
 from felhom_agent.privileged._checks import check_int, check_str
 from felhom_agent.privileged.errors import RefusedArgument
+from felhom_agent.vmids import VMID_MAX, VMID_MIN
 
 __all__ = [
     "FS_TYPES",
@@ -235,7 +236,7 @@ class PctCreate:
     """
 
     vmid: int = attrs.field(
-        validator=_validator(lambda f, v: check_int(f, v, minimum=100, maximum=999_999_999))
+        validator=_validator(lambda f, v: check_int(f, v, minimum=VMID_MIN, maximum=VMID_MAX))
     )
     ostemplate: str = attrs.field(
         validator=_pattern(_OSTEMPLATE, "a template volid like local:vztmpl/NAME.tar.zst")

@@ -45,6 +45,7 @@ from felhom_agent.proxmox.tasks import Dispatch, PollPolicy, TaskResult, complet
 from felhom_agent.proxmox.transport import Transport
 from felhom_agent.proxmox.upid import Upid, parse_upid
 from felhom_agent.secret import Secret
+from felhom_agent.vmids import VMID_RANGE, is_vmid
 
 __all__ = ["ConfigValue", "ProxmoxClient"]
 
@@ -71,9 +72,9 @@ def _form(params: Mapping[str, ConfigValue | None]) -> dict[str, str]:
 
 
 def _check_vmid(vmid: int) -> int:
-    if isinstance(vmid, bool) or not isinstance(vmid, int) or not 100 <= vmid <= 999_999_999:
+    if not is_vmid(vmid):
         raise ParameterError(
-            f"invalid vmid {vmid!r}", status=None, errors={"vmid": "must be 100..999999999"}
+            f"invalid vmid {vmid!r}", status=None, errors={"vmid": f"must be {VMID_RANGE}"}
         )
     return vmid
 

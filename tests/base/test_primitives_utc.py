@@ -39,9 +39,14 @@ def test_parse_reads_back_what_format_wrote(moment: datetime) -> None:
     assert parse_utc(text) == moment.replace(microsecond=0)
 
 
-@given(_MOMENTS)
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1),
+                    timezones=st.just(UTC)))
 def test_seconds_and_datetimes_agree(moment: datetime) -> None:
-    """The same instant formats the same whether given as a datetime or POSIX seconds."""
+    """The same instant formats the same whether given as a datetime or POSIX seconds.
+
+    (Up to 2200 a float holds POSIX seconds to well under a microsecond; far later it does
+    not, and the two forms may then differ by the float's own rounding.)
+    """
     assert format_utc(moment.timestamp(), millis=True)[:19] == format_utc(moment)[:19]
 
 

@@ -22,6 +22,7 @@ from felhom_agent.sim.pve import handlers_node as hn
 from felhom_agent.sim.pve import handlers_tasks as ht
 from felhom_agent.sim.pve.context import Ctx
 from felhom_agent.sim.pve.params import Param
+from felhom_agent.vmids import VMID_MAX, VMID_MIN
 
 __all__ = ["ROUTES", "Route", "match_route"]
 
@@ -46,7 +47,7 @@ class Route:
 
 NODE = Param("node", optional=False, pattern=r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?",
              pattern_error="invalid format - value does not look like a valid node name")
-VMID = Param("vmid", "integer", optional=False, minimum=100, maximum=999_999_999)
+VMID = Param("vmid", "integer", optional=False, minimum=VMID_MIN, maximum=VMID_MAX)
 SNAPNAME = Param("snapname", optional=False, max_length=40,
                  pattern=r"(?i:[a-z][a-z0-9_\-]+)",
                  pattern_error="invalid format - invalid configuration ID '{value}'")
@@ -192,7 +193,7 @@ _VZDUMP = (
 )
 _TASKS = (
     NODE, Param("start", INT, minimum=0), Param("limit", INT, minimum=0),
-    Param("vmid", INT, minimum=100, maximum=999_999_999), Param("typefilter"),
+    Param("vmid", INT, minimum=VMID_MIN, maximum=VMID_MAX), Param("typefilter"),
     Param("userfilter"), Param("errors", B), Param("source", enum=("archive", "active", "all")),
     Param("statusfilter"), Param("since", INT), Param("until", INT),
 )
@@ -217,7 +218,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/nodes/{node}/storage/{storage}/status", (NODE, STORAGE), _STORE_ANY,
           hn.storage_status),
     Route("GET", "/nodes/{node}/storage/{storage}/content",
-          (NODE, STORAGE, Param("content"), Param("vmid", INT, minimum=100, maximum=999_999_999)),
+          (NODE, STORAGE, Param("content"), Param("vmid", INT, minimum=VMID_MIN, maximum=VMID_MAX)),
           _STORE_ANY, hn.storage_content),
     Route("GET", "/nodes/{node}/disks/list",
           (NODE, Param("skipsmart", B), Param("include-partitions", B),

@@ -22,6 +22,7 @@ from felhom_agent.secret import Secret
 from felhom_agent.sim.pve.defaults import default_disks, default_scenario_dict, default_storages
 from felhom_agent.sim.pve.faults import Fault
 from felhom_agent.sim.pve.privileges import TOKEN_ID_RE, Grants, expand_privileges
+from felhom_agent.vmids import VMID_MAX, VMID_MIN, VMID_RANGE
 
 __all__ = [
     "DEFAULT_PVE_VERSION",
@@ -206,9 +207,9 @@ def _snapshot(data: object, key: str) -> SnapshotSpec:
 def _guest(data: object, key: str) -> GuestSpec:
     r = _Reader(data, key, ("vmid", "type", "name", "status", "config", "snapshots",
                             "protection", "template", "lock", "ha_managed"))
-    vmid = r.require("vmid", (int,), "an integer 100..999999999")
-    if not 100 <= vmid <= 999_999_999:
-        raise _err(r.path("vmid"), vmid, "must be 100..999999999")
+    vmid = r.require("vmid", (int,), f"an integer {VMID_RANGE}")
+    if not VMID_MIN <= vmid <= VMID_MAX:
+        raise _err(r.path("vmid"), vmid, f"must be {VMID_RANGE}")
     gtype = r.require("type", (str,), "qemu or lxc")
     if gtype not in ("qemu", "lxc"):
         raise _err(r.path("type"), gtype, "must be one of qemu, lxc")
