@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from felhom_agent.backoff import Attempt, Chain, Retry, RetryInterrupted, retry_call
 from felhom_agent.compose.engine_seam import EngineFactory, default_engine_factory
 from felhom_agent.compose.fatal import FatalSignal
 from felhom_agent.compose.root import DEFAULT_HUB_TIMEOUT_S, Parts, build_parts, signed_op_sink
@@ -62,7 +63,13 @@ EXIT_CONFIG = 2
 #: re-attached from the journal on the next start.
 DEFAULT_GRACE_S = 10.0
 _FILE_POLL_S = 5.0
-_STARTUP_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+#: Start-up waits for PVE: 1, 2, 5, 10 s, then every 30 s until it answers or we are stopped.
+_STARTUP_RETRY = Retry(Chain.of_seconds(1.0, 2.0, 5.0, 10.0, 30.0))
+
+
+def _startup_retryable(err: BaseException) -> bool:
+    """PVE not answering (or recovery failing on it) is retried; durability failures are not."""
+    return isinstance(err, AgentError) and not isinstance(err, DurabilityError)
 
 
 class Daemon:
@@ -222,24 +229,31 @@ class Daemon:
 
     def _start_up(self, parts: Parts) -> bool:
         """Until PVE answers and recovery is done; False when stopped first."""
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                version = parts.client.version()
-                parts.engine.recover()
-            except DurabilityError:
-                raise
-            except AgentError as err:
-                wait_s = _STARTUP_BACKOFF_S[min(attempt, len(_STARTUP_BACKOFF_S) - 1)]
-                attempt += 1
-                self._log.warning("PVE not ready (attempt %d), retrying in %g s: %s",
-                                  attempt, wait_s, err)
-                self._notifier.status(f"waiting for PVE: {err}")
-                self._sleep(wait_s)
-                continue
-            self._log.info("PVE %s reachable; journal recovery done", version.version)
-            return True
-        return False
+        if self._stop.is_set():
+            return False
+
+        def reach_and_recover() -> str:
+            version = parts.client.version()
+            parts.engine.recover()
+            return version.version
+
+        def waiting(attempt: Attempt, err: BaseException, wait_s: float) -> None:
+            self._log.warning("PVE not ready (attempt %d), retrying in %g s: %s",
+                              attempt.number, wait_s, err)
+            self._notifier.status(f"waiting for PVE: {err}")
+
+        def sleep(seconds: float) -> bool:
+            self._sleep(seconds)
+            return self._stop.is_set()
+
+        try:
+            version = retry_call(reach_and_recover, policy=_STARTUP_RETRY,
+                                 retry_if=_startup_retryable, sleep=sleep,
+                                 clock=self._monotonic, before_sleep=waiting)
+        except RetryInterrupted:
+            return False
+        self._log.info("PVE %s reachable; journal recovery done", version)
+        return True
 
     def _main_loop(self, parts: Parts) -> None:
         collector = Collector(

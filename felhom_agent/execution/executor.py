@@ -44,6 +44,7 @@ from typing import Protocol
 
 import attrs
 
+from felhom_agent.backoff import Attempt, Exponential, Retry, StopAfterAttempt
 from felhom_agent.kinds.model import JobSpec, Kind, Observed, UnknownKind
 from felhom_agent.kinds.registry import REGISTRY, lookup
 from felhom_agent.proxmox.client import ProxmoxClient
@@ -128,11 +129,15 @@ class DispatchRetry:
     factor: float = 2.0
     cap_s: float = 5.0
 
+    @property
+    def policy(self) -> Retry:
+        """The same rule as a :class:`~felhom_agent.backoff.Retry`."""
+        return Retry(Exponential(self.first_s, self.factor, self.cap_s),
+                     StopAfterAttempt(self.attempts))
+
     def __call__(self, attempt: int) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or ``None`` when out of attempts."""
-        if attempt >= self.attempts:
-            return None
-        return min(self.cap_s, self.first_s * self.factor ** max(0, attempt - 1))
+        return self.policy.delay(Attempt(attempt))
 
 
 @attrs.frozen
@@ -196,6 +201,10 @@ class Executor:
             ``hastart``/``hastop`` task requested.
         settle_interval_s: pause between status reads while settling.
         clock: wall-clock seconds (compared with PVE task start times).
+        monotonic: monotonic seconds (the settle deadline).
+        sleep: ``sleep(seconds) -> cancelled``, every wait of the executor (re-dispatch
+            backoff, lookup and settle pauses); default ``cancel.wait``. Tests pass a clock's
+            sleep that advances ``clock`` and ``monotonic`` instead of waiting.
         logger: outcome lines.
     """
 
@@ -214,6 +223,8 @@ class Executor:
         settle_timeout_s: float = 60.0,
         settle_interval_s: float = 0.5,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], bool] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self._client = client
@@ -228,6 +239,8 @@ class Executor:
         self._settle_timeout = settle_timeout_s
         self._settle_every = settle_interval_s
         self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep if sleep is not None else self._cancel.wait
         self._log = logger or _log
         self._token_user = client.token_id
 
@@ -283,7 +296,7 @@ class Executor:
                     return self._lookup(job, spec, mutated=True)
                 if _proves_no_task(err):
                     delay = self._retry(attempt)
-                    if delay is not None and not self._cancel.wait(delay):
+                    if delay is not None and not self._sleep(delay):
                         self._log.info("op %s: no task was created (%s); re-dispatching",
                                        job.op_id, err)
                         fresh = self._try_observe(job, spec)
@@ -361,12 +374,12 @@ class Executor:
         return obs is not None and spec.satisfied(job, obs)
 
     def _settle(self, job: JobSpec, spec: Kind) -> bool:
-        deadline = time.monotonic() + self._settle_timeout
-        while not self._cancel.wait(min(self._settle_every,
-                                        max(0.0, deadline - time.monotonic()))):
+        deadline = self._monotonic() + self._settle_timeout
+        while not self._sleep(min(self._settle_every,
+                                  max(0.0, deadline - self._monotonic()))):
             if self._matches(job, spec):
                 return True
-            if time.monotonic() >= deadline:
+            if self._monotonic() >= deadline:
                 return False
         return False
 
@@ -393,7 +406,7 @@ class Executor:
                 listed = self._client.tasks(source="all", vmid=job.vmid, userfilter=userid,
                                             since=since, limit=100)
             except PveError as err:
-                if self._cancel.wait(self._lookup_every):
+                if self._sleep(self._lookup_every):
                     break
                 self._log.warning("op %s: task lookup failed (will retry): %s", job.op_id, err)
                 if entry.began_at is not None and self._clock() > entry.began_at + 3 * self._grace:
@@ -408,7 +421,7 @@ class Executor:
                 return self._wait(job, spec, parse_upid(decision.upid), int(mutated))
             if isinstance(decision, Recheck):
                 pause = min(self._lookup_every, max(0.0, decision.not_before - self._clock()))
-                if self._cancel.wait(pause):
+                if self._sleep(pause):
                     break
                 continue
             assert isinstance(decision, Replan | MarkUnknown)  # noqa: S101 - exhaustive

@@ -9,6 +9,8 @@ Jitter is "full jitter" above a floor: the n-th consecutive failure waits a unif
 ``[base_s, min(cap_s, base_s * 2**(n-1))]``. Full jitter spreads a fleet of agents that all
 lost the hub at the same moment; the floor keeps a draw near zero from hammering a hub that is
 just coming back. Once the ceiling reaches ``cap_s`` it stays there ("steady at the cap").
+The formula is :class:`felhom_agent.backoff.FullJitter` over
+:class:`~felhom_agent.backoff.Exponential`; this module only maps outcomes to waits.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import enum
 from collections.abc import Callable
 
 import attrs
+
+from felhom_agent.backoff import Attempt, Exponential, FullJitter
 
 __all__ = ["Backoff", "Outcome", "PolicyState", "RetryPolicy"]
 
@@ -54,18 +58,20 @@ class Backoff:
         if self.cap_s < self.base_s:
             raise ValueError(f"cap_s {self.cap_s} is below base_s {self.base_s}")
 
+    def _ceiling(self) -> Exponential:
+        return Exponential(self.base_s, 2.0, self.cap_s)
+
     def ceiling(self, failures: int) -> float:
         """The largest wait after ``failures`` consecutive failures (``failures >= 1``)."""
         if failures < 1:
             raise ValueError("ceiling() needs at least one failure")
-        # Cap the exponent too: 2**10000 would overflow a float long before it matters.
-        exponent = min(failures - 1, 64)
-        return min(self.cap_s, self.base_s * 2.0**exponent)
+        return self._ceiling()(Attempt(failures))
 
     def wait(self, failures: int, rng: Callable[[], float]) -> float:
         """A jittered wait in ``[base_s, ceiling(failures)]``; ``rng`` returns floats in [0, 1)."""
-        ceiling = self.ceiling(failures)
-        return self.base_s + rng() * (ceiling - self.base_s)
+        if failures < 1:
+            raise ValueError("wait() needs at least one failure")
+        return FullJitter(self._ceiling(), self.base_s, rng)(Attempt(failures))
 
 
 @attrs.frozen

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from felhom_agent.backoff import Attempt, FirstThen, Proportional
 from felhom_agent.proxmox.errors import (
     ParameterError,
     ServerError,
@@ -69,7 +70,8 @@ class PollPolicy:
     only logarithmically with the task's duration: a 0.2 s task is seen after ~2 polls, a 5 s
     task after ~12, a 30-minute backup is polled every ``cap_s``.
 
-    Pure: no clock, no sleep -- test it by calling it.
+    Pure: no clock, no sleep -- test it by calling it. The shape is
+    :class:`felhom_agent.backoff.FirstThen` over :class:`~felhom_agent.backoff.Proportional`.
     """
 
     first_s: float = 0.1
@@ -82,9 +84,8 @@ class PollPolicy:
 
         The first poll also waits ``first_s``: a task is never done the instant it was forked.
         """
-        if polls_done <= 0:
-            return self.first_s
-        return max(0.0, min(self.cap_s, self.base_s + self.growth * max(0.0, elapsed_s)))
+        wait = FirstThen(self.first_s, Proportional(self.base_s, self.growth, self.cap_s))
+        return wait(Attempt(polls_done, elapsed_s))
 
 
 class TaskOutcome(enum.StrEnum):

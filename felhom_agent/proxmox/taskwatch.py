@@ -30,6 +30,7 @@ from typing import Protocol
 
 import attrs
 
+from felhom_agent.backoff import Attempt, Proportional
 from felhom_agent.proxmox.errors import (
     ParameterError,
     PveError,
@@ -66,7 +67,8 @@ class WatchPolicy:
     """Delay before the next tick, from the age of the youngest watched task (pure).
 
     ``first_s`` after a new watch arrives; then ``base_s + growth * youngest_age`` capped at
-    ``cap_s``: the detection lag stays a small fraction of a task's age.
+    ``cap_s`` (:class:`felhom_agent.backoff.Proportional`): the detection lag stays a small
+    fraction of a task's age.
     """
 
     first_s: float = 0.02
@@ -76,7 +78,7 @@ class WatchPolicy:
 
     def __call__(self, youngest_age_s: float) -> float:
         """Seconds until the next tick."""
-        return max(0.0, min(self.cap_s, self.base_s + self.growth * max(0.0, youngest_age_s)))
+        return Proportional(self.base_s, self.growth, self.cap_s)(Attempt(0, youngest_age_s))
 
 
 @attrs.frozen

@@ -34,6 +34,7 @@ import requests
 import requests.adapters
 import requests.auth
 
+from felhom_agent.backoff import Exponential, Retry, StopAfterAttempt, retry_call
 from felhom_agent.errors import ConfigError
 from felhom_agent.fingerprint import Sha256Fingerprint, pin_from_config
 from felhom_agent.proxmox.errors import (
@@ -54,6 +55,8 @@ API_PREFIX = "/api2/json"
 _TOKEN_ID_RE = re.compile(r"[^\s@!:=;]+@[A-Za-z][A-Za-z0-9.\-_]+![A-Za-z][A-Za-z0-9.\-_]+")
 _GOT_RE = re.compile(r'got "?([0-9a-fA-F]{64})"?')
 Params = Mapping[str, str]
+#: Pause after the n-th failed GET: 0.1 s, 0.2 s, 0.4 s...
+_GET_RETRY_WAIT = Exponential(0.1, 2.0)
 
 
 @attrs.frozen
@@ -195,14 +198,13 @@ class Transport:
         """
         method = method.upper()
         attempts = 1 + (self._get_retries if method == "GET" else 0)
-        for attempt in range(attempts):
-            try:
-                return self._send_once(method, path, params)
-            except _Retryable as err:
-                if attempt + 1 >= attempts:
-                    raise err.error from err.__cause__
-                self._sleep(0.1 * (2**attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+        policy = Retry(_GET_RETRY_WAIT, StopAfterAttempt(attempts))
+        try:
+            return retry_call(lambda: self._send_once(method, path, params), policy=policy,
+                              retry_if=lambda err: isinstance(err, _Retryable),
+                              sleep=self._sleep)
+        except _Retryable as err:
+            raise err.error from err.__cause__
 
     def _send_once(self, method: str, path: str, params: Params | None) -> ApiReply:
         in_body = method in ("POST", "PUT")

@@ -13,6 +13,7 @@ import logging
 import threading
 from typing import Final, Protocol
 
+from felhom_agent.backoff import Incrementing, Retry, RetryInterrupted, StopAfterAttempt, retry_call
 from felhom_agent.durable import DurabilityError
 from felhom_agent.errors import ReconcileError
 from felhom_agent.execution.executor import ExecResult, JobSpec
@@ -25,7 +26,8 @@ from felhom_agent.state.journal import Journal
 __all__ = ["OpSubmitter", "StepNotRun", "StepRunner"]
 
 _WAIT_CHUNK_S: Final = 1.0
-_READ_ATTEMPTS: Final = 3
+#: Guest reads: three tries, 1 s then 2 s apart.
+_READ_RETRY: Final = Retry(Incrementing(1.0, 1.0), StopAfterAttempt(3))
 
 
 class OpSubmitter(Protocol):
@@ -72,26 +74,24 @@ class StepRunner:
             GateRefused: ``vmid`` is not a guest on our node.
             PveError: the guest could not be read.
         """
-        attempt = 0
-        while True:
-            try:
-                listed = {g.vmid: g for g in self._client.guests()}
-                guest = listed.get(vmid)
-                if guest is None:
-                    raise GateRefused(f"vmid {vmid} is not a guest on node {self._client.node}")
-                status = self._client.guest_status(vmid, guest.type)
-                config = self._client.guest_config(vmid, guest.type)
-                snaps = self._client.snapshots(vmid, guest.type)
-            except PveError:
-                attempt += 1
-                if attempt >= _READ_ATTEMPTS:
-                    raise
-                if self._stop.wait(float(attempt)):
-                    return None
-                continue
+        def read() -> GuestFacts:
+            listed = {g.vmid: g for g in self._client.guests()}
+            guest = listed.get(vmid)
+            if guest is None:
+                raise GateRefused(f"vmid {vmid} is not a guest on node {self._client.node}")
+            status = self._client.guest_status(vmid, guest.type)
+            config = self._client.guest_config(vmid, guest.type)
+            snaps = self._client.snapshots(vmid, guest.type)
             return GuestFacts(vmid=vmid, type=guest.type, running=status.running,
                               protected=_protected(config.values.get("protection")),
                               snapshots=frozenset(s.name for s in snaps))
+
+        try:
+            return retry_call(read, policy=_READ_RETRY,
+                              retry_if=lambda err: isinstance(err, PveError),
+                              sleep=self._stop.wait)
+        except RetryInterrupted:
+            return None
 
     def run(self, job: JobSpec) -> ExecResult | None:
         """Queue ``job`` and wait for its result; None when stopping (left to recovery).

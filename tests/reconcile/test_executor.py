@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,33 @@ def make(client: ProxmoxClient, state: tuple[Journal, AuditLog], watcher: TaskWa
     return Executor(**args)
 
 
+class VirtualTime:
+    """The executor's clocks and sleep, where a sleep skips time instead of waiting.
+
+    Wall and monotonic time are the real ones plus every second the executor has slept, so
+    they stay comparable with the journal's and the simulator's real timestamps while a
+    backoff, a lookup grace or a settle deadline passes at once.
+    """
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return time.time() + self.skipped
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def sleep(self, seconds: float) -> bool:
+        self.sleeps.append(seconds)
+        self.skipped += seconds
+        return False
+
+    def executor_kw(self) -> dict[str, Any]:
+        return {"clock": self.time, "monotonic": self.monotonic, "sleep": self.sleep}
+
+
 def start(op_id: str = "op-1", vmid: int = 101, kind: str = "start", **params: Any) -> JobSpec:
     gtype = "lxc" if vmid in (100, 102) else "qemu"
     return JobSpec(op_id, vmid, gtype, kind, params, "alice@ops")
@@ -124,9 +152,11 @@ def test_dispatch_is_retried_when_pve_forked_no_worker(
     """`got no worker upid` proves no task exists, so the dispatch is re-sent."""
     sim.inject(Fault("http_error", path=START_101, method="POST", status=500, count=1,
                      message="got no worker upid - start worker failed"))
-    res = make(client, state, watcher).run(start())
+    vt = VirtualTime()
+    res = make(client, state, watcher, retry=DispatchRetry(), **vt.executor_kw()).run(start())
     assert res.state == "applied" and res.dispatch_attempts == 2
     assert mutations(sim, 101) == ["qmstart"]
+    assert vt.sleeps == [0.5]  # the production backoff, skipped rather than waited
 
 
 def test_lock_contention_on_the_request_is_retried_within_budget(
@@ -137,8 +167,10 @@ def test_lock_contention_on_the_request_is_retried_within_budget(
     sim.inject(Fault("http_error", path=START_101, method="POST", status=500, count=2,
                      message="can't lock file '/var/lock/qemu-server/lock-101.conf' - "
                              "got timeout"))
-    res = make(client, state, watcher).run(start())
+    vt = VirtualTime()
+    res = make(client, state, watcher, retry=DispatchRetry(), **vt.executor_kw()).run(start())
     assert res.state == "applied" and res.dispatch_attempts == 3
+    assert vt.sleeps == [0.5, 1.0]
     assert mutations(sim, 101) == ["qmstart"]
 
 
@@ -149,8 +181,10 @@ def test_lock_contention_past_the_budget_fails_without_a_task(
     """Retries are bounded: lasting contention ends as a failure carrying PVE's text."""
     sim.inject(Fault("http_error", path=START_101, method="POST", status=500,
                      message="VM is locked (backup)"))
-    res = make(client, state, watcher).run(start())
+    vt = VirtualTime()
+    res = make(client, state, watcher, retry=DispatchRetry(), **vt.executor_kw()).run(start())
     assert res.state == "failed" and "is locked" in res.reason and res.dispatch_attempts == 4
+    assert vt.sleeps == [0.5, 1.0, 2.0]  # four tries, three pauses
     assert mutations(sim, 101) == []
 
 
@@ -189,8 +223,11 @@ def test_dropped_post_without_a_task_ends_unknown_after_the_grace(
 ) -> None:
     """No task found within the in-flight grace: an order is marked unknown, never re-sent."""
     sim.inject(Fault("drop", path=START_101, method="POST", count=1))
-    res = make(client, state, watcher, lookup_grace_s=0.3).run(start())
+    vt = VirtualTime()
+    res = make(client, state, watcher, lookup_grace_s=40.0, lookup_interval_s=1.0,
+               **vt.executor_kw()).run(start())
     assert res.state == "unknown" and res.final
+    assert 39.0 <= vt.skipped <= 41.0  # the production grace passed on the virtual clock
     assert mutations(sim, 101) == [] and sim.guest(101)["status"] == "stopped"
 
 
@@ -348,8 +385,11 @@ def test_ha_guest_that_never_reaches_the_state_is_unknown(
 ) -> None:
     """HA: the settle deadline passes with the guest unchanged: outcome unknown, not failed."""
     sim.inject(Fault("task_fail", task_type="hastart", vmid=200, message="OK", count=1))
-    res = make(client, state, watcher, settle_timeout_s=0.3).run(start(vmid=200))
+    vt = VirtualTime()
+    res = make(client, state, watcher, settle_timeout_s=60.0, settle_interval_s=0.5,
+               **vt.executor_kw()).run(start(vmid=200))
     assert res.state == "unknown" and "HA-managed" in res.reason
+    assert 59.0 <= vt.skipped <= 60.5  # the production settle deadline, not waited
     assert mutations(sim, 200) == ["hastart"]
 
 
