@@ -112,6 +112,12 @@ def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
     assert "appears twice" in str(error)
 
 
+def test_non_finite_numbers_are_refused(tmp_path: Path) -> None:
+    """NaN/Infinity are not JSON: refused like a syntax error, not read as a number."""
+    error = _error(tmp_path, '{"host_id": "a", "reconcile": {"interval_s": NaN}}')
+    assert error.key == "--config" and "NaN is not valid JSON" in str(error)
+
+
 def test_top_level_must_be_object(tmp_path: Path) -> None:
     """A JSON array at the top level is refused."""
     assert "top level must be a JSON object" in str(_error(tmp_path, "[1, 2]"))
