@@ -9,6 +9,7 @@ from felhom_agent.config._keys import ENV_PREFIX, KEYS, Key, Kind, env_name
 from felhom_agent.config._load import DEFAULT_CONFIG_PATH, load_config, read_secret_file
 from felhom_agent.config._model import (
     AuthzConfig,
+    BackupConfig,
     Config,
     HubConfig,
     LogConfig,
@@ -23,6 +24,7 @@ __all__ = [
     "ENV_PREFIX",
     "KEYS",
     "AuthzConfig",
+    "BackupConfig",
     "Config",
     "HubConfig",
     "Key",

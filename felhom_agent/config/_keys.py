@@ -144,6 +144,16 @@ KEYS: tuple[Key, ...] = (
     _k("authz.namespace", Kind.STR, default="felhom-op"),
     _k("authz.max_clock_skew_s", Kind.INT, default=120, minimum=0, maximum=3600),
     _k("authz.max_op_lifetime_s", Kind.INT, default=900, minimum=1, maximum=86400),
+    _k("backup.min_keep", Kind.INT, default=3, minimum=1,
+       doc="local floor of keep.last when pruning after a policy backup"),
+    _k("backup.max_concurrent", Kind.INT, default=1, minimum=1,
+       doc="agent backups running at once on this node"),
+    _k("backup.safety_storage", Kind.STR, nullable=True,
+       doc="storage for the safety backup taken before a restore"),
+    _k("backup.space_margin_pct", Kind.INT, default=20, minimum=0, maximum=1000,
+       doc="free space required beyond the size of the guest's newest backup"),
+    _k("backup.stale_lock_s", Kind.INT, default=60, minimum=1,
+       doc="a backup lock without a running vzdump for this long is reported"),
 )
 
 KEYS_BY_PATH: Mapping[tuple[str, ...], Key] = {key.path: key for key in KEYS}

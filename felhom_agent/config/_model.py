@@ -16,6 +16,7 @@ from felhom_agent.secret import Secret
 
 __all__ = [
     "AuthzConfig",
+    "BackupConfig",
     "Config",
     "HubConfig",
     "LogConfig",
@@ -94,6 +95,28 @@ class AuthzConfig:
 
 
 @attrs.frozen
+class BackupConfig:
+    """``backup.*``: the local rules around policy backups that the hub cannot change.
+
+    Attributes:
+        min_keep: pruning after a policy backup keeps at least this many of the newest
+            unprotected backups (the policy's ``keep.last`` is raised to it).
+        max_concurrent: agent backups that may run at once on the node.
+        safety_storage: where the safety backup before a restore goes (None: none).
+        space_margin_pct: a backup starts only when the storage's free space is at least the
+            guest's newest backup there plus this percentage.
+        stale_lock_s: how long a ``backup`` lock may exist without a running vzdump task
+            before it is reported as stale.
+    """
+
+    min_keep: int = 3
+    max_concurrent: int = 1
+    safety_storage: str | None = None
+    space_margin_pct: int = 20
+    stale_lock_s: int = 60
+
+
+@attrs.frozen
 class Config:
     """The whole effective configuration of one agent."""
 
@@ -104,6 +127,7 @@ class Config:
     hub: HubConfig = HubConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     authz: AuthzConfig = AuthzConfig()
+    backup: BackupConfig = BackupConfig()
     source: Path | None = attrs.field(default=None, eq=False)
 
     def secrets(self) -> tuple[Secret, ...]:

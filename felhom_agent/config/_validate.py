@@ -18,6 +18,7 @@ from urllib.parse import SplitResult, urlsplit
 from felhom_agent.config._keys import KEYS, KEYS_BY_PATH, Kind
 from felhom_agent.config._model import (
     AuthzConfig,
+    BackupConfig,
     Config,
     HubConfig,
     LogConfig,
@@ -38,6 +39,9 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _SSH_HOST = re.compile(r"[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}")
 _SECRET_OK = re.compile(r"[\x21-\x7e]{8,}")
+# PVE's storage ids (pve-storage-id): a letter, then letters, digits, '-', '_', '.', and not
+# ending in a punctuation character; at least two characters.
+_STORAGE_ID = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*[A-Za-z0-9]")
 
 
 def _fail(dotted: str, message: str) -> ConfigError:
@@ -194,6 +198,9 @@ def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
     _check_bounds(raw)
     _pattern(raw, "host_id", _HOST_ID, "letters, digits, '.', '_' or '-' (max 63)")
     _pattern(raw, "authz.namespace", _NAMESPACE, "an SSHSIG namespace such as felhom-op")
+    _pattern(raw, "backup.safety_storage", _STORAGE_ID,
+             "a PVE storage id (a letter, then letters, digits, '-', '_' or '.'; at least two "
+             "characters, not ending in '-', '_' or '.') or null")
     _check_proxmox(raw)
     _check_hub(raw)
 
@@ -242,6 +249,13 @@ def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
             namespace=v("authz.namespace"),
             max_clock_skew_s=v("authz.max_clock_skew_s"),
             max_op_lifetime_s=v("authz.max_op_lifetime_s"),
+        ),
+        backup=BackupConfig(
+            min_keep=v("backup.min_keep"),
+            max_concurrent=v("backup.max_concurrent"),
+            safety_storage=v("backup.safety_storage"),
+            space_margin_pct=v("backup.space_margin_pct"),
+            stale_lock_s=v("backup.stale_lock_s"),
         ),
         source=source,
     )

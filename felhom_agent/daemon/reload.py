@@ -3,9 +3,9 @@
 Applied live: ``log.level``/``log.format`` (and the redaction set), ``authz.*`` (handed to the
 signed-op sink, e.g. a new ``allowed_signers`` path) and ``hub.interval_s`` (the hub loop is
 rebuilt with the new default). Everything else -- the PVE endpoint and token, the hub URL and
-token, ``state_dir``, ``reconcile.*`` -- is wired into running threads and open files; a
-change there is logged as "takes effect after a restart" and the running value is kept, so a
-reload can never leave the daemon half on the old and half on the new settings.
+token, ``state_dir``, ``reconcile.*``, ``backup.*`` -- is wired into running threads and open
+files; a change there is logged as "takes effect after a restart" and the running value is
+kept, so a reload can never leave the daemon half on the old and half on the new settings.
 
 A new file that fails to load or validate is logged at ERROR and the old config stays in
 force entirely (the daemon keeps running).
@@ -26,7 +26,7 @@ from felhom_agent.errors import AgentError
 __all__ = ["ReloadResult", "apply_reload"]
 
 _RESTART_ONLY = ("host_id", "state_dir", "proxmox", "hub.url", "hub.token", "hub.token_file",
-                 "hub.tls_fingerprint", "hub.ca_file", "reconcile")
+                 "hub.tls_fingerprint", "hub.ca_file", "reconcile", "backup")
 
 
 @attrs.frozen
