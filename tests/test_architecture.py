@@ -20,6 +20,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"", "errors", "secret", "durable", "tlspin", "log", "strictjson", "utc",
                "fingerprint", "vmids", "backoff"}),
     frozenset({"core", "proxmox", "authz", "privileged", "config", "sim"}),
+    frozenset({"backup"}),
     frozenset({"kinds"}),
     frozenset({"planning", "state"}),
     frozenset({"execution"}),

@@ -6,7 +6,8 @@ The desired state is what the hub (or an operator's file) says each guest should
 
     {"generation": 7,
      "guests": {"101": {"type": "lxc", "state": "running",
-                        "config": {"description": "web frontend", "onboot": 1}}}}
+                        "config": {"description": "web frontend", "onboot": 1},
+                        "backup": {"storage": "pbs1", "every_h": 24}}}}
 
 Parsing is strict because a typo must not silently do nothing (or something else): unknown
 fields, duplicate JSON keys, non-canonical vmids (``"0101"``), wrong types and config values
@@ -14,10 +15,16 @@ that PVE would reject are all errors, and every error names the path of the offe
 (``guests.101.state``) so an operator can find it. ``state`` may be omitted (or ``null``): the
 run state of that guest is then not managed. Config values are kept as given; comparisons go
 through :mod:`felhom_agent.core.normalise`, which also validates them here.
+
+``backup`` is the guest's backup policy (:mod:`felhom_agent.core.backup_policy`). Its syntax
+and types are checked here like everything else (one bad policy rejects the document, as any
+other typo does); whether its storage exists on the host and holds backups depends on the host
+and is decided by the planner (:mod:`felhom_agent.backup.policy`), per guest.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -26,6 +33,19 @@ from typing import Final, Literal, cast
 import attrs
 
 from felhom_agent import strictjson
+from felhom_agent.core.backup_policy import (
+    BACKUP_MODES,
+    KEEP_COUNT_KEYS,
+    KEEP_KEYS,
+    POLICY_FIELDS,
+    STORAGE_ID_RE,
+    BackupMode,
+    BackupPolicy,
+    KeepOptions,
+    Window,
+    WindowError,
+    parse_window,
+)
 from felhom_agent.core.normalise import (
     IGNORED_KEYS,
     ConfigValue,
@@ -59,7 +79,7 @@ _NOT_CONFIG_KEYS: Final = frozenset(
     {"delete", "revert", "skiplock", "force", "vmid", "node", "background_delay"} | IGNORED_KEYS
 )
 DESCRIPTION_MAX: Final = 8192  # PVE schema maxLength
-_GUEST_FIELDS: Final = ("type", "state", "config")
+_GUEST_FIELDS: Final = ("type", "state", "config", "backup")
 _TOP_FIELDS: Final = ("generation", "guests")
 
 
@@ -93,6 +113,7 @@ class GuestDesired:
         type: ``qemu`` or ``lxc``; a guest of the other type is refused, not touched.
         state: ``running``/``stopped``, or ``None`` to leave the run state alone.
         config: config keys and their desired values (as given; compared normalised).
+        backup: the guest's backup policy, or ``None`` (the agent makes no backups of it).
     """
 
     vmid: int
@@ -101,6 +122,7 @@ class GuestDesired:
     config: Mapping[str, ConfigValue] = attrs.field(
         factory=dict, converter=_frozen_config
     )
+    backup: BackupPolicy | None = None
 
     def to_json(self) -> dict[str, object]:
         """The guest's JSON form (without the vmid, which is its key)."""
@@ -109,6 +131,8 @@ class GuestDesired:
             out["state"] = self.state
         if self.config:
             out["config"] = dict(self.config)
+        if self.backup is not None:
+            out["backup"] = self.backup.to_json()
         return out
 
 
@@ -213,6 +237,83 @@ def _parse_config(value: object, path: str) -> dict[str, ConfigValue]:
     return out
 
 
+def _parse_storage_id(value: object, path: str) -> str:
+    if not isinstance(value, str) or not STORAGE_ID_RE.fullmatch(value):
+        raise _fail(path, "must be a PVE storage id (a letter, then letters, digits, '-', '_' "
+                    "or '.'; at least two characters, not ending in '-', '_' or '.'), got "
+                    f"{value!r}")
+    return value
+
+
+def _parse_keep(value: object, path: str) -> KeepOptions:
+    obj = _object(value, path)
+    if not obj:
+        raise _fail(path, "must name at least one keep option (allowed: "
+                    f"{', '.join(KEEP_KEYS)}); leave keep out and the agent never prunes")
+    for key in obj:
+        if key not in KEEP_KEYS:
+            hint = ""
+            if key.startswith("keep-") and key.removeprefix("keep-") in KEEP_KEYS:
+                hint = f"; write {key.removeprefix('keep-')!r}, without the keep- prefix"
+            raise _fail(_join(path, key),
+                        f"unknown keep option (allowed: {', '.join(KEEP_KEYS)}){hint}")
+    counts: dict[str, int] = {}
+    for key in KEEP_COUNT_KEYS:
+        if key not in obj:
+            continue
+        item = obj[key]
+        if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+            raise _fail(_join(path, key), f"must be an integer >= 0, got {item!r}")
+        counts[key] = item
+    keep_all: bool | None = None
+    if "all" in obj:
+        item = obj["all"]
+        if not isinstance(item, bool):
+            raise _fail(_join(path, "all"), f"must be true or false, got {item!r}")
+        keep_all = item
+    if keep_all and counts:
+        raise _fail(_join(path, "all"), "true keeps every backup and cannot be combined with "
+                    f"{', '.join(counts)} (PVE refuses that too)")
+    return KeepOptions(all=keep_all, **counts)
+
+
+def _parse_backup(value: object, path: str) -> BackupPolicy:
+    obj = _object(value, path)
+    _check_fields(obj, POLICY_FIELDS, path)
+    if "storage" not in obj:
+        raise _fail(_join(path, "storage"), "required (the PVE storage the backups go to)")
+    storage = _parse_storage_id(obj["storage"], _join(path, "storage"))
+    every_path = _join(path, "every_h")
+    if "every_h" not in obj:
+        raise _fail(every_path, "required (hours between backups, a number > 0)")
+    every_h = obj["every_h"]
+    if (isinstance(every_h, bool) or not isinstance(every_h, int | float)
+            or not math.isfinite(every_h) or every_h <= 0):
+        raise _fail(every_path, f"must be a number > 0 (hours between backups), got {every_h!r}")
+    window: Window | None = None
+    raw_window = obj.get("window")
+    if raw_window is not None:
+        window_path = _join(path, "window")
+        if not isinstance(raw_window, str):
+            raise _fail(window_path, f"must be a string HH:MM-HH:MM or null, got "
+                        f"{_type_name(raw_window)}")
+        try:
+            window = parse_window(raw_window)
+        except WindowError as err:
+            raise _fail(window_path, str(err)) from None
+    mode = obj.get("mode")
+    if mode is None:
+        mode = BackupMode.SNAPSHOT.value
+    elif mode not in BACKUP_MODES:
+        raise _fail(_join(path, "mode"),
+                    f"must be {', '.join(BACKUP_MODES[:-1])} or {BACKUP_MODES[-1]} "
+                    f"(default snapshot), got {mode!r}")
+    raw_keep = obj.get("keep")
+    keep = None if raw_keep is None else _parse_keep(raw_keep, _join(path, "keep"))
+    return BackupPolicy(storage=storage, every_h=every_h, window=window,
+                        mode=BackupMode(mode), keep=keep)
+
+
 def _parse_guest(vmid: int, value: object, path: str) -> GuestDesired:
     obj = _object(value, path)
     _check_fields(obj, _GUEST_FIELDS, path)
@@ -225,11 +326,14 @@ def _parse_guest(vmid: int, value: object, path: str) -> GuestDesired:
     if state is not None and state not in RUN_STATES:
         raise _fail(_join(path, "state"), f"must be running, stopped or null, got {state!r}")
     config = _parse_config(obj.get("config", {}), _join(path, "config"))
+    raw_backup = obj.get("backup")
+    backup = None if raw_backup is None else _parse_backup(raw_backup, _join(path, "backup"))
     return GuestDesired(
         vmid=vmid,
         type=gtype,
         state=state,
         config=config,
+        backup=backup,
     )
 
 
