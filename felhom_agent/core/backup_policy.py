@@ -10,7 +10,7 @@ The strict parser of that object lives with the rest of the desired state
 (:mod:`felhom_agent.core.desired`); the rules that need the host (does the storage exist, does
 it hold backups) and the time arithmetic live in :mod:`felhom_agent.backup`.
 
-Window syntax (decided here, documented in the README's desired-state section): exactly
+Window syntax (see ``docs/architecture.md`` ("Backup policy")): exactly
 ``HH:MM-HH:MM`` with two-digit 24-hour times ``00:00``..``23:59``; no spaces, no seconds, no
 ``24:00`` (write ``00:00`` for midnight). The start is inclusive, the end exclusive; an end
 earlier than the start wraps past midnight (``22:00-04:00``). Start and end must differ: an
