@@ -59,7 +59,8 @@ def op_id_in_notes(notes: str | None) -> str | None:
     """
     if not notes:
         return None
-    match = _IN_NOTES.search(notes.splitlines()[0] if notes.strip() else "")
+    # The first line as PVE means it: up to a newline (not str.splitlines' wider set).
+    match = _IN_NOTES.search(notes.split("\n", 1)[0])
     return match.group(1) if match else None
 
 

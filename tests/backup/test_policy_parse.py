@@ -190,7 +190,7 @@ def test_model_guards() -> None:
     with pytest.raises(BackupPolicyError):
         KeepOptions(all=True, daily=0)
     with pytest.raises(ValueError, match="live"):
-        BackupPolicy("pbs1", 1, mode="live")  # type: ignore[arg-type]
+        BackupPolicy("pbs1", 1, mode="live")
     assert KeepOptions().keeps_all
     assert KeepOptions(last=0, daily=0).keeps_all
     assert KeepOptions(all=False, last=1).to_json() == {"last": 1, "all": False}

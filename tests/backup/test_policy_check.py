@@ -1,0 +1,62 @@
+"""A policy against the node's storages: unknown, no backup content, disabled, inactive."""
+
+from __future__ import annotations
+
+import pytest
+
+from felhom_agent.backup.model import StorageFacts, parse_content
+from felhom_agent.backup.policy import check_policy, check_storage
+from felhom_agent.core.backup_policy import BackupPolicy
+
+STORAGES = [
+    StorageFacts("local", "dir", "iso,vztmpl,backup", active=True, avail=10**12),
+    StorageFacts("local-lvm", "lvmthin", "images,rootdir", active=True),
+    StorageFacts("pbs1", "pbs", frozenset({"backup"}), active=True),
+    StorageFacts("nfs-off", "nfs", "backup", enabled=False),
+    StorageFacts("pbs-down", "pbs", "backup", active=False),
+]
+
+
+def test_a_backup_storage_is_ok() -> None:
+    """A known, enabled, active storage with backup content passes."""
+    check = check_policy(BackupPolicy("pbs1", 24), STORAGES)
+    assert check.ok and check.problem is None and check.reason == ""
+    assert check.storage is not None and check.storage.is_pbs
+    assert check_policy(BackupPolicy("local", 24), {s.storage: s for s in STORAGES}).ok
+
+
+@pytest.mark.parametrize(
+    ("storage", "problem", "reason"),
+    [
+        ("pbs9", "invalid", "backup storage pbs9 does not exist on this node (storages: local, "
+         "local-lvm, nfs-off, pbs-down, pbs1); a storage the agent's token may not audit "
+         "(Datastore.Audit) is not listed either"),
+        ("local-lvm", "invalid", "backup storage local-lvm does not hold backups (content: "
+         "images, rootdir); add backup to its content types or choose another storage"),
+        ("nfs-off", "unavailable", "backup storage nfs-off is disabled in the storage "
+         "configuration"),
+        ("pbs-down", "unavailable", "backup storage pbs-down is not active (PVE cannot reach "
+         "or mount it)"),
+    ],
+)
+def test_problems_have_a_kind_and_a_reason(storage: str, problem: str, reason: str) -> None:
+    """Wrong for this host (invalid) or not usable now (unavailable), each with the fix."""
+    check = check_policy(BackupPolicy(storage, 24), STORAGES)
+    assert not check.ok
+    assert check.problem == problem
+    assert check.reason == reason
+
+
+def test_no_storages_listed_and_safety_storage_wording() -> None:
+    """An empty listing says so; the same check serves backup.safety_storage."""
+    assert "(storages: none)" in check_policy(BackupPolicy("pbs1", 1), []).reason
+    check = check_storage("local-lvm", STORAGES, what="backup.safety_storage")
+    assert check.reason.startswith("backup.safety_storage local-lvm does not hold backups")
+
+
+def test_content_parsing() -> None:
+    """PVE's comma list becomes a set; blanks are dropped."""
+    assert parse_content("images, rootdir,,backup ") == frozenset(
+        {"images", "rootdir", "backup"})
+    assert StorageFacts("x1", "dir").content == frozenset()
+    assert StorageFacts("x1", "dir", ("backup",)).holds_backups
