@@ -1,12 +1,14 @@
 """The backup policy layer: pure decisions about policy backups (no I/O, no clock, no config).
 
-Everything here takes plain values -- a guest's :class:`~felhom_agent.core.backup_policy.
-BackupPolicy`, the storage's content listing as :class:`~.model.BackupVolume` values, the
-node's storages as :class:`~.model.StorageFacts`, ``now`` in POSIX seconds and the node's time
-zone as a ``tzinfo`` -- and returns frozen results whose ``reason`` says, in one line, why.
+Everything here takes plain values -- a guest's ``BackupPolicy`` (the value model lives in
+:mod:`felhom_agent.core.backup_policy`, beside the desired state that carries it), the
+storage's content listing as :class:`~.model.BackupVolume` values, the node's storages as
+:class:`~.model.StorageFacts`, ``now`` in POSIX seconds and the node's time zone as a
+``tzinfo`` -- and returns frozen results whose ``reason`` says, in one line, why.
 The planner, the executor and the report call it; they own the PVE calls and the clock.
 
 Modules:
+    :mod:`.model`   the plain values: backup volumes and storage facts.
     :mod:`.window`  the daily window: ``inside``, ``next_open`` (midnight wrap, DST).
     :mod:`.due`     due / overdue / next due from the content listing.
     :mod:`.space`   the free-space check before a vzdump call.
