@@ -19,7 +19,7 @@ from collections.abc import Iterable
 import attrs
 
 from felhom_agent.backup.model import BackupVolume
-from felhom_agent.backup.window import format_local, inside_at, next_open
+from felhom_agent.backup.window import describe, inside_at, next_open
 from felhom_agent.core.backup_policy import BackupPolicy
 
 __all__ = ["DueState", "due_state", "guest_backups"]
@@ -116,10 +116,10 @@ def due_state(
     if due:
         reason = f"due: {age} (every {_every(policy)})"
     elif stale:
-        reason = (f"waiting for the window {policy.window} (opens "
-                  f"{format_local(next_due_at, tz)}): {age} (every {_every(policy)})")
+        reason = (f"waiting for the window {policy.window}, which opens "
+                  f"{describe(next_due_at, tz)}: {age} (every {_every(policy)})")
     else:
-        reason = f"ok: {age}; next due {format_local(next_due_at, tz)}"
+        reason = f"ok: {age}; next due {describe(next_due_at, tz)}"
     if overdue:
         reason = f"overdue, {reason}"
     return DueState(

@@ -23,12 +23,13 @@ from felhom_agent.core.backup_policy import (
     WindowError,
     parse_window,
 )
+from felhom_agent.utc import format_utc
 
 __all__ = [
     "WINDOW_SYNTAX",
     "Window",
     "WindowError",
-    "format_local",
+    "describe",
     "inside",
     "inside_at",
     "local_time",
@@ -49,9 +50,11 @@ def local_time(epoch: float, tz: dt.tzinfo) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, tz)
 
 
-def format_local(epoch: float, tz: dt.tzinfo) -> str:
-    """``2024-01-02 01:00:00+01:00``: a POSIX time as the node's local time, for reasons."""
-    return local_time(epoch, tz).isoformat(sep=" ", timespec="seconds")
+def describe(epoch: float, tz: dt.tzinfo) -> str:
+    """A time for a reason: the agent's UTC form plus the node's wall clock, to relate it to a
+    window: ``2024-05-02T00:00:00Z (01:00 node time)``."""
+    local = local_time(epoch, tz)
+    return f"{format_utc(epoch)} ({local.hour:02d}:{local.minute:02d} node time)"
 
 
 def inside(window: Window | None, local: dt.time | dt.datetime) -> bool:

@@ -63,7 +63,7 @@ def test_fresh_backup_is_not_due_and_next_due_is_its_age_limit() -> None:
     assert s.count == 3
     assert s.next_due_at == newest.ctime + 24 * H
     assert s.reason == ("ok: newest backup of lxc 101 on pbs1 is 5.0 h old; next due "
-                        "2024-05-02 07:00:00+01:00")
+                        "2024-05-02T06:00:00Z (07:00 node time)")
 
 
 def test_the_boundary_follows_the_rule_ctime_at_least_now_minus_every_h() -> None:
@@ -78,8 +78,9 @@ def test_stale_but_outside_the_window_waits_for_it() -> None:
     s = state(policy, [vol(NOON - 30 * H)])
     assert s.stale and not s.in_window and not s.due
     assert s.next_due_at == dt.datetime(2024, 5, 2, 1, tzinfo=PLUS1).timestamp()
-    assert s.reason.startswith("waiting for the window 01:00-05:00 (opens 2024-05-02 "
-                               "01:00:00+01:00): newest backup of lxc 101 on pbs1 is 30.0 h")
+    assert s.reason.startswith("waiting for the window 01:00-05:00, which opens "
+                               "2024-05-02T00:00:00Z (01:00 node time): newest backup of lxc "
+                               "101 on pbs1 is 30.0 h")
     inside = state(policy, [vol(NOON - 30 * H)], now=NOON + 14 * H)  # 02:00 next day
     assert inside.due and inside.next_due_at == NOON + 14 * H
 

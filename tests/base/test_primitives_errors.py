@@ -102,9 +102,9 @@ def test_only_the_root_defines_pickling() -> None:
     assert own == []
 
 
-#: The packages of the reconcile layer (pure core, kinds, planning, execution, durable state,
-#: signed ops).
-RECONCILE_PACKAGES = ("core", "kinds", "planning", "execution", "state", "signedops")
+#: The packages of the reconcile layer (pure core, the backup policy layer, kinds, planning,
+#: execution, durable state, signed ops).
+RECONCILE_PACKAGES = ("core", "backup", "kinds", "planning", "execution", "state", "signedops")
 
 
 def test_reconcile_layer_errors_share_the_mid_level() -> None:
