@@ -29,6 +29,7 @@ from felhom_agent.config._model import (
 from felhom_agent.errors import ConfigError
 from felhom_agent.fingerprint import pin_from_config
 from felhom_agent.secret import Secret
+from felhom_agent.storageids import STORAGE_ID_RULE, STORAGE_ID_TEXT
 
 __all__ = ["build_config"]
 
@@ -39,9 +40,6 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _SSH_HOST = re.compile(r"[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}")
 _SECRET_OK = re.compile(r"[\x21-\x7e]{8,}")
-# PVE's storage ids (pve-storage-id): a letter, then letters, digits, '-', '_', '.', and not
-# ending in a punctuation character; at least two characters.
-_STORAGE_ID = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*[A-Za-z0-9]")
 
 
 def _fail(dotted: str, message: str) -> ConfigError:
@@ -198,9 +196,7 @@ def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
     _check_bounds(raw)
     _pattern(raw, "host_id", _HOST_ID, "letters, digits, '.', '_' or '-' (max 63)")
     _pattern(raw, "authz.namespace", _NAMESPACE, "an SSHSIG namespace such as felhom-op")
-    _pattern(raw, "backup.safety_storage", _STORAGE_ID,
-             "a PVE storage id (a letter, then letters, digits, '-', '_' or '.'; at least two "
-             "characters, not ending in '-', '_' or '.') or null")
+    _pattern(raw, "backup.safety_storage", STORAGE_ID_TEXT, f"{STORAGE_ID_RULE} or null")
     _check_proxmox(raw)
     _check_hub(raw)
 

@@ -26,7 +26,7 @@ from typing import Final
 
 import attrs
 
-from felhom_agent.errors import AgentError
+from felhom_agent.errors import ReconcileError
 
 __all__ = [
     "BACKUP_MODES",
@@ -34,7 +34,6 @@ __all__ = [
     "KEEP_KEYS",
     "MINUTES_PER_DAY",
     "POLICY_FIELDS",
-    "STORAGE_ID_RE",
     "WINDOW_SYNTAX",
     "BackupMode",
     "BackupPolicy",
@@ -63,9 +62,6 @@ BACKUP_MODES: Final = tuple(mode.value for mode in BackupMode)
 KEEP_COUNT_KEYS: Final = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 KEEP_KEYS: Final = (*KEEP_COUNT_KEYS, "all")
 POLICY_FIELDS: Final = ("storage", "every_h", "window", "mode", "keep")
-#: PVE's storage id syntax: a letter first, then letters, digits, ``-_.``, not ending in one of
-#: those three; at least two characters.
-STORAGE_ID_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*[A-Za-z0-9]")
 _WINDOW_RE: Final = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
 MINUTES_PER_DAY: Final = 24 * 60
 WINDOW_SYNTAX: Final = (
@@ -74,7 +70,7 @@ WINDOW_SYNTAX: Final = (
 )
 
 
-class BackupPolicyError(AgentError, ValueError):
+class BackupPolicyError(ReconcileError, ValueError):
     """A policy value is malformed; the message says what is allowed."""
 
 

@@ -38,7 +38,6 @@ from felhom_agent.core.backup_policy import (
     KEEP_COUNT_KEYS,
     KEEP_KEYS,
     POLICY_FIELDS,
-    STORAGE_ID_RE,
     BackupMode,
     BackupPolicy,
     KeepOptions,
@@ -53,6 +52,7 @@ from felhom_agent.core.normalise import (
     normalise_value,
 )
 from felhom_agent.errors import ReconcileError
+from felhom_agent.storageids import STORAGE_ID_RULE, is_storage_id
 from felhom_agent.vmids import VMID_MAX, VMID_MIN, VMID_TEXT, is_vmid
 
 __all__ = [
@@ -238,11 +238,9 @@ def _parse_config(value: object, path: str) -> dict[str, ConfigValue]:
 
 
 def _parse_storage_id(value: object, path: str) -> str:
-    if not isinstance(value, str) or not STORAGE_ID_RE.fullmatch(value):
-        raise _fail(path, "must be a PVE storage id (a letter, then letters, digits, '-', '_' "
-                    "or '.'; at least two characters, not ending in '-', '_' or '.'), got "
-                    f"{value!r}")
-    return value
+    if not is_storage_id(value):
+        raise _fail(path, f"must be {STORAGE_ID_RULE}, got {value!r}")
+    return cast(str, value)
 
 
 def _parse_keep(value: object, path: str) -> KeepOptions:

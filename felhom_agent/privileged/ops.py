@@ -26,6 +26,7 @@ import attrs
 
 from felhom_agent.privileged._checks import check_int, check_str
 from felhom_agent.privileged.errors import RefusedArgument
+from felhom_agent.storageids import STORAGE_ID_TEXT
 from felhom_agent.vmids import VMID_MAX, VMID_MIN
 
 __all__ = [
@@ -55,10 +56,8 @@ SMART_DEVICE_TYPES: Final = frozenset(
      "usbsunplus"}
 )
 
-# PVE's storage id rule (pve-storage ``parse_storage_id``), length-bounded.
-_STORAGE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}[A-Za-z0-9]")
 _OSTEMPLATE = re.compile(
-    r"[A-Za-z][A-Za-z0-9._-]{0,62}[A-Za-z0-9]:vztmpl/"
+    STORAGE_ID_TEXT.pattern + r":vztmpl/"
     r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.tar\.(?:gz|xz|zst)"
 )
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -242,7 +241,7 @@ class PctCreate:
         validator=_pattern(_OSTEMPLATE, "a template volid like local:vztmpl/NAME.tar.zst")
     )
     hostname: str = attrs.field(validator=_pattern(_HOSTNAME, "a DNS host name"))
-    storage: str = attrs.field(validator=_pattern(_STORAGE, "a PVE storage id"))
+    storage: str = attrs.field(validator=_pattern(STORAGE_ID_TEXT, "a PVE storage id"))
     net0: NetSpec = attrs.field(validator=_validator(_netspec))
     rootfs_gb: int = attrs.field(
         default=8, validator=_validator(lambda f, v: check_int(f, v, minimum=1, maximum=65536))

@@ -54,6 +54,12 @@ RULES = (
         r"|\[\s*i\s*:\s*i\s*\+\s*2\s*\]|'SHA256:'|\[0-9A-Fa-f\]\{2\}\(\?::"),
         "fingerprint.py"),
     Rule("vmid range", re.compile(r"\b999_?999_?999\b"), "vmids.py"),
+    # The simulator reproduces PVE's own schema pattern and message for its API, in PVE's
+    # spelling; it is PVE's rule as PVE states it, not the agent's check.
+    Rule("storage id rule", re.compile(
+        r"\[A-Za-z\]\[A-Za-z0-9[._-]{3}\](\*|\{0,\d+\})\[A-Za-z0-9\]"
+        r"|\[a-z\]\[a-z0-9[\\._-]{3,5}\]\*\[a-z0-9\]"), "storageids.py",
+        frozenset({"sim/pve/routes.py"})),
     # Secret refuses to be pickled at all: the opposite of a pickling helper.
     Rule("pickling hook", re.compile(r"\bdef (__reduce__|__reduce_ex__|__getstate__)\b"),
          "errors.py", frozenset({"secret.py"})),
@@ -101,6 +107,8 @@ def test_the_primitive_lives_in_one_module(rule: Rule) -> None:
     "return base + rng() * (top - base)",
     "':'.join(f'{b:02X}' for b in digest)",
     "if not 100 <= vmid <= 999999999: pass",
+    "STORAGE = re.compile(r'[A-Za-z][A-Za-z0-9_.-]*[A-Za-z0-9]')",
+    "STORAGE = re.compile(r'(?i:[a-z][a-z0-9\\-_.]*[a-z0-9])')",
     "def __reduce__(self): return (f, ())",
 ])
 def test_the_rules_catch_a_copy(snippet: str) -> None:
