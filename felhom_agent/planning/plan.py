@@ -51,6 +51,7 @@ from felhom_agent.core.normalise import (
 from felhom_agent.errors import ReconcileError
 from felhom_agent.kinds.classify import BENIGN_CONFIG_KEYS, classify_action
 from felhom_agent.kinds.registry import plan_rank
+from felhom_agent.planning.backups import BackupFacts, BackupStatus, plan_guest_backup
 
 __all__ = [
     "Action",
@@ -134,9 +135,10 @@ class Action:
     digest: str | None = None
 
     def to_json(self) -> dict[str, object]:
-        """``{"vmid": 101, "kind": "start"}``; ``set_config`` adds ``"params"``."""
+        """``{"vmid": 101, "kind": "start"}``; an action with params (``set_config``,
+        ``backup``, ``prune``) adds ``"params"``."""
         out: dict[str, object] = {"vmid": self.vmid, "kind": self.kind}
-        if self.kind == "set_config":
+        if self.params or self.kind == "set_config":
             out["params"] = dict(self.params)
         return out
 
@@ -178,12 +180,15 @@ class Plan:
         actions: what to submit, in submit order.
         blocked: guests with work that waits for a later pass.
         refused: differences that need a signed op or a corrected desired state.
+        backups: the backup state of every desired guest with a policy (planned only when
+            backup facts were read; not part of ``--plan --json``).
     """
 
     generation: int | None
     actions: tuple[Action, ...] = ()
     blocked: tuple[Blocked, ...] = ()
     refused: tuple[Refusal, ...] = ()
+    backups: tuple[BackupStatus, ...] = ()
 
     @property
     def in_sync(self) -> bool:
@@ -209,9 +214,11 @@ class _GuestPlan:
     actions: list[Action] = attrs.Factory(list)
     refused: list[Refusal] = attrs.Factory(list)
     blocked: str | None = None
+    backup: BackupStatus | None = None
 
 
-def _plan_guest(want: GuestDesired, have: GuestActual) -> _GuestPlan:
+def _plan_guest(want: GuestDesired, have: GuestActual,
+                backups: BackupFacts | None) -> _GuestPlan:
     """Everything about one guest except the lock/busy gate."""
     out = _GuestPlan()
     vmid = want.vmid
@@ -245,6 +252,17 @@ def _plan_guest(want: GuestDesired, have: GuestActual) -> _GuestPlan:
         else:
             kind: ActionKind = "start" if want.state == "running" else "stop"
             out.actions.append(Action(vmid, kind, {}, guest_type=have.type))
+    if backups is not None and not have.template:
+        bp = plan_guest_backup(want, backups)
+        if bp is not None:
+            out.backup = bp.status
+            if bp.refused is not None:
+                out.refused.append(Refusal(vmid, "backup", bp.refused))
+            if bp.blocked is not None:
+                out.blocked = out.blocked or bp.blocked
+            if bp.action is not None:
+                kind, params = bp.action
+                out.actions.append(Action(vmid, kind, params, guest_type=have.type))
     return out
 
 
@@ -254,6 +272,7 @@ def plan(
     *,
     busy: Callable[[int], bool],
     node: str | None = None,
+    backups: BackupFacts | None = None,
 ) -> Plan:
     """Diff ``desired`` against ``actual``; pure and deterministic (see the module doc).
 
@@ -264,6 +283,8 @@ def plan(
             an earlier pass; such a guest gets no new action (no pile-up). Only called for
             guests that would get an action.
         node: when given, guests on other cluster nodes are out of scope (one agent per node).
+        backups: what this pass read about storages and backups; with it, guests with a
+            ``backup`` policy get ``backup``/``prune`` actions (:mod:`.backups`).
 
     Raises:
         PlanInputError: the same vmid appears twice in ``actual``.
@@ -278,12 +299,15 @@ def plan(
     actions: list[Action] = []
     blocked: list[Blocked] = []
     refused: list[Refusal] = []
+    statuses: list[BackupStatus] = []
     for vmid, want in sorted(desired.guests.items()):
         have = by_vmid.get(vmid)
         if have is None or (node is not None and have.node != node):
             continue
-        gp = _plan_guest(want, have)
+        gp = _plan_guest(want, have, backups)
         refused.extend(gp.refused)
+        if gp.backup is not None:
+            statuses.append(gp.backup)
         if not gp.actions and gp.blocked is None:
             continue
         if have.lock:
@@ -299,6 +323,7 @@ def plan(
         actions=tuple(sorted(actions, key=lambda a: _rank(a.vmid, a.kind))),
         blocked=tuple(blocked),
         refused=tuple(sorted(refused, key=lambda r: _rank(r.vmid, r.kind))),
+        backups=tuple(statuses),
     )
 
 

@@ -1,0 +1,124 @@
+"""Backup planning: which guests get a ``backup`` or a ``prune`` action this pass, and why not.
+
+Pure, like :func:`felhom_agent.planning.plan.plan`: the engine reads the facts once per pass
+(:class:`BackupFacts`: the node's storages, one content listing per backup storage, the time
+and the node's time zone) and this module decides per desired guest with a ``backup`` policy
+(``docs/architecture.md``, "Backup policy"):
+
+1. the policy's storage must exist, hold backups and be active (else ``refused`` / blocked);
+2. its listing must have been read (else blocked: a missing listing is never "no backups");
+3. **due** (no backup of this vmid *and* type on the storage younger than ``every_h``, and
+   the window is open) → the space check (newest backup * (1 + margin) ≤ ``avail``, else
+   ``refused`` with the numbers) → a ``backup`` action;
+4. not due, and the newest backup is fresh → when PVE's keep marking (with the local
+   ``backup.min_keep`` floor) would remove something → a ``prune`` action.
+
+Every guest with a policy also gets a :class:`BackupStatus` (for the report and
+``--backups``); the engine overlays what only it knows (a job running, a last failure, a
+stale lock).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import attrs
+
+from felhom_agent.backup.due import DueState, due_state
+from felhom_agent.backup.model import BackupVolume, StorageFacts
+from felhom_agent.backup.policy import check_policy
+from felhom_agent.backup.prune import effective_keep, mark_backups, prune_options
+from felhom_agent.backup.space import check_space
+from felhom_agent.core.desired import GuestDesired
+
+__all__ = ["BackupFacts", "BackupStatus", "GuestBackupPlan", "plan_guest_backup"]
+
+
+@attrs.frozen
+class BackupFacts:
+    """What one pass read about backups.
+
+    Attributes:
+        now: POSIX seconds of the pass.
+        tz: the node's time zone (windows and prune buckets are node local time).
+        storages: the node's storages by id (``GET /nodes/{node}/storage``).
+        volumes: the backup volumes per storage id, for each storage whose listing was read.
+        errors: storage id -> why its listing could not be read.
+        min_keep: ``backup.min_keep``.
+        margin_pct: ``backup.space_margin_pct``.
+    """
+
+    now: float
+    tz: dt.tzinfo
+    storages: Mapping[str, StorageFacts]
+    volumes: Mapping[str, tuple[BackupVolume, ...]]
+    errors: Mapping[str, str] = attrs.Factory(dict)
+    min_keep: int = 3
+    margin_pct: int = 20
+
+
+@attrs.frozen
+class BackupStatus:
+    """The planner's view of one guest's backups under its policy.
+
+    ``status`` is ``ok``, ``due``, ``refused`` or ``blocked`` here; the engine turns
+    ``blocked`` and adds ``running``, ``failed`` and ``stale_lock``.
+    """
+
+    vmid: int
+    guest_type: str
+    storage: str
+    status: str
+    reason: str
+    due: DueState | None = None
+
+
+@attrs.frozen
+class GuestBackupPlan:
+    """The backup part of one guest's plan: at most one action, or a refusal, or a block."""
+
+    status: BackupStatus
+    action: tuple[str, dict[str, str]] | None = None
+    refused: str | None = None
+    blocked: str | None = None
+
+
+def plan_guest_backup(want: GuestDesired, facts: BackupFacts) -> GuestBackupPlan | None:
+    """The backup decision for one desired guest (``None`` without a policy)."""
+    policy = want.backup
+    if policy is None:
+        return None
+    vmid, gtype, storage = want.vmid, str(want.type), policy.storage
+
+    def status(state: str, reason: str, due: DueState | None = None) -> BackupStatus:
+        return BackupStatus(vmid, gtype, storage, state, reason, due)
+
+    check = check_policy(policy, facts.storages)
+    if not check.ok:
+        if check.problem == "invalid":
+            return GuestBackupPlan(status("refused", check.reason), refused=check.reason)
+        return GuestBackupPlan(status("blocked", check.reason), blocked=check.reason)
+    if storage not in facts.volumes:
+        why = facts.errors.get(storage, "not read")
+        reason = f"backup listing of {storage} failed: {why}"
+        return GuestBackupPlan(status("blocked", reason), blocked=reason)
+    volumes = facts.volumes[storage]
+    due = due_state(policy, vmid=vmid, guest_type=gtype, volumes=volumes, now=facts.now,
+                    tz=facts.tz)
+    if due.due:
+        space = check_space(storage=storage, avail=facts.storages[storage].avail,
+                            newest=due.newest, margin_pct=facts.margin_pct)
+        if not space.allowed:
+            return GuestBackupPlan(status("refused", space.reason, due), refused=space.reason)
+        params = {"storage": storage, "mode": str(policy.mode)}
+        return GuestBackupPlan(status("due", due.reason, due), action=("backup", params))
+    keep = prune_options(policy.keep, facts.min_keep)
+    if due.stale or keep is None or policy.keep is None:
+        return GuestBackupPlan(status("due" if due.stale else "ok", due.reason, due))
+    mine = [v for v in volumes if v.belongs_to(vmid, gtype)]
+    marks = mark_backups(mine, effective_keep(policy.keep, facts.min_keep), facts.tz)
+    if any(m.mark == "remove" for m in marks):
+        params = {"storage": storage, "keep": keep}
+        return GuestBackupPlan(status("ok", due.reason, due), action=("prune", params))
+    return GuestBackupPlan(status("ok", due.reason, due))
