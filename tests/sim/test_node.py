@@ -27,7 +27,7 @@ def test_nodes_omit_stats_without_sys_audit(api: Api) -> None:
 def test_storage_list_status_and_unknown_storage(api: Api) -> None:
     """Storage list/status report PVE's fields; an unknown storage is 400 'No such storage.'"""
     names = [s["storage"] for s in api.data("GET", "/nodes/pve1/storage")]
-    assert names == ["local", "local-lvm"]
+    assert names == ["local", "local-lvm", "pbs1"]
     only_images = api.data("GET", "/nodes/pve1/storage", params={"content": "images"})
     assert [s["storage"] for s in only_images] == ["local-lvm"]
     st = api.data("GET", "/nodes/pve1/storage/local/status")

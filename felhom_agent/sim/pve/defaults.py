@@ -50,15 +50,27 @@ def default_scenario_dict(*, token_secret: str | None = None) -> dict[str, Any]:
 
 
 def default_storages() -> list[dict[str, Any]]:
-    """``local`` (dir: backups, ISOs, templates) and ``local-lvm`` (lvmthin: disks)."""
+    """``local`` (dir: backups, ISOs, templates), ``local-lvm`` (lvmthin: disks, no backups)
+    and ``pbs1`` (a Proxmox Backup Server datastore with client-side encryption)."""
     return [
         {"storage": "local", "type": "dir", "content": "backup,iso,vztmpl",
          "total": 100 * 2**30, "used": 12 * 2**30,
+         "config": {"path": "/var/lib/vz", "prune-backups": "keep-all=1"},
          "volumes": [{"volid": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
                       "content": "vztmpl", "format": "tzst", "size": 126_000_000}]},
         {"storage": "local-lvm", "type": "lvmthin", "content": "images,rootdir",
-         "total": 400 * 2**30, "used": 60 * 2**30},
+         "total": 400 * 2**30, "used": 60 * 2**30,
+         "config": {"thinpool": "data", "vgname": "pve"}},
+        {"storage": "pbs1", "type": "pbs", "content": "backup",
+         "total": 2048 * 2**30, "used": 300 * 2**30,
+         "config": {"server": "192.0.2.10", "datastore": "store1", "username": "felhom@pbs",
+                    "fingerprint": _PBS_FINGERPRINT, "encryption-key": _PBS_KEY_FINGERPRINT}},
     ]
+
+
+#: Fixed, made-up fingerprints of the simulated PBS server certificate and encryption key.
+_PBS_FINGERPRINT = ":".join(f"{(7 * i + 3) % 256:02x}" for i in range(32))
+_PBS_KEY_FINGERPRINT = ":".join(f"{(11 * i + 5) % 256:02x}" for i in range(32))
 
 
 def default_disks() -> tuple[Mapping[str, Any], ...]:

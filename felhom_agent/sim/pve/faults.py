@@ -17,16 +17,21 @@ from typing import Any
 
 import attrs
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultBook"]
+__all__ = ["BACKUP_KINDS", "FAULT_KINDS", "Fault", "FaultBook"]
 
 #: ``latency`` (delay a request), ``http_error`` (answer ``status`` with ``message``),
 #: ``drop`` (close the connection without a response), ``drop_after`` (process the request,
 #: e.g. fork the task, then close without a response: the "outcome unknown" case),
 #: ``no_such_task`` (answer 400 ``{"upid": "no such task"}``, as a status read right after
 #: dispatch may), ``task_fail`` (the task ends with exitstatus ``message``), ``task_hang``
-#: (the task never finishes until stopped or shutdown).
+#: (the task never finishes until stopped or shutdown). Per guest inside a vzdump task:
+#: ``backup_fail`` (that guest's backup fails with ``message``), ``backup_warn`` (the backup
+#: succeeds but adding its notes fails with ``message``: one warning), ``backup_crash`` (the
+#: vzdump process dies hard at that guest: no ``TASK`` line, ``unexpected status``, and the
+#: guest keeps its ``backup`` lock -- the stale lock a killed vzdump leaves).
 FAULT_KINDS = ("latency", "http_error", "drop", "drop_after", "no_such_task", "task_fail",
-               "task_hang")
+               "task_hang", "backup_fail", "backup_warn", "backup_crash")
+BACKUP_KINDS = ("backup_fail", "backup_warn", "backup_crash")
 HTTP_KINDS = ("latency", "http_error", "drop", "drop_after", "no_such_task")
 
 
@@ -49,7 +54,7 @@ class Fault:
         delay_s: seconds a ``latency`` fault holds the request.
         count: how many times the fault fires; None = forever.
         task_type: task type to match (``qmstart``); None = any.
-        vmid: guest to match for task faults; None = any.
+        vmid: guest to match for task and backup faults; None = any.
     """
 
     kind: str = attrs.field(validator=_check_kind)
@@ -77,6 +82,10 @@ class Fault:
         if self.task_type is not None and self.task_type != task_type:
             return False
         return self.vmid is None or self.vmid == vmid
+
+    def matches_backup(self, kind: str, vmid: int) -> bool:
+        """Whether this is a ``kind`` backup fault for guest ``vmid``."""
+        return self.kind == kind and (self.vmid is None or self.vmid == vmid)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Fault:
@@ -154,6 +163,10 @@ class FaultBook:
     def take_task_fault(self, task_type: str, vmid: int | None) -> Fault | None:
         """Consume and return the first task fault matching this task, if any."""
         return self._take(lambda f: f.matches_task(task_type, vmid))
+
+    def take_backup_fault(self, kind: str, vmid: int) -> Fault | None:
+        """Consume and return the first ``kind`` backup fault for guest ``vmid``, if any."""
+        return self._take(lambda f: f.matches_backup(kind, vmid))
 
     def hold(self, seconds: float) -> None:
         """Block for ``seconds`` unless :meth:`clear` or :meth:`wake_all` wakes us first."""

@@ -1,5 +1,5 @@
-"""Node-level handlers: version, nodes, node status, cluster resources, storage, disks and
-effective permissions.
+"""Node-level handlers: version, nodes, node status, cluster resources, disks and effective
+permissions (storage handlers: :mod:`felhom_agent.sim.pve.handlers_storage`).
 
 Visibility rules follow the schema descriptions: lists silently drop entries the caller may
 not see (guests without VM.Audit, storages without Datastore.Audit/AllocateSpace, other
@@ -15,11 +15,12 @@ from typing import Any
 from felhom_agent.sim.pve.apierror import param_error, server_error
 from felhom_agent.sim.pve.context import Ctx
 from felhom_agent.sim.pve.handlers_guests import guest_summary
+from felhom_agent.sim.pve.handlers_storage import storage_visible
 from felhom_agent.sim.pve.privileges import Principal
 
 __all__ = [
     "access_permissions", "cluster_resources", "disks_list", "disks_smart", "node_status",
-    "nodes", "storage_content", "storage_list", "storage_status", "version",
+    "nodes", "version",
 ]
 
 _GIB = 2**30
@@ -70,18 +71,6 @@ def node_status(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-def _storage_visible(ctx: Ctx, storage: str) -> bool:
-    path = f"/storage/{storage}"
-    return ctx.has(path, "Datastore.Audit") or ctx.has(path, "Datastore.AllocateSpace")
-
-
-def _storage_entry(ctx: Ctx, name: str) -> dict[str, Any]:
-    s = ctx.rt.state.storages[name].spec
-    return {"storage": s.storage, "type": s.type, "content": s.content, "active": 1,
-            "enabled": 1, "shared": int(s.shared), "total": s.total, "used": s.used,
-            "avail": s.total - s.used, "used_fraction": round(s.used / s.total, 6)}
-
-
 def cluster_resources(ctx: Ctx) -> list[dict[str, Any]]:
     """GET /cluster/resources (``type`` filter vm|storage|node|sdn)."""
     rtype = ctx.str_param("type")
@@ -111,67 +100,16 @@ def cluster_resources(ctx: Ctx) -> list[dict[str, Any]]:
                     item["hastate"] = "started"
                 out.append(item)
         if rtype in (None, "storage"):
-            for name in sorted(ctx.rt.state.storages):
-                if _storage_visible(ctx, name):
-                    e = _storage_entry(ctx, name)
+            for name, st in sorted(ctx.rt.state.storages.items()):
+                if storage_visible(ctx, name):
+                    e = st.status_entry()
                     out.append({"id": f"storage/{ctx.rt.node}/{name}", "type": "storage",
-                                "node": ctx.rt.node, "storage": name, "status": "available",
+                                "node": ctx.rt.node, "storage": name,
+                                "status": "available" if e["active"] else "unknown",
                                 "plugintype": e["type"], "content": e["content"],
                                 "disk": e["used"], "maxdisk": e["total"],
                                 "shared": e["shared"]})
     return out
-
-
-def storage_list(ctx: Ctx) -> list[dict[str, Any]]:
-    """GET /nodes/{node}/storage."""
-    want = {c for c in (ctx.str_param("content") or "").split(",") if c}
-    only = ctx.str_param("storage")
-    with ctx.rt.state.cond:
-        out = []
-        for name in sorted(ctx.rt.state.storages):
-            if only is not None and name != only:
-                continue
-            e = _storage_entry(ctx, name)
-            if want and not want & set(e["content"].split(",")):
-                continue
-            if _storage_visible(ctx, name):
-                out.append(e)
-        return out
-
-
-def _storage(ctx: Ctx) -> str:
-    name = str(ctx.params["storage"])
-    if name not in ctx.rt.state.storages:
-        raise param_error({"storage": "No such storage."})
-    return name
-
-
-def storage_status(ctx: Ctx) -> dict[str, Any]:
-    """GET /nodes/{node}/storage/{storage}/status."""
-    with ctx.rt.state.cond:
-        e = _storage_entry(ctx, _storage(ctx))
-        del e["storage"], e["used_fraction"]
-        return e
-
-
-def storage_content(ctx: Ctx) -> list[dict[str, Any]]:
-    """GET .../content, each volume filtered like ``check_volume_access``."""
-    content = ctx.str_param("content")
-    vmid = ctx.int_param("vmid")
-    with ctx.rt.state.cond:
-        name = _storage(ctx)
-        out = []
-        for vol in ctx.rt.state.storages[name].volumes:
-            if content is not None and vol.get("content") != content:
-                continue
-            if vmid is not None and vol.get("vmid") != vmid:
-                continue
-            if vol.get("content") == "backup" and not (
-                    ctx.has(f"/storage/{name}", "Datastore.Allocate")
-                    or ("vmid" in vol and ctx.has(f"/vms/{vol['vmid']}", "VM.Backup"))):
-                continue
-            out.append(dict(vol))
-        return out
 
 
 def disks_list(ctx: Ctx) -> list[dict[str, Any]]:

@@ -1,22 +1,21 @@
-"""Task and backup handlers: task list, status, log, stop, index, and vzdump.
+"""Task handlers: task list, status, log, stop and index.
 
 The task list follows ``docs/pve-facts.md`` ("Task list"): the default ``source=archive`` lists
 finished tasks only; running entries keep the full ``user@realm!token`` in ``user`` while
 finished ones split off ``tokenid``; ``errors=1`` drops only ``OK`` tasks; ``limit=0`` returns
 no entries but still counts ``total``. Another token's task needs Sys.Audit on the node.
-vzdump checks VM.Backup and guest locks *inside* the task and ends with ``job errors``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from felhom_agent.sim.pve.apierror import param_error, server_error
+from felhom_agent.sim.pve.apierror import param_error
 from felhom_agent.sim.pve.context import Ctx, Result
-from felhom_agent.sim.pve.tasks import TaskError, TaskLog, TaskPlan, TaskRecord
+from felhom_agent.sim.pve.tasks import TaskRecord
 from felhom_agent.sim.pve.upid import parse_upid
 
-__all__ = ["task_delete", "task_index", "task_list", "task_log", "task_status", "vzdump"]
+__all__ = ["task_delete", "task_index", "task_list", "task_log", "task_status"]
 
 
 def _task_entry(rec: TaskRecord) -> dict[str, Any]:
@@ -140,80 +139,3 @@ def task_index(ctx: Ctx) -> list[dict[str, str]]:
     """GET /nodes/{node}/tasks/{upid}: the sub-directory index."""
     _task(ctx)
     return [{"name": "log"}, {"name": "status"}]
-
-
-
-def vzdump(ctx: Ctx) -> str:
-    """POST /nodes/{node}/vzdump: one task for the guests on this node (or ``"OK"``)."""
-    p = ctx.params
-    for key in ("tmpdir", "dumpdir", "script", "job-id"):
-        if key in p:
-            raise param_error({key: "Only root may set this option."})
-    rt = ctx.rt
-    storage = str(p.get("storage", "local"))
-    with rt.state.cond:
-        if storage not in rt.state.storages:
-            raise server_error(f"storage '{storage}' does not exist")
-        ctx.require(f"/storage/{storage}", "Datastore.AllocateSpace")
-        if int(p.get("all", 0)):
-            wanted = sorted(rt.state.guests)
-        else:
-            raw = str(p.get("vmid", ""))
-            try:
-                wanted = sorted({int(v) for v in raw.replace(";", ",").split(",") if v})
-            except ValueError:
-                raise param_error({"vmid": "invalid format - value does not look like a "
-                                           "valid VM ID"}) from None
-            if not wanted:
-                raise param_error({"vmid": "property is missing and it is not optional"})
-        local = [v for v in wanted if v in rt.state.guests]
-        if not local:
-            return "OK"
-        mode = str(p.get("mode", "snapshot"))
-        failed: list[int] = []
-        locked: list[int] = []
-
-        def begin(log: TaskLog) -> None:
-            for vmid in local:
-                g = rt.state.guests[vmid]
-                log.line(f"INFO: Starting Backup of VM {vmid} ({g.type})")
-                reason = None
-                if not ctx.has(f"/vms/{vmid}", "VM.Backup"):
-                    reason = f"Permission check failed (/vms/{vmid}, VM.Backup)"
-                elif g.lock:
-                    reason = f"{g.kind_word} is locked ({g.lock})"
-                if reason is not None:
-                    log.line(f"ERROR: Backup of VM {vmid} failed - {reason}")
-                    failed.append(vmid)
-                    continue
-                g.config["lock"] = "backup"
-                locked.append(vmid)
-
-        def end(log: TaskLog) -> None:
-            stamp = "2026_01_01-00_00_00"
-            for vmid in locked:
-                g = rt.state.guests.get(vmid)
-                if g is None:
-                    continue
-                kind = "qemu" if g.type == "qemu" else "lxc"
-                ext = "vma.zst" if kind == "qemu" else "tar.zst"
-                rt.state.storages[storage].volumes.append(
-                    {"volid": f"{storage}:backup/vzdump-{kind}-{vmid}-{stamp}.{ext}",
-                     "content": "backup", "format": ext, "size": 1_000_000, "vmid": vmid,
-                     "ctime": int(rt.clock()), "notes": f"mode={mode}"})
-                log.line(f"INFO: Finished Backup of VM {vmid}")
-            if failed:
-                log.line("INFO: Backup job finished with errors")
-                raise TaskError("job errors")
-            log.line("INFO: Backup job finished successfully")
-
-        def cleanup() -> None:
-            for vmid in locked:
-                g = rt.state.guests.get(vmid)
-                if g is not None and g.config.get("lock") == "backup":
-                    del g.config["lock"]
-
-        task_id = str(local[0]) if len(local) == 1 else ""
-        return rt.fork(TaskPlan(type="vzdump", vmid=local[0] if len(local) == 1 else None,
-                                id=task_id, begin=begin, end=end, cleanup=cleanup),
-                       ctx.principal.token_id)

@@ -19,7 +19,10 @@ from felhom_agent.sim.pve import handlers_create as hc
 from felhom_agent.sim.pve import handlers_guests as hg
 from felhom_agent.sim.pve import handlers_lifecycle as hl
 from felhom_agent.sim.pve import handlers_node as hn
+from felhom_agent.sim.pve import handlers_prune as hp
+from felhom_agent.sim.pve import handlers_storage as hs
 from felhom_agent.sim.pve import handlers_tasks as ht
+from felhom_agent.sim.pve import handlers_vzdump as hv
 from felhom_agent.sim.pve.context import Ctx
 from felhom_agent.sim.pve.params import Param
 from felhom_agent.vmids import VMID_MAX, VMID_MIN
@@ -42,6 +45,8 @@ class Route:
 
     def __attrs_post_init__(self) -> None:
         pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path))
+        # a volume id (``local:backup/vzdump-...``) may arrive with its ``/`` unencoded
+        pattern = pattern.replace("(?P<volume>[^/]+)", "(?P<volume>.+)")
         object.__setattr__(self, "regex", re.compile(f"^{pattern}$"))
 
 
@@ -188,9 +193,17 @@ _VZDUMP = (
     Param("node"), Param("vmid"), Param("all", B), Param("storage"),
     Param("mode", enum=("snapshot", "suspend", "stop")),
     Param("compress", enum=("0", "1", "gzip", "lzo", "zstd")), Param("remove", B),
-    Param("notes-template"), Param("protected", B), Param("tmpdir"), Param("dumpdir"),
-    Param("script"), Param("job-id"),
+    Param("notes-template", max_length=1024), Param("protected", B), Param("prune-backups"),
+    Param("lockwait", INT, minimum=0), Param("tmpdir"), Param("dumpdir"), Param("script"),
+    Param("job-id", max_length=50),
 )
+STORAGE_OPT = attrs.evolve(STORAGE, optional=True)
+VOLUME = Param("volume", optional=False)
+_PRUNE = (NODE, STORAGE, Param("prune-backups"), Param("type", enum=("qemu", "lxc")),
+          Param("vmid", INT, minimum=VMID_MIN, maximum=VMID_MAX))
+_STORAGE_TYPES = ("btrfs", "cephfs", "cifs", "dir", "esxi", "iscsi", "iscsidirect", "lvm",
+                  "lvmthin", "nfs", "pbs", "rbd", "zfs", "zfspool")
+_CONTENT = "/nodes/{node}/storage/{storage}/content"
 _TASKS = (
     NODE, Param("start", INT, minimum=0), Param("limit", INT, minimum=0),
     Param("vmid", INT, minimum=VMID_MIN, maximum=VMID_MAX), Param("typefilter"),
@@ -211,15 +224,34 @@ ROUTES: tuple[Route, ...] = (
     *_guest_routes("lxc"),
     Route("POST", "/nodes/{node}/lxc", _LXC_CREATE, USER_ALL, hc.lxc_create),
     Route("POST", "/nodes/{node}/qemu", _QEMU_CREATE, USER_ALL, hc.qemu_create),
-    Route("POST", "/nodes/{node}/vzdump", _VZDUMP, USER_ALL, ht.vzdump),
+    Route("POST", "/nodes/{node}/vzdump", _VZDUMP, USER_ALL, hv.vzdump),
+    Route("GET", "/nodes/{node}/vzdump/extractconfig", (NODE, VOLUME), USER_ALL,
+          hv.extractconfig),
     Route("GET", "/nodes/{node}/storage",
           (NODE, Param("content"), Param("enabled", B), Param("format", B), Param("storage"),
-           Param("target")), USER_ALL, hn.storage_list),
+           Param("target")), USER_ALL, hs.storage_list),
     Route("GET", "/nodes/{node}/storage/{storage}/status", (NODE, STORAGE), _STORE_ANY,
-          hn.storage_status),
-    Route("GET", "/nodes/{node}/storage/{storage}/content",
+          hs.storage_status),
+    Route("GET", _CONTENT,
           (NODE, STORAGE, Param("content"), Param("vmid", INT, minimum=VMID_MIN, maximum=VMID_MAX)),
-          _STORE_ANY, hn.storage_content),
+          _STORE_ANY, hs.content_list),
+    Route("GET", _CONTENT + "/{volume}", (NODE, STORAGE_OPT, VOLUME), USER_ALL,
+          hs.content_get),
+    Route("PUT", _CONTENT + "/{volume}",
+          (NODE, STORAGE_OPT, VOLUME, Param("notes"), Param("protected", B)), USER_ALL,
+          hs.content_put),
+    Route("DELETE", _CONTENT + "/{volume}",
+          (NODE, STORAGE_OPT, VOLUME, Param("delay", INT, minimum=1, maximum=30)), USER_ALL,
+          hp.content_delete),
+    Route("GET", "/nodes/{node}/storage/{storage}/prunebackups", _PRUNE, _STORE_ANY,
+          hp.prune_dry_run),
+    Route("DELETE", "/nodes/{node}/storage/{storage}/prunebackups", _PRUNE, USER_ALL,
+          hp.prune_run),
+    Route("GET", "/storage", (Param("type", enum=_STORAGE_TYPES),), USER_ALL,
+          hs.storage_config_list),
+    Route("GET", "/storage/{storage}", (STORAGE,),
+          {"check": ["perm", "/storage/{storage}", ["Datastore.Allocate"]]},
+          hs.storage_config_get),
     Route("GET", "/nodes/{node}/disks/list",
           (NODE, Param("skipsmart", B), Param("include-partitions", B),
            Param("type", enum=("unused", "journal_disks"))),

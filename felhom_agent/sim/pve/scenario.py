@@ -14,14 +14,18 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from felhom_agent.errors import AgentError
 from felhom_agent.secret import Secret
 from felhom_agent.sim.pve.defaults import default_disks, default_scenario_dict, default_storages
 from felhom_agent.sim.pve.faults import Fault
 from felhom_agent.sim.pve.privileges import TOKEN_ID_RE, Grants, expand_privileges
+from felhom_agent.sim.pve.scenario_read import Reader as _Reader
+from felhom_agent.sim.pve.scenario_read import ScenarioError
+from felhom_agent.sim.pve.scenario_read import scenario_error as _err
+from felhom_agent.sim.pve.scenario_storage import StorageSpec, parse_storage
 from felhom_agent.vmids import VMID_MAX, VMID_MIN, VMID_RANGE
 
 __all__ = [
@@ -43,57 +47,6 @@ LXC_LOCKS = ("backup", "create", "destroyed", "disk", "fstrim", "migrate", "moun
              "rollback", "snapshot", "snapshot-delete")
 _NODE_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$")
 _SNAP_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_\-]{1,39}$")
-
-
-class ScenarioError(AgentError, ValueError):
-    """A scenario is malformed; the message names the key path and the offending value.
-
-    Args:
-        message: the operator-readable explanation.
-        key: the key path (``guests[1].type``).
-        value: the offending value, as given.
-    """
-
-    def __init__(self, message: str, *, key: str | None = None, value: object = None) -> None:
-        super().__init__(message)
-        self.key = key
-        self.value = value
-
-
-def _err(key: str, value: object, what: str) -> ScenarioError:
-    return ScenarioError(f"scenario key {key!r}: {what} (got {value!r})", key=key, value=value)
-
-
-class _Reader:
-    """Typed access to one scenario object with key-path-aware errors."""
-
-    def __init__(self, data: object, key: str, allowed: tuple[str, ...]) -> None:
-        if not isinstance(data, Mapping):
-            raise _err(key or "<top>", data, "must be a JSON object")
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            k = f"{key}.{unknown[0]}" if key else unknown[0]
-            raise _err(k, data[unknown[0]], f"unknown key; allowed: {', '.join(allowed)}")
-        self.data: Mapping[str, Any] = data
-        self.key = key
-
-    def path(self, name: str) -> str:
-        return f"{self.key}.{name}" if self.key else name
-
-    def get(self, name: str, types: tuple[type, ...], default: Any, what: str) -> Any:
-        if name not in self.data:
-            return default
-        value = self.data[name]
-        if isinstance(value, bool) and bool not in types:
-            raise _err(self.path(name), value, f"must be {what}")
-        if not isinstance(value, types):
-            raise _err(self.path(name), value, f"must be {what}")
-        return value
-
-    def require(self, name: str, types: tuple[type, ...], what: str) -> Any:
-        if name not in self.data:
-            raise _err(self.path(name), None, f"is required ({what})")
-        return self.get(name, types, None, what)
 
 
 @attrs.frozen
@@ -129,19 +82,9 @@ class GuestSpec:
     config: Mapping[str, Any]
     snapshots: tuple[SnapshotSpec, ...] = ()
     ha_managed: bool = False
-
-
-@attrs.frozen
-class StorageSpec:
-    """A storage with its type, content types, size and (initial) volumes."""
-
-    storage: str
-    type: str
-    content: str
-    total: int
-    used: int
-    shared: bool = False
-    volumes: tuple[Mapping[str, Any], ...] = ()
+    #: bytes a backup of this guest writes; seconds it takes (None: the vzdump duration).
+    backup_size: int = 1_073_741_824
+    backup_duration_s: float | None = None
 
 
 def _grants(value: object, key: str) -> Grants:
@@ -206,7 +149,8 @@ def _snapshot(data: object, key: str) -> SnapshotSpec:
 
 def _guest(data: object, key: str) -> GuestSpec:
     r = _Reader(data, key, ("vmid", "type", "name", "status", "config", "snapshots",
-                            "protection", "template", "lock", "ha_managed"))
+                            "protection", "template", "lock", "ha_managed", "backup_size",
+                            "backup_duration_s"))
     vmid = r.require("vmid", (int,), f"an integer {VMID_RANGE}")
     if not VMID_MIN <= vmid <= VMID_MAX:
         raise _err(r.path("vmid"), vmid, f"must be {VMID_RANGE}")
@@ -232,25 +176,14 @@ def _guest(data: object, key: str) -> GuestSpec:
         cfg["lock"] = lock
     snaps_raw = r.get("snapshots", (list,), [], "a list")
     snaps = tuple(_snapshot(s, f"{r.path('snapshots')}[{i}]") for i, s in enumerate(snaps_raw))
+    size = r.get("backup_size", (int,), 1_073_741_824, "bytes")
+    duration = r.get("backup_duration_s", (int, float), None, "seconds")
+    if size < 0 or (duration is not None and duration < 0):
+        raise _err(r.path("backup_size"), size, "backup_size and backup_duration_s must be >= 0")
     return GuestSpec(vmid=vmid, type=gtype, name=name, status=status, config=cfg,
-                     snapshots=snaps, ha_managed=r.get("ha_managed", (bool,), False, "a bool"))
-
-
-def _storage(data: object, key: str) -> StorageSpec:
-    r = _Reader(data, key, ("storage", "type", "content", "total", "used", "shared", "volumes"))
-    vols = r.get("volumes", (list,), [], "a list of volume objects")
-    for i, v in enumerate(vols):
-        if not isinstance(v, Mapping) or not isinstance(v.get("volid"), str):
-            raise _err(f"{r.path('volumes')}[{i}]", v, "must be an object with a volid")
-    return StorageSpec(
-        storage=r.require("storage", (str,), "a storage id"),
-        type=r.get("type", (str,), "dir", "a storage type"),
-        content=r.get("content", (str,), "images,rootdir", "a content list"),
-        total=r.get("total", (int,), 100 * 2**30, "bytes"),
-        used=r.get("used", (int,), 10 * 2**30, "bytes"),
-        shared=r.get("shared", (bool,), False, "true or false"),
-        volumes=tuple(vols),
-    )
+                     snapshots=snaps, ha_managed=r.get("ha_managed", (bool,), False, "a bool"),
+                     backup_size=size,
+                     backup_duration_s=None if duration is None else float(duration))
 
 
 def _number_map(value: object, key: str) -> dict[str, float]:
@@ -265,7 +198,28 @@ def _number_map(value: object, key: str) -> dict[str, float]:
 
 
 _TOP_KEYS = ("node", "pve_version", "auth_failure_delay_s", "workers", "lock_wait_s",
-             "tokens", "guests", "storages", "disks", "task_durations", "faults")
+             "tokens", "guests", "storages", "disks", "task_durations", "faults", "timezone",
+             "cluster_name", "other_node_guests")
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _err("timezone", value, "is not a known IANA time zone") from None
+    return value
+
+
+def _other_guests(value: list[Any], own: set[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for i, item in enumerate(value):
+        r = _Reader(item, f"other_node_guests[{i}]", ("vmid", "node"))
+        vmid = r.require("vmid", (int,), "a vmid")
+        node = r.require("node", (str,), "a node name")
+        if vmid in own or vmid in out or not _NODE_RE.match(node):
+            raise _err(r.path("vmid"), vmid, "must be a unique vmid on a valid other node")
+        out[vmid] = node
+    return out
 
 
 @attrs.frozen
@@ -283,6 +237,12 @@ class PveScenario:
     disks: tuple[Mapping[str, Any], ...]
     task_durations: Mapping[str, float]
     faults: tuple[Fault, ...]
+    #: node local time zone (backup file names, prune periods, log time stamps).
+    timezone: str = "UTC"
+    #: ``{{cluster}}`` in notes templates (PVE says ``standalone node`` outside a cluster).
+    cluster_name: str | None = None
+    #: guests of the cluster living on other nodes: vmid -> node (vzdump answers ``OK``).
+    other_node_guests: Mapping[int, str] = attrs.field(factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PveScenario:
@@ -317,7 +277,7 @@ class PveScenario:
         storages_raw = r.get("storages", (list,), None, "a list")
         if storages_raw is None:
             storages_raw = default_storages()
-        storages = tuple(_storage(s, f"storages[{i}]") for i, s in enumerate(storages_raw))
+        storages = tuple(parse_storage(s, f"storages[{i}]") for i, s in enumerate(storages_raw))
         disks = r.get("disks", (list,), None, "a list of disk objects")
         faults: list[Fault] = []
         for i, f in enumerate(r.get("faults", (list,), [], "a list")):
@@ -340,6 +300,10 @@ class PveScenario:
             task_durations=_number_map(r.get("task_durations", (dict,), {}, "an object"),
                                        "task_durations"),
             faults=tuple(faults),
+            timezone=_timezone(r.get("timezone", (str,), "UTC", "an IANA time zone")),
+            cluster_name=r.get("cluster_name", (str,), None, "a cluster name"),
+            other_node_guests=_other_guests(
+                r.get("other_node_guests", (list,), [], "a list"), seen),
         )
 
     @classmethod

@@ -179,6 +179,17 @@ class PveSimulator:
                 "pending_tasks": list(g.pending_tasks),
             }
 
+    def wait_lock(self, vmid: int, lock: str | None, timeout: float = 5.0) -> bool:
+        """Block until guest ``vmid`` carries config lock ``lock`` (None: no lock)."""
+        state = self._rt.state
+
+        def holds() -> bool:
+            g = state.guests.get(vmid)
+            return g is not None and g.lock == lock
+
+        with state.cond:
+            return state.cond.wait_for(holds, timeout=timeout)
+
     def has_guest(self, vmid: int) -> bool:
         """Whether ``vmid`` exists."""
         with self._rt.state.cond:

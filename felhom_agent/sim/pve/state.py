@@ -19,10 +19,12 @@ import hashlib
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import attrs
 
-from felhom_agent.sim.pve.scenario import GuestSpec, PveScenario, StorageSpec
+from felhom_agent.sim.pve.scenario import GuestSpec, PveScenario
+from felhom_agent.sim.pve.storage import SimStorage
 
 __all__ = ["Guest", "NodeState", "Snapshot", "description_read", "normalise_tags"]
 
@@ -86,6 +88,8 @@ class Guest:
     ha_managed: bool = False
     started_at: float | None = None
     pending_tasks: list[str] = attrs.field(factory=list)
+    backup_size: int = 1_073_741_824
+    backup_duration_s: float | None = None
 
     @property
     def lock(self) -> str | None:
@@ -158,7 +162,8 @@ def guest_from_spec(spec: GuestSpec, now: float) -> Guest:
     """Build live state from a scenario guest."""
     guest = Guest(vmid=spec.vmid, type=spec.type, status=spec.status,
                   config=copy.deepcopy(dict(spec.config)), ha_managed=spec.ha_managed,
-                  started_at=now if spec.status == "running" else None)
+                  started_at=now if spec.status == "running" else None,
+                  backup_size=spec.backup_size, backup_duration_s=spec.backup_duration_s)
     last: str | None = None
     for s in spec.snapshots:
         cfg = copy.deepcopy(dict(s.config)) if s.config is not None else guest.snapshot_config()
@@ -171,14 +176,6 @@ def guest_from_spec(spec: GuestSpec, now: float) -> Guest:
     return guest
 
 
-@attrs.define
-class Storage:
-    """A storage and its volumes (vzdump appends backups here)."""
-
-    spec: StorageSpec
-    volumes: list[dict[str, Any]]
-
-
 class NodeState:
     """All mutable simulator state, guarded by :attr:`cond` (a re-entrant condition)."""
 
@@ -189,9 +186,14 @@ class NodeState:
         self.guests: dict[int, Guest] = {
             g.vmid: guest_from_spec(g, clock()) for g in scenario.guests
         }
-        self.storages: dict[str, Storage] = {
-            s.storage: Storage(s, [dict(v) for v in s.volumes]) for s in scenario.storages
+        self.tz = ZoneInfo(scenario.timezone)
+        self.cluster_name = scenario.cluster_name
+        self.other_node_guests = dict(scenario.other_node_guests)
+        self.storages: dict[str, SimStorage] = {
+            s.storage: SimStorage(s, self.tz, scenario.node) for s in scenario.storages
         }
+        #: the UPID holding the node-wide vzdump lock (``/var/run/vzdump.lock``), if any.
+        self.vzdump_lock: str | None = None
         self._flock_owner: dict[int, str] = {}
         self.stopping = False
 

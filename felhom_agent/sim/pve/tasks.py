@@ -29,7 +29,8 @@ from felhom_agent.sim.pve.faults import Fault, FaultBook
 from felhom_agent.sim.pve.state import NodeState
 from felhom_agent.sim.pve.upid import Upid
 
-__all__ = ["DEFAULT_TASK_DURATION_S", "TaskError", "TaskPlan", "TaskRecord", "TaskRunner"]
+__all__ = ["DEFAULT_TASK_DURATION_S", "TaskCrash", "TaskError", "TaskPlan", "TaskRecord",
+           "TaskRunner", "Worker"]
 
 DEFAULT_TASK_DURATION_S = 0.2
 _WARN_RE = re.compile(r"^WARNINGS: (\d+)$")
@@ -38,6 +39,10 @@ _POLL_S = 1.0  # upper bound of any single wait in a task thread
 
 class TaskError(AgentError):
     """Raised inside a task step: the task ends with this message as its exitstatus."""
+
+
+class TaskCrash(AgentError):
+    """Raised by a worker that dies hard: no ``TASK`` line, exitstatus ``unexpected status``."""
 
 
 def _noop(_log: TaskLog) -> None:
@@ -77,6 +82,9 @@ class TaskPlan:
     cleanup: Callable[[], None] = _noop0
     #: hold the guest's config flock for the whole duration (power ops, qemu config POST).
     hold_flock: bool = False
+    #: a custom body run on the task thread instead of flock/begin/duration/end (vzdump):
+    #: it returns the error text (None = success) or raises :class:`TaskCrash`.
+    worker: Callable[[Worker], str | None] | None = None
 
 
 @attrs.define
@@ -106,6 +114,36 @@ class TaskRecord:
                 "user": self.upid.user, "status": self.status, "exitstatus": self.exitstatus,
                 "starttime": self.upid.starttime, "endtime": self.endtime,
                 "log": list(self.log.lines)}
+
+
+class Worker:
+    """What a custom task body gets: its record, the node state, and interruptible waits."""
+
+    def __init__(self, rec: TaskRecord, state: NodeState) -> None:
+        self.rec = rec
+        self.state = state
+
+    @property
+    def log(self) -> TaskLog:
+        """The task's log."""
+        return self.rec.log
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the task was interrupted or the simulator is shutting down."""
+        return self.rec.interrupted or self.state.stopping
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` (cut short by release/interrupt/stop); False when stopped."""
+        self.rec.gate.wait(timeout=seconds)
+        return not self.stopped
+
+    def hang(self) -> None:
+        """Wait until interrupted or stopped (a ``task_hang`` fault)."""
+        while not self.stopped:
+            self.rec.gate.wait(timeout=_POLL_S)
+            if self.rec.gate.is_set() and not self.stopped:
+                self.rec.gate.clear()
 
 
 class TaskRunner:
@@ -167,15 +205,34 @@ class TaskRunner:
             guest = st.guests.get(plan.vmid) if plan.vmid is not None else None
             if guest is not None:
                 guest.pending_tasks.append(rec.upid_str)
+            if plan.worker is not None:
+                return self._start(rec, plan, self._run_worker)
             if plan.vmid is None or st.flock_free(plan.vmid, rec.upid_str):
                 self._begin(rec, plan)
             if rec.status == "stopped":
                 return rec.upid_str
-            thread = threading.Thread(target=self._run, args=(rec, plan),
-                                      name=f"pve-sim-task-{plan.type}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
-            return rec.upid_str
+            return self._start(rec, plan, self._run)
+
+    def _start(self, rec: TaskRecord, plan: TaskPlan,
+               target: Callable[[TaskRecord, TaskPlan], None]) -> str:
+        thread = threading.Thread(target=target, args=(rec, plan),
+                                  name=f"pve-sim-task-{plan.type}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return rec.upid_str
+
+    def _run_worker(self, rec: TaskRecord, plan: TaskPlan) -> None:
+        worker = plan.worker
+        if worker is None:  # pragma: no cover - fork() only starts this with a worker
+            return
+        try:
+            error = worker(Worker(rec, self._state))
+        except TaskCrash:
+            with self._state.cond:
+                self._finish(rec, None, crashed=True)
+            return
+        with self._state.cond:
+            self._finish(rec, error)
 
     def _begin(self, rec: TaskRecord, plan: TaskPlan) -> None:
         """Take the flock (already known free) and run ``begin``; caller holds the cond."""
@@ -244,9 +301,11 @@ class TaskRunner:
             return str(err)
         return None
 
-    def _finish(self, rec: TaskRecord, error: str | None) -> None:
+    def _finish(self, rec: TaskRecord, error: str | None, *, crashed: bool = False) -> None:
         """Write the final log line, set exitstatus and wake waiters (cond held)."""
-        if error is not None:
+        if crashed:
+            rec.exitstatus = "unexpected status"
+        elif error is not None:
             text = error.rstrip("\n").replace("\n", " ")
             rec.log.line(f"TASK ERROR: {text}")
             rec.exitstatus = text
@@ -272,6 +331,7 @@ class TaskRunner:
             if rec.status == "running":
                 rec.interrupted = True
                 rec.gate.set()
+                self._state.cond.notify_all()
             return True
 
     def release_all(self) -> None:

@@ -1,0 +1,206 @@
+"""Live storages and backup volumes: capacity, volid formats and the listing views.
+
+Volume ids follow PVE exactly:
+
+* dir-like storages: ``<sid>:backup/vzdump-<qemu|lxc>-<vmid>-YYYY_MM_DD-HH_MM_SS.<vma|tar>``
+  plus ``.zst``/``.gz``/``.lzo`` when compressed; the timestamp is **node local time** and
+  ``ctime`` is parsed back from it; ``format`` is the extension (``tar.zst``);
+* PBS: ``<sid>:backup/<vm|ct>/<vmid>/<YYYY-MM-DDTHH:MM:SSZ>`` in **UTC**; ``format`` is
+  ``pbs-vm``/``pbs-ct``; ``size`` is 1 when PBS reported no size; ``verification`` is absent
+  until a verify job ran; ``encrypted`` is the key fingerprint (or ``"1"``).
+
+Capacity is bookkept here: a backup consumes its size; deleting a dir backup frees it at once
+while a PBS deletion only frees space at the datastore's garbage collection (``run_gc``). An
+inactive storage reports ``active: 0`` and zero sizes, like ``storage_info`` after a failed
+activation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import attrs
+
+from felhom_agent.sim.pve.scenario_storage import BackupSpec, StorageSpec
+
+__all__ = ["Backup", "SimStorage", "backup_volid", "compress_ext"]
+
+_STD_RE = re.compile(
+    r"^vzdump-(?P<type>lxc|openvz|qemu)-(?P<vmid>[1-9][0-9]{2,8})-"
+    r"(?P<ts>\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2})\.(?P<ext>tgz|(?:tar|vma)(?:\.(?:gz|lzo|zst|bz2))?)$"
+)
+_ANY_RE = re.compile(r"^vzdump-(?P<type>lxc|openvz|qemu)-.+\.(?P<ext>tgz|(?:tar|vma)"
+                     r"(?:\.(?:gz|lzo|zst|bz2))?)$")
+_VMID_RE = re.compile(r"-([1-9][0-9]{2,8})-")
+_COMPRESS_EXT = {"0": "", "1": ".lzo", "lzo": ".lzo", "gzip": ".gz", "zstd": ".zst"}
+
+
+def compress_ext(compress: str | None) -> str:
+    """The file suffix vzdump appends for ``compress`` (none by default)."""
+    return _COMPRESS_EXT.get(compress or "0", "")
+
+
+def backup_volid(spec: StorageSpec, gtype: str, vmid: int, ctime: int, *, tz: ZoneInfo,
+                 compress: str | None) -> tuple[str, str]:
+    """The (volid, format) a new backup gets on ``spec``."""
+    if spec.type == "pbs":
+        stamp = dt.datetime.fromtimestamp(ctime, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        group = "vm" if gtype == "qemu" else "ct"
+        return f"{spec.storage}:backup/{group}/{vmid}/{stamp}", f"pbs-{group}"
+    stamp = dt.datetime.fromtimestamp(ctime, tz).strftime("%Y_%m_%d-%H_%M_%S")
+    ext = ("vma" if gtype == "qemu" else "tar") + compress_ext(compress)
+    return f"{spec.storage}:backup/vzdump-{gtype}-{vmid}-{stamp}.{ext}", ext
+
+
+@attrs.define
+class Backup:
+    """One backup volume as the storage holds it (``notes`` complete, not only line 1)."""
+
+    storage: str
+    volid: str
+    vmid: int | None
+    subtype: str
+    format: str
+    size: int | None
+    ctime: int
+    notes: str | None = None
+    protected: bool = False
+    encrypted: str | None = None
+    verification: dict[str, str] | None = None
+    config: str = ""
+    std_name: bool = True
+    pbs: bool = False
+
+    @property
+    def filename(self) -> str:
+        """The part after ``<sid>:backup/``."""
+        return self.volid.split(":backup/", 1)[1]
+
+    def listing(self) -> dict[str, Any]:
+        """The ``content`` listing item (notes: first line only)."""
+        out: dict[str, Any] = {"volid": self.volid, "content": "backup", "format": self.format,
+                               "size": self.size if self.size is not None else 1,
+                               "ctime": self.ctime, "subtype": self.subtype}
+        if self.vmid is not None:
+            out["vmid"] = self.vmid
+        if self.notes:
+            out["notes"] = self.notes.split("\n", 1)[0]
+        if self.protected:
+            out["protected"] = 1
+        if self.verification is not None:
+            out["verification"] = dict(self.verification)
+        if self.encrypted is not None:
+            out["encrypted"] = self.encrypted
+        return out
+
+
+class SimStorage:
+    """A storage's live state; callers hold the node state condition."""
+
+    def __init__(self, spec: StorageSpec, tz: ZoneInfo, node: str) -> None:
+        self.spec = spec
+        self.volumes: list[dict[str, Any]] = [dict(v) for v in spec.volumes]
+        self.backups: list[Backup] = []
+        self.used = spec.used
+        self.avail = spec.avail if spec.avail is not None else max(0, spec.total - spec.used)
+        self.active = spec.active
+        self.gc_pending = 0
+        for b in spec.backups:
+            self.backups.append(self._from_spec(b, tz, node))
+
+    @property
+    def name(self) -> str:
+        """The storage id."""
+        return self.spec.storage
+
+    @property
+    def is_pbs(self) -> bool:
+        """Whether this is a Proxmox Backup Server storage."""
+        return self.spec.type == "pbs"
+
+    def has_content(self, content: str) -> bool:
+        """Whether ``content`` is among the storage's content types."""
+        return content in self.spec.content.split(",")
+
+    def _from_spec(self, b: BackupSpec, tz: ZoneInfo, node: str) -> Backup:
+        volid, fmt = backup_volid(self.spec, b.type, b.vmid, b.ctime, tz=tz, compress="zstd")
+        subtype, vmid, std = b.type, b.vmid, True
+        if b.volid is not None and not self.is_pbs:
+            volid = b.volid if ":" in b.volid else f"{self.name}:backup/{b.volid}"
+            name = volid.split(":backup/", 1)[-1]
+            std_m, any_m = _STD_RE.match(name), _ANY_RE.match(name)
+            std = std_m is not None
+            subtype = any_m["type"] if any_m else "unknown"
+            fmt = any_m["ext"] if any_m else "unknown"
+            vm_m = _VMID_RE.search(name)
+            vmid = int(vm_m[1]) if vm_m else b.vmid
+        verification = None
+        if b.verification is not None:
+            verification = {"state": b.verification,
+                            "upid": f"UPID:pbs:00000A1B:0000C0DE:00000000:"
+                                    f"{b.ctime + 3600:08X}:verificationjob::root@pam:"}
+        return Backup(storage=self.name, volid=volid, vmid=vmid, subtype=subtype, format=fmt,
+                      size=b.size, ctime=b.ctime, notes=b.notes, protected=b.protected,
+                      encrypted=b.encrypted, verification=verification,
+                      config=b.config or f"# archived config of {b.type} {b.vmid} ({node})\n",
+                      std_name=std, pbs=self.is_pbs)
+
+    # -- capacity -------------------------------------------------------------------------
+    def consume(self, size: int) -> None:
+        """A new backup of ``size`` bytes was written."""
+        self.used += size
+        self.avail = max(0, self.avail - size)
+
+    def release(self, size: int | None) -> None:
+        """A backup was removed: dir space comes back now, PBS space at garbage collection."""
+        if not size:
+            return
+        if self.is_pbs:
+            self.gc_pending += size
+            return
+        self.used = max(0, self.used - size)
+        self.avail += size
+
+    def run_gc(self) -> int:
+        """PBS garbage collection: free what deletions left behind; returns the bytes."""
+        freed, self.gc_pending = self.gc_pending, 0
+        self.used = max(0, self.used - freed)
+        self.avail += freed
+        return freed
+
+    # -- views ----------------------------------------------------------------------------
+    def status_entry(self) -> dict[str, Any]:
+        """The ``GET /nodes/{node}/storage`` item (zeros and ``active: 0`` when inactive)."""
+        s = self.spec
+        out: dict[str, Any] = {"storage": s.storage, "type": s.type, "content": s.content,
+                               "enabled": int(s.enabled), "shared": int(s.shared),
+                               "active": 0, "total": 0, "used": 0, "avail": 0}
+        if self.active and s.enabled:
+            total = s.total
+            out.update(active=1, total=total, used=self.used, avail=self.avail,
+                       used_fraction=round(self.used / total, 6) if total else 0)
+        return out
+
+    def config_entry(self) -> dict[str, Any]:
+        """The ``GET /storage`` item: storage.cfg keys plus ``digest``-less metadata."""
+        s = self.spec
+        out: dict[str, Any] = {"storage": s.storage, "type": s.type, "content": s.content}
+        if s.shared:
+            out["shared"] = 1
+        if not s.enabled:
+            out["disable"] = 1
+        out.update(s.config)
+        return out
+
+    def find(self, volid: str) -> Backup | None:
+        """The backup with exactly this volid."""
+        return next((b for b in self.backups if b.volid == volid), None)
+
+    def vmid_matches(self, backup: Backup, vmid: int) -> bool:
+        """The content listing's ``vmid`` filter (a filename regex on dir, backup-id on PBS)."""
+        if self.is_pbs:
+            return backup.vmid == vmid
+        return re.search(rf"\S+-{vmid}-\S+", backup.filename) is not None
