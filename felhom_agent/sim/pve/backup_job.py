@@ -75,6 +75,7 @@ class VzdumpJob:
         upid = w.rec.upid_str
         if state.vzdump_lock not in (None, upid):
             w.log.line("INFO: trying to get global lock - waiting...")
+            state.cond.notify_all()
             got = state.cond.wait_for(lambda: state.vzdump_lock is None or w.stopped,
                                       timeout=self.lockwait_min * 60)
             if w.stopped or not got:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import attrs
+
 from felhom_agent.sim.pve.faults import Fault
 from felhom_agent.sim.pve.runtime import NodeRuntime
 from felhom_agent.sim.pve.scenario import PveScenario
@@ -190,6 +192,19 @@ class PveSimulator:
         with state.cond:
             return state.cond.wait_for(holds, timeout=timeout)
 
+    def wait_log(self, upid: str, line: str, timeout: float = 5.0) -> bool:
+        """Block until task ``upid`` logged ``line`` (waiting points of a task notify)."""
+        state = self._rt.state
+
+        def logged() -> bool:
+            rec = self._rt.tasks.get(upid)
+            return rec is not None and (line in rec.log.lines or rec.status == "stopped")
+
+        with state.cond:
+            state.cond.wait_for(logged, timeout=timeout)
+            rec = self._rt.tasks.get(upid)
+            return rec is not None and line in rec.log.lines
+
     def has_guest(self, vmid: int) -> bool:
         """Whether ``vmid`` exists."""
         with self._rt.state.cond:
@@ -209,6 +224,71 @@ class PveSimulator:
             raise KeyError(upid)
         with self._rt.state.cond:
             return rec.snapshot()
+
+    # -- storages and backups ----------------------------------------------------------------
+    def backups(self, storage: str | None = None) -> list[dict[str, Any]]:
+        """Every backup volume (all storages or one), unfiltered by permissions: volid, vmid,
+        subtype, format, size, ctime, full notes, protected, encrypted, verification."""
+        with self._rt.state.cond:
+            return [{**attrs.asdict(b), "notes": b.notes}
+                    for name, st in sorted(self._rt.state.storages.items())
+                    if storage in (None, name) for b in st.backups]
+
+    def storage(self, name: str) -> dict[str, Any]:
+        """A storage's live figures: used, avail, active, gc_pending, backup count."""
+        with self._rt.state.cond:
+            st = self._rt.state.storages[name]
+            return {"storage": name, "type": st.spec.type, "used": st.used, "avail": st.avail,
+                    "active": st.active, "gc_pending": st.gc_pending,
+                    "backups": len(st.backups)}
+
+    def set_storage(self, name: str, *, active: bool | None = None,
+                    avail: int | None = None) -> None:
+        """Make a storage (un)reachable or change its free space (``used`` is kept)."""
+        with self._rt.state.cond:
+            st = self._rt.state.storages[name]
+            if active is not None:
+                st.active = active
+            if avail is not None:
+                st.avail = avail
+
+    def run_gc(self, name: str) -> int:
+        """PBS garbage collection on ``name``: frees what deleted backups held; the bytes."""
+        with self._rt.state.cond:
+            return self._rt.state.storages[name].run_gc()
+
+    def set_verification(self, volid: str, state: str | None) -> None:
+        """Record a PBS verify job result (``ok``/``failed``) on a backup; None: never."""
+        with self._rt.state.cond:
+            for st in self._rt.state.storages.values():
+                b = st.find(volid)
+                if b is not None:
+                    b.verification = None if state is None else {
+                        "state": state, "upid": f"UPID:pbs:00000A1B:0000C0DE:00000000:"
+                                                f"{b.ctime + 3600:08X}:verificationjob::root@pam:"}
+                    return
+            raise KeyError(volid)
+
+    def set_lock(self, vmid: int, lock: str | None) -> None:
+        """Set or clear a guest's config lock directly (e.g. a ``backup`` lock left behind by
+        a killed vzdump: no task holds it)."""
+        with self._rt.state.cond:
+            g = self._rt.state.guests[vmid]
+            if lock is None:
+                g.config.pop("lock", None)
+            else:
+                g.config["lock"] = lock
+            self._rt.state.cond.notify_all()
+
+    def set_backup(self, vmid: int, *, size: int | None = None,
+                   duration_s: float | None = None) -> None:
+        """How many bytes a backup of ``vmid`` writes and how many seconds it takes."""
+        with self._rt.state.cond:
+            g = self._rt.state.guests[vmid]
+            if size is not None:
+                g.backup_size = size
+            if duration_s is not None:
+                g.backup_duration_s = duration_s
 
     # -- control -----------------------------------------------------------------------------
     def inject(self, fault: Fault) -> None:
