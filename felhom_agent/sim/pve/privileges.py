@@ -49,6 +49,9 @@ ROLES: Mapping[str, frozenset[str]] = {
     "PVEAuditor": frozenset(
         {"VM.Audit", "Sys.Audit", "Datastore.Audit", "Pool.Audit", "SDN.Audit", "Mapping.Audit"}
     ),
+    "PVEDatastoreUser": frozenset({"Datastore.AllocateSpace", "Datastore.Audit"}),
+    "PVEDatastoreAdmin": frozenset({"Datastore.Allocate", "Datastore.AllocateSpace",
+                                    "Datastore.AllocateTemplate", "Datastore.Audit"}),
     "PVEVMUser": frozenset(
         {"VM.Audit", "VM.Console", "VM.PowerMgmt", "VM.Backup", "VM.Config.CDROM",
          "VM.Config.Cloudinit", "Datastore.AllocateSpace", "Pool.Audit", "VM.GuestAgent.Audit"}
