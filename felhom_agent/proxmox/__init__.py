@@ -6,10 +6,21 @@ by an import-scan test): the few root CLI operations live in :mod:`felhom_agent.
 
 from __future__ import annotations
 
+from felhom_agent.proxmox.backup_models import (
+    BackupDetails,
+    BackupVolume,
+    KeepPolicy,
+    PbsStorage,
+    PruneMark,
+    PruneMarkKind,
+    StorageConfig,
+)
+from felhom_agent.proxmox.backups import VzdumpMode
 from felhom_agent.proxmox.client import ConfigValue, ProxmoxClient
 from felhom_agent.proxmox.errors import (
     AuthError,
     Locked,
+    NoGuestSelected,
     NotFound,
     ParameterError,
     PermissionDenied,
@@ -58,34 +69,44 @@ from felhom_agent.proxmox.tasks import (
     wait_task,
 )
 from felhom_agent.proxmox.upid import Upid, parse_upid
+from felhom_agent.proxmox.vzdumplog import GuestBackupLine, VzdumpLog, parse_vzdump_log
 
 __all__ = [
     "OPTIONAL_PRIVILEGES",
     "REQUIRED_PRIVILEGES",
     "AuthError",
+    "BackupDetails",
+    "BackupVolume",
     "Check",
     "ConfigValue",
     "Disk",
     "Dispatch",
     "Guest",
+    "GuestBackupLine",
     "GuestConfig",
     "GuestStatus",
     "GuestType",
+    "KeepPolicy",
     "Locked",
+    "NoGuestSelected",
     "NodeStatus",
     "NotFound",
     "ParameterError",
+    "PbsStorage",
     "PermissionDenied",
     "Permissions",
     "PinMismatch",
     "PollPolicy",
     "ProxmoxClient",
+    "PruneMark",
+    "PruneMarkKind",
     "PveError",
     "PveVersion",
     "RequiredPrivilege",
     "ResponseTimeout",
     "ServerError",
     "Snapshot",
+    "StorageConfig",
     "StorageInfo",
     "StorageVolume",
     "TaskEntry",
@@ -102,8 +123,11 @@ __all__ = [
     "TransportError",
     "Upid",
     "UpidError",
+    "VzdumpLog",
+    "VzdumpMode",
     "complete",
     "parse_upid",
+    "parse_vzdump_log",
     "read_checks",
     "wait_task",
 ]

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
-from felhom_agent.proxmox.errors import ParameterError, ServerError
+from felhom_agent.proxmox.backups import BackupCalls
+from felhom_agent.proxmox.errors import ParameterError
 from felhom_agent.proxmox.models import (
     Disk,
     Guest,
@@ -33,8 +33,6 @@ from felhom_agent.proxmox.models import (
     Permissions,
     PveVersion,
     Snapshot,
-    StorageInfo,
-    StorageVolume,
     TaskEntry,
     TaskList,
     TaskLog,
@@ -44,39 +42,20 @@ from felhom_agent.proxmox.models import (
 from felhom_agent.proxmox.tasks import Dispatch, PollPolicy, TaskResult, complete
 from felhom_agent.proxmox.transport import Transport
 from felhom_agent.proxmox.upid import Upid, parse_upid
+from felhom_agent.proxmox.wire import ConfigValue
+from felhom_agent.proxmox.wire import as_dict as _as_dict
+from felhom_agent.proxmox.wire import as_list as _as_list
+from felhom_agent.proxmox.wire import check_vmid as _check_vmid
+from felhom_agent.proxmox.wire import form as _form
+from felhom_agent.proxmox.wire import seg as _seg
 from felhom_agent.secret import Secret
-from felhom_agent.vmids import VMID_RANGE, is_vmid
 
 __all__ = ["ConfigValue", "ProxmoxClient"]
 
-ConfigValue = str | int | float | bool
 _SNAPNAME_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9_\-]{1,39}")
 _RESERVED_SNAPNAMES = frozenset({"current", "pending", "vzdump"})
 _CONFIG_KEY_RE = re.compile(r"[a-z][a-z0-9_\-]*")
 _TASK_SOURCES = frozenset({"archive", "active", "all"})
-
-
-def _seg(value: str | int) -> str:
-    """Quote one path segment (UPIDs keep ``:@!`` readable; ``/`` never passes)."""
-    return quote(str(value), safe=":@!-._~")
-
-
-def _encode(value: ConfigValue) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
-
-
-def _form(params: Mapping[str, ConfigValue | None]) -> dict[str, str]:
-    return {k: _encode(v) for k, v in params.items() if v is not None}
-
-
-def _check_vmid(vmid: int) -> int:
-    if not is_vmid(vmid):
-        raise ParameterError(
-            f"invalid vmid {vmid!r}", status=None, errors={"vmid": f"must be {VMID_RANGE}"}
-        )
-    return vmid
 
 
 def _check_snapname(name: str) -> str:
@@ -89,19 +68,7 @@ def _check_snapname(name: str) -> str:
     return name
 
 
-def _as_list(data: Any, path: str) -> list[Mapping[str, Any]]:
-    if not isinstance(data, list):
-        raise ServerError(f"expected a list, got {type(data).__name__}", status=200, path=path)
-    return [item for item in data if isinstance(item, Mapping)]
-
-
-def _as_dict(data: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(data, Mapping):
-        raise ServerError(f"expected an object, got {type(data).__name__}", status=200, path=path)
-    return data
-
-
-class ProxmoxClient:
+class ProxmoxClient(BackupCalls):
     """API-token client for one PVE node over pinned HTTPS; thread-safe; use as a context manager.
 
     Args:
@@ -181,6 +148,11 @@ class ProxmoxClient:
 
     def _get(self, path: str, params: Mapping[str, ConfigValue | None] | None = None) -> Any:
         return self._transport.request("GET", path, params=_form(params or {})).data
+
+    def _call(
+        self, method: str, path: str, params: Mapping[str, ConfigValue | None] | None = None
+    ) -> Any:
+        return self._transport.request(method, path, params=_form(params or {})).data
 
     def _mutate(
         self, method: str, path: str, params: Mapping[str, ConfigValue | None] | None = None
@@ -424,31 +396,12 @@ class ProxmoxClient:
             cancel=cancel,
         )
 
-    # -- access, storage, disks -------------------------------------------------------------
+    # -- access, disks (storage and backups: felhom_agent.proxmox.backups) --------------------
 
     def permissions(self, path: str | None = None) -> Permissions:
         """``GET /access/permissions`` for our own token (already privsep-intersected)."""
         data = self._get("/access/permissions", {"path": path})
         return Permissions.from_api(_as_dict(data, "/access/permissions"))
-
-    def storages(self, *, content: str | None = None) -> tuple[StorageInfo, ...]:
-        """``GET /nodes/{node}/storage`` (storages the token may audit)."""
-        path = f"{self._node_path()}/storage"
-        entries = _as_list(self._get(path, {"content": content}), path)
-        return tuple(StorageInfo.from_api(e) for e in entries)
-
-    def storage_status(self, storage: str) -> StorageInfo:
-        """``GET /nodes/{node}/storage/{storage}/status``."""
-        path = f"{self._node_path()}/storage/{_seg(storage)}/status"
-        return StorageInfo.from_api(_as_dict(self._get(path), path), storage)
-
-    def storage_content(
-        self, storage: str, *, content: str | None = None, vmid: int | None = None
-    ) -> tuple[StorageVolume, ...]:
-        """``GET /nodes/{node}/storage/{storage}/content`` (each volume access-filtered)."""
-        path = f"{self._node_path()}/storage/{_seg(storage)}/content"
-        entries = _as_list(self._get(path, {"content": content, "vmid": vmid}), path)
-        return tuple(StorageVolume.from_api(e) for e in entries)
 
     def disks(self, *, skipsmart: bool = True) -> tuple[Disk, ...]:
         """``GET /nodes/{node}/disks/list`` (needs Sys.Audit on ``/`` or ``/nodes/{node}``)."""

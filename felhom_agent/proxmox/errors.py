@@ -20,6 +20,7 @@ Hierarchy (``PveError(status, path)`` is the mid level; leaves also subclass a b
 * :class:`PinMismatch` -- the served certificate is not the pinned one; nothing was sent
 * :class:`TaskError` (``upid``): :class:`TaskFailed`, :class:`TaskTimeout`,
   :class:`TaskUnknown`; :class:`UpidError` for a malformed UPID
+* :class:`NoGuestSelected` -- vzdump answered the plain string ``OK``: nothing ran
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "PRIVSEP_HINT",
     "AuthError",
     "Locked",
+    "NoGuestSelected",
     "NotFound",
     "ParameterError",
     "PermissionDenied",
@@ -270,6 +272,17 @@ class TaskUnknown(TaskError):
     def __init__(self, exitstatus: str, *, upid: str) -> None:
         super().__init__(f"task outcome unknown: {exitstatus or '(empty)'}", upid=upid)
         self.exitstatus = exitstatus
+
+
+class NoGuestSelected(PveError):
+    """vzdump answered the plain string ``OK`` instead of a UPID: none of the selected guests
+    is on the node, so **no backup ran**. Never a success; ``vmids`` names the selection."""
+
+    def __init__(self, message: str, *, vmids: tuple[int, ...], node: str,
+                 path: str | None = None) -> None:
+        super().__init__(message, status=200, path=path, method="POST")
+        self.vmids = vmids
+        self.node = node
 
 
 class UpidError(PveError, ValueError):

@@ -367,7 +367,12 @@ class Permissions:
 
 @attrs.frozen
 class StorageInfo:
-    """One storage as seen from our node (``GET /nodes/{node}/storage`` or ``.../status``)."""
+    """One storage as seen from our node (``GET /nodes/{node}/storage`` or ``.../status``).
+
+    PVE reports a storage it could not activate (a dead NFS or PBS server, an unmounted USB
+    disk) as ``active: 0`` with zero sizes; here that is ``reachable`` False and the sizes are
+    None -- unknown, never "0 bytes free".
+    """
 
     storage: str
     type: str
@@ -375,24 +380,30 @@ class StorageInfo:
     active: bool
     enabled: bool
     shared: bool
-    total: int
-    used: int
-    avail: int
+    total: int | None
+    used: int | None
+    avail: int | None
+
+    @property
+    def reachable(self) -> bool:
+        """Whether PVE could activate the storage (its sizes are real)."""
+        return self.active
 
     @classmethod
     def from_api(cls, d: Mapping[str, Any], storage: str | None = None) -> StorageInfo:
         """Build from the API object (``storage`` given for the status endpoint)."""
         content = str(d.get("content") or "")
+        active = _flag(d.get("active"))
         return cls(
             storage=storage or str(d.get("storage", "")),
             type=str(d.get("type", "")),
             content=tuple(c for c in content.split(",") if c),
-            active=_flag(d.get("active")),
+            active=active,
             enabled=_flag(d.get("enabled", 1)),
             shared=_flag(d.get("shared")),
-            total=_int(d.get("total")),
-            used=_int(d.get("used")),
-            avail=_int(d.get("avail")),
+            total=_int(d.get("total")) if active else None,
+            used=_int(d.get("used")) if active else None,
+            avail=_int(d.get("avail")) if active else None,
         )
 
 

@@ -55,7 +55,7 @@ def test_full_report_from_simulator(sim: PveSimulator, audit: AuditLog) -> None:
         (100, "lxc", "running"), (101, "qemu", "stopped"), (102, "lxc", "stopped")]
     assert report.reconcile is not None and report.reconcile.generation == 7
     assert [o.op_id for o in report.ops] == ["op-1"]
-    assert {s["storage"] for s in report.storage} == {"local", "local-lvm"}
+    assert {s["storage"] for s in report.storage} == {"local", "local-lvm", "pbs1"}
     assert all(s["kind"] == "storage" for s in report.storage)
     assert [a["op_id"] for a in report.audit] == ["op-1"]
     assert report.backup == report.restore == report.pbs == ()

@@ -269,7 +269,8 @@ def test_other_reads(client: ProxmoxClient) -> None:
     assert client.node_status().mem_total > 0
     names = [s.storage for s in client.storages()]
     assert "local" in names
-    assert client.storage_status("local").total > 0
+    local = client.storage_status("local")
+    assert local.reachable and (local.total or 0) > 0
     assert any(v.content == "vztmpl" for v in client.storage_content("local"))
     assert any(d.devpath == "/dev/nvme0n1" for d in client.disks())
     assert "/vms" in client.permissions().paths

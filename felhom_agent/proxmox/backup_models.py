@@ -1,0 +1,250 @@
+"""Typed backup results: backup volumes, storage.cfg entries (PBS ones), prune marks, retention.
+
+What PVE's answers mean, so callers never have to re-learn it:
+
+* a backup belongs to a guest by ``vmid`` **and** ``subtype`` (a vmid can be reused by the
+  other guest type); ``subtype`` None means PVE could not tell (a renamed file);
+* a PBS ``size`` of 1 (or less) means PBS reported no size: :attr:`BackupVolume.size` is None
+  then, never a fake number;
+* ``verification`` absent means the snapshot was never verified (``verification`` None here);
+* ``encrypted`` is the key fingerprint, or ``"1"`` when PVE only knows every file is encrypted;
+* the listing shows the first line of the notes only; :class:`BackupDetails` has them all.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from felhom_agent.proxmox.errors import ParameterError
+from felhom_agent.proxmox.models import GuestType
+
+__all__ = ["KEEP_KEYS", "BackupDetails", "BackupVolume", "KeepPolicy", "PbsStorage",
+           "PruneMark", "PruneMarkKind", "StorageConfig"]
+
+#: PVE's keep options without the ``keep-`` prefix, in PVE's evaluation order.
+KEEP_KEYS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None or value == "" else int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _flag(value: Any) -> bool:
+    return bool(_int(value))
+
+
+def _guest_type(value: Any) -> GuestType | None:
+    try:
+        return GuestType(str(value))
+    except ValueError:
+        return None
+
+
+@attrs.frozen
+class BackupVolume:
+    """One backup of ``GET .../storage/{storage}/content?content=backup``."""
+
+    volid: str
+    storage: str
+    vmid: int | None
+    subtype: GuestType | None
+    format: str
+    size: int | None
+    ctime: int | None
+    notes: str | None
+    protected: bool
+    encrypted: str | None
+    verification: str | None
+    verification_upid: str | None
+
+    @property
+    def pbs(self) -> bool:
+        """Whether this is a Proxmox Backup Server snapshot."""
+        return self.format.startswith("pbs-")
+
+    @classmethod
+    def from_api(cls, d: Mapping[str, Any], storage: str) -> BackupVolume:
+        """Build from one listing item (``storage`` is the listed storage)."""
+        volid = str(d.get("volid", ""))
+        fmt = str(d.get("format", ""))
+        size = _int(d.get("size"))
+        if fmt.startswith("pbs-") and size is not None and size <= 1:
+            size = None
+        verification = d.get("verification")
+        state = upid = None
+        if isinstance(verification, Mapping):
+            state, upid = _opt_str(verification.get("state")), _opt_str(verification.get("upid"))
+        return cls(
+            volid=volid, storage=volid.split(":", 1)[0] if ":" in volid else storage,
+            vmid=_int(d.get("vmid")), subtype=_guest_type(d.get("subtype")), format=fmt,
+            size=size, ctime=_int(d.get("ctime")), notes=_opt_str(d.get("notes")),
+            protected=_flag(d.get("protected")), encrypted=_opt_str(d.get("encrypted")),
+            verification=state, verification_upid=upid,
+        )
+
+
+@attrs.frozen
+class BackupDetails:
+    """``GET .../content/{volume}``: path, sizes, format, the complete notes, protection."""
+
+    volid: str
+    path: str
+    size: int | None
+    used: int | None
+    format: str
+    notes: str | None
+    protected: bool
+
+    @classmethod
+    def from_api(cls, volid: str, d: Mapping[str, Any]) -> BackupDetails:
+        """Build from the API object."""
+        return cls(volid=volid, path=str(d.get("path", "")), size=_int(d.get("size")),
+                   used=_int(d.get("used")), format=str(d.get("format", "")),
+                   notes=_opt_str(d.get("notes")), protected=_flag(d.get("protected")))
+
+
+@attrs.frozen
+class PbsStorage:
+    """The storage.cfg side of a PBS storage: where it is and how it is trusted/encrypted."""
+
+    storage: str
+    server: str
+    port: int | None
+    datastore: str
+    namespace: str | None
+    username: str | None
+    fingerprint: str | None
+    encryption: str | None
+    master_pubkey: bool
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether backups to this storage are encrypted client-side."""
+        return self.encryption is not None
+
+
+@attrs.frozen
+class StorageConfig:
+    """One ``GET /storage`` entry (storage.cfg); ``pbs`` is set for PBS storages."""
+
+    storage: str
+    type: str
+    content: tuple[str, ...]
+    path: str | None
+    prune_backups: str | None
+    max_protected_backups: int | None
+    is_mountpoint: str | None
+    nodes: tuple[str, ...]
+    disabled: bool
+    shared: bool
+    pbs: PbsStorage | None
+
+    @classmethod
+    def from_api(cls, d: Mapping[str, Any]) -> StorageConfig:
+        """Build from one entry (unknown keys ignored)."""
+        storage = str(d.get("storage", ""))
+        stype = str(d.get("type", ""))
+        pbs = None
+        if stype == "pbs":
+            pbs = PbsStorage(
+                storage=storage, server=str(d.get("server", "")), port=_int(d.get("port")),
+                datastore=str(d.get("datastore", "")), namespace=_opt_str(d.get("namespace")),
+                username=_opt_str(d.get("username")), fingerprint=_opt_str(d.get("fingerprint")),
+                encryption=_opt_str(d.get("encryption-key")),
+                master_pubkey=_flag(d.get("master-pubkey")),
+            )
+        return cls(
+            storage=storage, type=stype,
+            content=tuple(c for c in str(d.get("content") or "").split(",") if c),
+            path=_opt_str(d.get("path")), prune_backups=_opt_str(d.get("prune-backups")),
+            max_protected_backups=_int(d.get("max-protected-backups")),
+            is_mountpoint=_opt_str(d.get("is_mountpoint")),
+            nodes=tuple(n for n in str(d.get("nodes") or "").split(",") if n),
+            disabled=_flag(d.get("disable")), shared=_flag(d.get("shared")), pbs=pbs,
+        )
+
+
+class PruneMarkKind(enum.StrEnum):
+    """What a prune would do with one backup."""
+
+    KEEP = "keep"
+    REMOVE = "remove"
+    PROTECTED = "protected"
+    RENAMED = "renamed"
+
+
+@attrs.frozen
+class PruneMark:
+    """One entry of the prune dry run (``type`` is ``qemu``/``lxc``/``unknown``)."""
+
+    volid: str
+    ctime: int | None
+    type: str
+    vmid: int | None
+    mark: PruneMarkKind
+
+    @classmethod
+    def from_api(cls, d: Mapping[str, Any]) -> PruneMark:
+        """Build from one dry-run entry; an unknown mark is treated as ``keep``."""
+        try:
+            mark = PruneMarkKind(str(d.get("mark")))
+        except ValueError:
+            mark = PruneMarkKind.KEEP
+        return cls(volid=str(d.get("volid", "")), ctime=_int(d.get("ctime")),
+                   type=str(d.get("type", "")), vmid=_int(d.get("vmid")), mark=mark)
+
+
+@attrs.frozen
+class KeepPolicy:
+    """A retention: PVE's keep options (``last=3`` is ``keep-last=3``); ``keep_all`` alone."""
+
+    last: int = 0
+    hourly: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+    yearly: int = 0
+    keep_all: bool = False
+
+    @classmethod
+    def from_mapping(cls, keep: Mapping[str, int]) -> KeepPolicy:
+        """Build from ``{"last": 3, "daily": 7}`` (``keep-`` prefixes accepted).
+
+        Raises:
+            ParameterError: an unknown key, a negative or non-integer count, or ``all``
+                together with another option (status None: nothing was sent).
+        """
+        values: dict[str, int] = {}
+        keep_all = False
+        for raw, count in keep.items():
+            key = raw.removeprefix("keep-")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ParameterError(f"invalid retention {raw}={count!r}", status=None,
+                                     errors={"prune-backups": f"{raw} must be a count >= 0"})
+            if key == "all":
+                keep_all = bool(count)
+            elif key in KEEP_KEYS:
+                values[key] = count
+            else:
+                raise ParameterError(f"unknown retention option {raw!r}", status=None,
+                                     errors={"prune-backups": f"unknown option {raw!r}"})
+        if keep_all and any(values.values()):
+            raise ParameterError("keep-all cannot be combined with other options",
+                                 status=None, errors={"prune-backups": "keep-all is exclusive"})
+        return cls(keep_all=keep_all, **values)
+
+    def to_param(self) -> str:
+        """The ``prune-backups`` property string (``keep-all=1`` when nothing is limited)."""
+        parts = [f"keep-{k}={getattr(self, k)}" for k in KEEP_KEYS if getattr(self, k)]
+        return ",".join(parts) if parts and not self.keep_all else "keep-all=1"
