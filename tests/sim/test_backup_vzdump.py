@@ -243,6 +243,22 @@ def test_retention_of_the_storage_prunes_after_the_backup() -> None:
         assert len(_backups(api, "local")) == 1
 
 
+def test_remove_0_with_a_finite_retention_refuses_at_the_limit() -> None:
+    """With ``remove=0`` vzdump does not prune, so once the guest has as many backups as the
+    storage's retention allows, the next one fails before it starts."""
+    storages = [{"storage": "local", "type": "dir", "content": "backup",
+                 "config": {"path": "/var/lib/vz", "prune-backups": "keep-last=1"},
+                 "backups": [{"vmid": 100, "type": "lxc", "ctime": 1_700_000_000}]}]
+    with running(backup_scenario(storages=storages)) as sim:
+        rec = Api(sim).run_task("POST", "/nodes/pve1/vzdump",
+                                data={"vmid": "100", "storage": "local", "remove": "0"})
+        assert rec["exitstatus"] == "job errors"
+        assert ("ERROR: Backup of VM 100 failed - There is a max backup limit of 1 enforced by "
+                "the target storage or the vzdump parameters. Either increase the limit or "
+                "delete old backups.") in rec["log"]
+        assert not any("Starting Backup" in line for line in rec["log"])
+
+
 def test_parameters_pve_refuses() -> None:
     """maxfiles/mailto are gone; root-only options, a bad notes template, notes without a
     storage and a retention override without Datastore.Allocate are refused up front."""

@@ -22,7 +22,7 @@ from felhom_agent.sim.pve.privileges import Principal
 from felhom_agent.sim.pve.runtime import NodeRuntime
 from felhom_agent.sim.pve.tasks import TaskCrash, Worker
 
-__all__ = ["LOCKFILE", "VzdumpJob", "command_line"]
+__all__ = ["DEFAULT_LOCKWAIT_MIN", "LOCKFILE", "VzdumpJob", "command_line"]
 
 LOCKFILE = "/var/run/vzdump.lock"
 #: vzdump's default ``lockwait``: minutes a task waits for the node-wide lock.
@@ -128,7 +128,7 @@ class VzdumpJob:
                 if not fault.message.startswith("WARNINGS: "):
                     w.log.line(f"ERROR: Backup job failed - {fault.message}")
                     return fault.message
-                for i in range(int(fault.message.split()[1])):
+                for i in range(int(fault.message.removeprefix("WARNINGS: ") or 0)):
                     w.log.warn(f"simulated job warning {i + 1}")
             w.log.line("INFO: Backup job finished with errors" if errcount
                        else "INFO: Backup job finished successfully")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from felhom_agent.sim.pve.apierror import param_error, server_error
-from felhom_agent.sim.pve.backup_job import VzdumpJob
+from felhom_agent.sim.pve.backup_job import DEFAULT_LOCKWAIT_MIN, VzdumpJob
 from felhom_agent.sim.pve.context import Ctx
 from felhom_agent.sim.pve.handlers_storage import backup_access_error, find_volume
 from felhom_agent.sim.pve.prune import parse_keep
@@ -102,7 +102,8 @@ def vzdump(ctx: Ctx) -> str:
         remove = bool(int(ctx.params.get("remove", 1))) and not keep.get("keep-all")
     job = VzdumpJob(rt=rt, principal=ctx.principal, storage=storage, vmids=local,
                     skiplist=skip, select_all=bool(int(ctx.params.get("all", 0))),
-                    params=dict(ctx.params), keep=keep, remove=remove)
+                    params=dict(ctx.params), keep=keep, remove=remove,
+                    lockwait_min=int(ctx.params.get("lockwait", 0)) or DEFAULT_LOCKWAIT_MIN)
     single = local[0] if len(local) == 1 else None
     plan = TaskPlan(type="vzdump", vmid=single, id="" if single is None else str(single),
                     worker=job.run)
