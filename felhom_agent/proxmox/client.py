@@ -42,15 +42,16 @@ from felhom_agent.proxmox.models import (
 from felhom_agent.proxmox.tasks import Dispatch, PollPolicy, TaskResult, complete
 from felhom_agent.proxmox.transport import Transport
 from felhom_agent.proxmox.upid import Upid, parse_upid
-from felhom_agent.proxmox.wire import ConfigValue
+from felhom_agent.proxmox.wire import ConfigValue, check_vmid
 from felhom_agent.proxmox.wire import as_dict as _as_dict
 from felhom_agent.proxmox.wire import as_list as _as_list
-from felhom_agent.proxmox.wire import check_vmid as _check_vmid
 from felhom_agent.proxmox.wire import form as _form
 from felhom_agent.proxmox.wire import seg as _seg
 from felhom_agent.secret import Secret
 
 __all__ = ["ConfigValue", "ProxmoxClient"]
+
+_check_vmid = check_vmid
 
 _SNAPNAME_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9_\-]{1,39}")
 _RESERVED_SNAPNAMES = frozenset({"current", "pending", "vzdump"})

@@ -32,12 +32,13 @@ class Rule:
 RULES = (
     Rule("strict-JSON hook", re.compile(r"\bobject_pairs_hook\b|\bparse_constant\b"),
          "strictjson.py"),
-    # The SSH allowed_signers parser reads ssh-keygen's own YYYYMMDD[HHMM[SS]] form: a foreign
-    # input format, not a second rendering of ours.
+    # The SSH allowed_signers parser reads ssh-keygen's own YYYYMMDD[HHMM[SS]] form, and the PVE
+    # simulator writes PVE's node-local backup file names and vzdump log stamps: foreign
+    # formats in local time, not a second rendering of our UTC.
     Rule("UTC format string", re.compile(r"%Y|%H:?%M|%d[T ]%H"), "utc.py",
-         frozenset({"authz/signers.py"})),
+         frozenset({"authz/signers.py", "sim/pve/storage.py"})),
     Rule("UTC formatting call", re.compile(r"\.(strftime|isoformat|fromisoformat)\(|\bgmtime\("),
-         "utc.py"),
+         "utc.py", frozenset({"sim/pve/storage.py"})),
     Rule("UTC parsing call", re.compile(r"\bstrptime\("), "utc.py",
          frozenset({"authz/signers.py"})),
     Rule("exponential backoff", re.compile(

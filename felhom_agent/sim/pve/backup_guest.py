@@ -12,7 +12,6 @@ except a hard crash (the ``backup_crash`` fault), which leaves the stale lock be
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 from typing import TYPE_CHECKING
 
@@ -20,7 +19,7 @@ from felhom_agent.sim.pve.handlers_prune import prune_marks, remove_backup
 from felhom_agent.sim.pve.handlers_storage import max_protected_for
 from felhom_agent.sim.pve.prune import format_keep
 from felhom_agent.sim.pve.state import Guest, render_section
-from felhom_agent.sim.pve.storage import Backup, SimStorage, backup_volid
+from felhom_agent.sim.pve.storage import LOG_STAMP, Backup, SimStorage, backup_volid, node_time
 from felhom_agent.sim.pve.tasks import TaskCrash, Worker
 
 if TYPE_CHECKING:
@@ -80,7 +79,7 @@ def expand_notes(template: str, *, guestname: str, vmid: int, node: str,
 
 
 def _local(job: VzdumpJob, epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, job.rt.state.tz).strftime("%Y-%m-%d %H:%M:%S")
+    return node_time(epoch, job.rt.state.tz, LOG_STAMP)
 
 
 def _precheck(job: VzdumpJob, guest: Guest | None, vmid: int, st: SimStorage) -> Guest:

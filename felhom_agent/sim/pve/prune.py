@@ -57,7 +57,7 @@ def _period(option: str, tz: ZoneInfo) -> Callable[[int], Any]:
     if option == "keep-last":
         return lambda c: c
     if option == "keep-hourly":
-        return lambda c: local(c).strftime("%Y-%m-%d %H")
+        return lambda c: local(c).timetuple()[:4]
     if option == "keep-daily":
         return lambda c: local(c).date()
     if option == "keep-weekly":

@@ -18,6 +18,7 @@ import attrs
 
 from felhom_agent.sim.pve.prune import parse_keep
 from felhom_agent.sim.pve.scenario_read import Reader, scenario_error
+from felhom_agent.vmids import VMID_RANGE, is_vmid
 
 __all__ = ["STORAGE_TYPES", "BackupSpec", "StorageSpec", "parse_storage"]
 
@@ -68,9 +69,9 @@ class StorageSpec:
 def _backup(data: object, key: str) -> BackupSpec:
     r = Reader(data, key, ("vmid", "type", "ctime", "size", "notes", "protected", "encrypted",
                            "verification", "volid", "config"))
-    vmid = r.require("vmid", (int,), "a vmid 100..999999999")
-    if not 100 <= vmid <= 999_999_999:
-        raise scenario_error(r.path("vmid"), vmid, "must be 100..999999999")
+    vmid = r.require("vmid", (int,), f"a vmid {VMID_RANGE}")
+    if not is_vmid(vmid):
+        raise scenario_error(r.path("vmid"), vmid, f"must be {VMID_RANGE}")
     gtype = r.require("type", (str,), "qemu or lxc")
     if gtype not in ("qemu", "lxc"):
         raise scenario_error(r.path("type"), gtype, "must be one of qemu, lxc")

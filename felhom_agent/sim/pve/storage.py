@@ -25,8 +25,10 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from felhom_agent.sim.pve.scenario_storage import BackupSpec, StorageSpec
+from felhom_agent.utc import format_utc
 
-__all__ = ["Backup", "SimStorage", "backup_volid", "compress_ext"]
+__all__ = ["FILE_STAMP", "LOG_STAMP", "Backup", "SimStorage", "backup_volid", "compress_ext",
+           "node_time"]
 
 _STD_RE = re.compile(
     r"^vzdump-(?P<type>lxc|openvz|qemu)-(?P<vmid>[1-9][0-9]{2,8})-"
@@ -43,14 +45,24 @@ def compress_ext(compress: str | None) -> str:
     return _COMPRESS_EXT.get(compress or "0", "")
 
 
+#: PVE's node-local time stamps: dir backup file names and vzdump's log lines.
+FILE_STAMP = "%Y_%m_%d-%H_%M_%S"
+LOG_STAMP = "%Y-%m-%d %H:%M:%S"
+
+
+def node_time(epoch: float, tz: ZoneInfo, form: str) -> str:
+    """``epoch`` in the node's local time, in one of PVE's forms (:data:`FILE_STAMP`,
+    :data:`LOG_STAMP`). Node-local text PVE writes, not the agent's UTC."""
+    return dt.datetime.fromtimestamp(epoch, tz).strftime(form)
+
+
 def backup_volid(spec: StorageSpec, gtype: str, vmid: int, ctime: int, *, tz: ZoneInfo,
                  compress: str | None) -> tuple[str, str]:
     """The (volid, format) a new backup gets on ``spec``."""
     if spec.type == "pbs":
-        stamp = dt.datetime.fromtimestamp(ctime, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         group = "vm" if gtype == "qemu" else "ct"
-        return f"{spec.storage}:backup/{group}/{vmid}/{stamp}", f"pbs-{group}"
-    stamp = dt.datetime.fromtimestamp(ctime, tz).strftime("%Y_%m_%d-%H_%M_%S")
+        return f"{spec.storage}:backup/{group}/{vmid}/{format_utc(ctime)}", f"pbs-{group}"
+    stamp = node_time(ctime, tz, FILE_STAMP)
     ext = ("vma" if gtype == "qemu" else "tar") + compress_ext(compress)
     return f"{spec.storage}:backup/vzdump-{gtype}-{vmid}-{stamp}.{ext}", ext
 
