@@ -1,10 +1,11 @@
-"""``python -m felhom_agent.sim pve [--scenario FILE] [--listen 127.0.0.1:0]``.
+"""``python -m felhom_agent.sim pve [--scenario FILE] [--listen HOST:PORT] [--request-latency S]``.
 
 Starts the simulator, prints exactly one JSON ready line on stdout --
 ``{"url": ..., "fingerprint": ..., "node": ...}``, plus ``token_id`` and ``token_secret``
 when the built-in default scenario is served -- then serves until SIGTERM or SIGINT and
 exits 0. A malformed scenario file or listen address exits 2 with one line on stderr naming
-the file, key and value.
+the file, key and value. ``--request-latency`` overrides the scenario's ``request_latency_s``
+(seconds each request holds its worker slot, like pveproxy's processing time).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import math
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
+
+import attrs
 
 from felhom_agent.sim.pve.scenario import PveScenario, ScenarioError
 from felhom_agent.sim.pve.simulator import PveSimulator
@@ -46,6 +50,17 @@ def _listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _seconds(value: str) -> float:
+    """A finite number of seconds >= 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the PVE simulator program; returns the exit status."""
     parser = _ArgParser(prog="python -m felhom_agent.sim pve",
@@ -53,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", type=Path, help="scenario JSON file (default: built-in)")
     parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 0),
                         help="HOST:PORT to listen on (default 127.0.0.1:0)")
+    parser.add_argument("--request-latency", type=_seconds, default=None, metavar="SECONDS",
+                        help="every request takes at least this long (overrides the "
+                             "scenario's request_latency_s)")
     args = parser.parse_args(argv)
     try:
         scenario = (PveScenario.from_file(args.scenario) if args.scenario is not None
@@ -60,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as err:
         print(f"felhom_agent.sim pve: {err}", file=sys.stderr)
         return 2
+    if args.request_latency is not None:
+        scenario = attrs.evolve(scenario, request_latency_s=args.request_latency)
     stop = threading.Event()
 
     def _on_signal(_signum: int, _frame: FrameType | None) -> None:

@@ -5,11 +5,19 @@ tests use: ``requests_seen`` (requests parsed; a failed TLS handshake never coun
 ``in_flight`` (requests holding one of the bounded pveproxy-like worker slots) and
 ``queued`` (requests waiting for a slot), all guarded by one condition so a test can wait
 for "two requests are in flight" without sleeping.
+
+``request_latency_s`` models pveproxy's processing time: a request that got a slot holds it
+for that long (on the monotonic clock) before its handler runs, so it delays only requests
+queued behind a full pool, never the other slots. ``served`` and ``min_service_s`` (slot
+acquired to response written, monotonic) let a test check that every request took at least
+the latency.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable
 
 from felhom_agent.sim.pve.faults import FaultBook
@@ -43,6 +51,9 @@ class NodeRuntime:
         self.in_flight = 0
         self.queued = 0
         self.peak_in_flight = 0
+        #: requests that held a slot and finished, and the shortest of their service times.
+        self.served = 0
+        self.min_service_s = math.inf
         #: tracebacks of handler bugs answered as 500 (tests assert this stays empty).
         self.internal_errors: list[str] = []
 
@@ -76,11 +87,25 @@ class NodeRuntime:
                 self.queued -= 1
                 self.counters.notify_all()
 
-    def release_worker(self) -> None:
-        """Free a worker slot."""
+    def release_worker(self, service_s: float | None = None) -> None:
+        """Free a worker slot; ``service_s`` is how long the request held it (monotonic)."""
         with self.counters:
             self.in_flight -= 1
+            if service_s is not None:
+                self.served += 1
+                self.min_service_s = min(self.min_service_s, service_s)
             self.counters.notify_all()
+
+    def process_delay(self, started: float) -> bool:
+        """Hold the current request until ``request_latency_s`` after ``started`` (a
+        ``time.monotonic()`` reading). False if the simulator stopped meanwhile."""
+        deadline = started + self.scenario.request_latency_s
+        while not self.stop_event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            self.stop_event.wait(remaining)
+        return False
 
     def wait_counters(self, pred: Callable[[NodeRuntime], bool], timeout: float) -> bool:
         """Block until ``pred(self)`` holds (checked on every counter change)."""

@@ -10,6 +10,7 @@ value, so ``python -m felhom_agent.sim pve --scenario FILE`` can exit 2 with a u
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -198,8 +199,8 @@ def _number_map(value: object, key: str) -> dict[str, float]:
 
 
 _TOP_KEYS = ("node", "pve_version", "auth_failure_delay_s", "workers", "lock_wait_s",
-             "tokens", "guests", "storages", "disks", "task_durations", "faults", "timezone",
-             "cluster_name", "other_node_guests")
+             "request_latency_s", "tokens", "guests", "storages", "disks", "task_durations",
+             "faults", "timezone", "cluster_name", "other_node_guests")
 
 
 def _timezone(value: str) -> str:
@@ -243,6 +244,9 @@ class PveScenario:
     cluster_name: str | None = None
     #: guests of the cluster living on other nodes: vmid -> node (vzdump answers ``OK``).
     other_node_guests: Mapping[int, str] = attrs.field(factory=dict)
+    #: every authenticated request holds its worker slot at least this long (pveproxy's
+    #: per-request processing time; 0 = answer as fast as the handler runs).
+    request_latency_s: float = 0.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PveScenario:
@@ -260,9 +264,13 @@ class PveScenario:
             raise _err("workers", workers, "must be 1..64")
         delay = r.get("auth_failure_delay_s", (int, float), 3, "seconds >= 0")
         lock_wait = r.get("lock_wait_s", (int, float), 10, "seconds >= 0")
-        for k, v in (("auth_failure_delay_s", delay), ("lock_wait_s", lock_wait)):
+        latency = r.get("request_latency_s", (int, float), 0, "seconds >= 0")
+        for k, v in (("auth_failure_delay_s", delay), ("lock_wait_s", lock_wait),
+                     ("request_latency_s", latency)):
             if v < 0:
                 raise _err(k, v, "must be >= 0")
+        if not math.isfinite(latency):
+            raise _err("request_latency_s", latency, "must be a finite number of seconds")
         tokens = tuple(_token(t, f"tokens[{i}]")
                        for i, t in enumerate(r.require("tokens", (list,), "a list of tokens")))
         if not tokens:
@@ -304,6 +312,7 @@ class PveScenario:
             cluster_name=r.get("cluster_name", (str,), None, "a cluster name"),
             other_node_guests=_other_guests(
                 r.get("other_node_guests", (list,), [], "a list"), seen),
+            request_latency_s=float(latency),
         )
 
     @classmethod

@@ -2,9 +2,11 @@
 
 One thread per connection (so idle keep-alive connections never block anyone), but every
 request must hold one of ``workers`` slots while it is processed, like pveproxy's small
-worker pool: when more requests arrive at once they queue. The TLS handshake runs in the
-connection thread with a timeout, so a client that rejects the certificate (a pin mismatch)
-never reaches request parsing and is never counted in ``requests_seen``.
+worker pool: when more requests arrive at once they queue. With the scenario's
+``request_latency_s`` a request holds its slot at least that long, like pveproxy's
+per-request processing. The TLS handshake runs in the connection thread with a timeout, so a
+client that rejects the certificate (a pin mismatch) never reaches request parsing and is
+never counted in ``requests_seen``.
 
 Response shapes (``docs/pve-facts.md``, "Responses and errors"): success ``{"data": ...}`` (+
 ``total``); errors carry the first line of the message as the reason phrase and ``{"data": null,
@@ -20,6 +22,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 import traceback
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -230,10 +233,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if not rt.acquire_worker():
                 raise _Drop
+            started = time.monotonic()
             try:
+                if not rt.process_delay(started):
+                    raise _Drop
                 self._dispatch(method, rel, parsed.query, body, principal)
             finally:
-                rt.release_worker()
+                # A request cut short by stop is not a measurement of the processing time.
+                rt.release_worker(None if rt.stop_event.is_set()
+                                  else time.monotonic() - started)
         except ApiError as err:
             self._send_error(err)
         except _Drop:

@@ -151,6 +151,19 @@ class PveSimulator:
         with self._rt.counters:
             return self._rt.peak_in_flight
 
+    @property
+    def served(self) -> int:
+        """Requests that held a worker slot and were answered (or dropped) before stop."""
+        with self._rt.counters:
+            return self._rt.served
+
+    @property
+    def min_service_s(self) -> float:
+        """The shortest time any of those held its slot (monotonic seconds; inf if none):
+        never below the scenario's ``request_latency_s``."""
+        with self._rt.counters:
+            return self._rt.min_service_s
+
     def wait_requests(self, *, seen: int | None = None, in_flight: int | None = None,
                       queued: int | None = None, timeout: float = 5.0) -> bool:
         """Block until at least ``seen`` requests were parsed, ``in_flight`` hold a worker
