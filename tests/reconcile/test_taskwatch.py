@@ -134,3 +134,42 @@ def test_watch_policy_is_fast_for_young_tasks_and_capped() -> None:
     assert p(0.0) == pytest.approx(0.05)
     assert p(1.0) == pytest.approx(0.15)
     assert p(10_000.0) == 5.0
+
+
+def test_tasks_ending_together_are_confirmed_in_parallel_by_their_waiters(
+    sim: PveSimulator, client: ProxmoxClient,
+) -> None:
+    """The poller only reads the active list; the status reads of tasks that left it run on
+    their waiters' threads at the same time (not one after another on the poller), and each
+    task still costs exactly one status read."""
+    sim.inject(Fault("latency", path="/nodes/*/tasks/*/status", delay_s=60))
+    w = TaskWatcher(client, logger=LOG)
+    try:
+        upids = _starts(client, range(200, 204))
+        results: list[TaskResult | BaseException] = []
+        waiting = threading.Thread(target=lambda: results.extend(_wait_all(w, upids)))
+        waiting.start()
+        # Four held status reads at once: only possible when each waiter reads its own.
+        assert sim.wait_requests(in_flight=4, timeout=10)
+        sim.clear_faults()
+        waiting.join(15)
+        stats = w.stats()
+    finally:
+        sim.clear_faults()
+        w.stop()
+    assert len(results) == 4
+    assert all(isinstance(r, TaskResult) and r.outcome is TaskOutcome.OK for r in results)
+    assert stats.status_reads == 4
+
+
+def test_a_shared_task_is_read_once_for_all_its_waiters(client: ProxmoxClient) -> None:
+    """Several waiters on one UPID: one of them reads the status, all get the result."""
+    w = TaskWatcher(client, logger=LOG)
+    try:
+        [upid] = _starts(client, range(200, 201))
+        results = _wait_all(w, [upid] * 3)
+        stats = w.stats()
+    finally:
+        w.stop()
+    assert len(results) == 3 and all(isinstance(r, TaskResult) for r in results)
+    assert stats.status_reads == 1
