@@ -24,6 +24,9 @@ order:
    observed: ``already running`` and "failed but applied" tasks are ``applied``; an HA
    ``hastart``/``hastop`` task that ended before the guest changed is waited out with its own
    deadline; ``set_config`` is verified with :func:`config_diff`; ``WARNINGS: n`` is success.
+   The task watcher runs that re-read alongside its read of the task's exit status, once the
+   task has left the active list (it has ended); only a re-read that shows the desired state
+   is taken from there, anything else is read again.
 8. The outcome is journaled and one audit line written.
 
 A :class:`~felhom_agent.durable.DurabilityError` from the journal or the audit log is never
@@ -153,8 +156,11 @@ class _Call:
 class TaskWaiter(Protocol):
     """Waits for a task (the TaskWatcher, or the client's single-task wait)."""
 
-    def wait(self, upid: Upid | str, *, timeout_s: float) -> TaskResult:
-        """Block until the task stops; raise TaskFailed/TaskUnknown/TaskTimeout."""
+    def wait(self, upid: Upid | str, *, timeout_s: float,
+             on_exit: Callable[[], object] | None = None) -> TaskResult:
+        """Block until the task stops; raise TaskFailed/TaskUnknown/TaskTimeout.
+        ``on_exit`` may be run once the task has ended, its value returned as the result's
+        ``exit_probe`` (a waiter may ignore it)."""
         ...
 
 
@@ -165,7 +171,8 @@ class _ClientWaiter:
         self._client = client
         self._cancel = cancel
 
-    def wait(self, upid: Upid | str, *, timeout_s: float) -> TaskResult:
+    def wait(self, upid: Upid | str, *, timeout_s: float,
+             on_exit: Callable[[], object] | None = None) -> TaskResult:
         return self._client.wait(upid, timeout_s=timeout_s, cancel=self._cancel)
 
 
@@ -314,8 +321,9 @@ class Executor:
             return self._wait(job, spec, dispatched.upid, attempt)
 
     def _wait(self, job: JobSpec, spec: Kind, upid: Upid, attempts: int) -> ExecResult:
+        probe = None if spec.satisfied is None else (lambda: self._try_observe(job, spec))
         try:
-            res = self._waiter.wait(upid, timeout_s=self._task_timeout_s)
+            res = self._waiter.wait(upid, timeout_s=self._task_timeout_s, on_exit=probe)
         except TaskTimeout as err:
             self._log.warning("op %s: %s", job.op_id, err)
             return ExecResult(job.op_id, job.vmid, job.kind, RUNNING, str(err), upid.raw,
@@ -334,14 +342,19 @@ class Executor:
                 return self._finish(job, OpState.APPLIED, f"task unreadable ({err}); observed "
                                     "state matches", call)
             return self._finish(job, OpState.UNKNOWN, f"task unreadable: {err}", call)
+        seen = res.exit_probe if isinstance(res.exit_probe, Observed) else None
         return self._verify(job, spec, res.outcome,
-                            _Call(upid, res.exitstatus, res.warnings, attempts))
+                            _Call(upid, res.exitstatus, res.warnings, attempts), seen)
 
-    def _verify(self, job: JobSpec, spec: Kind, outcome: TaskOutcome, call: _Call
-                ) -> ExecResult:
-        """A successful end: confirm by observed state (HA guests get time to settle)."""
+    def _verify(self, job: JobSpec, spec: Kind, outcome: TaskOutcome, call: _Call,
+                seen: Observed | None = None) -> ExecResult:
+        """A successful end: confirm by observed state (HA guests get time to settle).
+        ``seen`` is a re-read made after the task ended (alongside the watcher's status
+        read): when it already shows the desired state it decides, otherwise read again."""
         note = f"success with {call.exitstatus}" if outcome is TaskOutcome.WARNINGS else ""
         if spec.satisfied is None:
+            return self._finish(job, OpState.APPLIED, note, call)
+        if seen is not None and spec.satisfied(job, seen):
             return self._finish(job, OpState.APPLIED, note, call)
         obs = self._try_observe(job, spec)
         if obs is None:

@@ -98,7 +98,11 @@ class TaskOutcome(enum.StrEnum):
 
 @attrs.frozen
 class TaskResult:
-    """A successful end: the outcome, PVE's exitstatus, the warning count and wait figures."""
+    """A successful end: the outcome, PVE's exitstatus, the warning count and wait figures.
+
+    ``exit_probe`` is what the waiter's ``on_exit`` hook returned while the status read that
+    found the task stopped was in flight (the task watcher's ``wait``); None when none ran.
+    """
 
     upid: Upid | None
     outcome: TaskOutcome
@@ -106,6 +110,7 @@ class TaskResult:
     warnings: int = 0
     polls: int = 0
     waited_s: float = 0.0
+    exit_probe: object = None
 
 
 class TaskStatusSource(Protocol):

@@ -13,11 +13,15 @@ marked *exited*, and one of its waiters reads its status on its own thread (outs
 lock) and resolves it. Tasks that end together -- a round of starts of equal length -- are
 thereby confirmed in parallel, each in one request time, instead of one after another on the
 poller thread (where the last of W waited W request times). The read count is unchanged:
-one status read per task that left the list. The tick is adaptive: the delay to the next
-tick grows with the age of the *youngest* watched task (``WatchPolicy``), so a fresh task is
-seen quickly and a 30-minute backup is polled every ``cap_s``. With nothing watched the
-poller sleeps on the condition without waking (zero wake-ups when idle, target T6). See
-``docs/architecture.md`` ("Waiting for tasks").
+one status read per task that left the list. A waiter may pass an ``on_exit`` probe (the
+executor's post-task re-read of the guest): it runs on a helper thread *while* that status
+read is in flight -- the task has already left the active list, so it has ended -- and its
+value comes back as :attr:`TaskResult.exit_probe` when that read found the task stopped; the
+re-read no longer waits for the status read to come back. The tick is adaptive: the delay
+to the next tick grows with the age of the *youngest* watched task (``WatchPolicy``), so a
+fresh task is seen quickly and a 30-minute backup is polled every ``cap_s``. With nothing
+watched the poller sleeps on the condition without waking (zero wake-ups when idle, T6).
+See ``docs/architecture.md`` ("Waiting for tasks").
 
 Terminal mapping is :func:`felhom_agent.proxmox.tasks.result_from_exitstatus` (``OK``,
 ``WARNINGS: n`` -> results; ``unexpected status`` -> TaskUnknown; other text -> TaskFailed).
@@ -179,10 +183,14 @@ class TaskWatcher:
 
     # ------------------------------------------------------------------ waiting
 
-    def wait(self, upid: Upid | str, *, timeout_s: float) -> TaskResult:
+    def wait(self, upid: Upid | str, *, timeout_s: float,
+             on_exit: Callable[[], object] | None = None) -> TaskResult:
         """Block until the task stops (or ``timeout_s`` passes); never re-dispatches.
 
-        Several callers may wait on one UPID; each gets the same result.
+        Several callers may wait on one UPID; each gets the same result. ``on_exit`` runs
+        concurrently with each status read this caller makes of the task after it left the
+        active list; the result's ``exit_probe`` is what it returned during the read that
+        found the task stopped (None otherwise: not run, raised, or another waiter read it).
 
         Raises:
             UpidError: ``upid`` is malformed.
@@ -203,10 +211,11 @@ class TaskWatcher:
                 self._cond.notify_all()
             watch.refs += 1
             deadline = now + timeout_s
+            probed: object = None
             try:
                 while not watch.done and not self._stopped:
                     if watch.exited and not watch.reading:
-                        self._read_exited(watch)
+                        probed = self._read_exited(watch, on_exit)
                         continue
                     remaining = deadline - self._clock()
                     if remaining <= 0:
@@ -216,7 +225,8 @@ class TaskWatcher:
                     if watch.error is not None:
                         raise watch.error
                     assert watch.result is not None  # noqa: S101 - set with done
-                    return attrs.evolve(watch.result, waited_s=self._clock() - now)
+                    return attrs.evolve(watch.result, waited_s=self._clock() - now,
+                                        exit_probe=probed)
                 why = "watcher stopped" if self._stopped else f"still running after {timeout_s:g} s"
                 raise TaskTimeout(
                     f"task {parsed.raw} {why} (last status: {watch.last_status})",
@@ -227,18 +237,35 @@ class TaskWatcher:
                 if watch.refs <= 0:
                     del self._watches[parsed.raw]
 
-    def _read_exited(self, watch: _Watch) -> None:
+    def _read_exited(self, watch: _Watch, on_exit: Callable[[], object] | None) -> object:
         """Read the status of ``watch`` (it left the active list) on the calling waiter's
-        thread; the caller holds the condition, which is released during the read."""
+        thread, with ``on_exit`` running alongside on a helper thread; the caller holds the
+        condition, which is released meanwhile. Returns the probe's value if this read found
+        the task stopped, else None."""
         watch.reading = True
         watch.exited = False
         self._cond.release()
+        box: list[object] = []
+        helper = None
         try:
+            if on_exit is not None:
+                helper = threading.Thread(target=self._probe, args=(on_exit, box),
+                                          name=f"{self._name}-probe", daemon=True)
+                helper.start()
             self._check(watch)
         finally:
+            if helper is not None:
+                helper.join()
             self._cond.acquire()
             watch.reading = False
             self._cond.notify_all()
+        return box[0] if box and watch.done else None
+
+    def _probe(self, on_exit: Callable[[], object], box: list[object]) -> None:
+        try:
+            box.append(on_exit())
+        except Exception:  # the caller re-reads without it; never lose the status read
+            self._log.exception("task exit probe failed")
 
     # ------------------------------------------------------------------ polling
 
