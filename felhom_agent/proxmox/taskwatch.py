@@ -19,9 +19,13 @@ read is in flight -- the task has already left the active list, so it has ended 
 value comes back as :attr:`TaskResult.exit_probe` when that read found the task stopped; the
 re-read no longer waits for the status read to come back. The tick is adaptive: the delay
 to the next tick grows with the age of the *youngest* watched task (``WatchPolicy``), so a
-fresh task is seen quickly and a 30-minute backup is polled every ``cap_s``. With nothing
-watched the poller sleeps on the condition without waking (zero wake-ups when idle, T6).
-See ``docs/architecture.md`` ("Waiting for tasks").
+fresh task is seen quickly and a 30-minute backup is polled every ``cap_s``. On top of that,
+each new watch whose task type ended recently gets one tick timed to when that type was
+last seen finished (:class:`DurationMemory`): tasks of one type often take about as long as
+each other, and the tick then finds them gone at once instead of up to an interval later
+(at most one extra list read per task). With nothing watched the poller sleeps on the
+condition without waking (zero wake-ups when idle, T6). See ``docs/architecture.md``
+("Waiting for tasks").
 
 Terminal mapping is :func:`felhom_agent.proxmox.tasks.result_from_exitstatus` (``OK``,
 ``WARNINGS: n`` -> results; ``unexpected status`` -> TaskUnknown; other text -> TaskFailed).
@@ -34,6 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -52,7 +57,7 @@ from felhom_agent.proxmox.models import TaskList, TaskStatus
 from felhom_agent.proxmox.tasks import TaskResult, result_from_exitstatus
 from felhom_agent.proxmox.upid import Upid, parse_upid
 
-__all__ = ["TaskWatcher", "WatchPolicy", "WatchSource", "WatchStats"]
+__all__ = ["DurationMemory", "TaskWatcher", "WatchPolicy", "WatchSource", "WatchStats"]
 
 _log = logging.getLogger(__name__)
 _IDLE_WAIT_S = 3600.0  # nothing watched: sleep until notified (bounded only for hygiene)
@@ -77,17 +82,46 @@ class WatchPolicy:
 
     ``first_s`` after a new watch arrives; then ``base_s + growth * youngest_age`` capped at
     ``cap_s`` (:class:`felhom_agent.backoff.Proportional`): the detection lag stays a small
-    fraction of a task's age.
+    fraction of a task's age. ``expect_margin_s`` is added to a task's expected duration (see
+    :class:`DurationMemory`) for the one extra tick timed to its expected end.
     """
 
     first_s: float = 0.02
     base_s: float = 0.02
     growth: float = 0.03
     cap_s: float = 5.0
+    expect_margin_s: float = 0.005
 
     def __call__(self, youngest_age_s: float) -> float:
         """Seconds until the next tick."""
         return Proportional(self.base_s, self.growth, self.cap_s)(Attempt(0, youngest_age_s))
+
+
+@attrs.define
+class DurationMemory:
+    """How long recent tasks of each type took, as the watcher saw them (pure; the caller
+    locks).
+
+    A sample is the age of a watch (from the start of its wait) when the list read that no
+    longer showed the task returned -- an upper bound of how long the task ran from there.
+    :meth:`expected` is the smallest of the last ``keep`` samples of that type: the earliest
+    point at which a task of the type was seen finished. Tasks of one type often take about
+    as long as each other (a round of starts of similar guests); a tick timed to that point
+    finds them gone at once instead of up to a whole tick interval later.
+    """
+
+    keep: int = 8
+    _seen: dict[str, deque[float]] = attrs.field(factory=dict)
+
+    def note(self, task_type: str, seconds: float) -> None:
+        """Record one observed duration of ``task_type``."""
+        if seconds >= 0:
+            self._seen.setdefault(task_type, deque(maxlen=self.keep)).append(seconds)
+
+    def expected(self, task_type: str) -> float | None:
+        """The expected duration of ``task_type``, or None before the first sample."""
+        seen = self._seen.get(task_type)
+        return min(seen) if seen else None
 
 
 @attrs.frozen
@@ -115,6 +149,10 @@ class _Watch:
     exited: bool = False
     #: a waiter is reading its status right now (the others keep waiting).
     reading: bool = False
+    #: when the tick timed to this task's expected end is due (None: none, or done).
+    expect_at: float | None = None
+    #: when the list read that no longer showed the task returned.
+    gone_at: float | None = None
 
 
 class TaskWatcher:
@@ -128,6 +166,7 @@ class TaskWatcher:
         no_such_task_grace_s: how long a status read may answer ``no such task`` (the task's
             log file is not there yet) before it counts as an error.
         name: the poller thread's name.
+        memory: recent task durations by type (a fresh one by default; tests seed it).
     """
 
     def __init__(
@@ -139,6 +178,7 @@ class TaskWatcher:
         logger: logging.Logger | None = None,
         no_such_task_grace_s: float = 5.0,
         name: str = "felhom-taskwatch",
+        memory: DurationMemory | None = None,
     ) -> None:
         self._source = source
         self._policy = policy or WatchPolicy()
@@ -149,6 +189,8 @@ class TaskWatcher:
         self._cond = threading.Condition()
         self._watches: dict[str, _Watch] = {}
         self._next_tick: float | None = None
+        self._memory = memory if memory is not None else DurationMemory()
+        self._list_s = 0.0  # how long the last active-list read took
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._ticks = self._list_reads = self._status_reads = self._errors = 0
@@ -205,6 +247,11 @@ class TaskWatcher:
             watch = self._watches.get(parsed.raw)
             if watch is None:
                 watch = self._watches[parsed.raw] = _Watch(parsed, now)
+                expected = self._memory.expected(parsed.type)
+                if expected is not None:
+                    # Start that read so that it answers when the task is expected to end.
+                    watch.expect_at = (now + expected + self._policy.expect_margin_s
+                                       - self._list_s)
                 due = now + self._policy.first_s
                 if self._next_tick is None or due < self._next_tick:
                     self._next_tick = due
@@ -286,6 +333,10 @@ class TaskWatcher:
                     if now >= self._next_tick:
                         break
                     self._cond.wait(self._next_tick - now)
+                started = now
+                for w in pending:
+                    if w.expect_at is not None and w.expect_at <= started:
+                        w.expect_at = None  # this tick is the one timed to its end
             pages = [0]
             try:
                 self._tick(pending, pages)
@@ -299,6 +350,9 @@ class TaskWatcher:
                 alive = self._polled()
                 youngest = min((now - w.since for w in alive), default=0.0)
                 self._next_tick = now + self._policy(youngest)
+                timed = [w.expect_at for w in alive if w.expect_at is not None]
+                if timed:
+                    self._next_tick = min(self._next_tick, max(now, min(timed)))
                 self._cond.notify_all()
 
     def _polled(self) -> list[_Watch]:
@@ -321,6 +375,7 @@ class TaskWatcher:
                 return upids
 
     def _tick(self, pending: list[_Watch], pages: list[int]) -> None:
+        started = self._clock()
         try:
             active = self._active(pages)
         except (TransportError, ServerError) as err:
@@ -329,11 +384,14 @@ class TaskWatcher:
             self._log.warning("reading the active task list failed (will retry): %s", err)
             return
         with self._cond:
+            now = self._clock()
+            self._list_s = now - started
             for watch in pending:
                 if watch.upid.raw in active:
                     watch.last_status = "running"
                 elif not watch.reading:
                     watch.exited = True  # a waiter reads its status (see _read_exited)
+                    watch.gone_at = now
 
     def _check(self, watch: _Watch) -> None:
         """Read the status of a task that left the active list and resolve it if stopped;
@@ -364,6 +422,9 @@ class TaskWatcher:
             except TaskError as err:
                 error = err
         with self._cond:
+            if watch.gone_at is not None and (result is not None
+                                              or isinstance(error, TaskError)):
+                self._memory.note(watch.upid.type, watch.gone_at - watch.since)
             self._status_reads += 1
             watch.polls += 1
             watch.done = True

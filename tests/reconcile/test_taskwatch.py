@@ -12,11 +12,13 @@ from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import TaskFailed, TaskTimeout
 from felhom_agent.proxmox.models import GuestType
 from felhom_agent.proxmox.tasks import TaskOutcome, TaskResult
-from felhom_agent.proxmox.taskwatch import TaskWatcher, WatchPolicy
+from felhom_agent.proxmox.taskwatch import DurationMemory, TaskWatcher, WatchPolicy
 from felhom_agent.sim.pve import Fault, PveSimulator
 from tests.reconcile.crash_child import scenario, sim_client
 
 LOG = logging.getLogger("test.taskwatch")
+#: Regular ticks only every 60 s after the first: any other tick is one timed to an end.
+SLOW = WatchPolicy(first_s=0.02, base_s=60.0, growth=0.0, cap_s=60.0)
 
 
 @pytest.fixture
@@ -173,3 +175,75 @@ def test_a_shared_task_is_read_once_for_all_its_waiters(client: ProxmoxClient) -
         w.stop()
     assert len(results) == 3 and all(isinstance(r, TaskResult) for r in results)
     assert stats.status_reads == 1
+
+
+def test_duration_memory_expects_the_shortest_recent_duration_per_type() -> None:
+    """Nothing expected before a sample; then the smallest of the last ``keep`` samples of
+    that type (older ones fall out); negative samples are ignored."""
+    m = DurationMemory(keep=3)
+    assert m.expected("qmstart") is None
+    for seconds in (1.2, 0.9, 1.1):
+        m.note("qmstart", seconds)
+    m.note("vzdump", 30.0)
+    m.note("qmstart", -1.0)
+    assert m.expected("qmstart") == pytest.approx(0.9)
+    assert m.expected("vzdump") == pytest.approx(30.0)
+    m.note("qmstart", 1.3)  # 1.2 falls out
+    m.note("qmstart", 1.4)  # 0.9 falls out
+    assert m.expected("qmstart") == pytest.approx(1.1)
+
+
+def test_a_task_of_a_known_type_gets_a_tick_at_its_expected_end(
+    sim: PveSimulator, client: ProxmoxClient,
+) -> None:
+    """Regular ticks here come every 60 s after the first; the task (1.5 s) is still found
+    finished within the 10 s wait, by the one tick timed to its type's expected duration."""
+    sim.set_task_duration("qmstart", 1.5)
+    memory = DurationMemory()
+    memory.note("qmstart", 2.0)
+    w = TaskWatcher(client, policy=SLOW, logger=LOG, memory=memory)
+    try:
+        [upid] = _starts(client, range(200, 201))
+        result = w.wait(upid, timeout_s=10)
+    finally:
+        w.stop()
+    stats = w.stats()
+    assert result.outcome is TaskOutcome.OK
+    assert stats.ticks == 2 and stats.status_reads == 1  # the first tick and the timed one
+
+
+@pytest.mark.parametrize(("seeded", "ticks"), [("qmstart", 2), ("vzdump", 1)])
+def test_only_a_type_seen_before_gets_a_timed_tick(
+    sim: PveSimulator, client: ProxmoxClient, seeded: str, ticks: int,
+) -> None:
+    """A task still running at its expected end costs one extra list read (then the regular
+    ticks go on); a task of a type not seen before gets none."""
+    sim.set_task_duration("qmstart", 30)
+    memory = DurationMemory()
+    memory.note(seeded, 0.3)
+    w = TaskWatcher(client, policy=SLOW, logger=LOG, memory=memory)
+    try:
+        [upid] = _starts(client, range(200, 201))
+        with pytest.raises(TaskTimeout):
+            w.wait(upid, timeout_s=1.5)
+    finally:
+        w.stop()
+        sim.release_tasks()
+    stats = w.stats()
+    assert stats.ticks == ticks and stats.status_reads == 0
+
+
+def test_the_watcher_learns_durations_from_the_tasks_it_sees_end(
+    client: ProxmoxClient,
+) -> None:
+    """A task seen finished leaves a sample for its type."""
+    memory = DurationMemory()
+    w = TaskWatcher(client, logger=LOG, memory=memory)
+    try:
+        [upid] = _starts(client, range(200, 201))
+        w.wait(upid, timeout_s=10)
+    finally:
+        w.stop()
+    expected = memory.expected("qmstart")
+    assert expected is not None and expected > 0
+    assert memory.expected("vzdump") is None
