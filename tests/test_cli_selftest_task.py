@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,9 +166,9 @@ def test_runs_through_the_daemons_queue_executor_and_task_watcher(
     watched: list[str] = []
     real_wait = TaskWatcher.wait
 
-    def spy(self: TaskWatcher, upid: object, *, timeout_s: float) -> object:
+    def spy(self: TaskWatcher, upid: object, **kw: Any) -> object:
         watched.append(str(upid))
-        return real_wait(self, upid, timeout_s=timeout_s)  # type: ignore[arg-type]
+        return real_wait(self, upid, **kw)  # type: ignore[arg-type]
 
     def forbidden(*_a: object, **_kw: object) -> object:
         raise AssertionError("selftest waited outside the TaskWatcher")
