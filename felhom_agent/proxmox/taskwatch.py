@@ -422,8 +422,8 @@ class TaskWatcher:
             except TaskError as err:
                 error = err
         with self._cond:
-            if watch.gone_at is not None and (result is not None
-                                              or isinstance(error, TaskError)):
+            if watch.gone_at is not None and result is not None:
+                # A success is how long the type takes; a failure may end early.
                 self._memory.note(watch.upid.type, watch.gone_at - watch.since)
             self._status_reads += 1
             watch.polls += 1

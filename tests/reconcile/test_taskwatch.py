@@ -247,3 +247,19 @@ def test_the_watcher_learns_durations_from_the_tasks_it_sees_end(
     expected = memory.expected("qmstart")
     assert expected is not None and expected > 0
     assert memory.expected("vzdump") is None
+
+
+def test_a_failed_task_leaves_no_duration_sample(
+    sim: PveSimulator, client: ProxmoxClient,
+) -> None:
+    """A task that failed may have ended early: it says nothing about how long its type takes."""
+    sim.inject(Fault("task_fail", task_type="qmstart", vmid=200, message="boom", count=1))
+    memory = DurationMemory()
+    w = TaskWatcher(client, logger=LOG, memory=memory)
+    try:
+        [upid] = _starts(client, range(200, 201))
+        with pytest.raises(TaskFailed):
+            w.wait(upid, timeout_s=10)
+    finally:
+        w.stop()
+    assert memory.expected("qmstart") is None
