@@ -17,14 +17,9 @@ import pytest
 from felhom_agent import __version__
 from felhom_agent.cli import main
 from tests.configfiles import HUB_TOKEN, PROXMOX_SECRET, base_config, write_config
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(argv, env=env or {}, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_version_in_process() -> None:
@@ -55,8 +50,8 @@ def test_print_config_redacts_and_shows_overlay(tmp_path: Path) -> None:
     data = base_config(tmp_path)
     data["hub"] = {"url": "http://127.0.0.1:9", "token": HUB_TOKEN}
     path = write_config(tmp_path, data)
-    code, out, err = _run(["--config", str(path), "--print-config"],
-                          {"FELHOM_AGENT_HUB_INTERVAL_S": "5"})
+    code, out, err = run_cli(["--config", str(path), "--print-config"],
+                             {"FELHOM_AGENT_HUB_INTERVAL_S": "5"})
     assert code == 0, err
     view = json.loads(out)
     assert view["hub"]["interval_s"] == 5
@@ -88,7 +83,7 @@ def test_bad_input_exits_2_with_one_clear_message(
     """Every bad input exits 2 with one message naming the problem, no traceback, no secret."""
     path = write_config(tmp_path, base_config(tmp_path) if content is None else content,
                         mode=mode)
-    code, out, err = _run(["--config", str(path), "--print-config"], env)
+    code, out, err = run_cli(["--config", str(path), "--print-config"], env)
     assert code == 2
     assert out == ""
     assert fragment in err
@@ -101,14 +96,14 @@ def test_bad_input_exits_2_with_one_clear_message(
 
 def test_unknown_flag_exits_2() -> None:
     """An unknown flag is a usage error naming the flag."""
-    code, _, err = _run(["--frobnicate"])
+    code, _, err = run_cli(["--frobnicate"])
     assert code == 2
     assert "--frobnicate" in err
 
 
 def test_two_modes_exit_2(tmp_path: Path) -> None:
     """Modes are mutually exclusive."""
-    code, _, err = _run(["--print-config", "--version"])
+    code, _, err = run_cli(["--print-config", "--version"])
     assert code == 2
     assert "not allowed with argument" in err
 

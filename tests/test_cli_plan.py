@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from felhom_agent.cli import main
 from felhom_agent.sim.pve import PveScenario, PveSimulator
+from tests.support.cli import run_cli
 
 SECRET = "plan-token-secret-0001"
 
@@ -47,12 +46,6 @@ def _files(tmp_path: Path, sim: PveSimulator, desired: Any) -> tuple[Path, Path]
     return config, path
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(argv, env={}, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 IN_SYNC = {"generation": 3, "guests": {
     "100": {"type": "lxc", "state": "running", "config": {"description": "web frontend"}},
     "101": {"type": "qemu", "state": "stopped"}}}
@@ -61,8 +54,8 @@ IN_SYNC = {"generation": 3, "guests": {
 def test_in_sync_exits_0(tmp_path: Path, sim: PveSimulator) -> None:
     """A desired state equal to the actual one (after normalisation) plans nothing: exit 0."""
     config, desired = _files(tmp_path, sim, IN_SYNC)
-    code, out, err = _run(["--config", str(config), "--plan", "--desired", str(desired),
-                           "--json"])
+    code, out, err = run_cli(["--config", str(config), "--plan", "--desired", str(desired),
+                              "--json"])
     assert code == 0, out + err
     assert json.loads(out) == {"generation": 3, "actions": [], "blocked": [], "refused": []}
 
@@ -76,7 +69,7 @@ def test_drift_exits_1_with_section6_json(tmp_path: Path, sim: PveSimulator) -> 
         "102": {"type": "lxc", "state": "running"}}}
     config, path = _files(tmp_path, sim, desired)
     tasks_before = len(sim.tasks())
-    code, out, _ = _run(["--config", str(config), "--plan", "--desired", str(path), "--json"])
+    code, out, _ = run_cli(["--config", str(config), "--plan", "--desired", str(path), "--json"])
     assert code == 1
     doc = json.loads(out)
     assert doc["generation"] == 7
@@ -91,7 +84,7 @@ def test_text_output_is_readable(tmp_path: Path, sim: PveSimulator) -> None:
     """Text output names each action's vmid and kind."""
     desired = {"generation": 1, "guests": {"101": {"type": "qemu", "state": "running"}}}
     config, path = _files(tmp_path, sim, desired)
-    code, out, _ = _run(["--config", str(config), "--plan", "--desired", str(path)])
+    code, out, _ = run_cli(["--config", str(config), "--plan", "--desired", str(path)])
     assert code == 1
     assert "101" in out
     assert "start" in out
@@ -100,7 +93,7 @@ def test_text_output_is_readable(tmp_path: Path, sim: PveSimulator) -> None:
 def test_no_desired_source_exits_2(tmp_path: Path, sim: PveSimulator) -> None:
     """Without --desired and without reconcile.desired_file, --plan exits 2 naming --desired."""
     config, _ = _files(tmp_path, sim, IN_SYNC)
-    code, out, err = _run(["--config", str(config), "--plan"])
+    code, out, err = run_cli(["--config", str(config), "--plan"])
     assert code == 2
     assert "--desired" in out + err
 
@@ -109,7 +102,7 @@ def test_malformed_desired_exits_2(tmp_path: Path, sim: PveSimulator) -> None:
     """A desired file with a bad value exits 2 naming the path of the bad field."""
     config, path = _files(tmp_path, sim, {"generation": 1, "guests": {
         "101": {"type": "qemu", "state": "paused"}}})
-    code, out, err = _run(["--config", str(config), "--plan", "--desired", str(path)])
+    code, out, err = run_cli(["--config", str(config), "--plan", "--desired", str(path)])
     assert code == 2
     assert "guests.101.state" in out + err
 
@@ -117,7 +110,7 @@ def test_malformed_desired_exits_2(tmp_path: Path, sim: PveSimulator) -> None:
 def test_desired_without_plan_is_usage_error(tmp_path: Path, sim: PveSimulator) -> None:
     """--desired alone is a usage error (exit 2)."""
     config, path = _files(tmp_path, sim, IN_SYNC)
-    code, _, err = _run(["--config", str(config), "--desired", str(path)])
+    code, _, err = run_cli(["--config", str(config), "--desired", str(path)])
     assert code == 2
     assert "--desired is only used with --plan" in err
 
@@ -128,7 +121,7 @@ def test_unreachable_pve_exits_2(tmp_path: Path, sim: PveSimulator) -> None:
     data = json.loads(config.read_text())
     data["proxmox"]["api_url"] = "https://127.0.0.1:1"
     config.write_text(json.dumps(data))
-    code, out, err = _run(["--config", str(config), "--plan", "--desired", str(path)])
+    code, out, err = run_cli(["--config", str(config), "--plan", "--desired", str(path)])
     assert code == 2
     assert out.strip() or err.strip()
     assert "Traceback" not in out + err

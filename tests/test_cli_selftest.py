@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from felhom_agent.cli import main
 from felhom_agent.sim.pve import PveScenario, PveSimulator
+from tests.support.cli import run_cli
 
 LIMITED_SECRET = "limited-token-secret-0001"
 
@@ -53,15 +52,9 @@ def _config(tmp_path: Path, sim: PveSimulator, **proxmox: Any) -> Path:
     return path
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(argv, env={}, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_selftest_read_passes(tmp_path: Path, sim: PveSimulator) -> None:
     """Bare --selftest runs the read checks: one OK line per check and a summary, exit 0."""
-    code, out, err = _run(["--config", str(_config(tmp_path, sim)), "--selftest"])
+    code, out, err = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest"])
     assert code == 0, out + err
     lines = out.strip().splitlines()
     assert all(line.startswith("OK") for line in lines[:-1])
@@ -72,7 +65,7 @@ def test_selftest_read_passes(tmp_path: Path, sim: PveSimulator) -> None:
 
 def test_selftest_read_json(tmp_path: Path, sim: PveSimulator) -> None:
     """--selftest=read --json prints the documented JSON."""
-    code, out, _ = _run(["--config", str(_config(tmp_path, sim)), "--selftest=read", "--json"])
+    code, out, _ = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest=read", "--json"])
     doc = json.loads(out)
     assert code == 0
     assert doc["mode"] == "read"
@@ -83,7 +76,7 @@ def test_selftest_read_json(tmp_path: Path, sim: PveSimulator) -> None:
 def test_selftest_names_missing_privilege(tmp_path: Path, sim: PveSimulator) -> None:
     """A token lacking VM.Snapshot fails the permissions check, naming it, exit 1."""
     config = _config(tmp_path, sim, token_id="felhom@pve!limited", token_secret=LIMITED_SECRET)
-    code, out, _ = _run(["--config", str(config), "--selftest"])
+    code, out, _ = run_cli(["--config", str(config), "--selftest"])
     assert code == 1
     perm = next(line for line in out.splitlines() if " permissions " in line)
     assert perm.startswith("FAIL")
@@ -97,7 +90,7 @@ def test_selftest_wrong_pin_fails_before_token(tmp_path: Path, sim: PveSimulator
     """A wrong fingerprint fails the pin check and skips the token check (token never sent)."""
     seen = sim.requests_seen
     config = _config(tmp_path, sim, tls_fingerprint=":".join(["00"] * 32))
-    code, out, _ = _run(["--config", str(config), "--selftest", "--json"])
+    code, out, _ = run_cli(["--config", str(config), "--selftest", "--json"])
     doc = json.loads(out)
     assert code == 1
     by_name = {c["name"]: c for c in doc["checks"]}
@@ -110,7 +103,7 @@ def test_selftest_wrong_pin_fails_before_token(tmp_path: Path, sim: PveSimulator
 def test_selftest_bad_token_exit_1(tmp_path: Path, sim: PveSimulator) -> None:
     """A wrong secret fails the token check with exit 1 and never echoes the secret."""
     config = _config(tmp_path, sim, token_secret="wrong-secret-value-9")
-    code, out, err = _run(["--config", str(config), "--selftest"])
+    code, out, err = run_cli(["--config", str(config), "--selftest"])
     assert code == 1
     assert any(line.startswith("FAIL") and " token " in line for line in out.splitlines())
     assert "wrong-secret-value-9" not in out + err
@@ -118,6 +111,6 @@ def test_selftest_bad_token_exit_1(tmp_path: Path, sim: PveSimulator) -> None:
 
 def test_unknown_selftest_mode_is_usage_error(tmp_path: Path, sim: PveSimulator) -> None:
     """An unknown selftest mode exits 2 naming the allowed choices."""
-    code, _, err = _run(["--config", str(_config(tmp_path, sim)), "--selftest=everything"])
+    code, _, err = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest=everything"])
     assert code == 2
     assert "invalid choice" in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Iterator
@@ -11,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from felhom_agent.cli import main
 from felhom_agent.sim.pve import Fault, PveScenario, PveSimulator
 from felhom_agent.state.journal import Journal
+from tests.support.cli import run_cli
 
 SECRET = "task-token-secret-0001"
 
@@ -48,12 +47,6 @@ def _config(tmp_path: Path, sim: PveSimulator) -> Path:
     return path
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(argv, env={}, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def _task_types(sim: PveSimulator) -> list[str]:
     return [str(t["type"]) for t in sim.tasks()]
 
@@ -61,8 +54,8 @@ def _task_types(sim: PveSimulator) -> list[str]:
 def test_running_lxc_left_as_found(tmp_path: Path, sim: PveSimulator) -> None:
     """A running guest ends running, with its description and snapshot list unchanged."""
     before = sim.guest(100)
-    code, out, err = _run(["--config", str(_config(tmp_path, sim)), "--selftest=task",
-                           "--vmid", "100"])
+    code, out, err = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest=task",
+                              "--vmid", "100"])
     assert code == 0, out + err
     after = sim.guest(100)
     assert after["status"] == "running"
@@ -75,8 +68,8 @@ def test_running_lxc_left_as_found(tmp_path: Path, sim: PveSimulator) -> None:
 
 def test_stopped_qemu_json(tmp_path: Path, sim: PveSimulator) -> None:
     """A stopped qemu guest stays stopped; --json prints the document with every step."""
-    code, out, _ = _run(["--config", str(_config(tmp_path, sim)), "--selftest=task",
-                         "--vmid", "101", "--json"])
+    code, out, _ = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest=task",
+                            "--vmid", "101", "--json"])
     doc = json.loads(out)
     assert code == 0, out
     assert doc["mode"] == "task"
@@ -90,7 +83,7 @@ def test_stopped_qemu_json(tmp_path: Path, sim: PveSimulator) -> None:
 def test_every_mutation_is_journalled(tmp_path: Path, sim: PveSimulator) -> None:
     """Each step went through the journal with source 'selftest' and an outcome."""
     config = _config(tmp_path, sim)
-    assert _run(["--config", str(config), "--selftest=task", "--vmid", "101"])[0] == 0
+    assert run_cli(["--config", str(config), "--selftest=task", "--vmid", "101"])[0] == 0
     journal = Journal.open(tmp_path / "state", clock=lambda: 0.0,
                            logger=logging.getLogger("test"))
     try:
@@ -105,8 +98,8 @@ def test_every_mutation_is_journalled(tmp_path: Path, sim: PveSimulator) -> None
 def test_failing_snapshot_stops_writes(tmp_path: Path, sim: PveSimulator) -> None:
     """A failing snapshot task fails the test (exit 1) and no rollback or write follows."""
     sim.inject(Fault("task_fail", task_type="vzsnapshot", message="snapshot feature missing"))
-    code, out, _ = _run(["--config", str(_config(tmp_path, sim)), "--selftest=task",
-                         "--vmid", "100"])
+    code, out, _ = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest=task",
+                            "--vmid", "100"])
     assert code == 1
     assert "snapshot feature missing" in out
     assert "vzrollback" not in _task_types(sim)
@@ -115,17 +108,17 @@ def test_failing_snapshot_stops_writes(tmp_path: Path, sim: PveSimulator) -> Non
 
 def test_needs_vmid(tmp_path: Path, sim: PveSimulator) -> None:
     """--selftest=task without --vmid exits 2 naming the flag."""
-    code, _, err = _run(["--config", str(_config(tmp_path, sim)), "--selftest=task"])
+    code, _, err = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest=task"])
     assert code == 2
     assert "--vmid" in err
 
 
 def test_bare_selftest_never_mutates(tmp_path: Path, sim: PveSimulator) -> None:
     """Bare --selftest (even with a vmid refused) never starts a task."""
-    code, _, err = _run(["--config", str(_config(tmp_path, sim)), "--selftest", "--vmid", "100"])
+    code, _, err = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest", "--vmid", "100"])
     assert code == 2
     assert "--vmid is only used with --selftest=task" in err
-    assert _run(["--config", str(_config(tmp_path, sim)), "--selftest"])[0] == 0
+    assert run_cli(["--config", str(_config(tmp_path, sim)), "--selftest"])[0] == 0
     assert sim.tasks() == []
 
 
@@ -133,8 +126,8 @@ def test_bare_selftest_never_mutates(tmp_path: Path, sim: PveSimulator) -> None:
 def test_unusable_guest_fails(tmp_path: Path, sim: PveSimulator, vmid: int,
                               fragment: str) -> None:
     """A missing or locked guest fails with the reason and no task is started."""
-    code, out, _ = _run(["--config", str(_config(tmp_path, sim)), "--selftest=task",
-                         "--vmid", str(vmid)])
+    code, out, _ = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest=task",
+                            "--vmid", str(vmid)])
     assert code == 1
     assert fragment in out
     assert sim.tasks() == []
@@ -144,8 +137,8 @@ def test_refuses_while_agent_holds_journal(tmp_path: Path, sim: PveSimulator) ->
     """While another agent holds the journal the test refuses instead of racing its queue."""
     held = Journal.open(tmp_path / "state", clock=lambda: 0.0, logger=logging.getLogger("t"))
     try:
-        code, out, _ = _run(["--config", str(_config(tmp_path, sim)), "--selftest=task",
-                             "--vmid", "100"])
+        code, out, _ = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest=task",
+                                "--vmid", "100"])
     finally:
         held.close()
     assert code == 1
@@ -175,8 +168,8 @@ def test_runs_through_the_daemons_queue_executor_and_task_watcher(
 
     monkeypatch.setattr(TaskWatcher, "wait", spy)
     monkeypatch.setattr(ProxmoxClient, "wait", forbidden)
-    code, out, err = _run(["--config", str(_config(tmp_path, sim)), "--selftest=task",
-                           "--vmid", "101"])
+    code, out, err = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest=task",
+                              "--vmid", "101"])
     assert code == 0, out + err
     upids = {str(t["upid"]) for t in sim.tasks()}
     assert watched and set(watched) <= upids

@@ -13,6 +13,7 @@ import pytest
 
 from felhom_agent.cli import main
 from tests.configfiles import base_config, write_config
+from tests.support.cli import run_cli
 
 
 @pytest.fixture
@@ -38,17 +39,11 @@ def signed(tmp_path: Path) -> tuple[Path, Path, Path]:
     return write_config(tmp_path, data), op_path, Path(str(op_path) + ".sig")
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(argv, env={}, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_valid_op_json(signed: tuple[Path, Path, Path]) -> None:
     """A correctly signed op is valid: exit 0 and the JSON with principal, op id, kind, vmid."""
     config, op, sig = signed
-    code, out, err = _run(["--config", str(config), "--verify-op", str(op),
-                           "--signature", str(sig), "--json"])
+    code, out, err = run_cli(["--config", str(config), "--verify-op", str(op),
+                              "--signature", str(sig), "--json"])
     assert code == 0, out + err
     doc = json.loads(out)
     assert doc["valid"] is True
@@ -61,7 +56,8 @@ def test_valid_op_json(signed: tuple[Path, Path, Path]) -> None:
 def test_valid_op_text(signed: tuple[Path, Path, Path]) -> None:
     """Text output names the principal and summarises the op in one line."""
     config, op, sig = signed
-    code, out, _ = _run(["--config", str(config), "--verify-op", str(op), "--signature", str(sig)])
+    code, out, _ = run_cli(["--config", str(config), "--verify-op", str(op),
+                            "--signature", str(sig)])
     assert code == 0
     assert out.startswith("valid: signed by alice@ops")
     assert "guest.rollback" in out
@@ -71,8 +67,8 @@ def test_tampered_op_rejected(signed: tuple[Path, Path, Path]) -> None:
     """One changed byte in the payload is rejected with exit 1 and a reason."""
     config, op, sig = signed
     op.write_text(op.read_text().replace('"vmid": 101', '"vmid": 107'))
-    code, out, _ = _run(["--config", str(config), "--verify-op", str(op),
-                         "--signature", str(sig), "--json"])
+    code, out, _ = run_cli(["--config", str(config), "--verify-op", str(op),
+                            "--signature", str(sig), "--json"])
     assert code == 1
     doc = json.loads(out)
     assert doc["valid"] is False
@@ -93,7 +89,7 @@ def test_wrong_host_rejected(signed: tuple[Path, Path, Path]) -> None:
 def test_verify_op_needs_signature(signed: tuple[Path, Path, Path]) -> None:
     """--verify-op without --signature is a usage error naming the flag (exit 2)."""
     config, op, _ = signed
-    code, _, err = _run(["--config", str(config), "--verify-op", str(op)])
+    code, _, err = run_cli(["--config", str(config), "--verify-op", str(op)])
     assert code == 2
     assert "--signature" in err
 
@@ -101,7 +97,7 @@ def test_verify_op_needs_signature(signed: tuple[Path, Path, Path]) -> None:
 def test_unreadable_op_file_is_exit_2(signed: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """A missing OP_FILE is a usage problem (exit 2) with the path in the message."""
     config, _, sig = signed
-    code, out, _ = _run(["--config", str(config), "--verify-op", str(tmp_path / "nope.json"),
-                         "--signature", str(sig)])
+    code, out, _ = run_cli(["--config", str(config), "--verify-op", str(tmp_path / "nope.json"),
+                            "--signature", str(sig)])
     assert code == 2
     assert "nope.json" in out

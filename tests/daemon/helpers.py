@@ -13,8 +13,6 @@ from typing import Any
 from felhom_agent.execution.executor import ExecResult, JobSpec
 from felhom_agent.execution.job import JobHandle
 from felhom_agent.hub.report import OpResult, ReconcileStatus
-from felhom_agent.proxmox import ProxmoxClient
-from felhom_agent.secret import Secret
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict
 
@@ -24,7 +22,6 @@ __all__ = [
     "FakeEngine",
     "LogRecords",
     "agent_config",
-    "pve_client",
     "pve_scenario",
     "write_agent_config",
 ]
@@ -39,17 +36,6 @@ def pve_scenario(**overrides: Any) -> PveScenario:
     data["auth_failure_delay_s"] = 0
     data.update(overrides)
     return PveScenario.from_dict(data)
-
-
-def pve_client(sim: PveSimulator, **kw: Any) -> ProxmoxClient:
-    """A pinned client for ``sim`` whose retries do not sleep."""
-    args: dict[str, Any] = {
-        "api_url": sim.url, "node": sim.node, "token_id": sim.token_id,
-        "token_secret": Secret(sim.token_secret), "tls_fingerprint": sim.fingerprint,
-        "ca_file": None, "timeout_s": 5.0, "sleep": lambda _s: None,
-    }
-    args.update(kw)
-    return ProxmoxClient(**args)
 
 
 def agent_config(

@@ -15,7 +15,8 @@ from felhom_agent.hub.collect import Collector
 from felhom_agent.hub.report import OpResult, ReportError
 from felhom_agent.sim.pve import Fault, PveSimulator
 from felhom_agent.state.audit import AuditLog
-from tests.daemon.helpers import PVE_SECRET, FakeEngine, pve_client, pve_scenario
+from tests.daemon.helpers import PVE_SECRET, FakeEngine, pve_scenario
+from tests.support.pve import no_sleep, sim_client
 
 CLOCK = 1_795_000_000.0  # 2026-11-18T11:06:40Z
 
@@ -44,7 +45,7 @@ def _engine() -> FakeEngine:
 
 def test_full_report_from_simulator(sim: PveSimulator, audit: AuditLog) -> None:
     """A report carries node facts, our guests, reconcile status, ops, storage and audit."""
-    with pve_client(sim) as client:
+    with sim_client(sim, sleep=no_sleep) as client:
         report = Collector(client=client, node="pve1", host_id="pve1", engine=_engine(),
                            audit=audit, clock=lambda: CLOCK).collect()
     assert report.errors == ()
@@ -65,7 +66,7 @@ def test_full_report_from_simulator(sim: PveSimulator, audit: AuditLog) -> None:
 def test_one_failing_endpoint_is_an_error_entry(sim: PveSimulator, audit: AuditLog) -> None:
     """A failing storage endpoint becomes an ``errors`` entry; every other part is present."""
     sim.inject(Fault("http_error", path="/nodes/*/storage", status=500))
-    with pve_client(sim) as client:
+    with sim_client(sim, sleep=no_sleep) as client:
         report = Collector(client=client, node="pve1", host_id="pve1", engine=_engine(),
                            audit=audit).collect()
     assert [e.source for e in report.errors] == ["storage"]
@@ -78,7 +79,8 @@ def test_pve_down_still_yields_a_report(tmp_path: Path) -> None:
     """With PVE unreachable every PVE part is an error and the report is still complete JSON."""
     with PveSimulator(pve_scenario()) as gone:
         url, fingerprint = gone.url, gone.fingerprint
-        client = pve_client(gone, api_url=url, tls_fingerprint=fingerprint, timeout_s=1.0)
+        client = sim_client(gone, sleep=no_sleep, api_url=url, tls_fingerprint=fingerprint,
+                            timeout_s=1.0)
     with client:
         report = Collector(client=client, node="pve1", host_id="pve1", engine=None,
                            audit=None).collect()
@@ -96,7 +98,7 @@ def test_failing_engine_is_an_error_entry(sim: PveSimulator) -> None:
         def status(self) -> Any:
             raise RuntimeError("engine broke")
 
-    with pve_client(sim) as client:
+    with sim_client(sim, sleep=no_sleep) as client:
         report = Collector(client=client, node="pve1", host_id="pve1",
                            engine=Broken(stop_event=threading.Event()), audit=None).collect()
     assert [(e.source, e.message) for e in report.errors] == [
@@ -107,7 +109,7 @@ def test_failing_engine_is_an_error_entry(sim: PveSimulator) -> None:
 def test_disks_only_with_a_privileged_reader(sim: PveSimulator) -> None:
     """Disks appear (kind ``disk``) only when a privileged reader is passed."""
     disks: list[Mapping[str, Any]] = [{"devpath": "/dev/sda", "health": "PASSED"}]
-    with pve_client(sim) as client:
+    with sim_client(sim, sleep=no_sleep) as client:
         without = Collector(client=client, node="pve1", host_id="pve1", engine=None,
                             audit=None).collect()
         with_reader = Collector(client=client, node="pve1", host_id="pve1", engine=None,
@@ -120,7 +122,7 @@ def test_disks_only_with_a_privileged_reader(sim: PveSimulator) -> None:
 def test_extra_ops_and_errors_are_reported(sim: PveSimulator) -> None:
     """Ops and errors from other parts of the daemon (the signed-op sink) join the report."""
     refused = OpResult(op_id="op-9", state="refused", reason="signed ops arrive with Phase B")
-    with pve_client(sim) as client:
+    with sim_client(sim, sleep=no_sleep) as client:
         report = Collector(
             client=client, node="pve1", host_id="pve1", engine=_engine(), audit=None,
             extra_ops=lambda: [refused],
@@ -133,7 +135,7 @@ def test_extra_ops_and_errors_are_reported(sim: PveSimulator) -> None:
 def test_no_secret_in_report(sim: PveSimulator, audit: AuditLog) -> None:
     """The serialised report never contains the PVE token secret."""
     sim.inject(Fault("http_error", path="/nodes/*/storage", status=503))
-    with pve_client(sim) as client:
+    with sim_client(sim, sleep=no_sleep) as client:
         body = Collector(client=client, node="pve1", host_id="pve1", engine=_engine(),
                          audit=audit).collect().to_json()
     assert PVE_SECRET.encode() not in body

@@ -24,19 +24,10 @@ from felhom_agent.sim.pve import PveSimulator
 from felhom_agent.state.journal import JOURNAL_NAME, AlreadyApplied, Journal, OpState
 from felhom_agent.state.recovery import is_plan_source
 from tests.daemon.helpers import FakeEngine, agent_config, pve_scenario, write_agent_config
+from tests.support.clock import WALL_T0, FakeClock
 
 LOG = logging.getLogger("test.memory")
 UPID = "UPID:pve1:000A1B2C:0123ABCD:6745AB01:qmstart:{vmid}:felhom@pve!agent:"
-
-
-class FakeClock:
-    """A settable wall clock."""
-
-    def __init__(self, now: float = 1_790_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def run_plan_ops(j: Journal, clock: FakeClock, first: int, count: int) -> None:
@@ -53,7 +44,7 @@ def run_plan_ops(j: Journal, clock: FakeClock, first: int, count: int) -> None:
 def test_5000_ops_keep_the_index_and_file_bounded(tmp_path: Path) -> None:
     """After 5000 ops the index holds only pending ops plus keep_outcomes outcomes, orders
     first, and the file is compacted to the same entries (bounded by count, not only age)."""
-    clock = FakeClock()
+    clock = FakeClock(WALL_T0)
     with Journal.open(tmp_path, clock=clock, logger=LOG, max_bytes=256 * 1024,
                       keep_outcomes=200, evict_first=is_plan_source) as j:
         j.begin("stuck", 9, "start", {}, "alice@ops")  # pending: never dropped
@@ -87,7 +78,7 @@ def test_5000_ops_keep_the_index_and_file_bounded(tmp_path: Path) -> None:
 def test_index_memory_stops_growing(tmp_path: Path) -> None:
     """Past the bound, 3000 more ops add next to nothing to what the journal holds in memory
     (unbounded, each op kept about 1.2 KiB: ~3.5 MiB here)."""
-    clock = FakeClock()
+    clock = FakeClock(WALL_T0)
     with Journal.open(tmp_path, clock=clock, logger=LOG, keep_outcomes=500,
                       evict_first=is_plan_source) as j:
         run_plan_ops(j, clock, 0, 1000)
@@ -109,7 +100,7 @@ def test_index_memory_stops_growing(tmp_path: Path) -> None:
 def test_outcomes_older_than_retain_s_leave_memory_without_compaction(tmp_path: Path) -> None:
     """An outcome older than retain_s is forgotten at the next append even while the file is
     far below max_bytes; a pending op of any age stays."""
-    clock = FakeClock()
+    clock = FakeClock(WALL_T0)
     with Journal.open(tmp_path, clock=clock, logger=LOG, retain_s=100) as j:
         j.begin("old-pending", 1, "start", {}, "alice@ops")
         run_plan_ops(j, clock, 0, 50)
@@ -126,7 +117,7 @@ def test_outcomes_older_than_retain_s_leave_memory_without_compaction(tmp_path: 
 
 def test_without_evict_first_the_oldest_outcome_goes(tmp_path: Path) -> None:
     """With no eviction preference the count bound forgets the oldest outcome of any source."""
-    clock = FakeClock()
+    clock = FakeClock(WALL_T0)
     with Journal.open(tmp_path, clock=clock, logger=LOG, keep_outcomes=10) as j:
         j.begin("order", 10, "guest.snapshot", {}, "alice@ops")
         j.record_outcome("order", OpState.APPLIED, "")
@@ -145,7 +136,7 @@ def test_daemon_journal_forgets_reconciler_outcomes_first(tmp_path: Path) -> Non
             return FakeEngine(**parts)
 
         parts = build_parts(config, stop_event=threading.Event(), on_fatal=None,
-                            engine_factory=factory, clock=FakeClock(), logger=LOG)
+                            engine_factory=factory, clock=FakeClock(WALL_T0), logger=LOG)
         try:
             j = parts.journal
             j.begin("order", 10, "guest.snapshot", {}, "alice@ops")

@@ -29,6 +29,7 @@ from felhom_agent.proxmox import (
 from felhom_agent.secret import Secret
 from felhom_agent.sim.pve import Fault, PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict
+from tests.support.pve import no_sleep, sim_client
 
 LIMITED_TOKEN = "limited@pve!agent"
 LIMITED_SECRET = "5f0c5a8e-limited-secret"
@@ -56,24 +57,9 @@ def sim() -> Iterator[PveSimulator]:
         yield s
 
 
-def _client(sim: PveSimulator, **kw: Any) -> ProxmoxClient:
-    args: dict[str, Any] = {
-        "api_url": sim.url,
-        "node": sim.node,
-        "token_id": sim.token_id,
-        "token_secret": Secret(sim.token_secret),
-        "tls_fingerprint": sim.fingerprint,
-        "ca_file": None,
-        "timeout_s": 5,
-        "task_timeout_s": 10,
-    }
-    args.update(kw)
-    return ProxmoxClient(**args)
-
-
 @pytest.fixture
 def client(sim: PveSimulator) -> Iterator[ProxmoxClient]:
-    with _client(sim) as c:
+    with sim_client(sim) as c:
         yield c
 
 
@@ -86,7 +72,7 @@ def test_read_selftest_passes_with_a_full_token(client: ProxmoxClient) -> None:
 
 def test_read_selftest_names_the_missing_privilege(sim: PveSimulator) -> None:
     """A privsep token lacking VM.Snapshot fails the permissions check, naming it."""
-    with _client(sim, token_id=LIMITED_TOKEN, token_secret=Secret(LIMITED_SECRET)) as c:
+    with sim_client(sim, token_id=LIMITED_TOKEN, token_secret=Secret(LIMITED_SECRET)) as c:
         checks = {ch.name: ch for ch in read_checks(c)}
     assert not checks["permissions"].ok
     assert "VM.Snapshot on /vms" in checks["permissions"].detail
@@ -96,11 +82,12 @@ def test_read_selftest_names_the_missing_privilege(sim: PveSimulator) -> None:
 
 def test_wrong_pin_sends_nothing(sim: PveSimulator) -> None:
     """With a wrong pin the call fails and the simulator receives no request at all."""
-    with _client(sim, tls_fingerprint="00:" * 31 + "00") as c, pytest.raises(PinMismatch) as info:
+    wrong = "00:" * 31 + "00"
+    with sim_client(sim, tls_fingerprint=wrong) as c, pytest.raises(PinMismatch) as info:
         c.version()
     assert sim.requests_seen == 0
     assert info.value.served == sim.fingerprint
-    with _client(sim, tls_fingerprint="00:" * 31 + "00") as c:
+    with sim_client(sim, tls_fingerprint="00:" * 31 + "00") as c:
         checks = read_checks(c)
     assert [(ch.name, ch.ok) for ch in checks[:2]] == [("api-reachable", True), ("tls-pin", False)]
     assert sim.fingerprint in checks[1].detail
@@ -113,13 +100,13 @@ def test_pin_works_with_ca_bundle_variables(
     """REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE set in the environment do not break the pin."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
     monkeypatch.setenv("CURL_CA_BUNDLE", certifi.where())
-    with _client(sim) as c:
+    with sim_client(sim) as c:
         assert c.version().version
 
 
 def test_wrong_secret_is_auth_error(sim: PveSimulator) -> None:
     """A wrong secret gives AuthError (401) and the read selftest fails the token check."""
-    with _client(sim, token_secret=Secret("wrong-secret")) as c:
+    with sim_client(sim, token_secret=Secret("wrong-secret")) as c:
         with pytest.raises(AuthError):
             c.version()
         checks = {ch.name: ch.ok for ch in read_checks(c)}
@@ -128,7 +115,7 @@ def test_wrong_secret_is_auth_error(sim: PveSimulator) -> None:
 
 def test_403_keeps_privilege_and_hint(sim: PveSimulator) -> None:
     """A snapshot without VM.Snapshot is a 403 naming the privilege, with the privsep hint."""
-    limited = _client(sim, token_id=LIMITED_TOKEN, token_secret=Secret(LIMITED_SECRET))
+    limited = sim_client(sim, token_id=LIMITED_TOKEN, token_secret=Secret(LIMITED_SECRET))
     with limited as c, pytest.raises(PermissionDenied) as info:
         c.create_snapshot(101, GuestType.QEMU, "s1")
     assert "VM.Snapshot" in info.value.privileges
@@ -153,7 +140,7 @@ def test_5xx_is_server_error(sim: PveSimulator, client: ProxmoxClient) -> None:
 
 def test_dropped_connection(sim: PveSimulator) -> None:
     """A dropped GET is retried transparently; a dropped POST is a TransportError."""
-    with _client(sim, sleep=lambda s: None) as c:
+    with sim_client(sim, sleep=no_sleep) as c:
         sim.inject(Fault("drop", path="/version", count=1))
         assert c.version().version
         sim.inject(Fault("drop", method="POST", count=1))
@@ -165,7 +152,7 @@ def test_slow_response_times_out(sim: PveSimulator) -> None:
     """An answer slower than timeout_s raises ResponseTimeout."""
     sim.inject(Fault("latency", path="/version", delay_s=10))
     try:
-        with _client(sim, timeout_s=0.3) as c, pytest.raises(ResponseTimeout):
+        with sim_client(sim, timeout_s=0.3) as c, pytest.raises(ResponseTimeout):
             c.version()
     finally:
         sim.clear_faults()
@@ -210,7 +197,7 @@ def test_injected_task_failure_text(sim: PveSimulator, client: ProxmoxClient) ->
 def test_status_is_read_on_the_upids_node(sim: PveSimulator, client: ProxmoxClient) -> None:
     """A client configured for another node still waits via the node named in the UPID."""
     dispatch = client.start(102, GuestType.LXC)
-    with _client(sim, node="elsewhere") as other:
+    with sim_client(sim, node="elsewhere") as other:
         with pytest.raises(ServerError, match="elsewhere"):
             other.tasks()
         assert other.wait(dispatch).outcome is TaskOutcome.OK

@@ -18,7 +18,7 @@ from felhom_agent.proxmox import (
     ProxmoxClient,
     read_checks,
 )
-from felhom_agent.secret import Secret
+from tests.support.pve import loopback_client
 
 from .loopback_tls import Answer, LoopbackPve
 
@@ -40,15 +40,7 @@ def server() -> Iterator[LoopbackPve]:
 
 @pytest.fixture
 def client(server: LoopbackPve) -> Iterator[ProxmoxClient]:
-    with ProxmoxClient(
-        api_url=server.url,
-        node="pve",
-        token_id="agent@pve!host",
-        token_secret=Secret("s3cr3t-value"),
-        tls_fingerprint=server.fingerprint,
-        ca_file=None,
-        timeout_s=5,
-    ) as c:
+    with loopback_client(server) as c:
         yield c
 
 
@@ -176,16 +168,7 @@ def test_concurrent_calls_are_bounded_by_max_connections(server: LoopbackPve) ->
         action="hold", body=b'{"data":{"version":"9.2.2","release":"9.2"}}'
     )
     results: list[str] = []
-    with ProxmoxClient(
-        api_url=server.url,
-        node="pve",
-        token_id="agent@pve!host",
-        token_secret=Secret("x"),
-        tls_fingerprint=server.fingerprint,
-        ca_file=None,
-        timeout_s=10,
-        max_connections=2,
-    ) as client:
+    with loopback_client(server, timeout_s=10, max_connections=2) as client:
         threads = [
             threading.Thread(target=lambda: results.append(client.version().version))
             for _ in range(4)

@@ -27,12 +27,12 @@ from felhom_agent.proxmox import (
     TlsError,
     TransportError,
 )
-from felhom_agent.secret import Secret
+from tests.support.pve import LOOPBACK_TOKEN, client_for, loopback_client, no_sleep
 
 from .loopback_tls import Answer, LoopbackPve
 
 SECRET = "0b6c2f4e-6d3c-4a55-9a1e-5b0e3f2d1c00"
-TOKEN = "agent@pve!host"
+TOKEN = LOOPBACK_TOKEN
 
 
 def _data(value: object) -> Answer:
@@ -49,17 +49,7 @@ def server() -> Iterator[LoopbackPve]:
 
 
 def _client(server: LoopbackPve, **kw: object) -> ProxmoxClient:
-    args: dict[str, object] = {
-        "api_url": server.url,
-        "node": "pve",
-        "token_id": TOKEN,
-        "token_secret": Secret(SECRET),
-        "tls_fingerprint": server.fingerprint,
-        "ca_file": None,
-        "timeout_s": 5,
-    }
-    args.update(kw)
-    return ProxmoxClient(**args)  # type: ignore[arg-type]
+    return loopback_client(server, secret=SECRET, **kw)
 
 
 def test_pinned_call_succeeds_and_sends_the_token_header(server: LoopbackPve) -> None:
@@ -199,16 +189,7 @@ def test_connection_refused_is_transport_error() -> None:
     """Nothing listening gives TransportError, not a requests exception."""
     with LoopbackPve() as srv:
         url, fp = srv.url, srv.fingerprint
-    client = ProxmoxClient(
-        api_url=url,
-        node="pve",
-        token_id=TOKEN,
-        token_secret=Secret(SECRET),
-        tls_fingerprint=fp,
-        ca_file=None,
-        timeout_s=2,
-        sleep=lambda s: None,
-    )
+    client = client_for(url, fp, "pve", TOKEN, SECRET, timeout_s=2, sleep=no_sleep)
     with client, pytest.raises(TransportError):
         client.version()
 
@@ -259,16 +240,7 @@ def test_read_checks_when_nothing_listens() -> None:
 
     with LoopbackPve() as srv:
         url, fp = srv.url, srv.fingerprint
-    client = ProxmoxClient(
-        api_url=url,
-        node="pve",
-        token_id=TOKEN,
-        token_secret=Secret(SECRET),
-        tls_fingerprint=fp,
-        ca_file=None,
-        timeout_s=2,
-        sleep=lambda s: None,
-    )
+    client = client_for(url, fp, "pve", TOKEN, SECRET, timeout_s=2, sleep=no_sleep)
     with client:
         checks = read_checks(client)
     assert checks[0].name == "api-reachable" and not checks[0].ok

@@ -27,23 +27,9 @@ from felhom_agent.proxmox import (
     parse_upid,
     wait_task,
 )
+from tests.support.clock import FakeClock
 
 UPID = "UPID:pve2:00001234:00005678:6650A1B2:qmstart:100:agent@pve!a:"
-
-
-class FakeClock:
-    """Monotonic time that only moves when the waiter sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class ScriptedTask:

@@ -1,6 +1,7 @@
-"""Engine test support: simulator scenarios, pinned clients, state dirs -- and the crash child.
+"""Engine test support: simulator scenarios, state dirs -- and the crash child.
 
-Imported by the executor/engine/taskwatch/crash tests for the shared builders. Run as a
+Imported by the executor/engine/taskwatch/crash tests for the shared builders (the pinned
+clients are in :mod:`tests.support.pve`). Run as a
 program (``python -m tests.reconcile.crash_child``) it is the child process of the crash
 tests: it opens the journal in ``--state``, runs recovery and reconcile passes against the
 simulator named by ``--url/--fingerprint/--token`` (secret in ``FELHOM_TEST_TOKEN_SECRET``)
@@ -33,12 +34,11 @@ from felhom_agent.compose.root import build_executor
 from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.planning.providers import FileProvider
-from felhom_agent.proxmox.client import ProxmoxClient
-from felhom_agent.secret import Secret
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal
+from tests.support.pve import client_for
 
 CRASH_POINTS = ("before_post", "after_post", "during_wait", "after_outcome")
 SECRET_ENV = "FELHOM_TEST_TOKEN_SECRET"
@@ -69,23 +69,6 @@ def scenario(
             })
             vmid += 1
     return PveScenario.from_dict(data)
-
-
-def client_for(
-    url: str, fingerprint: str, node: str, token_id: str, secret: str, *,
-    timeout_s: float = 5.0, max_connections: int = 8,
-) -> ProxmoxClient:
-    """A pinned client (the tests' and the child's)."""
-    return ProxmoxClient(
-        api_url=url, node=node, token_id=token_id, token_secret=Secret(secret),
-        tls_fingerprint=fingerprint, ca_file=None, timeout_s=timeout_s,
-        max_connections=max_connections, task_timeout_s=10,
-    )
-
-
-def sim_client(sim: PveSimulator, **kw: Any) -> ProxmoxClient:
-    """A pinned client for ``sim``."""
-    return client_for(sim.url, sim.fingerprint, sim.node, sim.token_id, sim.token_secret, **kw)
 
 
 def open_state(state: Path, logger: logging.Logger) -> tuple[Journal, AuditLog]:

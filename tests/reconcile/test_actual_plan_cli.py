@@ -15,7 +15,8 @@ from felhom_agent.core.desired import parse_desired
 from felhom_agent.planning.actual import read_actual, read_budget
 from felhom_agent.sim.pve import PveSimulator
 from tests.configfiles import base_config, write_config
-from tests.reconcile.crash_child import scenario, sim_client
+from tests.reconcile.crash_child import scenario
+from tests.support.pve import sim_client
 
 
 @pytest.fixture

@@ -13,20 +13,11 @@ import pytest
 
 from felhom_agent.durable import DurabilityError
 from felhom_agent.state.audit import AUDIT_NAME, AuditLog, AuditRecord
+from tests.support.clock import FakeClock
 
 LOG_NAME = "test.audit"
 LOG = logging.getLogger(LOG_NAME)
 T0 = 1_790_000_000.25
-
-
-class FakeClock:
-    """A settable wall clock."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def add(log: AuditLog, i: int, source: str = "plan:7") -> AuditRecord:
@@ -36,7 +27,7 @@ def add(log: AuditLog, i: int, source: str = "plan:7") -> AuditRecord:
 
 def test_append_writes_one_json_line_per_mutation(tmp_path: Path) -> None:
     """Each append is one compact JSON line with time, op_id, source, kind, vmid, upid, outcome."""
-    with AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG) as log:
+    with AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG) as log:
         rec = log.append(op_id="o1", source="alice@ops", kind="guest.rollback", vmid=101,
                          upid=None, outcome="refused", reason="snapshot failed")
     lines = (tmp_path / AUDIT_NAME).read_text().splitlines()
@@ -52,11 +43,11 @@ def test_append_writes_one_json_line_per_mutation(tmp_path: Path) -> None:
 
 def test_recent_returns_newest_n_oldest_first_across_reopen(tmp_path: Path) -> None:
     """recent(n) gives the last n records in order, also after a restart."""
-    with AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG) as log:
+    with AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG) as log:
         for i in range(10):
             add(log, i)
         assert [r.op_id for r in log.recent(3)] == ["op7", "op8", "op9"]
-    with AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG, keep_recent=5) as log2:
+    with AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG, keep_recent=5) as log2:
         assert [r.op_id for r in log2.recent(100)] == [f"op{i}" for i in range(5, 10)]
         assert log2.recent(0) == []
         add(log2, 10)
@@ -67,7 +58,7 @@ def test_rotation_keeps_exactly_one_old_file(tmp_path: Path) -> None:
     """Past max_bytes the file moves to audit.log.1 (replacing the older one); no record is
     split, and recent() still spans both files after a reopen."""
     max_bytes = 1000
-    with AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG, max_bytes=max_bytes) as log:
+    with AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG, max_bytes=max_bytes) as log:
         for i in range(40):
             add(log, i)
             assert (tmp_path / AUDIT_NAME).stat().st_size <= max_bytes
@@ -77,7 +68,7 @@ def test_rotation_keeps_exactly_one_old_file(tmp_path: Path) -> None:
     ops = [json.loads(line)["op_id"] for line in old + current]
     assert ops == [f"op{i}" for i in range(40 - len(ops), 40)]  # contiguous, newest last
     assert len(ops) < 40  # older files were dropped
-    with AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG, max_bytes=max_bytes) as log2:
+    with AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG, max_bytes=max_bytes) as log2:
         assert [r.op_id for r in log2.recent(len(ops))] == ops
 
 
@@ -85,13 +76,13 @@ def test_torn_tail_is_truncated_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A crash mid-line leaves a partial record; open truncates it so appends start cleanly."""
-    with AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG) as log:
+    with AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG) as log:
         add(log, 1)
         add(log, 2)
     data = (tmp_path / AUDIT_NAME).read_bytes()
     (tmp_path / AUDIT_NAME).write_bytes(data[:-7])
     caplog.set_level(logging.WARNING, logger=LOG_NAME)
-    with AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG) as log2:
+    with AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG) as log2:
         assert [r.op_id for r in log2.recent(10)] == ["op1"]
         add(log2, 3)
     assert [r.getMessage() for r in caplog.records if "torn tail" in r.getMessage()]
@@ -103,12 +94,12 @@ def test_unreadable_lines_are_skipped_not_fatal(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A garbled complete line is counted and skipped; the other records load."""
-    with AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG) as log:
+    with AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG) as log:
         add(log, 1)
     with (tmp_path / AUDIT_NAME).open("ab") as f:
         f.write(b"{not json\n[1,2]\n{\"op_id\": 3}\n")
     caplog.set_level(logging.WARNING, logger=LOG_NAME)
-    with AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG) as log2:
+    with AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG) as log2:
         add(log2, 2)
         assert [r.op_id for r in log2.recent(10)] == ["op1", "op2"]
     assert any("3 unreadable" in r.getMessage() for r in caplog.records)
@@ -116,7 +107,7 @@ def test_unreadable_lines_are_skipped_not_fatal(
 
 def test_failed_fsync_is_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failed fsync raises DurabilityError and the log refuses further appends."""
-    log = AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG)
+    log = AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG)
     calls: list[int] = []
 
     def failing_fsync(fd: int) -> None:
@@ -138,7 +129,7 @@ def test_concurrent_appends_keep_lines_whole(tmp_path: Path) -> None:
     """Appends from several threads (with rotation) never interleave bytes within a line."""
     barrier = threading.Barrier(6, timeout=30)
     errors: list[BaseException] = []
-    log = AuditLog.open(tmp_path, clock=FakeClock(), logger=LOG, max_bytes=20_000,
+    log = AuditLog.open(tmp_path, clock=FakeClock(T0), logger=LOG, max_bytes=20_000,
                         keep_recent=1000)
 
     def worker(t: int) -> None:

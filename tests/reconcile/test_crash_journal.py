@@ -24,7 +24,8 @@ from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.planning.providers import HubProvider
 from felhom_agent.sim.pve import PveSimulator
 from felhom_agent.state.journal import JOURNAL_NAME
-from tests.reconcile.crash_child import open_state, scenario, sim_client
+from tests.reconcile.crash_child import open_state, scenario
+from tests.support.pve import sim_client
 
 LOG_NAME = "test.crash_journal"
 DESIRED = {"generation": 2, "guests": {

@@ -23,7 +23,8 @@ from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.models import GuestType
 from felhom_agent.sim.pve import PveSimulator
 from felhom_agent.state.journal import OpState
-from tests.reconcile.crash_child import mutations, open_state, scenario, sim_client
+from tests.reconcile.crash_child import mutations, open_state, scenario
+from tests.support.pve import sim_client
 
 LOG = logging.getLogger("test.engine")
 

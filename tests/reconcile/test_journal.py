@@ -23,18 +23,9 @@ from felhom_agent.state.journal import (
     decode_line,
     encode_line,
 )
+from tests.support.clock import WALL_T0, FakeClock
 
 LOG = logging.getLogger("test.journal")
-
-
-class FakeClock:
-    """A settable wall clock."""
-
-    def __init__(self, now: float = 1_790_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def open_journal(path: Path, clock: FakeClock, **kwargs: float) -> Journal:
@@ -43,7 +34,7 @@ def open_journal(path: Path, clock: FakeClock, **kwargs: float) -> Journal:
 
 def test_round_trip_survives_reopen(tmp_path: Path) -> None:
     """Begin, UPID and outcome records written by one Journal are all replayed by the next."""
-    clock = FakeClock()
+    clock = FakeClock(WALL_T0)
     with open_journal(tmp_path, clock) as j:
         j.begin("a", 101, "start", {"x": 1}, "plan:7")
         clock.now += 1
@@ -67,7 +58,7 @@ def test_round_trip_survives_reopen(tmp_path: Path) -> None:
 
 def test_entries_render_as_host_report_ops(tmp_path: Path) -> None:
     """to_report() gives the HostReport ops item: running while pending, else the outcome."""
-    clock = FakeClock(1_790_000_000.0)
+    clock = FakeClock(WALL_T0)
     with open_journal(tmp_path, clock) as j:
         j.begin("a", 101, "start", {}, "plan:7")
         assert j.entries()[0].to_report() == {
@@ -83,7 +74,7 @@ def test_entries_render_as_host_report_ops(tmp_path: Path) -> None:
 
 def test_line_format_is_checksum_space_json(tmp_path: Path) -> None:
     """Each record is one ASCII line: 8 lowercase hex CRC32 digits, a space, compact JSON."""
-    with open_journal(tmp_path, FakeClock()) as j:
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j:
         j.begin("op-ü", 101, "start", {"description": "line1\nline2 ü"}, "plan:1")
     data = (tmp_path / JOURNAL_NAME).read_bytes()
     assert data.isascii() and data.count(b"\n") == 1 and data.endswith(b"\n")
@@ -94,14 +85,14 @@ def test_line_format_is_checksum_space_json(tmp_path: Path) -> None:
 
 def test_file_is_owner_only(tmp_path: Path) -> None:
     """The journal holds op parameters, so it is created mode 0600."""
-    with open_journal(tmp_path, FakeClock()) as j:
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j:
         j.begin("a", 1, "start", {}, "plan:1")
     assert (tmp_path / JOURNAL_NAME).stat().st_mode & 0o777 == 0o600
 
 
 def test_already_applied_across_reopen(tmp_path: Path) -> None:
     """An op id with a stored outcome is refused with AlreadyApplied after a restart."""
-    clock = FakeClock()
+    clock = FakeClock(WALL_T0)
     with open_journal(tmp_path, clock) as j:
         j.begin("op1", 101, "guest.stop", {}, "alice@ops")
         j.record_outcome("op1", "failed", "VM 101 not running", "VM 101 not running")
@@ -118,12 +109,12 @@ def test_already_applied_across_reopen(tmp_path: Path) -> None:
 
 def test_refusal_is_one_record_and_idempotent(tmp_path: Path) -> None:
     """A refused op is journaled without a begin, keeps its source, and blocks re-execution."""
-    with open_journal(tmp_path, FakeClock()) as j:
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j:
         out = j.record_refused("r1", vmid=104, kind="set_config", source="plan:3",
                                reason="destructive key: memory")
         assert out.state is OpState.REFUSED
         assert j.stats().records == 1
-    with open_journal(tmp_path, FakeClock()) as j2:
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j2:
         entry = j2.get("r1")
         assert entry is not None and not entry.damaged and entry.source == "plan:3"
         assert entry.vmid == 104 and entry.kind == "set_config"
@@ -135,7 +126,7 @@ def test_refusal_is_one_record_and_idempotent(tmp_path: Path) -> None:
 
 def test_conflicting_records_are_refused(tmp_path: Path) -> None:
     """A second begin, a different UPID, a second outcome or an unknown op id raise, unwritten."""
-    with open_journal(tmp_path, FakeClock()) as j:
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j:
         j.begin("a", 1, "start", {}, "plan:1")
         with pytest.raises(OpConflict):
             j.begin("a", 1, "start", {}, "plan:1")
@@ -159,7 +150,7 @@ def test_conflicting_records_are_refused(tmp_path: Path) -> None:
 
 def test_unserialisable_params_never_reach_the_file(tmp_path: Path) -> None:
     """A Secret in params is rejected before writing, and the error does not show its value."""
-    with open_journal(tmp_path, FakeClock()) as j:
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j:
         with pytest.raises(OpConflict) as info:
             j.begin("a", 1, "set_config", {"password": Secret("hunter2-xyz")}, "plan:1")
         assert "hunter2-xyz" not in str(info.value)
@@ -171,28 +162,28 @@ def test_stale_compaction_temp_is_removed_on_open(tmp_path: Path) -> None:
     """A temp file left by a compaction killed mid-way is deleted when the journal opens."""
     stale = tmp_path / f".{JOURNAL_NAME}.tmp.99999"
     stale.write_bytes(b"half a compaction")
-    with open_journal(tmp_path, FakeClock()) as j:
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j:
         assert j.replay_report.clean
     assert not stale.exists()
 
 
 def test_second_process_lock_is_refused(tmp_path: Path) -> None:
     """While one Journal is open on a state_dir a second open raises JournalLocked."""
-    j = open_journal(tmp_path, FakeClock())
+    j = open_journal(tmp_path, FakeClock(WALL_T0))
     try:
         with pytest.raises(JournalLocked):
-            open_journal(tmp_path, FakeClock())
+            open_journal(tmp_path, FakeClock(WALL_T0))
     finally:
         j.close()
     j.close()  # idempotent
-    open_journal(tmp_path, FakeClock()).close()
+    open_journal(tmp_path, FakeClock(WALL_T0)).close()
 
 
 def test_failed_fsync_raises_and_is_not_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failed fsync raises DurabilityError once; every later append is refused, no retry."""
-    j = open_journal(tmp_path, FakeClock())
+    j = open_journal(tmp_path, FakeClock(WALL_T0))
     calls: list[int] = []
 
     def failing_fsync(fd: int) -> None:
@@ -215,7 +206,7 @@ def test_concurrent_appends_from_many_threads(tmp_path: Path) -> None:
     threads_n, per_thread = 8, 40
     barrier = threading.Barrier(threads_n, timeout=30)
     errors: list[BaseException] = []
-    j = open_journal(tmp_path, FakeClock())
+    j = open_journal(tmp_path, FakeClock(WALL_T0))
 
     def worker(t: int) -> None:
         try:
@@ -236,7 +227,7 @@ def test_concurrent_appends_from_many_threads(tmp_path: Path) -> None:
     assert not errors
     assert j.stats().fsyncs == 3 * threads_n * per_thread
     j.close()
-    with open_journal(tmp_path, FakeClock()) as j2:
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j2:
         assert j2.replay_report.clean
         assert j2.replay_report.records == 3 * threads_n * per_thread
         assert len(j2.entries()) == threads_n * per_thread
@@ -245,7 +236,7 @@ def test_concurrent_appends_from_many_threads(tmp_path: Path) -> None:
 
 def test_compaction_keeps_pending_and_recent_outcomes(tmp_path: Path) -> None:
     """compact(max_age) drops only outcomes older than max_age; pending ops always stay."""
-    clock = FakeClock()
+    clock = FakeClock(WALL_T0)
     with open_journal(tmp_path, clock) as j:
         j.begin("old-done", 1, "start", {}, "plan:1")
         j.record_outcome("old-done", "applied", "")
@@ -273,7 +264,7 @@ def test_compaction_keeps_pending_and_recent_outcomes(tmp_path: Path) -> None:
 
 def test_growth_past_max_bytes_triggers_compaction(tmp_path: Path) -> None:
     """Under steady traffic the file stays within max_bytes: compaction by age runs past it."""
-    clock = FakeClock()
+    clock = FakeClock(WALL_T0)
     max_bytes = 8192
     with open_journal(tmp_path, clock, max_bytes=max_bytes, retain_s=10) as j:
         j.begin("stuck", 9, "start", {}, "alice@ops")
@@ -294,7 +285,7 @@ def test_growth_past_max_bytes_triggers_compaction(tmp_path: Path) -> None:
 
 def test_young_journal_does_not_compact_on_every_append(tmp_path: Path) -> None:
     """When nothing is old enough to drop, the next compaction waits for the file to double."""
-    clock = FakeClock()
+    clock = FakeClock(WALL_T0)
     with open_journal(tmp_path, clock, max_bytes=4096, retain_s=10**9) as j:
         for i in range(200):
             j.begin(f"op{i}", 100, "start", {}, "plan:1")
@@ -305,7 +296,7 @@ def test_young_journal_does_not_compact_on_every_append(tmp_path: Path) -> None:
 
 def test_fsyncs_and_bytes_per_job(tmp_path: Path) -> None:
     """A begin/upid/outcome job costs exactly 3 fsyncs and well under 1 KiB (target T13)."""
-    with open_journal(tmp_path, FakeClock()) as j:
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j:
         op = "0b9f6a52-2c1e-4f7e-9d1e-2b8a5d0c1f00"
         j.begin(op, 101, "set_config", {"description": "web frontend", "onboot": 1}, "plan:7")
         j.record_upid(op, "UPID:pve1:000A1B2C:0123ABCD:6745AB01:qmconfig:101:felhom@pve!agent:")

@@ -14,7 +14,8 @@ from felhom_agent.proxmox.models import GuestType
 from felhom_agent.proxmox.tasks import TaskOutcome, TaskResult
 from felhom_agent.proxmox.taskwatch import DurationMemory, TaskWatcher, WatchPolicy
 from felhom_agent.sim.pve import Fault, PveSimulator
-from tests.reconcile.crash_child import scenario, sim_client
+from tests.reconcile.crash_child import scenario
+from tests.support.pve import sim_client
 
 LOG = logging.getLogger("test.taskwatch")
 #: Regular ticks only every 60 s after the first: any other tick is one timed to an end.
