@@ -1,4 +1,19 @@
-"""Suite-wide hooks: the ``shared_crosscheck`` marker and its line in the terminal summary.
+"""Suite-wide configuration: the hypothesis profiles, the ``shared_crosscheck`` marker and its
+line in the terminal summary.
+
+Hypothesis profiles:
+
+* ``ci`` (the default, and what CI runs): derandomized, so a run is reproducible and a
+  failure is the same on every machine; no per-example deadline and no "generation too slow"
+  health check (both measure the machine, not the code: the suite shares small CI runners);
+  a modest number of examples; the blob to reproduce a failure is printed.
+* ``random``: for long randomised runs -- ``HYPOTHESIS_PROFILE=random scripts/test`` --
+  fresh random examples every run, ten times as many, with the example database kept so a
+  failure found once is replayed first next time.
+
+Tests that need a different budget than the profile's default write
+``settings(max_examples=examples(n))`` (:func:`tests.support.hypo.examples`), so the long
+profile scales them too.
 
 The tests marked ``shared_crosscheck`` compare the project with reference material outside
 the repository (see :mod:`tests.shared_dir`). Without that directory they are skipped with a
@@ -7,10 +22,33 @@ reason and the summary says ``NOT RUN``; with it the summary says how many ran.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from _pytest.terminal import TerminalReporter
+from hypothesis import HealthCheck, settings
 
 from tests.shared_dir import ENV_VAR, MARK, SHARED_DIR, SKIP_REASON, SharedDirError, locate
+from tests.support.hypo import CI_EXAMPLES, RANDOM_FACTOR
+
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    max_examples=CI_EXAMPLES,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "random",
+    deadline=None,
+    derandomize=False,
+    max_examples=CI_EXAMPLES * RANDOM_FACTOR,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
 
 
 def pytest_configure(config: pytest.Config) -> None:

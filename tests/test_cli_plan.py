@@ -121,7 +121,18 @@ def test_unreachable_pve_exits_2(tmp_path: Path, sim: PveSimulator) -> None:
     data = json.loads(config.read_text())
     data["proxmox"]["api_url"] = "https://127.0.0.1:1"
     config.write_text(json.dumps(data))
-    code, out, err = run_cli(["--config", str(config), "--plan", "--desired", str(path)])
+    argv = ["--config", str(config), "--plan", "--desired", str(path)]
+    code, out, err = run_cli(argv)
     assert code == 2
-    assert out.strip() or err.strip()
-    assert "Traceback" not in out + err
+    assert err == ""
+    # one line: what failed, where, and why (the connection was refused)
+    (line,) = out.splitlines()
+    assert line.startswith("plan: error: cannot read actual state from https://127.0.0.1:1: ")
+    assert "connection failed" in line and "Connection refused" in line
+    assert "Traceback" not in out
+    code, out, err = run_cli([*argv, "--json"])
+    assert code == 2 and err == ""
+    (doc_line,) = out.splitlines()
+    doc = json.loads(doc_line)
+    assert list(doc) == ["error"]
+    assert doc["error"] == line.removeprefix("plan: error: ")

@@ -9,7 +9,6 @@ the same key, namespace, hash and signature (the version and reserved fields are
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from hypothesis import strategies as st
 from felhom_agent.authz import (
     AllowedSigners,
     AllowedSignersError,
-    AuthzError,
     OpRejected,
     OpVerifier,
+    Reason,
     VerifyPolicy,
     load_allowed_signers,
 )
@@ -40,15 +39,35 @@ from tests.authz.helpers import (
     sign,
     soft_sk_ecdsa,
 )
+from tests.support.hypo import examples
 
 SETTINGS = settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-    derandomize=True,
+    max_examples=examples(200),
+    # the profile's own suppressions, plus: the module-scoped fixture is read-only here
+    suppress_health_check=[*settings().suppress_health_check,
+                           HealthCheck.function_scoped_fixture],
 )
 
 Signed = tuple[OpVerifier, bytes, bytes]
+
+#: Steps 1-5 of verification (armor, blob, namespace, hash, key, allowed_signers, signature):
+#: the only reasons a damaged signature over an intact, valid payload may be rejected for.
+SIGNATURE_REASONS = frozenset({
+    Reason.SIGNATURE_TOO_LARGE, Reason.ARMOR, Reason.BLOB, Reason.TRAILING_DATA,
+    Reason.SIG_VERSION, Reason.NAMESPACE, Reason.HASH_ALGORITHM, Reason.KEY_TYPE,
+    Reason.KEY_MALFORMED, Reason.UNTRUSTED_KEY, Reason.NAMESPACE_NOT_PERMITTED,
+    Reason.KEY_NOT_YET_VALID, Reason.KEY_EXPIRED, Reason.SIGNATURE_MALFORMED,
+    Reason.SIGNATURE_TYPE_MISMATCH, Reason.RSA_SHA1, Reason.USER_PRESENCE,
+    Reason.BAD_SIGNATURE,
+})
+#: What parsing a payload document may reject it for (the envelope checks come later).
+PAYLOAD_REASONS = frozenset({
+    Reason.PAYLOAD_TOO_LARGE, Reason.PAYLOAD_JSON, Reason.DUPLICATE_MEMBER,
+    Reason.UNKNOWN_FIELD, Reason.MISSING_FIELD, Reason.VERSION, Reason.KIND,
+    Reason.FIELD_INVALID,
+})
+#: What a public-key blob may be rejected for.
+KEY_REASONS = frozenset({Reason.KEY_TYPE, Reason.KEY_MALFORMED})
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +129,8 @@ def _semantics(sig: SshSignature) -> tuple[bytes, bytes, bytes, bytes]:
 def _check(verifier: OpVerifier, payload: bytes, armored: bytes, original: bytes) -> None:
     try:
         verifier.verify(payload, armored)
-    except AuthzError:
+    except OpRejected as err:
+        assert err.reason in SIGNATURE_REASONS, err
         return
     # Accepted: only if it is the same authorization (unsigned fields aside).
     assert _semantics(parse_blob(dearmor_b(armored))) == _semantics(parse_blob(dearmor_b(original)))
@@ -119,7 +139,8 @@ def _check(verifier: OpVerifier, payload: bytes, armored: bytes, original: bytes
 @SETTINGS
 @given(data=st.data(), which=st.integers(0, 3))
 def test_mutated_blob_never_accepted(signed: list[Signed], data: st.DataObject, which: int) -> None:
-    """A mutated SSHSIG blob is rejected with OpRejected unless it means the same signature."""
+    """A mutated SSHSIG blob is rejected (OpRejected, a signature-step reason) unless it
+    means the same signature."""
     verifier, payload, sig = signed[which]
     blob = dearmor_b(sig)
     mutated = data.draw(mutations(blob))
@@ -133,12 +154,14 @@ def test_mutated_blob_never_accepted(signed: list[Signed], data: st.DataObject, 
 def test_mutated_armor_never_accepted(
     signed: list[Signed], data: st.DataObject, which: int
 ) -> None:
-    """A mutated armored text raises only OpRejected, or decodes to the same signature."""
+    """A mutated armored text raises OpRejected for a signature-step reason, or decodes to
+    the same signature."""
     verifier, payload, sig = signed[which]
     mutated = data.draw(mutations(sig))
     try:
         verifier.verify(payload, mutated)
-    except OpRejected:
+    except OpRejected as err:
+        assert err.reason in SIGNATURE_REASONS, err
         return
     _check(verifier, payload, mutated, sig)
 
@@ -148,13 +171,15 @@ def test_mutated_armor_never_accepted(
 def test_mutated_payload_never_accepted(
     signed: list[Signed], data: st.DataObject, which: int
 ) -> None:
-    """Any change to the signed payload bytes is rejected, always with OpRejected."""
+    """Any change to the signed payload bytes fails the signature check (OpRejected,
+    ``bad-signature``): the payload is never parsed before its signature holds."""
     verifier, payload, sig = signed[which]
     mutated = data.draw(mutations(payload))
     if mutated == payload:
         return
-    with pytest.raises(OpRejected):
+    with pytest.raises(OpRejected) as info:
         verifier.verify(mutated, sig)
+    assert info.value.reason is Reason.BAD_SIGNATURE, info.value
 
 
 json_values = st.recursive(
@@ -189,34 +214,44 @@ json_values = st.recursive(
     )
 )
 def test_payload_parser_only_raises_op_rejected(doc: dict[str, object]) -> None:
-    """Arbitrary JSON objects over the known member names only ever raise OpRejected."""
-    with contextlib.suppress(OpRejected):
+    """Arbitrary JSON objects over the known member names parse, or raise OpRejected for a
+    payload reason."""
+    try:
         parse_payload(json.dumps(doc).encode(), kinds=SIGNED_KINDS)
+    except OpRejected as err:
+        assert err.reason in PAYLOAD_REASONS, err
 
 
 @SETTINGS
 @given(data=st.data())
 def test_payload_byte_mutations_only_raise_op_rejected(data: st.DataObject) -> None:
-    """Byte-mutated payloads parse or raise OpRejected, nothing else."""
+    """Byte-mutated payloads parse or raise OpRejected for a payload reason, nothing else."""
     mutated = data.draw(mutations(make_payload(3, params={"a": [1, {"b": None}]})))
-    with contextlib.suppress(OpRejected):
+    try:
         parse_payload(mutated, kinds=SIGNED_KINDS)
+    except OpRejected as err:
+        assert err.reason in PAYLOAD_REASONS, err
 
 
 @SETTINGS
 @given(blob=st.binary(max_size=300))
 def test_random_key_blobs(blob: bytes) -> None:
-    """Random public-key blobs only raise OpRejected."""
-    with contextlib.suppress(OpRejected):
+    """Random public-key blobs parse or raise OpRejected as a bad or unsupported key."""
+    try:
         parse_public_key(blob)
+    except OpRejected as err:
+        assert err.reason in KEY_REASONS, err
 
 
 @SETTINGS
 @given(data=st.data())
 def test_random_signers_text(signed: list[Signed], data: st.DataObject) -> None:
-    """Mutated allowed_signers text parses or raises AllowedSignersError, nothing else."""
+    """Mutated allowed_signers text parses or raises AllowedSignersError naming the file."""
     signers: AllowedSigners = signed[0][0].signers
     text = signers.path.read_text()
     mutated = data.draw(mutations(text.encode())).decode("utf-8", "replace")
-    with contextlib.suppress(AllowedSignersError):
+    try:
         parse_allowed_signers(mutated, path=Path("x"))
+    except AllowedSignersError as err:
+        assert err.path == Path("x") and str(err).startswith("x"), err
+        assert err.line is None or 1 <= err.line <= len(mutated.splitlines()) + 1, err

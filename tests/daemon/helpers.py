@@ -12,11 +12,12 @@ from typing import Any
 
 from felhom_agent.execution.executor import ExecResult, JobSpec
 from felhom_agent.execution.job import JobHandle
-from felhom_agent.hub.report import OpResult, ReconcileStatus
+from felhom_agent.hub.report import BlockedGuest, OpResult, ReconcileStatus, RefusedAction
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict
 
 __all__ = [
+    "ENGINE_STATUS",
     "HUB_TOKEN",
     "PVE_SECRET",
     "FakeEngine",
@@ -28,6 +29,15 @@ __all__ = [
 
 PVE_SECRET = "d5a1c7e2-9b4f-4c11-8e3a-secretpve0042"
 HUB_TOKEN = "hub-token-Xk2pQ9wL7mN4vB8cR1tY"
+
+#: What :class:`FakeEngine` reports as its last pass: a generation no desired state in these
+#: tests uses, so a report showing it can only have come from the engine.
+ENGINE_STATUS = ReconcileStatus(
+    generation=41, last_plan_at="2026-11-26T10:00:00Z", actions=3,
+    blocked=(BlockedGuest(vmid=101, reason="locked: backup"),),
+    refused=(RefusedAction(vmid=100, kind="set_config", reason="destructive key: memory"),),
+    errors=("plan: one guest skipped",),
+)
 
 
 def pve_scenario(**overrides: Any) -> PveScenario:
@@ -126,8 +136,8 @@ class FakeEngine:
         self.woken.set()
 
     def status(self) -> ReconcileStatus:
-        """A fixed status naming generation 7."""
-        return ReconcileStatus(generation=7, last_plan_at="2026-11-26T10:00:00Z", actions=1)
+        """The fixed :data:`ENGINE_STATUS`."""
+        return ENGINE_STATUS
 
     def op_results(self, limit: int = 100) -> list[OpResult]:
         """The configured results."""

@@ -15,7 +15,7 @@ from felhom_agent.hub.collect import Collector
 from felhom_agent.hub.report import OpResult, ReportError
 from felhom_agent.sim.pve import Fault, PveSimulator
 from felhom_agent.state.audit import AuditLog
-from tests.daemon.helpers import PVE_SECRET, FakeEngine, pve_scenario
+from tests.daemon.helpers import ENGINE_STATUS, PVE_SECRET, FakeEngine, pve_scenario
 from tests.support.pve import no_sleep, sim_client
 
 CLOCK = 1_795_000_000.0  # 2026-11-18T11:06:40Z
@@ -54,7 +54,7 @@ def test_full_report_from_simulator(sim: PveSimulator, audit: AuditLog) -> None:
     assert report.node.mem_total is not None and report.node.mem_total > 0
     assert [(g.vmid, g.type, g.status) for g in report.guests] == [
         (100, "lxc", "running"), (101, "qemu", "stopped"), (102, "lxc", "stopped")]
-    assert report.reconcile is not None and report.reconcile.generation == 7
+    assert report.reconcile == ENGINE_STATUS
     assert [o.op_id for o in report.ops] == ["op-1"]
     assert {s["storage"] for s in report.storage} == {"local", "local-lvm", "pbs1"}
     assert all(s["kind"] == "storage" for s in report.storage)

@@ -20,6 +20,7 @@ from felhom_agent.durable import DurabilityError
 from felhom_agent.sim.hub import HubScenario, HubSimulator
 from felhom_agent.sim.pve import Fault, PveSimulator
 from tests.daemon.helpers import (
+    ENGINE_STATUS,
     HUB_TOKEN,
     PVE_SECRET,
     FakeEngine,
@@ -130,7 +131,9 @@ def test_report_carries_engine_status_and_guests(harness: Harness) -> None:
     harness.start(_config(harness))
     reports = harness.hub.wait_for_reports(1, TIMEOUT)
     body = reports[0].body
-    assert body["reconcile"]["generation"] == 7
+    # the engine's own status, whole -- not the hub's desired generation (7)
+    assert ENGINE_STATUS.generation != DESIRED["generation"]
+    assert body["reconcile"] == ENGINE_STATUS.to_dict()
     assert [g["vmid"] for g in body["guests"]] == [100, 101, 102]
     assert body["errors"] == []
     assert harness.stop() == 0

@@ -33,6 +33,7 @@ from felhom_agent.privileged import (
 from felhom_agent.privileged.errors import CommandTimeout, SshHostKeyRejected
 from felhom_agent.privileged.ops import PROGRAMS
 from tests.privileged.priv_fakes import DATA, RecordingRunner, Scripted
+from tests.support.hypo import examples
 
 GOOD_PCT: dict[str, Any] = {
     "vmid": 101,
@@ -391,7 +392,7 @@ def _assert_safe(word: str) -> None:
     assert ".." not in word
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(value=st.text(max_size=40) | st.from_regex(r"[a-z0-9.:/_-]{1,30}", fullmatch=True))
 def test_any_accepted_string_yields_only_safe_argv_words(value: str) -> None:
     """Whatever string is offered, an accepted value never puts an unsafe word on the argv."""

@@ -22,6 +22,7 @@ from felhom_agent.core.desired import (
     parse_desired,
 )
 from felhom_agent.errors import AgentError
+from tests.support.hypo import examples
 
 EXAMPLE = {
     "generation": 7,
@@ -191,7 +192,7 @@ _SLOTS = [
 ]
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.sampled_from(_SLOTS), _JSON)
 def test_any_value_in_any_slot_parses_or_names_that_slot(
     slot: tuple[str, tuple[str, ...]], value: Any
@@ -232,7 +233,7 @@ _STATES = st.builds(
 )
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(_STATES)
 def test_json_text_round_trip(state: DesiredState) -> None:
     """loads(dumps(to_json(x))) == x for any valid desired state."""

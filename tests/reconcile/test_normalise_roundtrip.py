@@ -36,6 +36,7 @@ from felhom_agent.core.normalise import (
     split_for_write,
 )
 from felhom_agent.planning.plan import GuestActual, plan
+from tests.support.hypo import examples
 
 GuestType = Literal["qemu", "lxc"]
 ABSENT = object()
@@ -150,7 +151,7 @@ _FIELD_AND_VALUE = st.sampled_from(sorted(FIELDS)).flatmap(
 _GUEST_TYPE: st.SearchStrategy[GuestType] = st.sampled_from(["qemu", "lxc"])
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(st.data())
 def test_every_managed_field_has_a_strategy_and_model(data: st.DataObject) -> None:
     """The round-trip model and the strategies cover every key of the normaliser table."""
@@ -161,7 +162,7 @@ def test_every_managed_field_has_a_strategy_and_model(data: st.DataObject) -> No
             assert got is ABSENT or isinstance(got, str | int)
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(_FIELD_AND_VALUE, _GUEST_TYPE)
 def test_roundtrip_normalises_to_the_written_value(
     field: tuple[str, ConfigValue], guest_type: GuestType
@@ -172,7 +173,7 @@ def test_roundtrip_normalises_to_the_written_value(
     assert actual_value(key, config) == normalise_value(key, value)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.lists(_FIELD_AND_VALUE, max_size=8), _GUEST_TYPE)
 def test_written_canonical_params_verify_after_read_back(
     fields: list[tuple[str, ConfigValue]], guest_type: GuestType
@@ -189,19 +190,28 @@ def test_written_canonical_params_verify_after_read_back(
     assert config_diff(params, after) == {}
 
 
-@settings(max_examples=200)
-@given(_FIELD_AND_VALUE, _FIELD_AND_VALUE, _GUEST_TYPE)
+@st.composite
+def _field_and_two_values(draw: st.DrawFn) -> tuple[str, ConfigValue, ConfigValue]:
+    """A managed key and two values for it that normalise differently."""
+    key = draw(st.sampled_from(sorted(FIELDS)))
+    first = draw(_value_for(key), label="first")
+    canonical = normalise_value(key, first)
+    second = draw(_value_for(key).filter(lambda v: normalise_value(key, v) != canonical),
+                  label="second")
+    return key, first, second
+
+
+@settings(max_examples=examples(200))
+@given(_field_and_two_values(), _GUEST_TYPE)
 def test_roundtrip_keeps_real_differences(
-    a: tuple[str, ConfigValue], b: tuple[str, ConfigValue], guest_type: GuestType
+    case: tuple[str, ConfigValue, ConfigValue], guest_type: GuestType
 ) -> None:
     """Two values that normalise differently still differ after PVE's round trip."""
-    key, va = a
-    vb = b[1] if b[0] == key else va
-    if normalise_value(key, va) != normalise_value(key, vb):
-        assert actual_value(key, read_back({key: va}, guest_type)) != normalise_value(key, vb)
+    key, va, vb = case
+    assert actual_value(key, read_back({key: va}, guest_type)) != normalise_value(key, vb)
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(st.lists(_FIELD_AND_VALUE, max_size=8), _GUEST_TYPE)
 def test_plan_after_a_pve_write_is_in_sync(
     fields: list[tuple[str, ConfigValue]], guest_type: GuestType

@@ -21,6 +21,7 @@ from felhom_agent.planning.plan import (
     plan,
     render_text,
 )
+from tests.support.hypo import examples
 
 
 def never_busy(vmid: int) -> bool:
@@ -294,7 +295,7 @@ def _mirror(draw: st.DrawFn, want: DesiredState) -> list[GuestActual]:
     return out
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(_desired().flatmap(lambda d: st.tuples(st.just(d), _mirror(d))), st.booleans())
 def test_plan_of_x_against_x_is_empty(
     case: tuple[DesiredState, list[GuestActual]], all_busy: bool
@@ -323,7 +324,7 @@ def _actual(draw: st.DrawFn) -> list[GuestActual]:
 _BUSY = st.sets(_VMIDS, max_size=4)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(_desired(), _actual().flatmap(lambda a: st.tuples(st.just(a), st.permutations(a))),
        _BUSY)
 def test_plan_is_deterministic_under_permutation(
@@ -336,7 +337,7 @@ def test_plan_is_deterministic_under_permutation(
                                                          busy=busy.__contains__)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(_desired(), _actual(), _BUSY)
 def test_plan_invariants(want: DesiredState, have: list[GuestActual], busy: set[int]) -> None:
     """Sorted, scoped to both sides, benign-only params, no actions for busy/locked guests."""
@@ -375,7 +376,7 @@ def _apply(have: list[GuestActual], actions: tuple[Action, ...]) -> list[GuestAc
     return list(by_vmid.values())
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(_desired(), _actual())
 def test_applying_the_plan_converges(want: DesiredState, have: list[GuestActual]) -> None:
     """After applying a plan's actions, re-planning gives no actions (only what was refused)."""

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,40 @@ def state(generation: int, guest_state: str = "running") -> DesiredState:
     return parse_desired(json.loads(doc(generation, guest_state)))
 
 
-def test_all_providers_satisfy_the_protocol() -> None:
-    """Empty, File and Hub providers are interchangeable behind DesiredStateProvider."""
-    providers: list[DesiredStateProvider] = [
-        EmptyProvider(), FileProvider("/nonexistent/desired.json"), HubProvider()]
-    for p in providers:
-        unsubscribe = p.subscribe(lambda: None)
+def test_all_providers_satisfy_the_protocol(tmp_path: Path) -> None:
+    """Empty, File and Hub providers are interchangeable behind DesiredStateProvider: each
+    answers ``current()``, calls a subscribed listener once per change (Empty never changes)
+    and stops calling it after ``unsubscribe()``."""
+    path = tmp_path / "desired.json"
+    hub = HubProvider()
+
+    def write_file(generation: int) -> None:
+        atomic_write_bytes(path, doc(generation))
+        assert file_provider.refresh() is True
+
+    file_provider = FileProvider(path)
+    cases: list[tuple[DesiredStateProvider, Callable[[int], object] | None]] = [
+        (EmptyProvider(), None),
+        (file_provider, write_file),
+        (hub, lambda generation: hub.update(state(generation))),
+    ]
+    for provider, change in cases:
+        calls: list[DesiredState | None] = []
+
+        def listener(p: DesiredStateProvider = provider,
+                     c: list[DesiredState | None] = calls) -> None:
+            c.append(p.current())
+
+        unsubscribe = provider.subscribe(listener)
+        assert provider.current() is None
+        if change is not None:
+            change(1)
+        assert calls == ([] if change is None else [state(1)]), provider
         unsubscribe()
+        if change is not None:
+            change(2)
+            assert provider.current() == state(2), provider
+        assert len(calls) == (0 if change is None else 1), provider
 
 
 def test_empty_provider_desires_nothing() -> None:

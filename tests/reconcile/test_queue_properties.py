@@ -13,10 +13,11 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import attrs
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from felhom_agent.execution.queue import JobFailed, JobHandle, JobState, SerializerQueue
+from tests.support.hypo import examples
 
 T_OUT = 20.0
 
@@ -28,11 +29,7 @@ scripts = st.lists(
     max_size=4,
 )
 
-SETTINGS = settings(
-    max_examples=200,
-    deadline=None,  # thread start-up time varies by machine; nothing here is about speed
-    suppress_health_check=[HealthCheck.too_slow],
-)
+SETTINGS = settings(max_examples=examples(200))
 
 
 @attrs.frozen

@@ -7,11 +7,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from felhom_agent.sim.pve import PveSimulator
 from tests.sim.helpers import Api, make_scenario
+from tests.support.hypo import examples
 
 ALLOWED = {200, 400, 403, 500, 501}
 PATHS = [
@@ -36,7 +37,7 @@ def fuzz_sim() -> Iterator[PveSimulator]:
     assert not [t for t in threading.enumerate() if t not in before and t.is_alive()]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60))
 @given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]), path=st.sampled_from(PATHS),
        params=st.dictionaries(KEYS, VALUES, max_size=4), as_json=st.booleans())
 def test_random_requests_get_pve_answers(fuzz_sim: PveSimulator, method: str, path: str,
@@ -52,7 +53,7 @@ def test_random_requests_get_pve_answers(fuzz_sim: PveSimulator, method: str, pa
     api.session.close()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40))
 @given(body=st.binary(max_size=64),
        ctype=st.sampled_from(["application/json", "application/x-www-form-urlencoded", ""]))
 def test_random_bodies_get_pve_answers(fuzz_sim: PveSimulator, body: bytes, ctype: str) -> None:
