@@ -1,7 +1,8 @@
 """SIGHUP: load the configuration again and apply what can change without a restart.
 
 Applied live: ``log.level``/``log.format`` (and the redaction set), ``authz.*`` (handed to the
-signed-op sink, e.g. a new ``allowed_signers`` path) and ``hub.interval_s`` (the hub loop is
+signed-op sink on every reload, which re-reads the ``allowed_signers`` file -- a new path or
+new contents at the same path) and ``hub.interval_s`` (the hub loop is
 rebuilt with the new default). Everything else -- the PVE endpoint and token, the hub URL and
 token, ``state_dir``, ``reconcile.*``, ``backup.*`` -- is wired into running threads and open
 files; a change there is logged as "takes effect after a restart" and the running value is
@@ -86,9 +87,10 @@ def apply_reload(
     )
     if reconfigure_logging is not None:
         reconfigure_logging(merged)
-    if new.authz != old.authz:
-        sink.reconfigure(allowed_signers=merged.authz.allowed_signers,
-                         policy=verify_policy(merged))
+    # Always: the allowed_signers file is re-read even when its path is unchanged -- adding
+    # or removing a key means editing that file and reloading.
+    sink.reconfigure(allowed_signers=merged.authz.allowed_signers,
+                     policy=verify_policy(merged))
     logger.info("SIGHUP: configuration reloaded (log level %s, hub interval %g s)",
                 merged.log.level, merged.hub.interval_s)
     return ReloadResult(config=merged, applied=True, hub_interval_changed=interval_changed,

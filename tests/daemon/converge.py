@@ -1,13 +1,15 @@
-"""Waiting for convergence through the hub simulator's recorded reports (no sleeping)."""
+"""Waiting for convergence through the hub simulator's recorded reports (no sleeping).
+
+The waits themselves are :func:`tests.support.daemon.wait_report` and ``wait_until``.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from felhom_agent.sim.hub import HubSimulator
 from felhom_agent.sim.pve import PveSimulator
+from tests.support.daemon import wait_report, wait_until
 
 __all__ = ["DESIRED", "converged", "sim_converged", "wait_report", "wait_until"]
 
@@ -22,30 +24,6 @@ DESIRED: dict[str, Any] = {
 }
 
 Body = Mapping[str, Any]
-
-
-def wait_report(hub: HubSimulator, pred: Callable[[Body], bool], timeout: float) -> Body:
-    """Block until a recorded report satisfies ``pred``; return it (TimeoutError if none)."""
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while True:
-        reports = hub.reports()
-        for r in reports[seen:]:
-            if pred(r.body):
-                return r.body
-        seen = len(reports)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"no matching report among {seen} in {timeout:g} s")
-        try:
-            hub.wait_for_reports(seen + 1, remaining)
-        except TimeoutError:
-            continue
-
-
-def wait_until(hub: HubSimulator, cond: Callable[[], bool], timeout: float) -> None:
-    """Check ``cond`` after every report the hub receives, until true (TimeoutError)."""
-    wait_report(hub, lambda _body: cond(), timeout)
 
 
 def converged(body: Body) -> bool:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -25,49 +23,9 @@ from tests.daemon.helpers import (
     pve_scenario,
     write_agent_config,
 )
+from tests.support.daemon import REAL_CLI, DaemonChild
 
-RUNNER = Path(__file__).resolve().parent / "run_daemon.py"
 TIMEOUT = 20.0
-GRACE_S = 2.0
-
-
-class Child:
-    """One daemon child process logging to a file."""
-
-    def __init__(self, config: Path, log: Path, *, real_cli: bool = False) -> None:
-        self.log_path = log
-        self._log: IO[bytes] = open(log, "ab")  # noqa: SIM115 - closed in wait()
-        # The real program (no mode = daemon) or the stand-in that shortens the stop grace.
-        argv = ([sys.executable, "-m", "felhom_agent", "--config", str(config)] if real_cli
-                else [sys.executable, str(RUNNER), "--config", str(config),
-                      "--grace", str(GRACE_S)])
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-            env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
-        )
-
-    def terminate(self) -> tuple[int, float]:
-        """SIGTERM; return (exit status, seconds until exit)."""
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.wait()
-        return code, time.monotonic() - started
-
-    def wait(self) -> int:
-        try:
-            return self.proc.wait(timeout=TIMEOUT)
-        finally:
-            self._log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=TIMEOUT)
-        self._log.close()
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -93,16 +51,14 @@ def test_desired_state_converges_and_results_are_reported(
     tmp_path: Path, pve: PveSimulator, hub: HubSimulator
 ) -> None:
     """`python -m felhom_agent` with no mode is the daemon: desired state -> tasks -> report."""
-    child = Child(_config(tmp_path, pve, hub), tmp_path / "daemon.log", real_cli=True)
-    try:
+    with DaemonChild(_config(tmp_path, pve, hub), tmp_path / "daemon.log",
+                     program=REAL_CLI) as child:
         body = wait_report(hub, converged, TIMEOUT)
         assert sim_converged(pve)
         upids = {a["vmid"]: a["upid"] for a in body["audit"] if a["kind"] in ("start", "stop")}
         assert upids[102].startswith("UPID:pve1:") and ":vzstart:102:" in upids[102]
         assert ":vzstop:100:" in upids[100]
-        code, _ = child.terminate()
-    finally:
-        child.kill()
+        code = child.terminate()
     assert code == 0
     log = child.text()
     assert "felhom-agent ready" in log and "stopped:" in log
@@ -113,7 +69,8 @@ def test_desired_state_converges_and_results_are_reported(
 def test_sigterm_mid_task_exits_zero_and_restart_reattaches(
     tmp_path: Path, pve: PveSimulator, hub: HubSimulator
 ) -> None:
-    """SIGTERM during a long task exits 0 within the grace period; a restart re-attaches it."""
+    """SIGTERM during a long task exits 0 without waiting for the task (it is left running on
+    PVE, its UPID journaled); a restart re-attaches it."""
     pve.set_task_duration("vzstart", 300)
     hub.set_desired({"generation": 1, "guests": {"102": {"type": "lxc", "state": "running"}}})
     config = _config(tmp_path, pve, hub)
@@ -121,23 +78,25 @@ def test_sigterm_mid_task_exits_zero_and_restart_reattaches(
     def start_task() -> dict[str, Any] | None:
         return next((t for t in pve.tasks() if t["type"] == "vzstart"), None)
 
-    first = Child(config, tmp_path / "first.log")
-    try:
+    with DaemonChild(config, tmp_path / "first.log") as first:
         wait_until(hub, lambda: start_task() is not None, TIMEOUT)
         task = start_task()
         assert task is not None and task["status"] == "running"
-        code, seconds = first.terminate()
-    finally:
-        first.kill()
+        code = first.terminate()
     assert code == 0
-    assert seconds < GRACE_S + 3.0
+    # It did not wait for the task: the stop ended the wait (the watcher saw it still
+    # running), the task was left on PVE with its UPID journaled, and it still runs there
+    # after the daemon exited.
+    log = first.text()
+    assert f"task {task['upid']} watcher stopped (last status: running)" in log
+    assert f"left running on PVE as {task['upid']}; re-attached on restart" in log
+    assert [t["status"] for t in pve.tasks() if t["upid"] == task["upid"]] == ["running"]
     with Journal.open(tmp_path / "state", clock=time.time,
                       logger=logging.getLogger("test")) as journal:
         pending = journal.pending()
     assert [(e.vmid, e.upid) for e in pending] == [(102, task["upid"])]
 
-    second = Child(config, tmp_path / "second.log")
-    try:
+    with DaemonChild(config, tmp_path / "second.log") as second:
         before = len(hub.reports())
         hub.wait_for_reports(before + 1, TIMEOUT)
         pve.release_tasks()
@@ -145,9 +104,7 @@ def test_sigterm_mid_task_exits_zero_and_restart_reattaches(
             a["upid"] == task["upid"] and a["outcome"] == "applied" for a in b["audit"]),
             TIMEOUT)
         assert {g["vmid"]: g["status"] for g in body["guests"]}[102] == "running"
-        code, _ = second.terminate()
-    finally:
-        second.kill()
+        code = second.terminate()
     assert code == 0
     assert f"re-attached to {task['upid']}" in second.text()
     assert [t["type"] for t in pve.tasks()].count("vzstart") == 1  # never re-issued
@@ -158,24 +115,21 @@ def test_sighup_reloads_and_sigint_stops(
 ) -> None:
     """SIGHUP reloads the file (a bad one is refused, the daemon lives on); SIGINT exits 0."""
     config = _config(tmp_path, pve, hub)
-    child = Child(config, tmp_path / "daemon.log")
-    try:
+    with DaemonChild(config, tmp_path / "daemon.log") as child:
         hub.wait_for_reports(1, TIMEOUT)
         cfg = json.loads(config.read_text())
         cfg["log"] = {"level": "info"}
         write_agent_config(tmp_path, cfg)
-        child.proc.send_signal(signal.SIGHUP)
+        child.send(signal.SIGHUP)
         wait_until(hub, lambda: "SIGHUP: configuration reloaded (log level info"
                    in child.text(), TIMEOUT)
         config.write_text('{"host_id": ')
-        child.proc.send_signal(signal.SIGHUP)
+        child.send(signal.SIGHUP)
         wait_until(hub, lambda: "new configuration rejected" in child.text(), TIMEOUT)
         before = len(hub.reports())
         hub.wait_for_reports(before + 1, TIMEOUT)
-        child.proc.send_signal(signal.SIGINT)
+        child.send(signal.SIGINT)
         code = child.wait()
-    finally:
-        child.kill()
     assert code == 0
     text = child.text()
     assert "DEBUG" not in text.split("configuration reloaded", 1)[1]

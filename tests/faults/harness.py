@@ -6,29 +6,27 @@ Shared by the trimmed pytest suite (``tests/faults/test_*.py``), the full crash 
 PVE simulator's request counter (:meth:`PveSimulator.wait_requests`) and the hub simulator's
 report condition (:meth:`HubSimulator.wait_for_reports`); nothing sleeps to synchronise.
 
-The child is ``tests/daemon/run_daemon.py`` (the CLI's no-mode path with a short stop grace);
-its output goes to a log file so a failure can show the daemon's side of the story.
+The child and the report waits are :mod:`tests.support.daemon` (shared with the daemon and
+signed-op tests): ``tests/daemon/run_daemon.py``, the CLI's no-mode path with a short stop
+grace, its output in a log file so a failure can show the daemon's side of the story.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 
-from felhom_agent.errors import AgentError
 from felhom_agent.sim.hub import HubScenario, HubSimulator
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict
 from tests.daemon.helpers import HUB_TOKEN, PVE_SECRET, agent_config, write_agent_config
+from tests.support.daemon import RUNNER, DaemonChild, HarnessError, wait_report
 
 __all__ = [
     "RUNNER",
@@ -49,16 +47,8 @@ __all__ = [
     "wait_report",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-RUNNER = REPO / "tests" / "daemon" / "run_daemon.py"
-GRACE_S = 2.0
-EXIT_TIMEOUT_S = 20.0
 #: Longest single wait on a simulator event: a loop re-checks its predicate at least this often.
 _TICK_S = 0.25
-
-
-class HarnessError(AgentError, RuntimeError):
-    """The harness could not drive the scenario (a wait ran out, the child died early)."""
 
 
 @attrs.frozen
@@ -113,61 +103,6 @@ def daemon_config(tmp: Path, pve: PveSimulator, hub: HubSimulator, **extra: Any)
     return write_agent_config(tmp, cfg)
 
 
-class DaemonChild:
-    """One run of the daemon program as a child process, output appended to ``log``.
-
-    ``env`` adds variables to the child's minimal environment (e.g. ``MALLOC_ARENA_MAX``).
-    """
-
-    def __init__(self, config: Path, log: Path, *, grace_s: float = GRACE_S,
-                 env: Mapping[str, str] | None = None) -> None:
-        self.log_path = log
-        self._log: IO[bytes] = open(log, "ab")  # noqa: SIM115 - closed in _reap()
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(RUNNER), "--config", str(config), "--grace", str(grace_s)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, cwd=REPO,
-            env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO),
-                 **(env or {})},
-        )
-
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        """Whether the child is still running."""
-        return self.proc.poll() is None
-
-    def sigkill(self) -> int:
-        """SIGKILL the child (the crash) and reap it; return its exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        return self._reap()
-
-    def terminate(self) -> int:
-        """SIGTERM (an orderly stop); return the exit status (SIGKILL if it hangs)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self._reap()
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self._reap()
-
-    def _reap(self) -> int:
-        try:
-            return self.proc.wait(timeout=EXIT_TIMEOUT_S)
-        finally:
-            if not self._log.closed:
-                self._log.close()
-
-    def text(self) -> str:
-        """The child's output so far."""
-        return self.log_path.read_text(errors="replace")
-
-
 def wait_pve(pve: PveSimulator, pred: Callable[[], bool], timeout: float, *,
              child: DaemonChild | None = None) -> bool:
     """Re-check ``pred`` after every request the PVE simulator receives, until it holds.
@@ -188,32 +123,6 @@ def wait_pve(pve: PveSimulator, pred: Callable[[], bool], timeout: float, *,
 
 
 Body = Mapping[str, Any]
-
-
-def wait_report(hub: HubSimulator, pred: Callable[[Body], bool], timeout: float, *,
-                after: int = 0, child: DaemonChild | None = None) -> Body:
-    """Block until a report (index >= ``after``) satisfies ``pred``; return its body.
-
-    Raises:
-        HarnessError: none did within ``timeout``, or ``child`` exited meanwhile.
-    """
-    deadline = time.monotonic() + timeout
-    seen = after
-    while True:
-        reports = hub.reports()
-        for r in reports[seen:]:
-            if pred(r.body):
-                return r.body
-        seen = max(seen, len(reports))
-        if child is not None and not child.alive():
-            raise HarnessError(f"daemon exited early with {child.proc.returncode}")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise HarnessError(f"no matching report among {seen} in {timeout:g} s")
-        try:
-            hub.wait_for_reports(seen + 1, min(remaining, _TICK_S * 4))
-        except TimeoutError:
-            continue
 
 
 def report_matches(body: Body, generation: int, wants: Iterable[Want]) -> bool:

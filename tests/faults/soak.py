@@ -4,7 +4,8 @@ The daemon runs as a child process against the PVE and hub simulators (loopback 
 ``M`` minutes while the hub's desired state churns -- every ``S`` seconds one to three guests
 get a new run state or description and the generation goes up -- and faults are injected at
 a low rate (PVE 5xx, dropped connections, a lost reply after a mutation, slow answers, failing
-tasks; hub 5xx, dropped connections, short outages); every ``--signed-every`` ticks the hub
+tasks; hub 5xx, dropped connections, short outages; ``--fault-kinds`` picks some, injected
+round robin); every ``--signed-every`` ticks the hub
 also delivers a signed ``guest.snapshot`` op (signed at run time with a fresh ``ssh-keygen``
 key). Request rate is bounded by the daemon's
 own intervals (hub poll 1 s, reconcile 2 s) and the churn period.
@@ -59,7 +60,7 @@ from tests.faults.harness import (
 )
 from tests.phaseb.signing import OpSigner, make_keys, op_payload
 
-__all__ = ["Churn", "Tally", "main"]
+__all__ = ["FAULT_KINDS", "Churn", "SoakResult", "Tally", "main", "run"]
 
 FIRST_VMID = 400
 CONVERGE_TIMEOUT_S = 120.0
@@ -106,6 +107,9 @@ class Tally:
     report_errors: Counter[str] = attrs.field(factory=Counter)
     log_levels: Counter[str] = attrs.field(factory=Counter)
     injected: Counter[str] = attrs.field(factory=Counter)
+    #: the daemon's own account of hub trouble: failed reports logged, recoveries logged.
+    hub_failures_logged: int = 0
+    hub_recoveries_logged: int = 0
     signed_sent: set[str] = attrs.field(factory=set)
     #: op id -> the last outcome a report gave (``running`` until it ends).
     signed: dict[str, str] = attrs.field(factory=dict)
@@ -150,19 +154,35 @@ class Tally:
             except ValueError:
                 self.log_levels["unparsed-line"] += 1
                 continue
-            level = str(doc.get("level", "?")) if isinstance(doc, dict) else "?"
+            if not isinstance(doc, dict):
+                self.log_levels["unparsed-line"] += 1
+                continue
+            level = str(doc.get("level", "?"))
             if level in ("warning", "error", "critical"):
                 self.log_levels[f"{level}:{doc.get('logger')}"] += 1
+            msg = str(doc.get("msg", ""))
+            if msg.startswith("hub report failed"):
+                self.hub_failures_logged += 1
+            elif msg.startswith("hub reachable again"):
+                self.hub_recoveries_logged += 1
 
 
 def _fmt(counter: Mapping[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(counter.items())) or "none"
 
 
-def _inject(rng: random.Random, pve: PveSimulator, hub: HubSimulator, tally: Tally) -> str:
-    """Inject one random fault; return its kind (hub outages end at the next churn tick)."""
-    kind = rng.choice(("pve_5xx", "pve_drop", "pve_slow", "pve_lost_reply", "task_fail",
-                       "hub_5xx", "hub_drop", "hub_outage"))
+FAULT_KINDS = ("pve_5xx", "pve_drop", "pve_slow", "pve_lost_reply", "task_fail",
+               "hub_5xx", "hub_drop", "hub_outage")
+
+
+def _inject(rng: random.Random, pve: PveSimulator, hub: HubSimulator, tally: Tally,
+            kinds: tuple[str, ...] | None = None) -> str:
+    """Inject one fault; return its kind (hub outages end at the next churn tick).
+
+    Without ``kinds`` the kind is a seeded random choice among :data:`FAULT_KINDS`; with
+    ``kinds`` they are injected in that order, round robin (every listed kind happens).
+    """
+    kind = kinds[sum(tally.injected.values()) % len(kinds)] if kinds else rng.choice(FAULT_KINDS)
     if kind == "pve_5xx":
         pve.inject(Fault("http_error", method="GET", status=500, count=rng.randint(1, 3)))
     elif kind == "pve_drop":
@@ -196,8 +216,24 @@ def _guests(n: int, rng: random.Random) -> list[dict[str, Any]]:
     return out
 
 
+@attrs.frozen
+class SoakResult:
+    """What a soak run found: PASS or not, and the counts behind its summary."""
+
+    passed: bool
+    tally: Tally
+    #: hub requests answered by an injected fault (5xx, dropped connection).
+    hub_faults_fired: int
+    reports: int
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the soak and print its figures; see the module docstring."""
+    """Run the soak and print its figures; exit status 0 on PASS (see the module docstring)."""
+    return 0 if run(argv).passed else 1
+
+
+def run(argv: list[str] | None = None) -> SoakResult:
+    """Run the soak, print its figures and return them."""
     p = argparse.ArgumentParser(prog="soak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=5.0)
@@ -208,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-s", type=float, default=60.0, help="progress line period")
     p.add_argument("--warmup-s", type=float, default=60.0, help="RSS baseline taken after")
     p.add_argument("--rss-slack-mib", type=float, default=10.0)
+    p.add_argument("--fault-kinds", default=None, metavar="K1,K2,...",
+                   help="inject only these kinds, in this order round robin (default: a seeded "
+                        f"random choice among {', '.join(FAULT_KINDS)})")
     p.add_argument("--signed-every", type=int, default=10,
                    help="deliver a signed guest.snapshot op every N churn ticks (0: never)")
     p.add_argument("--child-env", action="append", default=[], metavar="KEY=VALUE",
@@ -219,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--guests must be 1..200, --churn-s >= 0.5, --minutes > 0")
     if any("=" not in kv for kv in args.child_env):
         p.error("--child-env takes KEY=VALUE")
+    kinds = tuple(args.fault_kinds.split(",")) if args.fault_kinds else None
+    if kinds is not None and not set(kinds) <= set(FAULT_KINDS):
+        p.error(f"--fault-kinds takes some of {', '.join(FAULT_KINDS)}")
     rng = random.Random(args.seed)
     work = args.work or Path(tempfile.mkdtemp(prefix="felhom-soak-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -241,10 +283,11 @@ def main(argv: list[str] | None = None) -> int:
             wait_report(hub, lambda b: report_matches(b, 1, churn.wants.values()), 60.0,
                         child=child)
             return _run(args, pve, hub, child=child, churn=churn, tally=tally, pause=pause,
-                        rng=rng, signer=signer)
+                        rng=rng, signer=signer, kinds=kinds)
         except HarnessError as err:
             print(f"soak FAILED: {err}; daemon log {work / 'daemon.log'}")
-            return 1
+            return SoakResult(passed=False, tally=tally, hub_faults_fired=hub.faults.fired(),
+                              reports=len(hub.reports()))
         finally:
             if child.alive():
                 child.terminate()
@@ -252,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
          child: DaemonChild, churn: Churn, tally: Tally, pause: threading.Event,
-         rng: random.Random, signer: OpSigner) -> int:
+         rng: random.Random, signer: OpSigner, kinds: tuple[str, ...] | None) -> SoakResult:
     pid = child.pid
     started = time.monotonic()
     end = started + args.minutes * 60
@@ -276,7 +319,7 @@ def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
         churn.step()
         hub.set_desired(churn.doc())
         if rng.random() < args.fault_rate:
-            _inject(rng, pve, hub, tally)
+            _inject(rng, pve, hub, tally, kinds)
         ticks += 1
         if args.signed_every and ticks % args.signed_every == 0:
             vmid = rng.choice([w.vmid for w in churn.wants.values() if w.type == "qemu"])
@@ -341,7 +384,10 @@ def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
     print(f"ops applied: {len(tally.applied)}; other outcomes: {_fmt(tally.outcomes)}")
     print(f"errors by type: report errors: {_fmt(tally.report_errors)}; daemon log: "
           f"{_fmt(tally.log_levels)}")
-    print(f"faults injected: {_fmt(tally.injected)} (total {sum(tally.injected.values())})")
+    fired = hub.faults.fired()
+    print(f"faults injected: {_fmt(tally.injected)} (total {sum(tally.injected.values())}); "
+          f"hub requests answered by a fault: {fired}; daemon logged {tally.hub_failures_logged}"
+          f" failed hub report(s) and {tally.hub_recoveries_logged} recovery(ies)")
     signed = tally.signed_outcomes()
     print(f"signed ops: {len(tally.signed_sent)} sent; last reported state: {_fmt(signed)}")
     print(f"reports received: {len(hub.reports())}; report periods without a new report: "
@@ -361,7 +407,7 @@ def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
     unreported = signed["none"] + signed["running"]
     ok = flat and converged and code == 0 and stalled == 0 and unreported == 0
     print("soak: PASS" if ok else "soak: FAIL")
-    return 0 if ok else 1
+    return SoakResult(passed=ok, tally=tally, hub_faults_fired=fired, reports=len(hub.reports()))
 
 
 if __name__ == "__main__":

@@ -62,11 +62,27 @@ def test_proc_readers_see_this_process() -> None:
     assert rss_kib(2**22 + 12345) is None and cpu_seconds(2**22 + 12345) is None
 
 
-def test_short_soak_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A few seconds of soak converge at the end, keep RSS flat and print the summary."""
-    code = soak.main(["--minutes", "0.1", "--churn-s", "1", "--report-s", "3",
-                      "--warmup-s", "1", "--guests", "4", "--fault-rate", "0.3",
-                      "--work", str(tmp_path)])
+def test_short_soak_sends_signed_ops_and_hub_faults(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A few seconds of soak really deliver signed ops and hub (and PVE) faults; each signed
+    op's outcome is reported, the hub faults hit the daemon and it recovered from them; the
+    daemon converges at the end, keeps RSS flat and the summary says so."""
+    # one fault per churn tick, every other one at the hub (so reports still get through)
+    kinds = ("hub_5xx", "pve_5xx", "hub_drop", "pve_drop", "hub_outage", "pve_5xx")
+    result = soak.run(["--minutes", "0.2", "--churn-s", "1", "--report-s", "6",
+                       "--warmup-s", "1", "--guests", "4", "--fault-rate", "1",
+                       "--fault-kinds", ",".join(kinds), "--signed-every", "2",
+                       "--work", str(tmp_path)])
     out = capsys.readouterr().out
-    assert code == 0, out
+    assert result.passed, out
+    tally = result.tally
+    # signed ops: sent, and every one reported with its outcome (here: applied)
+    assert len(tally.signed_sent) >= 2, out
+    assert tally.signed_outcomes() == {"applied": len(tally.signed_sent)}, out
+    assert tally.signed_sent <= tally.applied  # and audited as applied
+    # faults: each listed kind injected, the hub ones answered requests, the daemon noticed
+    assert set(tally.injected) == set(kinds), out
+    assert result.hub_faults_fired >= 1, out
+    assert tally.hub_failures_logged >= 1 and tally.hub_recoveries_logged >= 1, out
     assert "soak: PASS" in out and "RSS at ready" in out and "ops applied:" in out
+    assert f"signed ops: {len(tally.signed_sent)} sent; last reported state: applied=" in out

@@ -22,8 +22,9 @@ import tracemalloc
 from pathlib import Path
 
 from tests.faults import soak
-from tests.faults.harness import REPO, RUNNER, daemon_config, hub_sim, pve_sim, rss_kib
+from tests.faults.harness import daemon_config, hub_sim, pve_sim, rss_kib
 from tests.phaseb.signing import OpSigner, make_keys, op_payload
+from tests.support.daemon import REPO, RUNNER
 
 
 def compare(first: Path, last: Path, top: int = 15) -> str:

@@ -22,14 +22,17 @@ def keyset(tmp_path_factory: pytest.TempPathFactory) -> tuple[KeyPair, KeyPair, 
 
 @pytest.fixture
 def harness(tmp_path: Path, keyset: tuple[KeyPair, KeyPair, Path]) -> Iterator[Harness]:
-    """Fresh simulators and state; the daemon is started by the test."""
+    """Fresh simulators and state; the daemon (a child process) is started by the test."""
     trusted, stranger, signers = keyset
     work = tmp_path / "ops"
     work.mkdir()
     with PveSimulator(pve_scenario()) as pve, HubSimulator(hub_scenario()) as hub:
         h = build(tmp_path, pve=pve, hub=hub, signer=OpSigner(trusted, work),
                   stranger=OpSigner(stranger, work), signers_file=signers)
-        yield h
-        if h.thread is not None and h.thread.is_alive():
-            h.stop()
+        try:
+            yield h
+        finally:
+            for run in h.runs:
+                if run.alive():
+                    run.terminate()
         assert pve.internal_errors == []

@@ -1,76 +1,62 @@
-"""SIGKILL a child process during a signed op, restart it: never executed twice (target T10).
+"""SIGKILL the daemon during a signed op, restart it: never executed twice (target T10).
 
-The PVE simulator runs in this process; :mod:`tests.phaseb.crash_child` runs the engine and
-the verifying sink and kills itself at a crash point. A second child recovers from the journal
-and is handed the same op again (as the hub re-delivers it).
+The PVE and hub simulators run in this process; the daemon is the real program as a child
+process. The first run is :mod:`tests.phaseb.crash_agent`, which kills itself at a crash point
+of the op; the second is ``python -m felhom_agent``, which recovers from the journal and gets
+the same op again (the hub re-delivers it until a report shows its outcome).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
+import logging
 import sys
-from pathlib import Path
-from typing import Any
+import time
 
 import pytest
 
 from felhom_agent.signedops.gate import safety_snapshot_name
-from felhom_agent.sim.pve import PveSimulator
-from tests.authz.helpers import KeyPair
-from tests.daemon.helpers import agent_config, write_agent_config
-from tests.phaseb.harness import pve_scenario
-from tests.phaseb.signing import OpSigner, op_payload
+from felhom_agent.state.journal import Journal
+from tests.phaseb.harness import TIMEOUT, Harness
+from tests.phaseb.signing import op_payload
+from tests.support.daemon import DaemonChild
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _child(config: Path, op: Path, sig: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "tests.phaseb.crash_child", "--config", str(config),
-           "--payload", str(op), "--signature", str(sig), *extra]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=90,
-                          check=False)
+CRASH_AGENT = (sys.executable, "-m", "tests.phaseb.crash_agent")
 
 
 @pytest.mark.parametrize("point", ["after_mark", "safety_wait", "op_wait"])
-def test_crash_during_signed_op_never_runs_it_twice(
-    point: str, tmp_path: Path, keyset: tuple[KeyPair, KeyPair, Path]
-) -> None:
+def test_crash_during_signed_op_never_runs_it_twice(point: str, harness: Harness) -> None:
     """After SIGKILL at any point the op is re-attached or reported, and PVE ran it at most once."""
-    trusted, _, signers = keyset
-    with PveSimulator(pve_scenario(task_s=0.05)) as sim:
-        sim.set_task_duration("qmsnapshot", 0.4)
-        sim.set_task_duration("qmrollback", 0.4)
-        cfg = agent_config(tmp_path, sim, authz={"allowed_signers": str(signers)})
-        config = write_agent_config(tmp_path, cfg)
-        doc = op_payload("guest.rollback", 101, {"snapname": "initial"})
-        payload, sig = OpSigner(trusted, tmp_path).sign(doc)
-        (tmp_path / "op.json").write_text(payload)
-        (tmp_path / "op.sig").write_text(sig)
-        files = (config, tmp_path / "op.json", tmp_path / "op.sig")
+    h = harness
+    h.pve.set_task_duration("qmsnapshot", 0.4)
+    h.pve.set_task_duration("qmrollback", 0.4)
+    op_id = h.deliver(op_payload("guest.rollback", 101, {"snapname": "initial"}))
 
-        crashed = _child(*files, "--crash-point", point)
-        assert crashed.returncode == -9, crashed.stderr
-        second = _child(*files)
-        assert second.returncode == 0, second.stderr
-        out: dict[str, Any] = json.loads(second.stdout.strip().splitlines()[-1])
-        for task in sim.tasks():
-            sim.wait_task(task["upid"], 10.0)
-        types = [t["type"] for t in sim.tasks() if t["id"] == "101"]
-        assert out["pending"] == []
-        assert types.count("qmrollback") <= 1 and types.count("qmsnapshot") <= 1
-        (result,) = out["result"]
-        if point == "op_wait":
-            assert doc["op_id"] in out["reattached"]
-            assert result["state"] == "applied"
-            assert types == ["qmsnapshot", "qmrollback"]
-        else:
-            # consumed before its own step began: reported, never re-run
-            assert result["state"] == "failed"
-            assert "never started" in result["reason"]
-            assert "qmrollback" not in types
-        if point == "safety_wait":
-            assert doc["op_id"] + ".safety-snapshot" in out["reattached"]
-            assert safety_snapshot_name(doc["op_id"]) in sim.guest(101)["snapshots"]
+    crashing = DaemonChild(h.config_path, h.tmp / "crashed.log",
+                           program=(*CRASH_AGENT, "--crash-point", point, "--op-id", op_id, "--"))
+    h.runs.append(crashing)
+    assert crashing.wait() == -9, crashing.text()
+    assert h.reported(op_id) is None  # no outcome reached the hub before the crash
+
+    h.start()
+    result = h.wait_reported([op_id])[op_id]
+    assert h.stop() == 0
+    for task in h.pve.tasks():
+        h.pve.wait_task(task["upid"], TIMEOUT)
+    with Journal.open(h.tmp / "state", clock=time.time,
+                      logger=logging.getLogger("test.phaseb.crash")) as journal:
+        assert journal.pending() == []
+    types = [t["type"] for t in h.pve.tasks() if t["id"] == "101"]
+    assert types.count("qmrollback") <= 1 and types.count("qmsnapshot") <= 1
+    recovered = h.runs[-1].text()
+    if point == "op_wait":
+        assert f"recovery: op {op_id} (" in recovered and "re-attached to" in recovered
+        assert result["state"] == "applied"
+        assert types == ["qmsnapshot", "qmrollback"]
+    else:
+        # consumed before its own step began: reported, never re-run
+        assert result["state"] == "failed"
+        assert "never started" in result["reason"]
+        assert "qmrollback" not in types
+    if point == "safety_wait":
+        assert f"recovery: op {op_id}.safety-snapshot (" in recovered
+        assert safety_snapshot_name(op_id) in h.pve.guest(101)["snapshots"]

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import errno
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from felhom_agent.authz.nonces import FileNonceStore
 from felhom_agent.authz.signers import load_allowed_signers
 from felhom_agent.authz.verifier import OpVerifier, VerifyPolicy
 from felhom_agent.cli._plan import plan_command
-from felhom_agent.compose.root import verify_policy
-from felhom_agent.durable import DurabilityError
 from felhom_agent.kinds.registry import SIGNED_KINDS
 from tests.phaseb.harness import Harness
 from tests.phaseb.signing import op_payload
+from tests.support.daemon import EIO_AGENT
+
+NONCE_FILE = "nonces.log"
 
 DESIRED = {"generation": 9, "guests": {"101": {"type": "qemu", "state": "stopped",
                                                 "config": {"memory": 8192,
@@ -79,45 +77,69 @@ def test_op_consumed_before_a_restart_is_reported_failed_not_run(harness: Harnes
 
 
 def test_allowed_signers_fixed_by_reload(harness: Harness, tmp_path: Path) -> None:
-    """A broken allowed_signers refuses ops visibly; after a reload the next op is accepted."""
+    """A broken allowed_signers refuses ops visibly; once the file is fixed in place, SIGHUP
+    (``systemctl reload``) makes the daemon re-read it and the next op is accepted."""
     h = harness
     good = h.config().authz.allowed_signers.read_text()
     broken = tmp_path / "broken_signers"
     broken.write_text("alice@ops cert-authority ssh-ed25519 AAAA\n")
-    cfg = json.loads(h.config_path.read_text())
-    cfg["authz"]["allowed_signers"] = str(broken)
-    h.config_path.write_text(json.dumps(cfg))
+    h.edit_config(lambda cfg: cfg["authz"].update(allowed_signers=str(broken)))
     first = h.deliver(op_payload("guest.start", 102))
     h.start()
     refused = h.wait_reported([first])[first]
     assert refused["state"] == "refused"
     assert refused["reason"].startswith("allowed-signers:")
-    broken.write_text(good)
-    assert h.wiring is not None
-    config = h.config()
-    h.wiring.reconfigure(allowed_signers=config.authz.allowed_signers,
-                         policy=verify_policy(config))
+    broken.write_text(good)  # same path, new contents
+    h.reload()
+    assert f"allowed signers reloaded from {broken}" in h.log()
     second = h.deliver(op_payload("guest.start", 102))
     assert h.wait_reported([second])[second]["state"] == "applied"
     assert h.stop() == 0
-    assert h.records.wait_for("allowed signers reloaded", 1.0)
+    assert [t["type"] for t in h.pve.tasks() if t["id"] == "102"] == ["vzstart"]
+
+
+def test_sighup_applies_the_signers_file_named_in_the_config(
+        harness: Harness, tmp_path: Path) -> None:
+    """The config is changed to name another allowed_signers file and the daemon gets SIGHUP:
+    an op signed by the key added there is accepted, one by the key no longer listed refused."""
+    h = harness
+    before = h.deliver(op_payload("guest.snapshot", 101, {"snapname": "by-alice"}))
+    h.start()
+    assert h.wait_reported([before])[before]["state"] == "applied"
+    rotated = tmp_path / "rotated_signers"
+    rotated.write_text(f'bob@ops namespaces="felhom-op" {h.stranger.key.public_line}\n')
+    h.edit_config(lambda cfg: cfg["authz"].update(allowed_signers=str(rotated)))
+    h.reload()
+    assert "SIGHUP: configuration reloaded" in h.log()
+    assert f"allowed signers reloaded from {rotated}" in h.log()
+    by_bob = h.deliver(op_payload("guest.snapshot", 101, {"snapname": "by-bob"}),
+                       signer=h.stranger)
+    by_alice = h.deliver(op_payload("guest.snapshot", 101, {"snapname": "by-alice-2"}))
+    found = h.wait_reported([by_bob, by_alice])
+    assert h.stop() == 0
+    assert found[by_bob]["state"] == "applied", found[by_bob]
+    assert found[by_alice]["state"] == "refused"
+    assert found[by_alice]["reason"].startswith("untrusted-key:")
+    snaps = h.pve.guest(101)["snapshots"]
+    assert "by-alice" in snaps and "by-bob" in snaps and "by-alice-2" not in snaps
+    audit = [json.loads(x) for x in (h.tmp / "state" / "audit.log").read_text().splitlines()]
+    assert {a["op_id"]: a["source"] for a in audit if a["op_id"] in (before, by_bob)} == {
+        before: "alice@ops", by_bob: "bob@ops"}
 
 
 def test_nonce_store_fsync_failure_is_fatal_and_nothing_runs(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A nonce mark that cannot be made durable stops the agent before the op runs."""
+        harness: Harness, tmp_path: Path) -> None:
+    """A nonce mark that cannot be made durable (EIO from fdatasync) stops the daemon with
+    exit status 1 before the op runs."""
     h = harness
-    h.start()
-
-    def broken(fd: int) -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr("felhom_agent.authz.nonces.os.fdatasync", broken)
-    h.deliver(op_payload("guest.start", 102))
-    assert h.thread is not None
-    h.thread.join(20.0)
-    assert not h.thread.is_alive()
-    assert h.wiring is not None and isinstance(h.wiring.fatal[0], DurabilityError)
-    assert h.records.wait_for("durable state could not be written", 1.0)
+    arm = tmp_path / "eio-armed"
+    child = h.start(program=[*EIO_AGENT, "--eio-file", NONCE_FILE, "--arm", str(arm), "--"])
+    arm.touch()  # from now on, syncing the nonce store fails
+    op_id = h.deliver(op_payload("guest.start", 102))
+    assert child.wait() == 1
+    log = h.log()
+    assert "signed ops: durable state could not be written" in log
+    assert "exiting with status 1 after a durability failure" in log
+    assert (h.tmp / "state" / NONCE_FILE).exists()
     assert [t for t in h.pve.tasks() if t["id"] == "102"] == []
-    h.consumer.close()
+    assert h.reported(op_id) is None

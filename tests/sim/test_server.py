@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-import time
 
 from felhom_agent.sim.pve import Fault, PveSimulator
 from tests.sim.helpers import TIMEOUT, Api, make_scenario
@@ -112,19 +111,16 @@ def test_garbage_on_the_socket_does_not_hang_a_worker(sim: PveSimulator) -> None
     assert Api(sim).get("/version").status_code == 200
 
 
-def test_two_hundred_guests_start_fast_and_list() -> None:
-    """A 200-guest scenario starts in well under a second and lists all guests."""
+def test_two_hundred_guests_start_and_list() -> None:
+    """A 200-guest scenario starts and lists all guests (its start-up time is measured by
+    ``scripts/bench-sim``, not here)."""
     guests = [{"vmid": 1000 + i, "type": "qemu" if i % 2 else "lxc", "name": f"g{i}",
                "status": "running" if i % 3 else "stopped"} for i in range(200)]
-    scen = make_scenario(guests=guests)
-    t0 = time.perf_counter()
-    with PveSimulator(scen) as sim:
-        startup = time.perf_counter() - t0
+    with PveSimulator(make_scenario(guests=guests)) as sim:
         api = Api(sim)
         resources = api.data("GET", "/cluster/resources", params={"type": "vm"})
-        assert len(resources) == 200
+        assert sorted(r["vmid"] for r in resources) == list(range(1000, 1200))
         assert len(api.data("GET", "/nodes/pve1/lxc")) == 100
-    assert startup < 1.0, startup
 
 
 def test_other_node_in_path_fails_hostname_lookup(api: Api) -> None:

@@ -94,6 +94,7 @@ class FaultBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._armed: list[_Armed] = []
+        self._fired = 0
 
     def add(self, fault: HubFault) -> None:
         """Arm ``fault`` after the ones already armed."""
@@ -111,11 +112,17 @@ class FaultBook:
             if not self._armed:
                 return None
             head = self._armed[0]
+            self._fired += 1
             if head.remaining is not None:
                 head.remaining -= 1
                 if head.remaining <= 0:
                     self._armed.pop(0)
             return head.fault
+
+    def fired(self) -> int:
+        """How many requests a fault has answered so far (for soak and fault tallies)."""
+        with self._lock:
+            return self._fired
 
     def armed(self) -> tuple[HubFault, ...]:
         """The faults still armed, in firing order."""
