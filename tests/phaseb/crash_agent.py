@@ -21,10 +21,9 @@ import signal
 import sys
 from typing import Any
 
-from felhom_agent.state.journal import Journal, JournalEntry
-
 from felhom_agent.authz.nonces import FileNonceStore
 from felhom_agent.cli import main as agent_main
+from felhom_agent.state.journal import Journal, JournalEntry
 
 CRASH_POINTS = ("after_mark", "safety_wait", "op_wait")
 
