@@ -1,8 +1,8 @@
 """The backoff module: wait strategies, stop rules and the retry runner, with no sleeping.
 
-Every test here runs on a scripted clock: :class:`ScriptedClock` only moves when the code
-under test sleeps. The second half pins each policy the agent uses to the formula it had
-before the module existed, so moving the formulas here changed no wait.
+Every test here runs on a scripted clock: :class:`tests.support.clock.FakeClock` only moves
+when the code under test sleeps. The second half pins each policy the agent uses to the
+formula it had before the module existed, so moving the formulas here changed no wait.
 """
 
 from __future__ import annotations
@@ -34,27 +34,12 @@ from felhom_agent.execution.executor import DispatchRetry
 from felhom_agent.hub.policy import Backoff
 from felhom_agent.proxmox.tasks import PollPolicy
 from felhom_agent.proxmox.taskwatch import WatchPolicy
+from tests.support.clock import FakeClock
 
 _NUMBERS = st.integers(min_value=0, max_value=5000)
 _AGES = st.floats(min_value=-10.0, max_value=1e7, allow_nan=False)
 _UNIT = st.floats(min_value=0.0, max_value=1.0, exclude_max=True)
 _SECONDS = st.floats(min_value=0.0, max_value=1e4, allow_nan=False)
-
-
-class ScriptedClock:
-    """Monotonic time that moves only when :meth:`sleep` is called."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> bool:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        return False
 
 
 class Flaky:
@@ -150,7 +135,7 @@ def test_retry_delay_is_none_once_stopped() -> None:
 
 def test_retry_call_retries_then_returns() -> None:
     """Failures are retried on the strategy's schedule, slept on the injected clock."""
-    clock, fn = ScriptedClock(), Flaky(2)
+    clock, fn = FakeClock(), Flaky(2)
     seen: list[tuple[int, float, float]] = []
     result = retry_call(fn, policy=Retry(Exponential(0.1)), retry_if=lambda e: True,
                         sleep=clock.sleep, clock=clock,
@@ -162,7 +147,7 @@ def test_retry_call_retries_then_returns() -> None:
 
 def test_retry_call_gives_up_with_the_last_failure() -> None:
     """Out of tries: the last exception itself propagates."""
-    clock, fn = ScriptedClock(), Flaky(10, lambda: OSError("down"))
+    clock, fn = FakeClock(), Flaky(10, lambda: OSError("down"))
     with pytest.raises(OSError, match="down"):
         retry_call(fn, policy=Retry(Fixed(1.0), StopAfterAttempt(3)), retry_if=lambda e: True,
                    sleep=clock.sleep, clock=clock)
@@ -171,7 +156,7 @@ def test_retry_call_gives_up_with_the_last_failure() -> None:
 
 def test_retry_call_deadline_uses_the_injected_clock() -> None:
     """A deadline counts the scripted seconds slept, not wall time."""
-    clock, fn = ScriptedClock(), Flaky(100)
+    clock, fn = FakeClock(), Flaky(100)
     with pytest.raises(OSError):
         retry_call(fn, policy=Retry(Fixed(4.0), StopAfterDelay(10.0)), retry_if=lambda e: True,
                    sleep=clock.sleep, clock=clock)
@@ -180,7 +165,7 @@ def test_retry_call_deadline_uses_the_injected_clock() -> None:
 
 def test_retry_call_does_not_retry_what_retry_if_rejects() -> None:
     """A failure outside ``retry_if`` propagates at once, unslept."""
-    clock, fn = ScriptedClock(), Flaky(1, lambda: KeyError("k"))
+    clock, fn = FakeClock(), Flaky(1, lambda: KeyError("k"))
     with pytest.raises(KeyError):
         retry_call(fn, policy=Retry(Fixed(1.0)), retry_if=lambda e: isinstance(e, OSError),
                    sleep=clock.sleep, clock=clock)

@@ -32,7 +32,12 @@ class FakeClock:
         """Move time forward (a test stepping the clock)."""
         self.now += seconds
 
-    def sleep(self, seconds: float) -> None:
-        """Record the sleep and move time forward by it (pass as the code's ``sleep``)."""
+    def sleep(self, seconds: float) -> bool:
+        """Record the sleep and move time forward by it (pass as the code's ``sleep``).
+
+        Returns False: for a stop-aware sleep (:func:`felhom_agent.backoff.retry_call`) it
+        never reports a stop.
+        """
         self.sleeps.append(seconds)
         self.now += seconds
+        return False
