@@ -122,6 +122,7 @@ def test_fault_counts_and_order(hub: HubSimulator) -> None:
     assert statuses[4].json()["schema"] == 1
     assert [r.answered_with for r in hub.reports()] == ["garbage", "wrong_types", "envelope"]
     assert hub.faults.armed() == ()
+    assert hub.faults.fired() == 4  # two 503s, the garbage and the wrong types
 
 
 def test_fault_without_count_fires_until_cleared(hub: HubSimulator) -> None:
@@ -130,6 +131,7 @@ def test_fault_without_count_fires_until_cleared(hub: HubSimulator) -> None:
     assert [_post(hub, {}).status_code for _ in range(3)] == [500, 500, 500]
     hub.faults.clear()
     assert _post(hub, {}).status_code == 200
+    assert hub.faults.fired() == 3
 
 
 def test_drop_closes_without_answer(hub: HubSimulator) -> None:
