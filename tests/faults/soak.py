@@ -225,6 +225,11 @@ class SoakResult:
     #: hub requests answered by an injected fault (5xx, dropped connection).
     hub_faults_fired: int
     reports: int
+    converged: bool = False
+    exit_code: int | None = None
+    rss_flat: bool = False
+    #: report periods in which no new report arrived.
+    stalled_periods: int = 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,7 +412,8 @@ def _run(args: argparse.Namespace, pve: PveSimulator, hub: HubSimulator, *,
     unreported = signed["none"] + signed["running"]
     ok = flat and converged and code == 0 and stalled == 0 and unreported == 0
     print("soak: PASS" if ok else "soak: FAIL")
-    return SoakResult(passed=ok, tally=tally, hub_faults_fired=fired, reports=len(hub.reports()))
+    return SoakResult(passed=ok, tally=tally, hub_faults_fired=fired, reports=len(hub.reports()),
+                      converged=converged, exit_code=code, rss_flat=flat, stalled_periods=stalled)
 
 
 if __name__ == "__main__":
