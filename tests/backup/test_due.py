@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from felhom_agent.backup.due import DueState, due_state, guest_backups
 from felhom_agent.backup.model import BackupVolume
 from felhom_agent.core.backup_policy import BackupPolicy, Window, parse_window
+from tests.support.hypo import examples
 
 PLUS1 = dt.timezone(dt.timedelta(hours=1))
 BUDAPEST = ZoneInfo("Europe/Budapest")
@@ -140,7 +141,7 @@ _WINDOWS = st.none() | st.tuples(st.integers(0, 1439), st.integers(0, 1439)).fil
     lambda t: t[0] != t[1]).map(lambda t: Window(*t))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(
     window=_WINDOWS,
     every_h=st.integers(1, 72),

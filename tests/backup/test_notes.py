@@ -17,6 +17,7 @@ from felhom_agent.backup.notes import (
 )
 from felhom_agent.core.backup_policy import BackupPolicyError
 from felhom_agent.errors import AgentError
+from tests.support.hypo import examples
 
 PLAN_OP = "plan-7-101-backup-0123456789ab"
 
@@ -61,7 +62,7 @@ def test_op_id_in_notes(notes: str | None, expected: str | None) -> None:
     assert op_id_in_notes(notes) == expected
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(st.from_regex(OP_ID_RE, fullmatch=True), st.text(max_size=20), st.text(max_size=20))
 def test_any_valid_id_round_trips_with_text_around(op_id: str, before: str, after: str
                                                    ) -> None:

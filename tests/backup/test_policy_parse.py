@@ -28,6 +28,7 @@ from felhom_agent.core.desired import (
     parse_desired,
 )
 from felhom_agent.errors import AgentError
+from tests.support.hypo import examples
 
 POLICY = {"storage": "pbs1", "every_h": 24, "window": "01:00-05:00", "mode": "snapshot",
           "keep": {"last": 3, "daily": 7, "weekly": 4}}
@@ -216,7 +217,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(st.sampled_from(_SLOTS), _JSON)
 def test_any_value_in_any_policy_slot_parses_or_names_that_slot(
     slot: tuple[str, tuple[str, ...]], value: Any
@@ -257,7 +258,7 @@ _POLICIES = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(_POLICIES, st.sampled_from(["qemu", "lxc"]))
 def test_any_policy_round_trips(policy: BackupPolicy, guest_type: str) -> None:
     """loads(dumps(to_json(x))) == x for any valid policy."""

@@ -19,6 +19,7 @@ from felhom_agent.backup.prune import (
     review_prune,
 )
 from felhom_agent.core.backup_policy import KeepOptions
+from tests.support.hypo import examples
 
 UTC = dt.UTC
 PLUS2 = dt.timezone(dt.timedelta(hours=2))
@@ -220,7 +221,7 @@ def _kept(volumes: list[BackupVolume], keep: KeepOptions, tz: dt.tzinfo) -> set[
     return {m.volid for m in mark_backups(volumes, keep, tz) if m.mark != "remove"}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(_BACKUPS, _KEEPS, st.integers(1, 5), _ZONES)
 def test_prune_never_removes_protected_and_keeps_the_newest(
     volumes: list[BackupVolume], keep: KeepOptions, min_keep: int, tz: dt.tzinfo
@@ -249,7 +250,7 @@ def test_prune_never_removes_protected_and_keeps_the_newest(
         assert review.allowed, review.reason
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(_BACKUPS, _KEEPS, st.integers(1, 5), _ZONES)
 def test_the_floor_only_ever_keeps_more(volumes: list[BackupVolume], keep: KeepOptions,
                                         min_keep: int, tz: dt.tzinfo) -> None:
@@ -259,7 +260,7 @@ def test_the_floor_only_ever_keeps_more(volumes: list[BackupVolume], keep: KeepO
     assert _kept(volumes, keep, tz) <= _kept(volumes, effective_keep(keep, min_keep), tz)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(_BACKUPS, st.integers(0, 8), _ZONES)
 def test_keep_last_alone_is_exactly_the_newest(volumes: list[BackupVolume], last: int,
                                                tz: dt.tzinfo) -> None:

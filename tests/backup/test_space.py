@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from felhom_agent.backup.model import BackupVolume
 from felhom_agent.backup.space import check_space, space_needed
+from tests.support.hypo import examples
 
 
 def vol(size: int | None, volid: str = "pbs1:backup/ct/101/2024-05-01T01:00:00Z"
@@ -64,7 +65,7 @@ def test_margin_rounds_up_and_zero_margin_is_exact() -> None:
     assert space_needed(0, 20) == 0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(st.integers(2, 2**50), st.integers(0, 1000), st.integers(0, 2**52))
 def test_allowed_exactly_when_avail_covers_the_need(size: int, margin: int, avail: int
                                                     ) -> None:

@@ -22,6 +22,7 @@ from felhom_agent.backup.window import (
     parse_window,
 )
 from felhom_agent.core.backup_policy import Window
+from tests.support.hypo import examples
 
 UTC = dt.UTC
 PLUS2 = dt.timezone(dt.timedelta(hours=2))
@@ -139,7 +140,7 @@ _INSTANTS = st.integers(1_672_531_200, 1_798_761_600).map(float) | st.floats(
     1_672_531_200, 1_798_761_600)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500))
 @given(_WINDOWS, st.integers(0, 86_399_999_999).map(lambda us: us / 60_000_000))
 def test_wrap_symmetry(window: Window, minute: float) -> None:
     """A window and its swapped twin (end-start) split the day: exactly one holds any time."""
@@ -169,7 +170,7 @@ def _check_first_open(window: Window, now: float, tz: dt.tzinfo) -> None:
         t += 60
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(_WINDOWS, _INSTANTS, st.sampled_from(ZONES))
 def test_next_open_is_the_first_open_instant(window: Window, now: float, tz: dt.tzinfo
                                              ) -> None:
@@ -177,7 +178,7 @@ def test_next_open_is_the_first_open_instant(window: Window, now: float, tz: dt.
     _check_first_open(window, now, tz)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(_WINDOWS, _INSTANTS)
 def test_fixed_offset_answer_is_start_time(window: Window, now: float) -> None:
     """Without DST the window opens at its start wall time, within one day."""
@@ -203,7 +204,7 @@ _NIGHT_WINDOWS = st.tuples(_NIGHT, _NIGHT).filter(lambda t: t[0] != t[1]).map(
     lambda t: Window(*t))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(_NIGHT_WINDOWS, st.sampled_from(_DST_DAYS), st.integers(-2 * 86400, 86400))
 def test_next_open_around_dst_changes(window: Window, day: tuple[dt.tzinfo, dt.date],
                                       shift: int) -> None:

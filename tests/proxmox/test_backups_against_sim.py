@@ -24,17 +24,11 @@ from felhom_agent.proxmox import (
 from felhom_agent.secret import Secret
 from felhom_agent.sim.pve import Fault, PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict, default_storages
+from tests.support.clock import FakeClock
+from tests.support.pve import sim_client
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SCOPED = ("scoped@pve!agent", "scoped-secret-1")
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _scenario() -> PveScenario:
@@ -61,16 +55,15 @@ def _storages() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def sim() -> Iterator[PveSimulator]:
-    with PveSimulator(_scenario(), clock=_Clock()) as s:
+    with PveSimulator(_scenario(), clock=FakeClock(NOW)) as s:
         yield s
         assert s.internal_errors == []
 
 
 def _client(sim: PveSimulator, token: tuple[str, str] | None = None) -> ProxmoxClient:
-    token_id, secret = token or (sim.token_id, sim.token_secret)
-    return ProxmoxClient(api_url=sim.url, node=sim.node, token_id=token_id,
-                         token_secret=Secret(secret), tls_fingerprint=sim.fingerprint,
-                         ca_file=None, timeout_s=5, task_timeout_s=10)
+    if token is None:
+        return sim_client(sim)
+    return sim_client(sim, token_id=token[0], token_secret=Secret(token[1]))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Shared pieces of the backup tests: tokens with backup privileges and a settable clock."""
+"""Shared pieces of the backup tests: tokens with backup privileges and the clock start."""
 
 from __future__ import annotations
 
@@ -38,18 +38,8 @@ def backup_scenario(**overrides: Any) -> PveScenario:
     return PveScenario.from_dict(d)
 
 
-class Clock:
-    """A settable epoch clock for the simulator (ctime, volids, UPID start times)."""
-
-    def __init__(self, now: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward."""
-        self.now += seconds
+#: The backup tests' clock start: 2026-01-01T00:00:00Z (a :class:`FakeClock` from here).
+JAN_2026 = 1_767_225_600.0
 
 
 @contextlib.contextmanager

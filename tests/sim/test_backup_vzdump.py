@@ -7,8 +7,9 @@ import re
 from zoneinfo import ZoneInfo
 
 from felhom_agent.sim.pve import Fault
-from tests.sim.backup_helpers import BACKUP_USER, Clock, backup_scenario, running
+from tests.sim.backup_helpers import BACKUP_USER, JAN_2026, backup_scenario, running
 from tests.sim.helpers import TIMEOUT, Api
+from tests.support.clock import FakeClock
 
 BUDAPEST = ZoneInfo("Europe/Budapest")
 
@@ -23,7 +24,7 @@ def test_local_backup_volid_fields_notes_and_log() -> None:
     """A local backup gets ``vzdump-lxc-<vmid>-<local time>.tar.zst``, its size and ctime,
     the expanded first notes line in the listing (all of it in content/{volume}), and the
     task log PVE writes, ending ``TASK OK``."""
-    clock = Clock()
+    clock = FakeClock(JAN_2026)
     with running(backup_scenario(cluster_name="home"), clock) as sim:
         api = Api(sim)
         rec = api.run_task("POST", "/nodes/pve1/vzdump", data={
@@ -56,7 +57,7 @@ def test_pbs_backup_uses_utc_group_volid_and_encryption() -> None:
     """A PBS backup is ``pbs1:backup/ct/<vmid>/<UTC>Z`` with format ``pbs-ct``, the key
     fingerprint as ``encrypted`` and no ``verification`` until a verify job ran; a stopped
     guest is backed up in stop mode."""
-    clock = Clock()
+    clock = FakeClock(JAN_2026)
     with running(clock=clock) as sim:
         api = Api(sim)
         rec = api.run_task("POST", "/nodes/pve1/vzdump", data={"vmid": "102", "storage": "pbs1"})
@@ -211,7 +212,7 @@ def test_protected_backup_and_the_protected_limit() -> None:
     protected backup of that guest fails before it starts."""
     storages = [{"storage": "local", "type": "dir", "content": "backup",
                  "config": {"path": "/var/lib/vz", "max-protected-backups": 1}}]
-    clock = Clock()
+    clock = FakeClock(JAN_2026)
     with running(backup_scenario(storages=storages), clock) as sim:
         api = Api(sim, auth=BACKUP_USER)
         data = {"vmid": "100", "storage": "local", "protected": "1"}
@@ -228,7 +229,7 @@ def test_retention_of_the_storage_prunes_after_the_backup() -> None:
     older ones and logs it."""
     storages = [{"storage": "local", "type": "dir", "content": "backup",
                  "config": {"path": "/var/lib/vz", "prune-backups": "keep-last=1"}}]
-    clock = Clock()
+    clock = FakeClock(JAN_2026)
     with running(backup_scenario(storages=storages), clock) as sim:
         api = Api(sim)
         api.run_task("POST", "/nodes/pve1/vzdump", data={"vmid": "100", "storage": "local"})
