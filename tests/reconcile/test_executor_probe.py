@@ -26,7 +26,8 @@ from felhom_agent.proxmox.upid import Upid
 from felhom_agent.sim.pve import Fault, PveSimulator
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal
-from tests.reconcile.crash_child import open_state, scenario, sim_client
+from tests.reconcile.crash_child import open_state, scenario
+from tests.support.pve import sim_client
 
 LOG = logging.getLogger("test.executor_probe")
 
