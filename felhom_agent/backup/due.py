@@ -9,6 +9,9 @@ count, and a restarted agent sees the same answer.
 newest backup is older than two periods. A guest without any backup has no age; it is overdue
 only when the caller knows since when the policy exists (``policy_since``) and that is longer
 ago than ``every_h``.
+
+A backup without a ``ctime`` cannot be dated: it is never a guest's newest backup and does
+not make a guest fresh (it still counts in :attr:`DueState.count`).
 """
 
 from __future__ import annotations
@@ -18,18 +21,18 @@ from collections.abc import Iterable
 
 import attrs
 
-from felhom_agent.backup.model import BackupVolume
 from felhom_agent.backup.window import describe, inside_at, next_open
 from felhom_agent.core.backup_policy import BackupPolicy
+from felhom_agent.proxmox.backup_models import BackupVolume
 
 __all__ = ["DueState", "due_state", "guest_backups"]
 
 
 def guest_backups(volumes: Iterable[BackupVolume], *, vmid: int, guest_type: str,
                   storage: str) -> tuple[BackupVolume, ...]:
-    """The backups of one guest (vmid *and* type) on one storage, newest first."""
+    """The backups of one guest (vmid *and* type) on one storage, newest first (undated last)."""
     mine = [v for v in volumes if v.storage == storage and v.belongs_to(vmid, guest_type)]
-    return tuple(sorted(mine, key=lambda v: v.ctime, reverse=True))
+    return tuple(sorted(mine, key=lambda v: (v.ctime is not None, v.ctime or 0), reverse=True))
 
 
 @attrs.frozen
@@ -42,7 +45,7 @@ class DueState:
         stale: no backup on the storage is younger than ``every_h`` (window aside).
         in_window: the window is open now (always true without a window).
         overdue: stale for longer than another ``every_h`` (see the module docstring).
-        newest: the guest's newest backup on the storage, if any.
+        newest: the guest's newest dated backup on the storage, if any.
         count: how many backups of the guest the storage holds.
         next_due_at: when it is (or becomes) due, POSIX seconds: ``now`` when due; otherwise
             the first instant after which it is due (the newest backup's age passes
@@ -93,9 +96,10 @@ def due_state(
             guest without any backup overdue.
     """
     mine = guest_backups(volumes, vmid=vmid, guest_type=guest_type, storage=policy.storage)
-    newest = mine[0] if mine else None
+    newest = next((v for v in mine if v.ctime is not None), None)
+    newest_ctime = None if newest is None else newest.ctime
     every_s = policy.every_s
-    fresh_until = None if newest is None else newest.ctime + every_s
+    fresh_until = None if newest_ctime is None else newest_ctime + every_s
     stale = fresh_until is None or now > fresh_until
     in_window = inside_at(policy.window, now, tz)
     due = stale and in_window
@@ -104,15 +108,15 @@ def due_state(
     else:
         next_due_at = next_open(policy.window, now if fresh_until is None
                                 else max(now, fresh_until), tz)
-    if newest is not None:
-        overdue = now > newest.ctime + 2 * every_s
+    if newest_ctime is not None:
+        overdue = now > newest_ctime + 2 * every_s
     else:
         overdue = policy_since is not None and now > policy_since + every_s
     what = f"{guest_type} {vmid} on {policy.storage}"
-    if newest is None:
+    if newest_ctime is None:
         age = f"no backup of {what} yet"
     else:
-        age = f"newest backup of {what} is {_hours(now - newest.ctime)} old"
+        age = f"newest backup of {what} is {_hours(now - newest_ctime)} old"
     if due:
         reason = f"due: {age} (every {_every(policy)})"
     elif stale:

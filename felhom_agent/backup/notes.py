@@ -20,8 +20,8 @@ from typing import Final, Literal
 
 import attrs
 
-from felhom_agent.backup.model import BackupVolume
 from felhom_agent.core.backup_policy import BackupPolicyError
+from felhom_agent.proxmox.backup_models import BackupVolume
 
 __all__ = [
     "NOTES_PREFIX",
@@ -101,16 +101,18 @@ def find_op_backup(
     Returns:
         The volume with the op id in its notes (the newest, should there be several); else the
         oldest backup of the guest created at or after the dispatch second whose notes name no
-        other op; else ``None``.
+        other op (an undated backup, ``ctime`` None, never matches by time); else ``None``.
     """
     mine = [v for v in volumes if v.storage == storage and v.belongs_to(vmid, guest_type)]
     by_notes = [v for v in mine if op_id_in_notes(v.notes) == op_id]
     if by_notes:
-        return FoundBackup(max(by_notes, key=lambda v: v.ctime), "notes")
+        return FoundBackup(max(by_notes, key=lambda v: (v.ctime is not None, v.ctime or 0)),
+                           "notes")
     if dispatched_at is None:
         return None
     since = math.floor(dispatched_at)
-    later = [v for v in mine if v.ctime >= since and op_id_in_notes(v.notes) is None]
+    later = [(v.ctime, v) for v in mine
+             if v.ctime is not None and v.ctime >= since and op_id_in_notes(v.notes) is None]
     if later:
-        return FoundBackup(min(later, key=lambda v: v.ctime), "ctime")
+        return FoundBackup(min(later, key=lambda cv: cv[0])[1], "ctime")
     return None

@@ -14,8 +14,8 @@ from typing import Literal
 
 import attrs
 
-from felhom_agent.backup.model import StorageFacts
 from felhom_agent.core.backup_policy import BackupPolicy
+from felhom_agent.proxmox.models import StorageInfo
 
 __all__ = ["PolicyCheck", "check_policy", "check_storage"]
 
@@ -29,30 +29,30 @@ class PolicyCheck:
         problem: ``None`` when ok; ``invalid`` when the policy itself is wrong for this host
             (unknown storage, a storage without backup content); ``unavailable`` when the
             storage is right but cannot be used now (disabled, not active).
-        storage: the storage's facts when it was found.
+        storage: the storage as listed, when it was found.
         reason: what is wrong and how to fix it (empty when ok).
     """
 
     ok: bool
     problem: Literal["invalid", "unavailable"] | None
-    storage: StorageFacts | None
+    storage: StorageInfo | None
     reason: str
 
 
-def _index(storages: Mapping[str, StorageFacts] | Iterable[StorageFacts]
-           ) -> dict[str, StorageFacts]:
+def _index(storages: Mapping[str, StorageInfo] | Iterable[StorageInfo]
+           ) -> dict[str, StorageInfo]:
     if isinstance(storages, Mapping):
         return dict(storages)
     return {s.storage: s for s in storages}
 
 
-def check_storage(storage: str, storages: Mapping[str, StorageFacts] | Iterable[StorageFacts],
+def check_storage(storage: str, storages: Mapping[str, StorageInfo] | Iterable[StorageInfo],
                   *, what: str = "backup storage") -> PolicyCheck:
     """Check that ``storage`` is a usable backup storage of this node.
 
     Args:
         storage: the storage id named by a policy (or ``backup.safety_storage``).
-        storages: the node's storage listing (as facts, or a mapping id → facts).
+        storages: the node's storage listing (or a mapping id → storage).
         what: how the storage is named in reasons.
     """
     known = _index(storages)
@@ -71,13 +71,13 @@ def check_storage(storage: str, storages: Mapping[str, StorageFacts] | Iterable[
     if not facts.enabled:
         return PolicyCheck(False, "unavailable", facts,
                            f"{what} {storage} is disabled in the storage configuration")
-    if facts.active is False:
+    if not facts.active:
         return PolicyCheck(False, "unavailable", facts,
                            f"{what} {storage} is not active (PVE cannot reach or mount it)")
     return PolicyCheck(True, None, facts, "")
 
 
 def check_policy(policy: BackupPolicy,
-                 storages: Mapping[str, StorageFacts] | Iterable[StorageFacts]) -> PolicyCheck:
+                 storages: Mapping[str, StorageInfo] | Iterable[StorageInfo]) -> PolicyCheck:
     """Check a guest's policy against the node's storages (see :func:`check_storage`)."""
     return check_storage(policy.storage, storages)

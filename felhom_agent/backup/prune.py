@@ -18,25 +18,26 @@ buckets that already hold a backup kept by an earlier option, and marks the othe
 marked backups of a bucket it just kept as ``remove`` (so later options skip them too). Buckets
 are the node's local time. What no option marked is removed. Backups whose name does not
 follow vzdump's scheme (``subtype`` unknown) are marked ``renamed`` and never removed.
-(A PBS datastore applies the same rules, in the PBS server's local time.)
+(A PBS datastore applies the same rules, in the PBS server's local time.) A backup without a
+``ctime`` cannot be put in a bucket: the local marking keeps it and leaves it out of its group
+(it is never pruned by this prediction and takes no option's slot).
+
+The marks are the client's :class:`~felhom_agent.proxmox.backup_models.PruneMark` rows, so a
+prediction and PVE's dry run are the same type.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, Literal
 
 import attrs
 
-from felhom_agent.backup.model import BackupVolume
 from felhom_agent.backup.window import local_time
 from felhom_agent.core.backup_policy import KeepOptions
+from felhom_agent.proxmox.backup_models import BackupVolume, PruneMark, PruneMarkKind
 
 __all__ = [
-    "MARKS",
-    "Mark",
-    "PruneMark",
     "PruneReview",
     "effective_keep",
     "format_prune_backups",
@@ -44,10 +45,6 @@ __all__ = [
     "prune_options",
     "review_prune",
 ]
-
-Mark = Literal["keep", "remove", "protected", "renamed"]
-MARKS: Final = ("keep", "remove", "protected", "renamed")
-
 
 def effective_keep(keep: KeepOptions, min_keep: int) -> KeepOptions:
     """``keep`` with ``last`` raised to at least ``min_keep`` (when it prunes at all)."""
@@ -77,28 +74,11 @@ def prune_options(keep: KeepOptions | None, min_keep: int) -> str | None:
     return format_prune_backups(effective_keep(keep, min_keep))
 
 
-@attrs.frozen
-class PruneMark:
-    """One backup and what pruning does with it (PVE's dry-run row).
-
-    Attributes:
-        volid: the backup.
-        ctime: its creation time (POSIX seconds).
-        vmid: its guest id (``None`` when PVE could not tell).
-        type: ``qemu``, ``lxc`` or ``unknown``.
-        mark: ``keep``, ``remove``, ``protected`` or ``renamed``.
-    """
-
-    volid: str
-    ctime: int
-    vmid: int | None
-    type: str
-    mark: Mark
-
-    @classmethod
-    def of(cls, volume: BackupVolume, mark: Mark) -> PruneMark:
-        """The row for ``volume``."""
-        return cls(volume.volid, volume.ctime, volume.vmid, volume.subtype, mark)
+def _row(volume: BackupVolume, mark: PruneMarkKind) -> PruneMark:
+    """The row for ``volume`` (``type`` is ``unknown`` when PVE could not tell the type)."""
+    kind = "unknown" if volume.subtype is None else volume.subtype.value
+    return PruneMark(volid=volume.volid, ctime=volume.ctime, type=kind, vmid=volume.vmid,
+                     mark=mark)
 
 
 def _bucket(name: str, tz: dt.tzinfo) -> Callable[[int], object]:
@@ -121,35 +101,36 @@ def _bucket(name: str, tz: dt.tzinfo) -> Callable[[int], object]:
     return key
 
 
-def _mark_group(group: Sequence[BackupVolume], keep: KeepOptions, tz: dt.tzinfo,
-                marks: dict[int, Mark]) -> None:
-    """Mark one vmid/type group in place (``marks`` is keyed by ``id()`` of the volume)."""
+def _mark_group(group: Sequence[tuple[int, BackupVolume]], keep: KeepOptions,
+                tz: dt.tzinfo, marks: dict[int, PruneMarkKind]) -> None:
+    """Mark one vmid/type group of dated ``(ctime, volume)`` in place (``marks`` is keyed by
+    ``id()`` of the volume)."""
     if keep.keeps_all:
-        for volume in group:
-            marks.setdefault(id(volume), "keep")
+        for _, volume in group:
+            marks.setdefault(id(volume), PruneMarkKind.KEEP)
         return
-    newest_first = sorted(group, key=lambda v: v.ctime, reverse=True)  # stable for ties
+    newest_first = sorted(group, key=lambda cv: cv[0], reverse=True)  # stable for ties
     for name, count in keep.counts():
         if not count:
             continue
         bucket = _bucket(name, tz)
-        already = {bucket(v.ctime) for v in newest_first if marks.get(id(v)) == "keep"}
+        already = {bucket(c) for c, v in newest_first if marks.get(id(v)) is PruneMarkKind.KEEP}
         chosen: set[object] = set()
-        for volume in newest_first:
+        for ctime, volume in newest_first:
             if id(volume) in marks:
                 continue
-            b = bucket(volume.ctime)
+            b = bucket(ctime)
             if b in already:
                 continue
             if b not in chosen:
                 if len(chosen) >= count:
                     break
                 chosen.add(b)
-                marks[id(volume)] = "keep"
+                marks[id(volume)] = PruneMarkKind.KEEP
             else:
-                marks[id(volume)] = "remove"
-    for volume in group:
-        marks.setdefault(id(volume), "remove")
+                marks[id(volume)] = PruneMarkKind.REMOVE
+    for _, volume in group:
+        marks.setdefault(id(volume), PruneMarkKind.REMOVE)
 
 
 def mark_backups(volumes: Iterable[BackupVolume], keep: KeepOptions, tz: dt.tzinfo
@@ -165,18 +146,20 @@ def mark_backups(volumes: Iterable[BackupVolume], keep: KeepOptions, tz: dt.tzin
         One row per volume, in the input order.
     """
     items = list(volumes)
-    marks: dict[int, Mark] = {}
-    groups: dict[tuple[str, int], list[BackupVolume]] = {}
+    marks: dict[int, PruneMarkKind] = {}
+    groups: dict[tuple[str, int], list[tuple[int, BackupVolume]]] = {}
     for volume in items:
         if volume.protected:
-            marks[id(volume)] = "protected"
-        elif volume.subtype not in ("qemu", "lxc") or volume.vmid is None:
-            marks[id(volume)] = "renamed"
+            marks[id(volume)] = PruneMarkKind.PROTECTED
+        elif volume.subtype is None or volume.vmid is None:
+            marks[id(volume)] = PruneMarkKind.RENAMED
+        elif volume.ctime is None:
+            marks[id(volume)] = PruneMarkKind.KEEP  # undated: never pruned by the prediction
         else:
-            groups.setdefault((volume.subtype, volume.vmid), []).append(volume)
+            groups.setdefault((volume.subtype, volume.vmid), []).append((volume.ctime, volume))
     for group in groups.values():
         _mark_group(group, keep, tz, marks)
-    return tuple(PruneMark.of(v, marks[id(v)]) for v in items)
+    return tuple(_row(v, marks[id(v)]) for v in items)
 
 
 @attrs.frozen
@@ -212,27 +195,27 @@ def review_prune(rows: Iterable[PruneMark], *, vmid: int, guest_type: str, min_k
     """
     rows = list(rows)
     guarded = set(protected)
+    remove_mark = PruneMarkKind.REMOVE
     others = [r.volid for r in rows
-              if r.mark == "remove" and (r.vmid != vmid or r.type != guest_type)]
+              if r.mark is remove_mark and (r.vmid != vmid or r.type != guest_type)]
     if others:
         return PruneReview(False, (), 0, f"prune dry run for {guest_type} {vmid} would remove "
                            f"backups of other guests: {', '.join(others)}; nothing pruned")
-    bad = [r.volid for r in rows if r.mark == "remove" and r.volid in guarded]
+    bad = [r.volid for r in rows if r.mark is remove_mark and r.volid in guarded]
     if bad:
         return PruneReview(False, (), 0, f"prune dry run would remove protected backups "
                            f"{', '.join(bad)}; nothing pruned")
-    mine = [r for r in rows if r.vmid == vmid and r.type == guest_type
-            and r.mark in ("keep", "remove") and r.volid not in guarded]
-    remove = tuple(r.volid for r in sorted(mine, key=lambda r: r.ctime, reverse=True)
-                   if r.mark == "remove")
+    mine = sorted((r for r in rows if r.vmid == vmid and r.type == guest_type
+                   and r.mark in (PruneMarkKind.KEEP, remove_mark) and r.volid not in guarded),
+                  key=lambda r: (r.ctime is not None, r.ctime or 0), reverse=True)
+    remove = tuple(r.volid for r in mine if r.mark is remove_mark)
     kept = len(mine) - len(remove)
     floor = min(min_keep, len(mine))
     if kept < floor:
         return PruneReview(False, remove, kept, f"prune dry run for {guest_type} {vmid} would "
                            f"keep {kept} unprotected backups, fewer than backup.min_keep "
                            f"{min_keep}; nothing pruned")
-    newest_kept = sorted(mine, key=lambda r: r.ctime, reverse=True)[:floor]
-    dropped = [r.volid for r in newest_kept if r.mark == "remove"]
+    dropped = [r.volid for r in mine[:floor] if r.mark is remove_mark]
     if dropped:
         return PruneReview(False, remove, kept, f"prune dry run would remove "
                            f"{', '.join(dropped)}, one of the {floor} newest backups of "

@@ -3,15 +3,16 @@
 The estimate of the next backup is the guest's newest backup on the same storage; the storage
 must have that size plus ``backup.space_margin_pct`` percent free. Without an earlier backup,
 or when the newest one's size is unknown (PBS reports 1 for "unknown or incomplete"), there is
-no estimate and the backup may run. On PBS the estimate is the snapshot's logical size, which
-deduplication usually undercuts: the check errs on the side of refusing.
+no estimate and the backup may run (the client already turns PBS's 1 into no size). On PBS
+the estimate is the snapshot's logical size, which deduplication usually undercuts: the
+check errs on the side of refusing.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from felhom_agent.backup.model import BackupVolume
+from felhom_agent.proxmox.backup_models import BackupVolume
 
 __all__ = ["SpaceCheck", "check_space", "space_needed"]
 

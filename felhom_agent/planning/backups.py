@@ -26,11 +26,12 @@ from collections.abc import Mapping
 import attrs
 
 from felhom_agent.backup.due import DueState, due_state
-from felhom_agent.backup.model import BackupVolume, StorageFacts
 from felhom_agent.backup.policy import check_policy
 from felhom_agent.backup.prune import effective_keep, mark_backups, prune_options
 from felhom_agent.backup.space import check_space
 from felhom_agent.core.desired import GuestDesired
+from felhom_agent.proxmox.backup_models import BackupVolume, PruneMarkKind
+from felhom_agent.proxmox.models import StorageInfo
 
 __all__ = ["BackupFacts", "BackupStatus", "GuestBackupPlan", "plan_guest_backup"]
 
@@ -51,7 +52,7 @@ class BackupFacts:
 
     now: float
     tz: dt.tzinfo
-    storages: Mapping[str, StorageFacts]
+    storages: Mapping[str, StorageInfo]
     volumes: Mapping[str, tuple[BackupVolume, ...]]
     errors: Mapping[str, str] = attrs.Factory(dict)
     min_keep: int = 3
@@ -118,7 +119,7 @@ def plan_guest_backup(want: GuestDesired, facts: BackupFacts) -> GuestBackupPlan
         return GuestBackupPlan(status("due" if due.stale else "ok", due.reason, due))
     mine = [v for v in volumes if v.belongs_to(vmid, gtype)]
     marks = mark_backups(mine, effective_keep(policy.keep, facts.min_keep), facts.tz)
-    if any(m.mark == "remove" for m in marks):
+    if any(m.mark is PruneMarkKind.REMOVE for m in marks):
         params = {"storage": storage, "keep": keep}
         return GuestBackupPlan(status("ok", due.reason, due), action=("prune", params))
     return GuestBackupPlan(status("ok", due.reason, due))

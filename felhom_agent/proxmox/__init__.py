@@ -9,13 +9,11 @@ from __future__ import annotations
 from felhom_agent.proxmox.backup_models import (
     BackupDetails,
     BackupVolume,
-    KeepPolicy,
     PbsStorage,
     PruneMark,
     PruneMarkKind,
     StorageConfig,
 )
-from felhom_agent.proxmox.backups import VzdumpMode
 from felhom_agent.proxmox.client import ConfigValue, ProxmoxClient
 from felhom_agent.proxmox.errors import (
     AuthError,
@@ -86,7 +84,6 @@ __all__ = [
     "GuestConfig",
     "GuestStatus",
     "GuestType",
-    "KeepPolicy",
     "Locked",
     "NoGuestSelected",
     "NodeStatus",
@@ -124,7 +121,6 @@ __all__ = [
     "Upid",
     "UpidError",
     "VzdumpLog",
-    "VzdumpMode",
     "complete",
     "parse_upid",
     "parse_vzdump_log",

@@ -1,4 +1,4 @@
-"""Typed backup results: backup volumes, storage.cfg entries (PBS ones), prune marks, retention.
+"""Typed backup results: backup volumes, storage.cfg entries (PBS ones), prune marks.
 
 What PVE's answers mean, so callers never have to re-learn it:
 
@@ -9,6 +9,9 @@ What PVE's answers mean, so callers never have to re-learn it:
 * ``verification`` absent means the snapshot was never verified (``verification`` None here);
 * ``encrypted`` is the key fingerprint, or ``"1"`` when PVE only knows every file is encrypted;
 * the listing shows the first line of the notes only; :class:`BackupDetails` has them all.
+
+These are the one model of a backup volume and a prune mark in the agent: the pure policy
+layer (:mod:`felhom_agent.backup`) works on them directly.
 """
 
 from __future__ import annotations
@@ -19,14 +22,10 @@ from typing import Any
 
 import attrs
 
-from felhom_agent.proxmox.errors import ParameterError
 from felhom_agent.proxmox.models import GuestType
 
-__all__ = ["KEEP_KEYS", "BackupDetails", "BackupVolume", "KeepPolicy", "PbsStorage",
-           "PruneMark", "PruneMarkKind", "StorageConfig"]
-
-#: PVE's keep options without the ``keep-`` prefix, in PVE's evaluation order.
-KEEP_KEYS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+__all__ = ["BackupDetails", "BackupVolume", "PbsStorage", "PruneMark", "PruneMarkKind",
+           "StorageConfig"]
 
 
 def _int(value: Any) -> int | None:
@@ -53,7 +52,25 @@ def _guest_type(value: Any) -> GuestType | None:
 
 @attrs.frozen
 class BackupVolume:
-    """One backup of ``GET .../storage/{storage}/content?content=backup``."""
+    """One backup of ``GET .../storage/{storage}/content?content=backup``.
+
+    Attributes:
+        volid: ``<storage>:backup/...`` (or the PBS snapshot name) as PVE names it.
+        storage: the storage it is on.
+        vmid: the guest id PVE parsed from the name (``None`` when it could not).
+        subtype: the guest type; ``None`` when PVE could not tell (``unknown``, a renamed
+            file): such a backup belongs to no guest and is never pruned.
+        format: ``tar.zst``, ``vma.zst``, ``pbs-ct``, ``pbs-vm``, ...
+        size: bytes; ``None`` when unknown (PBS reports 1 then).
+        ctime: creation time, POSIX seconds; ``None`` when PVE gave none (such a backup
+            cannot be dated: the policy layer neither counts it as a guest's newest backup
+            nor lets its own keep marking prune it).
+        notes: the first line of its notes, if any.
+        protected: PVE refuses to remove it; pruning neither removes nor counts it.
+        encrypted: the key fingerprint, ``"1"``, or ``None`` (not encrypted).
+        verification: the PBS verification state (``None``: never verified).
+        verification_upid: the task that verified it.
+    """
 
     volid: str
     storage: str
@@ -72,6 +89,20 @@ class BackupVolume:
     def pbs(self) -> bool:
         """Whether this is a Proxmox Backup Server snapshot."""
         return self.format.startswith("pbs-")
+
+    @property
+    def size_known(self) -> bool:
+        """Whether :attr:`size` is a real size (PBS uses 1 for "unknown or incomplete")."""
+        return self.size is not None and self.size > 1
+
+    def belongs_to(self, vmid: int, guest_type: GuestType | str) -> bool:
+        """Whether this is a backup of that guest: same vmid *and* same guest type.
+
+        A vmid may be reused by a guest of the other type after the first one was destroyed,
+        so the vmid alone would attribute an old container's backups to a new VM. A backup
+        whose type PVE could not tell (``subtype`` None) belongs to no guest.
+        """
+        return self.subtype is not None and self.vmid == vmid and self.subtype == guest_type
 
     @classmethod
     def from_api(cls, d: Mapping[str, Any], storage: str) -> BackupVolume:
@@ -186,7 +217,16 @@ class PruneMarkKind(enum.StrEnum):
 
 @attrs.frozen
 class PruneMark:
-    """One entry of the prune dry run (``type`` is ``qemu``/``lxc``/``unknown``)."""
+    """What a prune does with one backup: a row of PVE's dry run, or of the agent's own
+    prediction (:func:`felhom_agent.backup.prune.mark_backups`).
+
+    Attributes:
+        volid: the backup.
+        ctime: its creation time, POSIX seconds (``None``: not dated).
+        type: ``qemu``, ``lxc`` or ``unknown``.
+        vmid: its guest id (``None`` when PVE could not tell).
+        mark: keep, remove, protected or renamed.
+    """
 
     volid: str
     ctime: int | None
@@ -203,48 +243,3 @@ class PruneMark:
             mark = PruneMarkKind.KEEP
         return cls(volid=str(d.get("volid", "")), ctime=_int(d.get("ctime")),
                    type=str(d.get("type", "")), vmid=_int(d.get("vmid")), mark=mark)
-
-
-@attrs.frozen
-class KeepPolicy:
-    """A retention: PVE's keep options (``last=3`` is ``keep-last=3``); ``keep_all`` alone."""
-
-    last: int = 0
-    hourly: int = 0
-    daily: int = 0
-    weekly: int = 0
-    monthly: int = 0
-    yearly: int = 0
-    keep_all: bool = False
-
-    @classmethod
-    def from_mapping(cls, keep: Mapping[str, int]) -> KeepPolicy:
-        """Build from ``{"last": 3, "daily": 7}`` (``keep-`` prefixes accepted).
-
-        Raises:
-            ParameterError: an unknown key, a negative or non-integer count, or ``all``
-                together with another option (status None: nothing was sent).
-        """
-        values: dict[str, int] = {}
-        keep_all = False
-        for raw, count in keep.items():
-            key = raw.removeprefix("keep-")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ParameterError(f"invalid retention {raw}={count!r}", status=None,
-                                     errors={"prune-backups": f"{raw} must be a count >= 0"})
-            if key == "all":
-                keep_all = bool(count)
-            elif key in KEEP_KEYS:
-                values[key] = count
-            else:
-                raise ParameterError(f"unknown retention option {raw!r}", status=None,
-                                     errors={"prune-backups": f"unknown option {raw!r}"})
-        if keep_all and any(values.values()):
-            raise ParameterError("keep-all cannot be combined with other options",
-                                 status=None, errors={"prune-backups": "keep-all is exclusive"})
-        return cls(keep_all=keep_all, **values)
-
-    def to_param(self) -> str:
-        """The ``prune-backups`` property string (``keep-all=1`` when nothing is limited)."""
-        parts = [f"keep-{k}={getattr(self, k)}" for k in KEEP_KEYS if getattr(self, k)]
-        return ",".join(parts) if parts and not self.keep_all else "keep-all=1"

@@ -10,20 +10,21 @@ Rules the calls encode, so callers cannot get them wrong:
   only proven by finding it in :meth:`BackupCalls.backups`.
 * The backup listing is silently filtered by PVE: without Datastore.Allocate on the storage,
   or Datastore.AllocateSpace plus VM.Backup on the guest, a backup is simply not listed.
+* Retention is PVE's ``prune-backups`` option string (``keep-last=3,keep-daily=7``,
+  ``keep-all=1``); the desired-state policy builds it, the client only checks its shape.
 * Deleting and pruning are tasks (``imgdel``, ``prunebackups``): wait on the Dispatch.
 * A storage PVE could not activate has no sizes (:class:`StorageInfo` ``reachable`` False).
 """
 
 from __future__ import annotations
 
-import enum
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from felhom_agent.proxmox.backup_models import (
     BackupDetails,
     BackupVolume,
-    KeepPolicy,
     PruneMark,
     StorageConfig,
 )
@@ -41,26 +42,41 @@ from felhom_agent.proxmox.wire import (
     volume_seg,
 )
 
-__all__ = ["BackupCalls", "VzdumpMode"]
+__all__ = ["BackupCalls"]
 
-
-class VzdumpMode(enum.StrEnum):
-    """How vzdump treats a running guest (a stopped guest is always backed up ``stop``)."""
-
-    SNAPSHOT = "snapshot"
-    SUSPEND = "suspend"
-    STOP = "stop"
-
-
+#: vzdump's ``mode`` values (how a running guest is treated; a stopped one is always ``stop``).
+_MODE = re.compile(r"snapshot|suspend|stop")
 _COMPRESS = frozenset({"0", "1", "gzip", "lzo", "zstd"})
 _MAX_NOTES_TEMPLATE = 1024
+#: One option of PVE's ``prune-backups`` string: ``keep-<known option>=<count>``.
+_KEEP_ITEM = re.compile(r"keep-(last|hourly|daily|weekly|monthly|yearly|all)=([0-9]{1,9})")
 
 
-def _keep_param(keep: KeepPolicy | Mapping[str, int] | None) -> str | None:
-    if keep is None:
-        return None
-    policy = keep if isinstance(keep, KeepPolicy) else KeepPolicy.from_mapping(keep)
-    return policy.to_param()
+def _keep_param(keep: str) -> str:
+    """``keep`` unchanged when it is a well-formed ``prune-backups`` string.
+
+    Raises:
+        ParameterError: not a comma-separated list of ``keep-<option>=<count>`` with a known
+            option, an option twice, or ``keep-all`` with other options (nothing sent).
+    """
+    def bad(why: str) -> ParameterError:
+        return ParameterError(f"invalid prune-backups {keep!r}: {why}", status=None,
+                              errors={"prune-backups": why})
+
+    if not isinstance(keep, str) or not keep:
+        raise bad("need keep-<option>=<count>[,...]")
+    seen: set[str] = set()
+    for item in keep.split(","):
+        match = _KEEP_ITEM.fullmatch(item)
+        if match is None:
+            raise bad(f"{item!r} is not keep-<last|hourly|daily|weekly|monthly|yearly|all>"
+                      "=<count>")
+        if match.group(1) in seen:
+            raise bad(f"keep-{match.group(1)} given twice")
+        seen.add(match.group(1))
+    if "all" in seen and len(seen) > 1:
+        raise bad("keep-all cannot be combined with other options")
+    return keep
 
 
 def _storage_of(volid: str) -> str:
@@ -167,36 +183,44 @@ class BackupCalls:
 
     # -- retention ----------------------------------------------------------------------------
     def _prune_params(self, vmid: int | None, kind: GuestType | str | None,
-                      keep: KeepPolicy | Mapping[str, int] | None
-                      ) -> dict[str, ConfigValue | None]:
+                      keep: str) -> dict[str, ConfigValue | None]:
         return {"vmid": None if vmid is None else check_vmid(vmid),
                 "type": None if kind is None else GuestType(kind).value,
                 "prune-backups": _keep_param(keep)}
 
     def prune_dry_run(self, storage: str, vmid: int | None, kind: GuestType | str | None,
-                      keep: KeepPolicy | Mapping[str, int] | None) -> tuple[PruneMark, ...]:
-        """``GET .../prunebackups``: what a prune with ``keep`` (None: the storage's setting)
-        would keep or remove; lists every backup, unfiltered by per-guest privileges."""
+                      keep: str) -> tuple[PruneMark, ...]:
+        """``GET .../prunebackups``: what a prune with ``keep`` (a ``prune-backups`` string)
+        would keep or remove; lists every backup, unfiltered by per-guest privileges.
+
+        Raises:
+            ParameterError: a malformed ``keep`` (nothing sent) or PVE's 400.
+        """
         path = f"{self._node_path()}/storage/{seg(storage)}/prunebackups"
         entries = as_list(self._get(path, self._prune_params(vmid, kind, keep)), path)
         return tuple(PruneMark.from_api(e) for e in entries)
 
     def prune(self, storage: str, vmid: int | None, kind: GuestType | str | None,
-              keep: KeepPolicy | Mapping[str, int] | None) -> Dispatch:
+              keep: str) -> Dispatch:
         """``DELETE .../prunebackups``: a ``prunebackups`` task removing the dry run's
-        ``remove`` marks (protected backups are never removed)."""
+        ``remove`` marks (protected backups are never removed).
+
+        Raises:
+            ParameterError: a malformed ``keep`` (nothing sent) or PVE's 400.
+        """
         path = f"{self._node_path()}/storage/{seg(storage)}/prunebackups"
         return self._mutate("DELETE", path, self._prune_params(vmid, kind, keep))
 
     # -- vzdump -------------------------------------------------------------------------------
-    def vzdump(self, vmid: int, storage: str, *, mode: VzdumpMode | str = VzdumpMode.SNAPSHOT,
+    def vzdump(self, vmid: int, storage: str, *, mode: str = "snapshot",
                notes_template: str | None = None, protected: bool | None = None,
                compress: str | None = "zstd", remove: bool | None = None) -> Dispatch:
         """``POST /nodes/{node}/vzdump`` for one guest to ``storage``: a ``vzdump`` task.
 
-        ``remove`` None leaves PVE's default (prune after the backup by the storage's
-        retention, if it has one); False keeps everything but then a finite storage retention
-        makes vzdump refuse once the guest has that many backups.
+        ``mode`` is ``snapshot``, ``suspend`` or ``stop`` (the desired state's policy mode
+        as a plain string). ``remove`` None leaves PVE's default (prune after the backup by the
+        storage's retention, if it has one); False keeps everything but then a finite storage
+        retention makes vzdump refuse once the guest has that many backups.
 
         Raises:
             NoGuestSelected: PVE answered ``OK``: the guest is not on this node, nothing ran.
@@ -204,11 +228,9 @@ class BackupCalls:
             PermissionDenied: no Datastore.AllocateSpace on the storage (VM.Backup is
                 checked inside the task).
         """
-        try:
-            mode = VzdumpMode(mode)
-        except ValueError:
-            raise ParameterError(f"invalid vzdump mode {mode!r}", status=None,
-                                 errors={"mode": "snapshot|suspend|stop"}) from None
+        if not isinstance(mode, str) or _MODE.fullmatch(mode) is None:
+            raise ParameterError(f"invalid vzdump mode {mode!r}: must be snapshot, suspend "
+                                 "or stop", status=None, errors={"mode": "snapshot|suspend|stop"})
         if compress is not None and compress not in _COMPRESS:
             raise ParameterError(f"invalid compression {compress!r}", status=None,
                                  errors={"compress": "0|1|gzip|lzo|zstd"})
@@ -218,7 +240,7 @@ class BackupCalls:
                                  status=None, errors={"notes-template": "one line, <= 1024"})
         path = f"{self._node_path()}/vzdump"
         data = self._call("POST", path, {
-            "vmid": check_vmid(vmid), "storage": storage, "mode": mode.value, "compress": compress,
+            "vmid": check_vmid(vmid), "storage": storage, "mode": str(mode), "compress": compress,
             "notes-template": notes_template, "protected": protected, "remove": remove})
         if data == "OK":
             raise NoGuestSelected(

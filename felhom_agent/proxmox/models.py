@@ -389,6 +389,16 @@ class StorageInfo:
         """Whether PVE could activate the storage (its sizes are real)."""
         return self.active
 
+    @property
+    def holds_backups(self) -> bool:
+        """Whether ``backup`` is one of its content types."""
+        return "backup" in self.content
+
+    @property
+    def is_pbs(self) -> bool:
+        """Whether it is a Proxmox Backup Server datastore."""
+        return self.type == "pbs"
+
     @classmethod
     def from_api(cls, d: Mapping[str, Any], storage: str | None = None) -> StorageInfo:
         """Build from the API object (``storage`` given for the status endpoint)."""

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from felhom_agent.backup.due import DueState, due_state, guest_backups
-from felhom_agent.backup.model import BackupVolume
 from felhom_agent.core.backup_policy import BackupPolicy, Window, parse_window
+from felhom_agent.proxmox.backup_models import BackupVolume
+from tests.backup.helpers import backup
 from tests.support.hypo import examples
 
 PLUS1 = dt.timezone(dt.timedelta(hours=1))
@@ -24,8 +25,8 @@ NOON = dt.datetime(2024, 5, 1, 12, tzinfo=PLUS1).timestamp()
 def vol(ctime: float, *, vmid: int = 101, subtype: str = "lxc", storage: str = "pbs1",
         size: int = 1000) -> BackupVolume:
     """A backup volume as the content listing would show it."""
-    return BackupVolume(volid=f"{storage}:backup/ct/{vmid}/{int(ctime)}", storage=storage,
-                        vmid=vmid, subtype=subtype, ctime=int(ctime), size=size)
+    return backup(f"{storage}:backup/ct/{vmid}/{int(ctime)}", vmid=vmid, subtype=subtype,
+                  ctime=int(ctime), size=size)
 
 
 def state(policy: BackupPolicy, volumes: list[BackupVolume], now: float = NOON,
@@ -62,7 +63,7 @@ def test_fresh_backup_is_not_due_and_next_due_is_its_age_limit() -> None:
     assert not s.due and not s.stale and not s.overdue
     assert s.newest == newest
     assert s.count == 3
-    assert s.next_due_at == newest.ctime + 24 * H
+    assert newest.ctime is not None and s.next_due_at == newest.ctime + 24 * H
     assert s.reason == ("ok: newest backup of lxc 101 on pbs1 is 5.0 h old; next due "
                         "2024-05-02T06:00:00Z (07:00 node time)")
 
@@ -109,6 +110,19 @@ def test_other_guests_types_and_storages_do_not_count() -> None:
     s = state(DAILY, others)
     assert s.due and s.count == 0 and s.newest is None
     assert guest_backups(others, vmid=101, guest_type="qemu", storage="pbs1") == (others[1],)
+
+
+def test_undated_backups_are_never_the_newest() -> None:
+    """A backup without ctime counts as a backup of the guest, but makes nobody fresh."""
+    undated = backup("pbs1:backup/ct/101/odd", ctime=None)
+    s = state(DAILY, [undated])
+    assert s.due and s.count == 1 and s.newest is None
+    assert s.reason.startswith("due: no backup of lxc 101 on pbs1 yet")
+    dated = vol(NOON - H)
+    s = state(DAILY, [undated, dated])
+    assert not s.due and s.count == 2 and s.newest == dated
+    assert guest_backups([undated, dated], vmid=101, guest_type="lxc",
+                         storage="pbs1") == (dated, undated)
 
 
 def test_overdue_after_two_periods() -> None:

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from felhom_agent.backup.model import BackupVolume
 from felhom_agent.backup.notes import (
     OP_ID_RE,
     find_op_backup,
@@ -17,6 +16,8 @@ from felhom_agent.backup.notes import (
 )
 from felhom_agent.core.backup_policy import BackupPolicyError
 from felhom_agent.errors import AgentError
+from felhom_agent.proxmox.backup_models import BackupVolume
+from tests.backup.helpers import backup
 from tests.support.hypo import examples
 
 PLAN_OP = "plan-7-101-backup-0123456789ab"
@@ -25,8 +26,8 @@ PLAN_OP = "plan-7-101-backup-0123456789ab"
 def vol(ctime: int, notes: str | None = None, *, vmid: int = 101, subtype: str = "lxc",
         storage: str = "pbs1") -> BackupVolume:
     """A listed backup with notes."""
-    return BackupVolume(volid=f"{storage}:backup/ct/{vmid}/{ctime}", storage=storage, vmid=vmid,
-                        subtype=subtype, ctime=ctime, size=100, notes=notes)
+    return backup(f"{storage}:backup/ct/{vmid}/{ctime}", vmid=vmid, subtype=subtype,
+                  ctime=ctime, notes=notes)
 
 
 def test_template_and_parser_agree_on_agent_op_ids() -> None:
@@ -100,3 +101,14 @@ def test_find_by_ctime_when_the_notes_are_missing() -> None:
     no_time = find_op_backup(volumes, op_id=PLAN_OP, vmid=101, guest_type="lxc",
                              storage="pbs1")
     assert no_time is None
+
+
+def test_undated_backups_match_by_notes_only() -> None:
+    """A backup without ctime is found by its notes, never by the time fallback."""
+    undated = backup("pbs1:backup/ct/101/odd", ctime=None)
+    assert find_op_backup([undated], op_id=PLAN_OP, vmid=101, guest_type="lxc",
+                          storage="pbs1", dispatched_at=0.0) is None
+    tagged = backup("pbs1:backup/ct/101/odd2", ctime=None, notes=notes_template(PLAN_OP))
+    found = find_op_backup([tagged, undated], op_id=PLAN_OP, vmid=101, guest_type="lxc",
+                           storage="pbs1", dispatched_at=0.0)
+    assert found is not None and (found.volume, found.by) == (tagged, "notes")

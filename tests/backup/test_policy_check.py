@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from felhom_agent.backup.model import StorageFacts, parse_content
 from felhom_agent.backup.policy import check_policy, check_storage
 from felhom_agent.core.backup_policy import BackupPolicy
+from felhom_agent.proxmox.models import StorageInfo
+from tests.backup.helpers import storage as info
 
 STORAGES = [
-    StorageFacts("local", "dir", "iso,vztmpl,backup", active=True, avail=10**12),
-    StorageFacts("local-lvm", "lvmthin", "images,rootdir", active=True),
-    StorageFacts("pbs1", "pbs", frozenset({"backup"}), active=True),
-    StorageFacts("nfs-off", "nfs", "backup", enabled=False),
-    StorageFacts("pbs-down", "pbs", "backup", active=False),
+    info("local", "dir", "iso,vztmpl,backup", avail=10**12),
+    info("local-lvm", "lvmthin", "images,rootdir"),
+    info("pbs1", "pbs", "backup"),
+    info("nfs-off", "nfs", "backup", enabled=False, active=False),
+    info("pbs-down", "pbs", "backup", active=False),
 ]
 
 
@@ -55,8 +56,10 @@ def test_no_storages_listed_and_safety_storage_wording() -> None:
 
 
 def test_content_parsing() -> None:
-    """PVE's comma list becomes a set; blanks are dropped."""
-    assert parse_content("images, rootdir,,backup ") == frozenset(
-        {"images", "rootdir", "backup"})
-    assert StorageFacts("x1", "dir").content == frozenset()
-    assert StorageFacts("x1", "dir", ("backup",)).holds_backups
+    """PVE's comma list becomes the content types; blanks are dropped; backups and PBS told."""
+    listed = StorageInfo.from_api({"storage": "x1", "type": "dir",
+                                   "content": "images,rootdir,,backup", "active": 1})
+    assert listed.content == ("images", "rootdir", "backup")
+    assert listed.holds_backups and not listed.is_pbs
+    bare = StorageInfo.from_api({"storage": "x1", "type": "pbs"})
+    assert bare.content == () and not bare.holds_backups and bare.is_pbs

@@ -9,9 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from felhom_agent.backup.model import BackupVolume
 from felhom_agent.backup.prune import (
-    PruneMark,
     effective_keep,
     format_prune_backups,
     mark_backups,
@@ -19,6 +17,8 @@ from felhom_agent.backup.prune import (
     review_prune,
 )
 from felhom_agent.core.backup_policy import KeepOptions
+from felhom_agent.proxmox.backup_models import BackupVolume, PruneMark, PruneMarkKind
+from tests.backup.helpers import backup
 from tests.support.hypo import examples
 
 UTC = dt.UTC
@@ -30,14 +30,13 @@ def vol(when: str, *, vmid: int = 101, subtype: str = "lxc", protected: bool = F
         tz: dt.tzinfo = UTC) -> BackupVolume:
     """A backup made at local time ``when`` (``2024-05-01 01:00``) in ``tz``."""
     ctime = int(dt.datetime.fromisoformat(when).replace(tzinfo=tz).timestamp())
-    return BackupVolume(volid=f"local:backup/vzdump-{subtype}-{vmid}-{ctime}-{next(_SEQ)}",
-                        storage="local", vmid=vmid, subtype=subtype, ctime=ctime, size=10,
-                        protected=protected)
+    return backup(f"local:backup/vzdump-{subtype}-{vmid}-{ctime}-{next(_SEQ)}", vmid=vmid,
+                  subtype=subtype, ctime=ctime, size=10, protected=protected)
 
 
 def marks(volumes: list[BackupVolume], keep: KeepOptions, tz: dt.tzinfo = UTC) -> list[str]:
     """The marks, in input order."""
-    return [m.mark for m in mark_backups(volumes, keep, tz)]
+    return [m.mark.value for m in mark_backups(volumes, keep, tz)]
 
 
 def test_effective_keep_raises_last_to_the_floor() -> None:
@@ -134,8 +133,18 @@ def test_nonstandard_names_are_renamed_and_groups_are_separate() -> None:
          vol("2024-05-01 01:00"), vol("2024-05-01 01:00", vmid=102),
          vol("2024-05-01 02:00", subtype="qemu")]
     assert marks(v, KeepOptions(last=1)) == ["renamed", "keep", "remove", "keep", "keep"]
-    nameless = BackupVolume("local:backup/x.tar", "local", None, "lxc", 5)
-    assert mark_backups([nameless], KeepOptions(last=1), UTC)[0].mark == "renamed"
+    nameless = backup("local:backup/x.tar", vmid=None, ctime=5)
+    assert mark_backups([nameless], KeepOptions(last=1), UTC)[0].mark is PruneMarkKind.RENAMED
+    unknown = mark_backups([v[0]], KeepOptions(last=1), UTC)[0]
+    assert (unknown.type, unknown.vmid) == ("unknown", 101)
+
+
+def test_undated_backups_are_kept_and_take_no_slot() -> None:
+    """A backup without ctime cannot be bucketed: kept, and the dated ones marked as without it."""
+    undated = backup("local:backup/odd.tar.zst", ctime=None)
+    v = [undated, vol("2024-05-02 01:00"), vol("2024-05-01 01:00")]
+    assert marks(v, KeepOptions(last=1)) == ["keep", "keep", "remove"]
+    assert mark_backups([undated], KeepOptions(last=1), UTC)[0].ctime is None
 
 
 def test_keep_everything() -> None:
@@ -148,7 +157,7 @@ def test_keep_everything() -> None:
 def test_equal_ctimes_are_one_last_bucket_as_in_pve() -> None:
     """keep-last counts distinct creation times: a second file of the same second is removed."""
     a = vol("2024-05-02 01:00")
-    b = BackupVolume("local:backup/dup", "local", 101, "lxc", a.ctime)
+    b = backup("local:backup/dup", ctime=a.ctime)
     assert marks([a, b, vol("2024-05-01 01:00")], KeepOptions(last=2)) == [
         "keep", "remove", "keep"]
 
@@ -156,9 +165,10 @@ def test_equal_ctimes_are_one_last_bucket_as_in_pve() -> None:
 # -- review of PVE's dry run -------------------------------------------------------------
 
 
-def row(volid: str, ctime: int, mark: str, vmid: int = 101, typ: str = "lxc") -> PruneMark:
-    """A dry-run row."""
-    return PruneMark(volid, ctime, vmid, typ, mark)  # type: ignore[arg-type]
+def row(volid: str, ctime: int | None, mark: str, vmid: int = 101, typ: str = "lxc"
+        ) -> PruneMark:
+    """A dry-run row, as the client parses it."""
+    return PruneMark(volid=volid, ctime=ctime, type=typ, vmid=vmid, mark=PruneMarkKind(mark))
 
 
 def test_review_allows_a_sane_dry_run_and_lists_removals_newest_first() -> None:
@@ -206,19 +216,29 @@ def test_review_with_fewer_backups_than_the_floor() -> None:
 _COUNT = st.none() | st.integers(0, 6)
 _KEEPS = st.builds(KeepOptions, last=_COUNT, hourly=_COUNT, daily=_COUNT, weekly=_COUNT,
                    monthly=_COUNT, yearly=_COUNT)
-#: Backups of two guests over ~3 years, distinct times, some protected, some renamed.
+#: Backups of two guests over ~3 years, distinct times, some protected, some renamed, at most
+#: one undated.
 _BACKUPS = st.lists(
-    st.tuples(st.integers(1_640_995_200, 1_735_689_600), st.sampled_from([101, 102]),
+    st.tuples(st.integers(1_640_995_200, 1_735_689_600) | st.none(), st.sampled_from([101, 102]),
               st.sampled_from(["lxc", "lxc", "lxc", "qemu", "unknown"]),
               st.booleans() | st.just(False)),
     max_size=40, unique_by=lambda t: t[0],
-).map(lambda items: [BackupVolume(f"s:backup/{i}", "s", vmid, sub, ctime, 10, prot)
+).map(lambda items: [backup(f"s:backup/{i}", vmid=vmid, subtype=sub, ctime=ctime, size=10,
+                            protected=prot)
                      for i, (ctime, vmid, sub, prot) in enumerate(items)])
 _ZONES = st.sampled_from([UTC, PLUS2, dt.timezone(dt.timedelta(hours=-5, minutes=-30))])
 
 
 def _kept(volumes: list[BackupVolume], keep: KeepOptions, tz: dt.tzinfo) -> set[str]:
-    return {m.volid for m in mark_backups(volumes, keep, tz) if m.mark != "remove"}
+    return {m.volid for m in mark_backups(volumes, keep, tz)
+            if m.mark is not PruneMarkKind.REMOVE}
+
+
+def _dated(volumes: list[BackupVolume], vmid: int, sub: str) -> list[BackupVolume]:
+    """The guest's unprotected dated backups, newest first."""
+    return sorted((v for v in volumes if v.vmid == vmid and v.subtype == sub
+                   and not v.protected and v.ctime is not None),
+                  key=lambda v: v.ctime or 0, reverse=True)
 
 
 @settings(max_examples=examples(300))
@@ -227,7 +247,7 @@ def test_prune_never_removes_protected_and_keeps_the_newest(
     volumes: list[BackupVolume], keep: KeepOptions, min_keep: int, tz: dt.tzinfo
 ) -> None:
     """Protected: never removed. With the floor: the min(last, n) newest unprotected backups
-    of every guest stay. Renamed files stay. The review of that outcome agrees."""
+    of every guest stay. Renamed and undated files stay. The review of that outcome agrees."""
     effective = effective_keep(keep, min_keep)
     result = mark_backups(volumes, effective, tz)
     assert [m.volid for m in result] == [v.volid for v in volumes]
@@ -235,11 +255,12 @@ def test_prune_never_removes_protected_and_keeps_the_newest(
     for v in volumes:
         if v.protected:
             assert by_volid[v.volid] == "protected"
-        elif v.subtype == "unknown":
+        elif v.subtype is None:
             assert by_volid[v.volid] == "renamed"
+        elif v.ctime is None:
+            assert by_volid[v.volid] == "keep"
     for vmid, sub in itertools.product((101, 102), ("lxc", "qemu")):
-        mine = sorted((v for v in volumes if v.vmid == vmid and v.subtype == sub
-                       and not v.protected), key=lambda v: v.ctime, reverse=True)
+        mine = _dated(volumes, vmid, sub)
         last = effective.last or 0 if not effective.keeps_all else len(mine)
         assert all(by_volid[v.volid] == "keep" for v in mine[:min(last, len(mine))])
         if not effective.keeps_all:
@@ -267,8 +288,7 @@ def test_keep_last_alone_is_exactly_the_newest(volumes: list[BackupVolume], last
     """keep-last=N alone keeps exactly the N newest unprotected backups of each guest."""
     result = {m.volid: m.mark for m in mark_backups(volumes, KeepOptions(last=last), tz)}
     for vmid, sub in itertools.product((101, 102), ("lxc", "qemu")):
-        mine = sorted((v for v in volumes if v.vmid == vmid and v.subtype == sub
-                       and not v.protected), key=lambda v: v.ctime, reverse=True)
+        mine = _dated(volumes, vmid, sub)
         n = len(mine) if last == 0 else last  # last=0 alone keeps everything
         assert [result[v.volid] for v in mine] == ["keep"] * min(n, len(mine)) + [
             "remove"] * (len(mine) - min(n, len(mine)))

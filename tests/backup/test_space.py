@@ -5,16 +5,16 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from felhom_agent.backup.model import BackupVolume
 from felhom_agent.backup.space import check_space, space_needed
+from felhom_agent.proxmox.backup_models import BackupVolume
+from tests.backup.helpers import backup
 from tests.support.hypo import examples
 
 
 def vol(size: int | None, volid: str = "pbs1:backup/ct/101/2024-05-01T01:00:00Z"
         ) -> BackupVolume:
     """The guest's newest backup with ``size``."""
-    return BackupVolume(volid=volid, storage="pbs1", vmid=101, subtype="lxc",
-                        ctime=1_714_525_200, size=size)
+    return backup(volid, ctime=1_714_525_200, size=size)
 
 
 def test_enough_space_is_allowed() -> None:

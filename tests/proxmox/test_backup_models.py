@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pickle
 
-import pytest
-
 from felhom_agent.proxmox import (
     BackupVolume,
     GuestType,
-    KeepPolicy,
     NoGuestSelected,
-    ParameterError,
     PruneMark,
     PruneMarkKind,
     StorageConfig,
@@ -68,15 +64,34 @@ def test_storage_config_pbs_fields() -> None:
     assert plain.pbs is None and plain.disabled and plain.path == "/x"
 
 
-def test_keep_policy_mapping_and_param() -> None:
-    """Policy keys with or without ``keep-``; PVE's property string; bad input refused."""
-    policy = KeepPolicy.from_mapping({"last": 3, "keep-daily": 7, "weekly": 0})
-    assert policy.to_param() == "keep-last=3,keep-daily=7"
-    assert KeepPolicy().to_param() == "keep-all=1"
-    assert KeepPolicy.from_mapping({"all": 1}).to_param() == "keep-all=1"
-    for bad in ({"every": 1}, {"last": -1}, {"last": True}, {"all": 1, "last": 2}):
-        with pytest.raises(ParameterError):
-            KeepPolicy.from_mapping(bad)
+def test_backup_volume_ownership_and_known_size() -> None:
+    """A backup belongs to a guest by vmid *and* type; an untyped one to nobody. PBS's size 1
+    is no size."""
+    ct = BackupVolume.from_api({"volid": "local:backup/vzdump-lxc-100-x.tar.zst", "size": 50,
+                                "vmid": 100, "subtype": "lxc", "format": "tar.zst"}, "local")
+    assert ct.belongs_to(100, GuestType.LXC) and ct.belongs_to(100, "lxc")
+    assert not ct.belongs_to(100, "qemu") and not ct.belongs_to(101, "lxc")
+    assert ct.size_known
+    renamed = BackupVolume.from_api({"volid": "local:backup/copy.tar", "vmid": 100,
+                                     "subtype": "unknown", "size": 5}, "local")
+    assert not renamed.belongs_to(100, "lxc") and not renamed.belongs_to(100, "unknown")
+    pbs = BackupVolume.from_api({"volid": "pbs1:backup/ct/100/2026-01-01T00:00:00Z",
+                                 "format": "pbs-ct", "size": 1, "vmid": 100,
+                                 "subtype": "lxc"}, "pbs1")
+    assert pbs.size is None and not pbs.size_known
+    tiny = BackupVolume.from_api({"volid": "local:backup/t.tar", "size": 1, "format": "tar"},
+                                 "local")
+    assert tiny.size == 1 and not tiny.size_known
+
+
+def test_storage_info_backup_target() -> None:
+    """Whether a storage holds backups, and whether it is a PBS datastore."""
+    pbs = StorageInfo.from_api({"storage": "pbs1", "type": "pbs", "content": "backup",
+                                "active": 1})
+    assert pbs.holds_backups and pbs.is_pbs
+    lvm = StorageInfo.from_api({"storage": "lvm", "type": "lvmthin",
+                                "content": "images,rootdir"})
+    assert not lvm.holds_backups and not lvm.is_pbs
 
 
 def test_prune_mark_parsing() -> None:

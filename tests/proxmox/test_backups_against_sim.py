@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from felhom_agent.backup.prune import format_prune_backups
+from felhom_agent.core.backup_policy import BackupMode, KeepOptions
 from felhom_agent.proxmox import (
     GuestType,
-    KeepPolicy,
     NoGuestSelected,
     ParameterError,
     PermissionDenied,
@@ -75,7 +76,8 @@ def client(sim: PveSimulator) -> Iterator[ProxmoxClient]:
 def test_vzdump_dispatch_wait_and_find_the_volume(client: ProxmoxClient) -> None:
     """vzdump answers a Dispatch; once the task is OK the new volume is in the listing with
     its notes, local-time volid and subtype."""
-    dispatch = client.vzdump(102, "local", notes_template="felhom op=abc {{vmid}}")
+    dispatch = client.vzdump(102, "local", mode=BackupMode.SNAPSHOT.value,
+                             notes_template="felhom op=abc {{vmid}}")
     assert dispatch.upid is not None and dispatch.upid.type == "vzdump"
     assert dispatch.upid.vmid == 102
     assert client.wait(dispatch).outcome is TaskOutcome.OK
@@ -171,12 +173,13 @@ def test_update_delete_and_protected(client: ProxmoxClient) -> None:
 
 
 def test_prune_dry_run_then_prune(client: ProxmoxClient) -> None:
-    """The dry run marks with the given keep policy; the prune removes exactly those."""
-    keep = KeepPolicy.from_mapping({"last": 1})
+    """The dry run marks with the given keep string (as the policy layer builds it); the prune
+    removes exactly those."""
+    keep = format_prune_backups(KeepOptions(last=1))
     marks = client.prune_dry_run("local", 100, GuestType.LXC, keep)
     assert [m.mark for m in marks].count(PruneMarkKind.REMOVE) == 2
     doomed = {m.volid for m in marks if m.mark is PruneMarkKind.REMOVE}
-    dispatch = client.prune("local", 100, "lxc", {"keep-last": 1})
+    dispatch = client.prune("local", 100, "lxc", "keep-last=1")
     assert dispatch.upid is not None and dispatch.upid.type == "prunebackups"
     client.wait(dispatch)
     assert not doomed & {b.volid for b in client.backups("local")}
@@ -189,18 +192,28 @@ def test_listing_filter_and_permission_errors(sim: PveSimulator) -> None:
         assert {b.vmid for b in scoped.backups("local")} == {100}
         assert scoped.backups("pbs1") == ()
         with pytest.raises(PermissionDenied) as info:
-            scoped.prune("local", None, None, {"last": 1})
+            scoped.prune("local", None, None, "keep-last=1")
         assert info.value.privileges == ("Datastore.Allocate",)
 
 
 def test_client_side_refusals(client: ProxmoxClient, sim: PveSimulator) -> None:
-    """Bad mode, compression, multi-line notes, bad keep keys and a bad vmid never reach PVE."""
+    """Bad mode, compression, multi-line notes, malformed keep strings and a bad vmid never
+    reach PVE."""
     seen = sim.requests_seen
+    bad_keeps = ("keep-every=1", "last=1", "keep-last=-1", "keep-last=x", "keep-last=1,",
+                 "", "keep-last=1,keep-last=2", "keep-all=1,keep-last=2", "keep-last=1 ",
+                 "keep-daily=1;keep-last=2")
+    for keep in bad_keeps:
+        with pytest.raises(ParameterError, match="invalid prune-backups"):
+            client.prune_dry_run("local", 100, "lxc", keep)
+        with pytest.raises(ParameterError, match="invalid prune-backups"):
+            client.prune("local", 100, "lxc", keep)
+    with pytest.raises(ParameterError, match="must be snapshot, suspend or stop"):
+        client.vzdump(100, "local", mode="SNAPSHOT")
     for call in (lambda: client.vzdump(100, "local", mode="fast"),
                  lambda: client.vzdump(100, "local", compress="xz"),
                  lambda: client.vzdump(100, "local", notes_template="a\nb"),
                  lambda: client.vzdump(99, "local"),
-                 lambda: client.prune_dry_run("local", 100, "lxc", {"every": 1}),
                  lambda: client.backup_details("no-storage-prefix")):
         with pytest.raises(ParameterError):
             call()
