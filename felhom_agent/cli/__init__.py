@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from felhom_agent.cli._backups import backups_command
 from felhom_agent.cli._daemon import daemon_command
 from felhom_agent.cli._demo import demo_command
 from felhom_agent.cli._parser import build_parser
@@ -108,6 +109,10 @@ def _dispatch(args: argparse.Namespace, config: Config, out: IO[str],
             config, Path(args.verify_op), Path(args.signature), as_json=args.json,
             now=lambda: datetime.now(UTC),
         )
+        print(text, file=out)
+        return code
+    if args.backups:
+        code, text = backups_command(config, as_json=args.json)
         print(text, file=out)
         return code
     if args.plan:

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="dry run: read desired state (--desired FILE, else reconcile.desired_file) and "
         "actual state, print the plan; exit 0 in sync, 1 drift found, 2 error",
     )
+    exclusive.add_argument(
+        "--backups", action="store_true",
+        help="each guest's backup state (policy from reconcile.desired_file, newest backup, "
+        "due/overdue, stale locks), read-only; exit 0 all fine, 1 a guest failed, is overdue "
+        "or stale-locked, 2 error",
+    )
     modes.add_argument(
         "--desired", metavar="FILE", default=None,
         help="with --plan: the desired-state JSON file to compare against",

@@ -11,19 +11,21 @@ state names keys). Exit status: 0 in sync, 1 drift found (actions, blocked or re
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from felhom_agent.compose.root import proxmox_client
+from felhom_agent.compose.root import backup_settings, proxmox_client
 from felhom_agent.config import Config
-from felhom_agent.core.desired import loads_desired
-from felhom_agent.errors import AgentError
+from felhom_agent.core.desired import DesiredState, DesiredStateError, loads_desired
+from felhom_agent.errors import AgentError, UsageError
 from felhom_agent.planning.actual import read_actual
+from felhom_agent.planning.backup_read import read_backup_facts
 from felhom_agent.planning.plan import plan, render_text
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
 
-__all__ = ["plan_command"]
+__all__ = ["plan_command", "read_desired_file"]
 
 EXIT_IN_SYNC = 0
 EXIT_DRIFT = 1
@@ -35,6 +37,26 @@ def _error(message: str, *, as_json: bool) -> tuple[int, str]:
     if as_json:
         return EXIT_ERROR, json.dumps({"error": message})
     return EXIT_ERROR, f"plan: error: {message}"
+
+
+def read_desired_file(path: Path) -> DesiredState:
+    """Read and parse a desired-state file (``--plan``, ``--backups``).
+
+    Raises:
+        UsageError: unreadable or too large (the message names the file).
+        DesiredStateError: malformed (the message names the file and the value's path).
+    """
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(_MAX_DESIRED_BYTES + 1)
+    except OSError as err:
+        raise UsageError(f"cannot read desired state {path}: {err.strerror or err}") from None
+    if len(raw) > _MAX_DESIRED_BYTES:
+        raise UsageError(f"desired state {path} is larger than {_MAX_DESIRED_BYTES} bytes")
+    try:
+        return loads_desired(raw, path=str(path))
+    except DesiredStateError as err:
+        raise DesiredStateError(f"desired state {path}: {err}", path=err.path) from None
 
 
 def _never_busy(_vmid: int) -> bool:
@@ -61,28 +83,25 @@ def plan_command(
         return _error("no desired state: pass --desired FILE or set reconcile.desired_file",
                       as_json=as_json)
     try:
-        with Path(path).open("rb") as fh:
-            raw = fh.read(_MAX_DESIRED_BYTES + 1)
-    except OSError as err:
-        return _error(f"cannot read desired state {path}: {err.strerror or err}",
-                      as_json=as_json)
-    if len(raw) > _MAX_DESIRED_BYTES:
-        return _error(f"desired state {path} is larger than {_MAX_DESIRED_BYTES} bytes",
-                      as_json=as_json)
-    try:
-        desired = loads_desired(raw, path=str(path))
+        desired = read_desired_file(Path(path))
     except AgentError as err:
-        return _error(f"desired state {path}: {err}", as_json=as_json)
+        return _error(str(err), as_json=as_json)
     try:
         with client_factory(config) as client:
             actual = read_actual(client, config.proxmox.node, desired)
+            facts = None
+            if any(g.backup is not None for g in desired.guests.values()):
+                b = backup_settings(config)
+                facts = read_backup_facts(client, now=time.time(), tz=b.tz,
+                                          min_keep=b.min_keep, margin_pct=b.margin_pct)
     except PveError as err:
         return _error(f"cannot read actual state from {config.proxmox.api_url}: "
                       f"{_one_line(str(err))}", as_json=as_json)
     except AgentError as err:
         return _error(_one_line(str(err)), as_json=as_json)
     # --plan is a dry run of a fresh pass: no lane is busy in this process.
-    result = plan(desired, actual.guests, busy=_never_busy, node=config.proxmox.node)
+    result = plan(desired, actual.guests, busy=_never_busy, node=config.proxmox.node,
+                  backups=facts)
     code = EXIT_IN_SYNC if result.in_sync else EXIT_DRIFT
     text = json.dumps(result.to_json()) if as_json else render_text(result).rstrip("\n")
     return code, text

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from felhom_agent.execution.backup_tracker import BackupSettings, BackupView
 from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.executor import ExecResult, Executor, JobSpec
 from felhom_agent.execution.job import JobHandle
@@ -61,6 +62,10 @@ class EngineLike(Protocol):
         """Wait for the reconciler thread to end (after ``stop_event``); True if it did."""
         ...
 
+    def backup_view(self) -> BackupView:
+        """The backup state the last pass saw, for the report."""
+        ...
+
     def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
         """Queue one job (a signed op's step) through the journal and the executor."""
         ...
@@ -81,6 +86,7 @@ class EngineFactory(Protocol):
         executor: Executor,
         watcher: TaskWatcher,
         interval_s: float,
+        backups: BackupSettings,
         stop_event: threading.Event,
         clock: Callable[[], float],
         logger: logging.Logger | None,

@@ -23,6 +23,7 @@ See ``docs/architecture.md`` ("Composition").
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
@@ -39,9 +40,11 @@ from felhom_agent.authz.signers import AllowedSigners, load_allowed_signers
 from felhom_agent.authz.verifier import VerifyPolicy
 from felhom_agent.compose.engine_seam import EngineFactory, EngineLike
 from felhom_agent.config import Config, PrivilegedConfig
+from felhom_agent.execution.backup_tracker import BackupSettings
 from felhom_agent.execution.executor import Executor
 from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.hub.client import HubClient
+from felhom_agent.kinds.model import Settings
 from felhom_agent.kinds.registry import SIGNED_KINDS
 from felhom_agent.planning.providers import (
     DesiredStateProvider,
@@ -68,10 +71,12 @@ __all__ = [
     "DEFAULT_HUB_TIMEOUT_S",
     "NONCE_STORE_NAME",
     "Parts",
+    "backup_settings",
     "build_executor",
     "build_parts",
     "ensure_state_dir",
     "hub_client",
+    "kind_settings",
     "open_audit",
     "open_journal",
     "privileged",
@@ -168,7 +173,8 @@ def open_audit(config: Config, *, clock: Callable[[], float], logger: logging.Lo
 def build_executor(*, client: ProxmoxClient, journal: Journal, audit: AuditLog,
                    task_timeout_s: float, stop_event: threading.Event,
                    clock: Callable[[], float], logger: logging.Logger,
-                   lookup_grace_s: float = 40.0) -> tuple[TaskWatcher, Executor]:
+                   lookup_grace_s: float = 40.0,
+                   settings: Settings | None = None) -> tuple[TaskWatcher, Executor]:
     """The task watcher (not started) and the executor that waits through it.
 
     Every executor of the process waits through a :class:`TaskWatcher`: one task-list read
@@ -177,8 +183,27 @@ def build_executor(*, client: ProxmoxClient, journal: Journal, audit: AuditLog,
     watcher = TaskWatcher(client, logger=logger)
     executor = Executor(client=client, journal=journal, audit=audit,
                         task_timeout_s=task_timeout_s, waiter=watcher, cancel=stop_event,
-                        lookup_grace_s=lookup_grace_s, clock=clock, logger=logger)
+                        lookup_grace_s=lookup_grace_s, clock=clock, settings=settings,
+                        logger=logger)
     return watcher, executor
+
+
+def kind_settings(config: Config) -> Settings:
+    """The local limits the kinds' pre-call checks apply (``backup.min_keep``, the margin)."""
+    return Settings(min_keep=config.backup.min_keep,
+                    space_margin_pct=config.backup.space_margin_pct)
+
+
+def backup_settings(config: Config, tz: dt.tzinfo | None = None) -> BackupSettings:
+    """The engine's ``backup.*`` values and the node's time zone.
+
+    The agent runs on the node, so the node's local time is this process's (``TZ`` or
+    ``/etc/localtime``); backup windows and prune buckets are node local time.
+    """
+    b = config.backup
+    zone = tz if tz is not None else dt.datetime.now().astimezone().tzinfo or dt.UTC
+    return BackupSettings(tz=zone, min_keep=b.min_keep, margin_pct=b.space_margin_pct,
+                          stale_lock_s=float(b.stale_lock_s))
 
 
 def verify_policy(config: Config) -> VerifyPolicy:
@@ -305,14 +330,15 @@ def build_parts(
         watcher, executor = build_executor(
             client=client, journal=journal, audit=audit,
             task_timeout_s=config.proxmox.task_timeout_s, stop_event=stop_event, clock=clock,
-            logger=logger.getChild("executor"))
-        queue = SerializerQueue(workers=workers or config.reconcile.workers, logger=logger)
+            logger=logger.getChild("executor"), settings=kind_settings(config))
+        queue = SerializerQueue(workers=workers or config.reconcile.workers,
+                                limits={"backup": config.backup.max_concurrent}, logger=logger)
         provider = _provider(config, logger)
         engine = engine_factory(
             client=client, node=config.proxmox.node, provider=provider, queue=queue,
             journal=journal, audit=audit, executor=executor, watcher=watcher,
-            interval_s=config.reconcile.interval_s, stop_event=stop_event, clock=clock,
-            logger=logger.getChild("engine"),
+            interval_s=config.reconcile.interval_s, backups=backup_settings(config),
+            stop_event=stop_event, clock=clock, logger=logger.getChild("engine"),
         )
     except BaseException:
         for close in reversed(opened):

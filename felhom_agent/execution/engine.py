@@ -35,6 +35,7 @@ from collections.abc import Callable
 import attrs
 
 from felhom_agent.durable import DurabilityError
+from felhom_agent.execution.backup_tracker import BackupSettings, BackupTracker, BackupView
 from felhom_agent.execution.executor import RUNNING, ExecResult, Executor, JobSpec, job_of_entry
 from felhom_agent.execution.queue import JobHandle, QueueClosed, SerializerQueue
 from felhom_agent.execution.status import (
@@ -43,6 +44,7 @@ from felhom_agent.execution.status import (
     ReconcileStatus,
     RefusedAction,
 )
+from felhom_agent.kinds.registry import REGISTRY
 from felhom_agent.planning.actual import read_actual
 from felhom_agent.planning.plan import Action, Plan, plan
 from felhom_agent.planning.providers import DesiredStateProvider, Unsubscribe
@@ -117,6 +119,7 @@ class Engine:
         clock: wall-clock seconds.
         logger: where passes, recoveries and errors are logged.
         lookup_grace_s: in-flight grace for unanswered calls (see the executor).
+        backups: the ``backup.*`` settings and the node's time zone (backup planning).
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
         lookup_grace_s: float = 40.0,
+        backups: BackupSettings | None = None,
     ) -> None:
         self._client = client
         self._node = node
@@ -149,6 +153,7 @@ class Engine:
         self._grace = lookup_grace_s
         self.watcher = watcher
         self.executor = executor
+        self.backups = BackupTracker(backups or BackupSettings())
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._pass_lock = threading.Lock()
@@ -264,12 +269,16 @@ class Engine:
             desired = self._provider.current()
             try:
                 actual = read_actual(self._client, self._node, desired)
-                result = plan(desired, actual.guests, busy=self.busy, node=self._node)
+                facts, facts_error = (self.backups.read(self._client, self._clock(), desired)
+                                      if desired is not None else (None, None))
+                result = plan(desired, actual.guests, busy=self.busy, node=self._node,
+                              backups=facts)
             except PveError as err:
                 msg = f"reading actual state failed: {err}"
                 self._log.warning("reconcile pass: %s", msg)
                 self._set_status(attrs.evolve(self._status_now(), errors=(msg,)))
                 return PassResult(plan=None, reads=0, resumed=resumed, error=msg)
+            self.backups.update(result, actual.guests, desired, facts, facts_error)
             handles: list[JobHandle[ExecResult]] = []
             for action in result.actions:
                 handle = self._submit(self._job_of(action, result.generation))
@@ -282,7 +291,7 @@ class Engine:
                 actions=len(result.actions),
                 blocked=tuple(BlockedGuest(b.vmid, b.reason) for b in result.blocked),
                 refused=tuple(RefusedAction(r.vmid, r.kind, r.reason) for r in result.refused),
-                errors=(),
+                errors=() if facts_error is None else (facts_error,),
             ))
             if result.actions:
                 self._log.info("reconcile pass (generation %s): %d action(s) submitted, "
@@ -294,6 +303,10 @@ class Engine:
     def status(self) -> ReconcileStatus:
         """What the last pass did (for the HostReport ``reconcile``)."""
         return self._status_now()
+
+    def backup_view(self) -> BackupView:
+        """The backup state the last pass saw (for the HostReport ``backup`` and ``pbs``)."""
+        return self.backups.view()
 
     def op_results(self, limit: int = 100) -> list[OpResult]:
         """Ops for the HostReport ``ops``: pending first, then the newest outcomes.
@@ -320,8 +333,9 @@ class Engine:
         Raises:
             QueueClosed: the queue is shutting down.
         """
+        group = REGISTRY[job.kind].limit_group if job.kind in REGISTRY else None
         return self._queue.submit(job.vmid, self._runner(job), label=f"{job.kind} {job.vmid}",
-                                  source=job.source)
+                                  source=job.source, group=group)
 
     def join(self, timeout: float) -> bool:
         """Wait for the reconciler thread to end (after ``stop_event``); True if it did."""

@@ -8,8 +8,11 @@ order:
    that is *pending* in the journal (a crash, a wait that timed out) is resumed, never
    re-sent: re-attached to its UPID, or looked up in the task list.
 2. **Re-read** ``status/current`` (plus ``config`` with its ``digest`` for ``set_config``,
-   the snapshot list for snapshot kinds) right before mutating: the bulk listing the plan used
-   may lag. Already in the desired state -> ``applied`` without a call.
+   the snapshot list for snapshot kinds, the storage's backups for backup kinds) right before
+   mutating: the bulk listing the plan used may lag. The kind's pre-call check runs on what
+   was read (a backup's space check, a prune's dry run): it may refuse the op (``refused``,
+   nothing sent) or find nothing to do. Already in the desired state -> ``applied`` without
+   a call.
 3. ``journal.begin`` -- durable **before** the call.
 4. **Dispatch.** Retried (bounded backoff, re-reading first) only with proof that no task
    exists: ``got no worker upid``, or a lock error (``is locked``, ``got timeout``) answered
@@ -48,7 +51,15 @@ from typing import Protocol
 import attrs
 
 from felhom_agent.backoff import Attempt, Exponential, Retry, StopAfterAttempt
-from felhom_agent.kinds.model import JobSpec, Kind, Observed, UnknownKind
+from felhom_agent.kinds.model import (
+    JobSpec,
+    Kind,
+    Observed,
+    Preflight,
+    Settings,
+    UnknownKind,
+    job_storage,
+)
 from felhom_agent.kinds.registry import REGISTRY, lookup
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import (
@@ -176,6 +187,12 @@ class _ClientWaiter:
         return self._client.wait(upid, timeout_s=timeout_s, cancel=self._cancel)
 
 
+def _noted(spec: Kind, job: JobSpec, obs: Observed, note: str) -> str:
+    """An applied outcome's reason: the kind's summary (a backup's volid), then ``note``."""
+    summary = spec.summary(job, obs) if spec.summary is not None else ""
+    return "; ".join(x for x in (summary, note) if x)
+
+
 def _proves_no_task(err: PveError) -> bool:
     """The request itself answered an error that means PVE forked nothing (safe to resend)."""
     if isinstance(err, Locked):
@@ -212,6 +229,7 @@ class Executor:
         sleep: ``sleep(seconds) -> cancelled``, every wait of the executor (re-dispatch
             backoff, lookup and settle pauses); default ``cancel.wait``. Tests pass a clock's
             sleep that advances ``clock`` and ``monotonic`` instead of waiting.
+        settings: the local limits kinds' pre-call checks apply (``backup.*``).
         logger: outcome lines.
     """
 
@@ -232,6 +250,7 @@ class Executor:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], bool] | None = None,
+        settings: Settings | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self._client = client
@@ -249,6 +268,7 @@ class Executor:
         self._monotonic = monotonic
         self._sleep = sleep if sleep is not None else self._cancel.wait
         self._log = logger or _log
+        self._settings = settings or Settings()
         self._token_user = client.token_id
 
     # ------------------------------------------------------------------ entry point
@@ -278,12 +298,26 @@ class Executor:
             # Shutting down: no new call is sent (T14); the op is simply not started.
             return ExecResult(job.op_id, job.vmid, job.kind, OpState.FAILED.value,
                               "shutting down; not sent", final=False)
+        check = Preflight()
+        if spec.preflight is not None:
+            try:
+                check = spec.preflight(self._client, job, obs, self._settings)
+            except PveError as err:
+                return ExecResult(job.op_id, job.vmid, job.kind, OpState.FAILED.value,
+                                  f"pre-call check failed: {err}", final=False)
+        if check.refused is not None:
+            return self._refuse(job, check.refused)
         if spec.satisfied is not None and spec.satisfied(job, obs):
             self._journal.begin(job.op_id, job.vmid, job.kind, job.journal_params(), job.source)
             return self._finish(job, OpState.APPLIED, "already in the desired state; no call sent")
         entry = self._journal.begin(
             job.op_id, job.vmid, job.kind, job.journal_params(), job.source
         )
+        if check.done is not None:
+            return self._finish(job, OpState.APPLIED, check.done)
+        if check.audit is not None:
+            self._audit.append(op_id=job.op_id, source=job.source, kind=job.kind,
+                               vmid=job.vmid, upid=None, outcome="dry_run", reason=check.audit)
         return self._dispatch(job, spec, obs, entry)
 
     # ------------------------------------------------------------------ phases
@@ -329,7 +363,15 @@ class Executor:
             return ExecResult(job.op_id, job.vmid, job.kind, RUNNING, str(err), upid.raw,
                               final=False, mutated=attempts > 0, dispatch_attempts=attempts)
         except TaskFailed as err:
-            return self._resolve_failure(job, spec, err.exitstatus,
+            text = err.exitstatus
+            if spec.failure_detail is not None:
+                try:
+                    detail = spec.failure_detail(self._client, job, upid)
+                except PveError as read_err:
+                    detail = f"(task log unreadable: {read_err})"
+                if detail and detail not in text:
+                    text = f"{text}: {detail}"
+            return self._resolve_failure(job, spec, text,
                                          _Call(upid, err.exitstatus, attempts=attempts))
         except TaskUnknown as err:
             call = _Call(upid, err.exitstatus, attempts=attempts)
@@ -355,14 +397,15 @@ class Executor:
         if spec.satisfied is None:
             return self._finish(job, OpState.APPLIED, note, call)
         if seen is not None and spec.satisfied(job, seen):
-            return self._finish(job, OpState.APPLIED, note, call)
+            return self._finish(job, OpState.APPLIED, _noted(spec, job, seen, note), call)
         obs = self._try_observe(job, spec)
         if obs is None:
             return self._finish(job, OpState.APPLIED, note or "not re-read (API error)", call)
         if spec.satisfied(job, obs):
-            return self._finish(job, OpState.APPLIED, note, call)
+            return self._finish(job, OpState.APPLIED, _noted(spec, job, obs, note), call)
         upid = call.upid
-        ha = (upid is not None and upid.type in _HA_TYPES) or obs.status.ha_managed
+        ha = ((upid is not None and upid.type in _HA_TYPES)
+              or (obs.status is not None and obs.status.ha_managed))
         if ha and spec.settles:
             if self._settle(job, spec):
                 return self._finish(job, OpState.APPLIED, "HA-managed; reached state", call)
@@ -416,7 +459,11 @@ class Executor:
             assert entry is not None  # noqa: S101 - begun before any lookup
             since = None if entry.began_at is None else int(entry.began_at) - 5
             try:
-                listed = self._client.tasks(source="all", vmid=job.vmid, userfilter=userid,
+                # PVE filters ``vmid`` on the task's id, which for some kinds is not the vmid
+                # (a prune's is ``<vmid>@<storage>``): those are matched on our side only.
+                listed = self._client.tasks(source="all",
+                                            vmid=job.vmid if spec.task_id is None else None,
+                                            userfilter=userid,
                                             since=since, limit=100)
             except PveError as err:
                 if self._sleep(self._lookup_every):
@@ -453,12 +500,17 @@ class Executor:
     # ------------------------------------------------------------------ helpers
 
     def _observe(self, job: JobSpec, spec: Kind) -> Observed:
-        status = self._client.guest_status(job.vmid, job.guest_type)
+        status = (self._client.guest_status(job.vmid, job.guest_type)
+                  if spec.reads_status else None)
         config = (self._client.guest_config(job.vmid, job.guest_type)
                   if spec.reads_config else None)
         snaps = (self._client.snapshots(job.vmid, job.guest_type)
                  if spec.reads_snapshots else None)
-        return Observed(status=status, config=config, snapshots=snaps)
+        backups = (self._client.backups(job_storage(job), vmid=job.vmid)
+                   if spec.reads_backups else None)
+        entry = self._journal.get(job.op_id)
+        return Observed(status=status, config=config, snapshots=snaps, backups=backups,
+                        since=None if entry is None else entry.began_at)
 
     def _try_observe(self, job: JobSpec, spec: Kind) -> Observed | None:
         try:
@@ -466,6 +518,16 @@ class Executor:
         except PveError as err:
             self._log.warning("op %s: re-reading vmid %d failed: %s", job.op_id, job.vmid, err)
             return None
+
+    def _refuse(self, job: JobSpec, reason: str) -> ExecResult:
+        """A kind's pre-call check refused the op: recorded ``refused``, nothing sent."""
+        self._journal.record_refused(job.op_id, vmid=job.vmid, kind=job.kind,
+                                     source=job.source, reason=reason)
+        self._audit.append(op_id=job.op_id, source=job.source, kind=job.kind, vmid=job.vmid,
+                           upid=None, outcome=OpState.REFUSED.value, reason=reason)
+        self._log.warning("op %s: %s %d (%s): refused - %s", job.op_id, job.kind, job.vmid,
+                          job.source, reason)
+        return ExecResult(job.op_id, job.vmid, job.kind, OpState.REFUSED.value, reason)
 
     def _stored(self, job: JobSpec, outcome: Outcome, upid: str | None) -> ExecResult:
         return ExecResult(job.op_id, job.vmid, job.kind, outcome.state.value, outcome.reason,

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from felhom_agent import __version__
 from felhom_agent.errors import AgentError
+from felhom_agent.execution.backup_tracker import BackupView
 from felhom_agent.hub.report import (
     GuestEntry,
     HostReport,
@@ -73,6 +74,10 @@ class EngineView(Protocol):
 
     def op_results(self, limit: int = 100) -> list[OpResult]:
         """Recent op outcomes (and running ops), newest last."""
+        ...
+
+    def backup_view(self) -> BackupView:
+        """The backup state the last pass saw (the report's ``backup`` and ``pbs``)."""
         ...
 
 
@@ -163,10 +168,13 @@ class Collector:
         ops = (attempt("ops.signed", self._sink_ops) or ()) + (
             attempt("ops", self._engine_ops) or ())
         storage = attempt("storage", self._storage)
+        backups = attempt("backup", self._backups)
         disks = attempt("disks", self._disks) if self._disk_reader is not None else ()
         audit = attempt("audit", self._audit_records)
         if self._extra_errors is not None:
             errors.extend(attempt("errors", self._extra_errors) or ())
+        if backups is not None:
+            errors.extend(ReportError(source="backup", message=m) for m in backups.errors)
         return HostReport(
             host_id=self._host_id,
             agent_version=self._agent_version,
@@ -176,6 +184,8 @@ class Collector:
             reconcile=reconcile,
             ops=ops[: max(0, self._ops_limit)],
             storage=(storage or ()) + (disks or ()),
+            backup=() if backups is None else tuple(e.to_json() for e in backups.entries),
+            pbs=() if backups is None else backups.pbs,
             audit=audit or (),
             errors=tuple(errors),
         )
@@ -217,6 +227,9 @@ class Collector:
         if self._engine is None or self._ops_limit <= 0:
             return ()
         return tuple(self._engine.op_results(limit=self._ops_limit))
+
+    def _backups(self) -> BackupView | None:
+        return None if self._engine is None else self._engine.backup_view()
 
     def _sink_ops(self) -> tuple[OpResult, ...]:
         return () if self._extra_ops is None else tuple(self._extra_ops())

@@ -11,9 +11,11 @@ See ``docs/architecture.md`` ("Kinds").
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from felhom_agent.core.backup_policy import BackupMode
 from felhom_agent.core.normalise import config_diff, split_for_write
 from felhom_agent.kinds.model import (
     GateRefused,
@@ -26,6 +28,7 @@ from felhom_agent.kinds.model import (
 from felhom_agent.proxmox.client import ConfigValue, ProxmoxClient
 from felhom_agent.proxmox.errors import ParameterError
 from felhom_agent.proxmox.tasks import Dispatch
+from felhom_agent.storageids import is_storage_id
 
 __all__ = [
     "STOP_SUFFIX",
@@ -34,8 +37,10 @@ __all__ = [
     "destroy",
     "is_running",
     "is_stopped",
+    "prepare_backup",
     "prepare_destroy",
     "prepare_rollback",
+    "prepare_volume",
     "rollback",
     "set_config",
     "shutdown",
@@ -138,12 +143,12 @@ def destroy(c: ProxmoxClient, job: JobSpec, obs: Observed) -> Dispatch:
 
 def is_running(job: JobSpec, obs: Observed) -> bool:
     """``start`` is satisfied by a running guest."""
-    return obs.status.status == "running"
+    return obs.state == "running"
 
 
 def is_stopped(job: JobSpec, obs: Observed) -> bool:
     """``stop`` and ``shutdown`` are satisfied by a stopped guest."""
-    return obs.status.status == "stopped"
+    return obs.state == "stopped"
 
 
 def snapshot_present(job: JobSpec, obs: Observed) -> bool:
@@ -181,4 +186,30 @@ def prepare_rollback(op_id: str, params: Mapping[str, Any], guest: GuestFacts) -
     if params["snapname"] not in guest.snapshots:
         raise GateRefused(f"snapshot {params['snapname']!r} does not exist on guest "
                           f"{guest.vmid}")
+    return Prepared(params)
+
+
+_MODES = tuple(m.value for m in BackupMode)
+_VOLID = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{1,63}:backup/\S{1,200}")
+
+
+def prepare_backup(op_id: str, params: Mapping[str, Any], guest: GuestFacts) -> Prepared:
+    """A signed backup names a valid storage id and one of vzdump's modes."""
+    mode = params.get("mode", "snapshot")
+    if mode not in _MODES:
+        raise GateRefused(f"invalid params for guest.backup: mode {str(mode)[:20]!r} is not one "
+                          f"of {', '.join(_MODES)}")
+    if not is_storage_id(str(params["storage"])):
+        storage = str(params["storage"])[:70]
+        raise GateRefused(f"invalid params for guest.backup: storage {storage!r} is not a "
+                          "storage id")
+    return Prepared(params)
+
+
+def prepare_volume(op_id: str, params: Mapping[str, Any], guest: GuestFacts) -> Prepared:
+    """An op on one backup names it by a backup volid (``<storage>:backup/...``)."""
+    volid = str(params["volid"])
+    if not _VOLID.fullmatch(volid):
+        raise GateRefused(f"invalid params: volid {volid[:80]!r} is not a backup volume id "
+                          "(<storage>:backup/...)")
     return Prepared(params)

@@ -21,11 +21,13 @@ import attrs
 
 from felhom_agent.core.normalise import config_diff
 from felhom_agent.errors import ReconcileError
+from felhom_agent.proxmox.backup_models import BackupVolume
 from felhom_agent.proxmox.models import GuestConfig, GuestStatus, GuestType, Snapshot
 
 if TYPE_CHECKING:
     from felhom_agent.proxmox.client import ProxmoxClient
     from felhom_agent.proxmox.tasks import Dispatch
+    from felhom_agent.proxmox.upid import Upid
 
 __all__ = [
     "GateRefused",
@@ -34,12 +36,15 @@ __all__ = [
     "Kind",
     "Observed",
     "Param",
+    "Preflight",
     "Prepared",
     "Reversibility",
     "Safety",
+    "Settings",
     "Step",
     "UnknownKind",
     "executor_name",
+    "job_storage",
 ]
 
 
@@ -51,10 +56,15 @@ class Safety(enum.Enum):
 
 
 class Reversibility(enum.Enum):
-    """What the reversibility gate must do before a destructive kind runs."""
+    """What the reversibility gate must do before a destructive kind runs.
+
+    ``INVERTIBLE``: the same kind with the opposite value undoes it (``backup.protect``
+    ``protected: false`` is undone by ``protected: true``); nothing runs first.
+    """
 
     NONE_NEEDED = "none_needed"
     SNAPSHOT = "snapshot"
+    INVERTIBLE = "invertible"
     IRREVERSIBLE = "irreversible"
 
 
@@ -126,11 +136,27 @@ class JobSpec:
 
 @attrs.frozen
 class Observed:
-    """The guest as re-read right before or after a call."""
+    """The guest as re-read right before or after a call.
 
-    status: GuestStatus
+    Attributes:
+        status: ``status/current`` (``None`` for kinds that do not read it: a backup volume
+            may outlive its guest).
+        config / snapshots: when the kind reads them.
+        backups: the job's storage's backups of this vmid, when the kind reads them.
+        since: when the op was begun in the journal (``None`` before): a new backup is
+            recognised by ``ctime >= since`` when its notes are missing.
+    """
+
+    status: GuestStatus | None
     config: GuestConfig | None = None
     snapshots: tuple[Snapshot, ...] | None = None
+    backups: tuple[BackupVolume, ...] | None = None
+    since: float | None = None
+
+    @property
+    def state(self) -> str:
+        """The run state, or ``unknown`` when it was not read."""
+        return self.status.status if self.status is not None else "unknown"
 
     def has_snapshot(self, name: str) -> bool:
         """True if a snapshot called ``name`` exists."""
@@ -183,7 +209,34 @@ class Prepared:
     pre: tuple[Step, ...] = ()
 
 
+@attrs.frozen
+class Settings:
+    """The local limits some kinds' hooks apply (from ``backup.*``; plain values)."""
+
+    min_keep: int = 3
+    space_margin_pct: int = 20
+
+
+@attrs.frozen
+class Preflight:
+    """What a kind's pre-call check decided (after the re-read, before the journal begin).
+
+    Attributes:
+        refused: the op must not run; the reason is recorded as ``refused`` (nothing sent).
+        done: nothing needs doing; recorded ``applied`` with this reason (nothing sent).
+        audit: a line to put in the audit log before the call (a prune's dry run).
+    """
+
+    refused: str | None = None
+    done: str | None = None
+    audit: str | None = None
+
+
 Dispatcher = Callable[["ProxmoxClient", JobSpec, Observed], "Dispatch"]
+Preflighter = Callable[["ProxmoxClient", JobSpec, Observed, Settings], Preflight]
+Detailer = Callable[["ProxmoxClient", JobSpec, "Upid"], "str | None"]
+Summariser = Callable[[JobSpec, Observed], str]
+TaskId = Callable[[int, Mapping[str, Any]], str]
 Predicate = Callable[[JobSpec, Observed], bool]
 #: ``(op_id, params, guest) -> Prepared``; raises :class:`GateRefused`.
 Preparer = Callable[[str, Mapping[str, Any], GuestFacts], Prepared]
@@ -210,9 +263,16 @@ class Kind:
             the effect is not observable (judged by its task alone).
         reads_config: re-read the config (with digest) before and after.
         reads_snapshots: re-read the snapshot list before and after.
+        reads_status: re-read ``status/current`` (kinds acting on a backup volume do not).
+        reads_backups: re-read the job's storage's backups of the vmid before and after.
         settles: HA-managed guests change state after the task ended; wait for it.
         prepare: the kind's own gate checks on the guest (refusals, pre-steps, params that
             only the gate reads); ``None`` when there are none.
+        preflight: the kind's own check right before the call (space, a prune's dry run).
+        failure_detail: reads why a failed task failed (a vzdump's ``ERROR:`` line).
+        summary: the reason text of an applied outcome (the new backup's volid).
+        task_id: the ``id`` its PVE task carries (recovery matches it); the vmid when None.
+        limit_group: the queue's node-wide limit group (``backup``), or ``None``.
     """
 
     name: str
@@ -227,8 +287,15 @@ class Kind:
     params: Mapping[str, Param] = attrs.field(factory=dict)
     reads_config: bool = False
     reads_snapshots: bool = False
+    reads_status: bool = True
+    reads_backups: bool = False
     settles: bool = False
     prepare: Preparer | None = None
+    preflight: Preflighter | None = None
+    failure_detail: Detailer | None = None
+    summary: Summariser | None = None
+    task_id: TaskId | None = None
+    limit_group: str | None = None
 
     def describe(self, job: JobSpec, obs: Observed) -> str:
         """A short text of what differs (for failure reasons)."""
@@ -238,4 +305,20 @@ class Kind:
         if self.reads_snapshots:
             names = [s.name for s in obs.snapshots or ()]
             return f"snapshots now: {', '.join(names) or '(none)'}"
-        return f"guest is {obs.status.status}"
+        if self.reads_backups:
+            return (f"no backup of vmid {job.vmid} made by op {job.op_id} on "
+                    f"{job_storage(job)} ({len(obs.backups or ())} listed)")
+        return f"guest is {obs.state}"
+
+    def pve_task_id(self, vmid: int, params: Mapping[str, Any]) -> str:
+        """The ``id`` field of the PVE task this kind leaves for ``vmid``."""
+        return self.task_id(vmid, params) if self.task_id is not None else str(vmid)
+
+
+def job_storage(job: JobSpec) -> str:
+    """The storage a backup-volume job acts on: ``params.storage``, else the volid's prefix."""
+    storage = job.params.get("storage")
+    if isinstance(storage, str) and storage:
+        return storage
+    volid = job.params.get("volid")
+    return volid.split(":", 1)[0] if isinstance(volid, str) and ":" in volid else ""

@@ -19,17 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
+from felhom_agent.kinds import backup_handlers as bh
 from felhom_agent.kinds import handlers as h
 from felhom_agent.kinds.model import Kind, Param, Reversibility, Safety, UnknownKind, executor_name
 
-__all__ = ["PLAN_ACTIONS", "REGISTRY", "SIGNED_KINDS", "lookup", "plan_rank", "task_types"]
+__all__ = ["PLAN_ACTIONS", "REGISTRY", "SIGNED_KINDS", "lookup", "plan_rank", "task_id",
+           "task_types"]
 
 _B, _D = Safety.BENIGN, Safety.DESTRUCTIVE
-_NONE, _SNAP, _IRREV = (
+_NONE, _SNAP, _INV, _IRREV = (
     Reversibility.NONE_NEEDED,
     Reversibility.SNAPSHOT,
+    Reversibility.INVERTIBLE,
     Reversibility.IRREVERSIBLE,
 )
 _INT, _BOOL, _STR = (int,), (bool,), (str,)
@@ -66,6 +69,26 @@ _ENTRIES: Final = (
          _types("qmdelsnapshot", "vzdelsnapshot"), h.delete_snapshot, h.snapshot_absent,
          reads_snapshots=True,
          params={"snapname": Param(_STR, required=True), "force": Param(_BOOL)}),
+    # A backup adds data: benign. Done means found: the volume with the op id in its notes.
+    # One at a time per node (``backup.max_concurrent``) through the queue's limit group.
+    Kind("backup", "guest.backup", _B, _NONE, _types("vzdump"), bh.backup, bh.backup_found,
+         plan_action=True, reads_backups=True, preflight=bh.backup_preflight,
+         failure_detail=bh.backup_failure, summary=bh.backup_summary, limit_group="backup",
+         prepare=h.prepare_backup,
+         params={"storage": Param(_STR, required=True), "mode": Param(_STR),
+                 "protected": Param(_BOOL)}),
+    # Planned after a policy backup; never below backup.min_keep, never a protected backup.
+    Kind("prune", None, _B, _NONE, _types("prunebackups"), bh.prune, None, plan_action=True,
+         reads_backups=True, preflight=bh.prune_preflight, task_id=bh.storage_task_id),
+    Kind("backup.delete", "backup.delete", _D, _IRREV, _types("imgdel"), bh.delete_backup,
+         bh.volume_gone, reads_status=False, reads_backups=True, prepare=h.prepare_volume,
+         preflight=bh.volume_preflight, task_id=bh.storage_task_id,
+         params={"volid": Param(_STR, required=True)}),
+    # Synchronous (no task); unprotecting is undone by protecting again.
+    Kind("backup.protect", "backup.protect", _D, _INV, frozenset(), bh.protect_backup,
+         bh.protect_matches, reads_status=False, reads_backups=True, prepare=h.prepare_volume,
+         preflight=bh.volume_preflight,
+         params={"volid": Param(_STR, required=True), "protected": Param(_BOOL, required=True)}),
     # Judged by its task: afterwards the guest is gone and cannot be re-read.
     Kind("destroy", "guest.destroy", _D, _IRREV, _types("qmdestroy", "vzdestroy"),
          h.destroy, None, reads_config=True, prepare=h.prepare_destroy,
@@ -109,6 +132,12 @@ def lookup(name: str) -> Kind:
     if kind is None or name not in (kind.name, kind.signed):
         raise UnknownKind(name, tuple(sorted(REGISTRY)))
     return kind
+
+
+def task_id(name: str, vmid: int, params: Mapping[str, Any]) -> str:
+    """The ``id`` of the PVE task kind ``name`` leaves for ``vmid`` (recovery matches it)."""
+    kind = REGISTRY.get(executor_name(name))
+    return kind.pve_task_id(vmid, params) if kind is not None else str(vmid)
 
 
 def task_types(name: str) -> frozenset[str]:

@@ -30,10 +30,11 @@ from felhom_agent.backup.policy import check_policy
 from felhom_agent.backup.prune import effective_keep, mark_backups, prune_options
 from felhom_agent.backup.space import check_space
 from felhom_agent.core.desired import GuestDesired
-from felhom_agent.proxmox.backup_models import BackupVolume, PruneMarkKind
-from felhom_agent.proxmox.models import StorageInfo
+from felhom_agent.proxmox.backup_models import BackupVolume, PruneMarkKind, StorageConfig
+from felhom_agent.proxmox.models import Permissions, StorageInfo, TaskEntry
 
-__all__ = ["BackupFacts", "BackupStatus", "GuestBackupPlan", "plan_guest_backup"]
+__all__ = ["BackupFacts", "BackupStatus", "GuestBackupPlan", "hidden_backups",
+           "plan_guest_backup"]
 
 
 @attrs.frozen
@@ -48,6 +49,9 @@ class BackupFacts:
         errors: storage id -> why its listing could not be read.
         min_keep: ``backup.min_keep``.
         margin_pct: ``backup.space_margin_pct``.
+        tasks: the node's vzdump tasks of the last days (running ones included).
+        pbs: the storage configuration of the PBS storages.
+        permissions: the token's effective privileges (``None``: not read).
     """
 
     now: float
@@ -57,6 +61,9 @@ class BackupFacts:
     errors: Mapping[str, str] = attrs.Factory(dict)
     min_keep: int = 3
     margin_pct: int = 20
+    tasks: tuple[TaskEntry, ...] = ()
+    pbs: tuple[StorageConfig, ...] = ()
+    permissions: Permissions | None = None
 
 
 @attrs.frozen
@@ -85,6 +92,31 @@ class GuestBackupPlan:
     blocked: str | None = None
 
 
+def hidden_backups(perms: Permissions | None, storage: str, vmid: int) -> str | None:
+    """Why the token cannot see (nor make) this guest's backups on ``storage``, or ``None``.
+
+    PVE filters each listed backup by the token's rights and omits the rest silently: without
+    ``Datastore.Allocate`` on the storage, or ``Datastore.AllocateSpace`` there *and*
+    ``VM.Backup`` on the guest, the listing is empty although backups exist -- which must be
+    reported as a permission problem, never as "no backups" (and never trigger a backup on
+    every pass).
+    """
+    if perms is None:
+        return None
+    on_storage = perms.privileges_at(f"/storage/{storage}")
+    if "Datastore.Allocate" in on_storage:
+        return None
+    missing = []
+    if "Datastore.AllocateSpace" not in on_storage:
+        missing.append(f"Datastore.AllocateSpace on /storage/{storage}")
+    if "VM.Backup" not in perms.privileges_at(f"/vms/{vmid}"):
+        missing.append(f"VM.Backup on /vms/{vmid}")
+    if not missing:
+        return None
+    return (f"permission: the token lacks {' and '.join(missing)}; PVE hides this guest's "
+            f"backups on {storage} from its listing and refuses to make new ones")
+
+
 def plan_guest_backup(want: GuestDesired, facts: BackupFacts) -> GuestBackupPlan | None:
     """The backup decision for one desired guest (``None`` without a policy)."""
     policy = want.backup
@@ -100,6 +132,9 @@ def plan_guest_backup(want: GuestDesired, facts: BackupFacts) -> GuestBackupPlan
         if check.problem == "invalid":
             return GuestBackupPlan(status("refused", check.reason), refused=check.reason)
         return GuestBackupPlan(status("blocked", check.reason), blocked=check.reason)
+    hidden = hidden_backups(facts.permissions, storage, vmid)
+    if hidden is not None:
+        return GuestBackupPlan(status("refused", hidden), refused=hidden)
     if storage not in facts.volumes:
         why = facts.errors.get(storage, "not read")
         reason = f"backup listing of {storage} failed: {why}"

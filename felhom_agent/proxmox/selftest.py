@@ -12,7 +12,10 @@ rather than producing a cascade of confusing errors. The CLI formats the list (t
   VM.Snapshot (snapshots, rollback, the reversibility gate), VM.Config.Options (the benign
   config keys: description, tags, onboot, startup);
 * ``/nodes/{node}``: Sys.Audit (node status, other runs' tasks in the task list, disks);
-* ``/storage``: Datastore.Audit (storage status and content).
+* ``/storage``: Datastore.Audit (storage status and content);
+* backups: VM.Backup on ``/vms`` and Datastore.AllocateSpace on ``/storage``. PVE filters a
+  storage's content listing by both: without them the listing is silently empty, which the
+  agent would otherwise read as "no backups" (``docs/pve-facts.md``, "Backups").
 
 :data:`OPTIONAL_PRIVILEGES` are needed only by some operations (signed ``guest.destroy``:
 VM.Allocate; qemu ``startup`` and, depending on datacenter ``user-tag-access``, ``tags``:
@@ -74,11 +77,17 @@ REQUIRED_PRIVILEGES: tuple[RequiredPrivilege, ...] = (
     RequiredPrivilege("/vms", "VM.Config.Options", "write description, tags, onboot, startup"),
     RequiredPrivilege("/nodes/{node}", "Sys.Audit", "node status, task list, disks"),
     RequiredPrivilege("/storage", "Datastore.Audit", "storage status and content"),
+    RequiredPrivilege("/vms", "VM.Backup", "back up guests; without it PVE also hides their "
+                      "backups from the content listing"),
+    RequiredPrivilege("/storage", "Datastore.AllocateSpace", "write backups (and, with "
+                      "VM.Backup, see them in the content listing)"),
 )
 
 OPTIONAL_PRIVILEGES: tuple[RequiredPrivilege, ...] = (
     RequiredPrivilege("/vms", "VM.Allocate", "signed guest.destroy"),
     RequiredPrivilege("/", "Sys.Modify", "qemu startup order and some tag changes"),
+    RequiredPrivilege("/storage", "Datastore.Allocate", "see and prune every backup on a "
+                      "storage, including those of guests the token may not back up"),
 )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from felhom_agent.kinds.registry import task_id as registry_task_id
 from felhom_agent.kinds.registry import task_types as registry_task_types
 from felhom_agent.state.journal import JournalEntry
 
@@ -157,11 +158,12 @@ def decide_recovery(
     if entry.upid is not None:
         return Reattach(entry.upid, adopted=False)
     types = task_types(entry.kind)
+    task_id = registry_task_id(entry.kind, entry.vmid, entry.params)
     matches: list[TaskInfo] = []
     if entry.began_at is not None:
         for raw in tasks:
             task = TaskInfo.coerce(raw)
-            if (task is not None and task.type in types and task.id == str(entry.vmid)
+            if (task is not None and task.type in types and task.id == task_id
                     and task.started_by(token_user)
                     and task.starttime >= entry.began_at - skew_s):
                 matches.append(task)

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from felhom_agent.execution.backup_tracker import BackupView
 from felhom_agent.execution.executor import ExecResult, JobSpec
 from felhom_agent.execution.job import JobHandle
 from felhom_agent.hub.report import BlockedGuest, OpResult, ReconcileStatus, RefusedAction
@@ -146,6 +147,10 @@ class FakeEngine:
     def join(self, timeout: float) -> bool:
         """Nothing to join."""
         return True
+
+    def backup_view(self) -> BackupView:
+        """No backups seen."""
+        return BackupView()
 
     def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
         """Signed ops never reach the fake engine in wiring tests."""

@@ -33,6 +33,11 @@ EXPECTED = [
     ("guest.rollback", D, SNAP),
     ("guest.delete_snapshot", D, IRREV),
     ("guest.destroy", D, IRREV),
+    ("backup", B, NONE),
+    ("prune", B, NONE),
+    ("guest.backup", B, NONE),
+    ("backup.delete", D, IRREV),
+    ("backup.protect", D, Reversibility.INVERTIBLE),
 ]
 
 
@@ -46,7 +51,7 @@ def test_kind_table(kind: str, safety: Safety, rev: Reversibility) -> None:
 
 
 def test_table_covers_exactly_the_design_kinds() -> None:
-    """The registry holds the three plan actions and the eight signed op kinds, nothing else."""
+    """The registry holds the five plan actions and the eleven signed op kinds, nothing else."""
     plan = {k.name for k in REGISTRY.values() if k.plan_action}
     assert plan | SIGNED_KINDS == {k for k, _, _ in EXPECTED}
 

@@ -125,6 +125,7 @@ class StaleProbe:
         self.probes += 1
         seen = on_exit()
         assert isinstance(seen, Observed)
+        assert seen.status is not None
         stale = attrs.evolve(seen, status=attrs.evolve(seen.status, status="stopped"))
         return attrs.evolve(res, exit_probe=stale)
 
