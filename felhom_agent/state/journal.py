@@ -7,6 +7,11 @@ records in ``<state_dir>/journal.log``:
 * ``upid``    (op id, UPID) — durable right after the call returned a task id;
 * ``outcome`` (op id, state ``applied|failed|refused|unknown``, reason, exitstatus, time).
 
+An op decided **without** a call (refused; failed before anything was sent; already in the
+desired state) gets one ``outcome`` record that carries its source and no ``begin``
+(:meth:`Journal.record_decided`). So a ``begin`` in the file always means "a call may have
+been sent", and a crash can never leave a ``begin`` that claims otherwise.
+
 On start the journal is replayed: an op with a ``begin`` but no ``outcome`` is *pending* and
 must be recovered (re-attached to its UPID, or looked up in the node's task list — see
 :mod:`felhom_agent.state.recovery`, never blindly re-sent); an op with an outcome is
@@ -304,15 +309,40 @@ class Journal:
             OpConflict: the op id is pending (begun without outcome).
             DurabilityError: the record could not be made durable.
         """
+        return self._decided(op_id, vmid, kind, source, OpState.REFUSED, reason)
+
+    def record_decided(
+        self, op_id: str, *, vmid: int, kind: str, source: str, state: OpState | str,
+        reason: str,
+    ) -> Outcome:
+        """Durably record the outcome of an op that was decided **without any call** (one record).
+
+        For an op that never needs a ``begin``: refused, failed before anything was sent
+        (expired, a safety step failed, the guest could not be read), or already in the
+        desired state. One record is crash-atomic: either the outcome is on disk or nothing
+        is. A ``begin`` followed by an outcome would not be -- a crash between the two leaves
+        a ``begin`` without a UPID, which recovery must treat as "the call may have reached
+        PVE" (``unknown``) although none was sent.
+
+        Raises:
+            AlreadyApplied: the op id already has an outcome.
+            OpConflict: the op id is pending (begun without outcome), or ``state`` is unknown.
+            DurabilityError: the record could not be made durable.
+        """
+        return self._decided(op_id, vmid, kind, source, state, reason)
+
+    def _decided(self, op_id: str, vmid: int, kind: str, source: str, state: OpState | str,
+                 reason: str) -> Outcome:
         with self._lock:
             old = self._state.entries.get(op_id)
             if old is not None and old.outcome is not None:
                 raise AlreadyApplied(old.outcome)
             if old is not None:
-                raise OpConflict(f"op {op_id} is pending, cannot refuse it", path=self._path)
+                raise OpConflict(f"op {op_id} is pending, cannot decide it without a call",
+                                 path=self._path)
             self._append({"t": "outcome", "op": op_id, "vmid": vmid, "kind": kind,
-                          "state": OpState.REFUSED.value, "reason": reason, "exitstatus": None,
-                          "source": source, "time": self._clock()})
+                          "state": self._state_value(state), "reason": reason,
+                          "exitstatus": None, "source": source, "time": self._clock()})
             outcome = self._state.entries[op_id].outcome
             assert outcome is not None  # noqa: S101 - just folded in by _append
             return outcome

@@ -327,7 +327,8 @@ class EntryIndex:
                 time,
             )
             if old is None:
-                # Only a refusal is written without a begin, and it carries its source.
+                # An op decided without a call (refused, failed before anything was sent,
+                # already satisfied) is written as one outcome record carrying its source.
                 refusal_source = _opt_str(record, "source")
                 old = JournalEntry(op_id, vmid, kind, {}, refusal_source or "", None,
                                    damaged=refusal_source is None)
