@@ -23,7 +23,7 @@ no I/O -- says what to do with it:
 
 Whether an op is "never started" is thus read from the journal alone, and the outcome of one
 that expired is a single record: no crash can leave a record that claims a call may have
-been sent when none was (docs/architecture.md, "Crash safety").
+been sent when none was (README, "Which changes need a signature").
 """
 
 from __future__ import annotations
@@ -103,7 +103,6 @@ def decide_unstarted(
                            "with a different nonce or payload")
     if now > op.expires_at:
         return ExpiredUnstarted(
-            f"{EXPIRED_REASON}: accepted at {fmt_time(accepted.accepted_at)}, never sent "
-            f"before the agent restarted, expired at {fmt_time(op.expires_at)}; not executed "
-            "(sign a new op to run it)")
+            f"{EXPIRED_REASON}: accepted at {fmt_time(accepted.accepted_at)}, never sent, "
+            f"expired at {fmt_time(op.expires_at)}; not executed (sign a new op to run it)")
     return RunUnstarted()

@@ -309,7 +309,7 @@ class Journal:
             OpConflict: the op id is pending (begun without outcome).
             DurabilityError: the record could not be made durable.
         """
-        return self._decided(op_id, vmid, kind, source, OpState.REFUSED, reason)
+        return self._decided(op_id, vmid, kind, source, state=OpState.REFUSED, reason=reason)
 
     def record_decided(
         self, op_id: str, *, vmid: int, kind: str, source: str, state: OpState | str,
@@ -329,10 +329,10 @@ class Journal:
             OpConflict: the op id is pending (begun without outcome), or ``state`` is unknown.
             DurabilityError: the record could not be made durable.
         """
-        return self._decided(op_id, vmid, kind, source, state, reason)
+        return self._decided(op_id, vmid, kind, source, state=state, reason=reason)
 
-    def _decided(self, op_id: str, vmid: int, kind: str, source: str, state: OpState | str,
-                 reason: str) -> Outcome:
+    def _decided(self, op_id: str, vmid: int, kind: str, source: str, *,
+                 state: OpState | str, reason: str) -> Outcome:
         with self._lock:
             old = self._state.entries.get(op_id)
             if old is not None and old.outcome is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import threading
@@ -122,6 +123,34 @@ def test_refusal_is_one_record_and_idempotent(tmp_path: Path) -> None:
             j2.begin("r1", 104, "set_config", {}, "plan:3")
         with pytest.raises(AlreadyApplied):
             j2.record_refused("r1", vmid=104, kind="set_config", source="plan:3", reason="x")
+
+
+def test_outcome_decided_without_a_call_is_one_record(tmp_path: Path) -> None:
+    """``record_decided``: one outcome line with its source, no begin; kept across a replay."""
+    with open_journal(tmp_path, FakeClock()) as j:
+        j.record_decided("s1", vmid=101, kind="rollback", source="alice@ops",
+                         state=OpState.FAILED, reason="expired before it ran")
+        assert j.stats().records == 1 and j.pending() == []
+        with pytest.raises(OpConflict):
+            j.record_decided("s2", vmid=1, kind="start", source="x", state="done", reason="")
+        assert j.get("s2") is None
+        j.begin("p1", 1, "start", {}, "alice@ops")
+        with pytest.raises(OpConflict):  # a begun op may have been sent: never decided so
+            j.record_decided("p1", vmid=1, kind="start", source="alice@ops",
+                             state=OpState.FAILED, reason="x")
+    lines = (tmp_path / "journal.log").read_bytes().splitlines()
+    assert [json.loads(line[9:])["t"] for line in lines] == ["outcome", "begin"]
+    with open_journal(tmp_path, FakeClock()) as j2:
+        entry = j2.get("s1")
+        assert entry is not None and entry.began_at is None and not entry.damaged
+        assert entry.source == "alice@ops" and entry.outcome is not None
+        assert entry.outcome.state is OpState.FAILED
+        assert [e.op_id for e in j2.pending()] == ["p1"]
+        with pytest.raises(AlreadyApplied):
+            j2.begin("s1", 101, "rollback", {}, "alice@ops")
+        with pytest.raises(AlreadyApplied):
+            j2.record_decided("s1", vmid=101, kind="rollback", source="alice@ops",
+                              state=OpState.APPLIED, reason="")
 
 
 def test_conflicting_records_are_refused(tmp_path: Path) -> None:
