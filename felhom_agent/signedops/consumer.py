@@ -71,6 +71,7 @@ from felhom_agent.proxmox.errors import PveError
 from felhom_agent.signedops.gate import STEP_SUFFIXES, GateRefused, check_op, plan_steps
 from felhom_agent.signedops.steps import OpSubmitter, StepNotRun, StepRunner
 from felhom_agent.signedops.unstarted import (
+    CannotTell,
     ExpiredUnstarted,
     Journalled,
     NotAccepted,
@@ -261,7 +262,7 @@ class SignedOpConsumer:
             verified = verifier.verify(payload, delivered.signature)
         except OpRejected as err:
             if err.reason in _REDELIVERY and hint is not None and self._redelivered(
-                    verifier, hint, payload, delivered.signature, received):
+                    verifier, hint, payload, delivered.signature, received, key=key, err=err):
                 return
             self._remember_refusal(key, hint, str(err))
             return
@@ -287,11 +288,11 @@ class SignedOpConsumer:
         return self._journal.outcome(op_id) is not None
 
     def _redelivered(self, verifier: OpVerifier, op_id: str, payload: bytes, signature: str,
-                     received: float) -> bool:
+                     received: float, *, key: str, err: OpRejected) -> bool:
         """A re-delivery of an op this host accepted whose op id has no journal record?
 
         Such an op was never sent: run it now, or record it expired (one record). Returns
-        False when it is not that op (the caller keeps the replay refusal).
+        False when it is not that op (the caller keeps the replay refusal ``err``).
         """
         accepted = self._store.accepted(op_id)
         if accepted is None:
@@ -306,12 +307,15 @@ class SignedOpConsumer:
         except OpRejected:
             return False
         op = verified.op
-        decision = decide_unstarted(op, payload_sha256=verified.payload_sha256,
-                                    accepted=accepted,
-                                    journalled=self._journal.get(op.op_id) is not None,
-                                    now=now)
+        decision = decide_unstarted(
+            op, payload_sha256=verified.payload_sha256, accepted=accepted,
+            journalled=self._journal.get(op.op_id) is not None, now=now,
+            forgotten=self._journal.may_have_forgotten(accepted.accepted_at.timestamp()))
         if isinstance(decision, NotAccepted):
             return False
+        if isinstance(decision, CannotTell):
+            self._remember_refusal(key, op.op_id, f"{err}; {decision.reason}")
+            return True
         if isinstance(decision, Journalled):
             return True
         if isinstance(decision, ExpiredUnstarted):
@@ -320,8 +324,8 @@ class SignedOpConsumer:
         assert isinstance(decision, RunUnstarted)  # noqa: S101 - exhaustive
         try:
             check_op(op)
-        except GateRefused as err:
-            self._record(verified, OpState.REFUSED, str(err))
+        except GateRefused as refused:
+            self._record(verified, OpState.REFUSED, str(refused))
             return True
         self._log.info("signed op %s was accepted at %s but never sent; running it now: %s",
                        op.op_id, accepted.accepted_at.isoformat(), op.summary())

@@ -13,6 +13,9 @@ no I/O -- says what to do with it:
   no task is found -- only such an op may have reached PVE);
 * :class:`NotAccepted` -- the delivered bytes are not the op this host accepted (another
   payload reusing its nonce or op id): a replay, refused;
+* :class:`CannotTell` -- the journal may have forgotten records as young as the acceptance
+  (its count bound, under a flood of signed ops): "no record" then proves nothing, and the
+  op is refused as a replay rather than risk running it twice;
 * :class:`ExpiredUnstarted` -- past its ``expires_at``: recorded ``failed`` ("expired before
   it ran") with one journal record, nothing sent;
 * :class:`RunUnstarted` -- run it now, once. The op id guards it: the executor refuses a
@@ -37,6 +40,7 @@ from felhom_agent.authz.nonce_file import NonceRecord, fmt_time
 
 __all__ = [
     "EXPIRED_REASON",
+    "CannotTell",
     "ExpiredUnstarted",
     "Journalled",
     "NotAccepted",
@@ -62,6 +66,13 @@ class NotAccepted:
 
 
 @attrs.frozen
+class CannotTell:
+    """The journal may have dropped the op's records: keep the replay refusal, with ``reason``."""
+
+    reason: str
+
+
+@attrs.frozen
 class ExpiredUnstarted:
     """Accepted, never sent, now expired: record ``failed`` with ``reason`` (one record)."""
 
@@ -73,7 +84,7 @@ class RunUnstarted:
     """Accepted, never sent, still valid: run it (journalled pre-steps are resumed)."""
 
 
-UnstartedDecision = Journalled | NotAccepted | ExpiredUnstarted | RunUnstarted
+UnstartedDecision = Journalled | NotAccepted | CannotTell | ExpiredUnstarted | RunUnstarted
 
 
 def decide_unstarted(
@@ -83,6 +94,7 @@ def decide_unstarted(
     accepted: NonceRecord | None,
     journalled: bool,
     now: datetime,
+    forgotten: bool = False,
 ) -> UnstartedDecision:
     """What to do with a re-delivered signed op whose nonce or op id is already marked.
 
@@ -93,6 +105,9 @@ def decide_unstarted(
             or pruned long after it expired).
         journalled: the journal holds a record for ``op.op_id`` (pending or finished).
         now: the current time (timezone-aware).
+        forgotten: the journal may have forgotten outcomes recorded since the op was
+            accepted (:meth:`Journal.may_have_forgotten
+            <felhom_agent.state.journal.Journal.may_have_forgotten>`).
     """
     if journalled:
         return Journalled()
@@ -101,6 +116,9 @@ def decide_unstarted(
     if accepted.nonce != op.nonce or accepted.payload_sha256 != payload_sha256:
         return NotAccepted(f"op {op.op_id} was accepted at {fmt_time(accepted.accepted_at)} "
                            "with a different nonce or payload")
+    if forgotten:
+        return CannotTell(f"op {op.op_id} was accepted at {fmt_time(accepted.accepted_at)} and "
+                          "the journal may no longer hold its records; not run again")
     if now > op.expires_at:
         return ExpiredUnstarted(
             f"{EXPIRED_REASON}: accepted at {fmt_time(accepted.accepted_at)}, never sent, "

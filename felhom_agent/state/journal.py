@@ -366,6 +366,21 @@ class Journal:
         with self._lock:
             return self._state.entries.get(op_id)
 
+    def may_have_forgotten(self, since: float) -> bool:
+        """Could an outcome that finished at or after ``since`` have been forgotten?
+
+        False proves that an op id absent from the journal has no outcome recorded since
+        ``since``: it is younger than the age bound, and fewer than ``keep_outcomes``
+        outcomes of sources not evicted first are held since then (see
+        :meth:`EntryIndex.kept_since`). The signed-op consumer asks before it runs an op
+        accepted at ``since`` that has no record: only then is "no record" proof that it was
+        never sent.
+        """
+        with self._lock:
+            if since < self._clock() - self._retain_s:
+                return True
+            return self._state.kept_since(since) >= self._state.keep_outcomes
+
     def pending(self) -> list[JournalEntry]:
         """Ops begun without an outcome, in begin order; ``upid`` may be ``None``."""
         with self._lock:

@@ -12,6 +12,8 @@ from felhom_agent.authz.signers import load_allowed_signers
 from felhom_agent.authz.verifier import OpVerifier, VerifyPolicy
 from felhom_agent.cli._plan import plan_command
 from felhom_agent.kinds.registry import SIGNED_KINDS
+from felhom_agent.state.journal import JOURNAL_NAME, encode_line
+from felhom_agent.state.journal_records import DEFAULT_KEEP_OUTCOMES
 from tests.phaseb.harness import Harness
 from tests.phaseb.signing import op_payload
 from tests.support.daemon import EIO_AGENT
@@ -103,6 +105,27 @@ def test_op_that_expired_before_it_ran_is_reported_failed(harness: Harness) -> N
     lines = (h.config().state_dir / "journal.log").read_text().splitlines()
     mine = [json.loads(line.split(" ", 1)[1]) for line in lines if doc["op_id"] in line]
     assert [r["t"] for r in mine] == ["outcome"]
+
+
+def test_op_whose_records_the_journal_may_have_dropped_is_not_run(harness: Harness) -> None:
+    """1000 signed outcomes newer than the acceptance: "no record" is no proof, not run."""
+    h = harness
+    now = datetime.now(UTC).replace(microsecond=0)
+    doc = op_payload("guest.start", 102)
+    payload, sig = _mark_before_start(h, doc, at=now - timedelta(seconds=10))
+    state = h.config().state_dir
+    (state / JOURNAL_NAME).write_bytes(b"".join(
+        encode_line({"t": "outcome", "op": f"flood-{i}", "vmid": 101, "kind": "start",
+                     "state": "applied", "reason": "", "exitstatus": None,
+                     "source": "alice@ops", "time": now.timestamp() - 5})
+        for i in range(DEFAULT_KEEP_OUTCOMES)))
+    h.hub.add_signed_op(payload, sig)
+    h.start()
+    entry = h.wait_reported([doc["op_id"]])[doc["op_id"]]
+    assert h.stop() == 0
+    assert entry["state"] == "refused"
+    assert "may no longer hold its records; not run again" in entry["reason"]
+    assert [t for t in h.pve.tasks() if t["id"] == "102"] == []
 
 
 def test_allowed_signers_fixed_by_reload(harness: Harness, tmp_path: Path) -> None:

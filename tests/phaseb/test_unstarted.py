@@ -13,6 +13,7 @@ from felhom_agent.authz.envelope import SignedOp
 from felhom_agent.authz.nonce_file import NonceRecord
 from felhom_agent.signedops.unstarted import (
     EXPIRED_REASON,
+    CannotTell,
     ExpiredUnstarted,
     Journalled,
     NotAccepted,
@@ -32,9 +33,10 @@ ACCEPTED = NonceRecord(nonce=OP.nonce, op_id=OP.op_id, signer="alice@ops", paylo
 
 
 def decide(*, accepted: NonceRecord | None = ACCEPTED, journalled: bool = False,
-           now: datetime = T0 + timedelta(minutes=1), sha: str = SHA) -> object:
+           now: datetime = T0 + timedelta(minutes=1), sha: str = SHA,
+           forgotten: bool = False) -> object:
     return decide_unstarted(OP, payload_sha256=sha, accepted=accepted, journalled=journalled,
-                            now=now)
+                            now=now, forgotten=forgotten)
 
 
 def test_accepted_never_begun_and_valid_runs() -> None:
@@ -67,16 +69,25 @@ def test_not_the_accepted_op_stays_a_replay(accepted: NonceRecord | None) -> Non
     assert isinstance(decide(accepted=accepted), NotAccepted)
 
 
+def test_a_journal_that_may_have_dropped_its_records_proves_nothing() -> None:
+    """If records as young as the acceptance may be forgotten, "no record" is no proof."""
+    for now in (T0 + timedelta(minutes=1), OP.expires_at + timedelta(minutes=1)):
+        decision = decide(forgotten=True, now=now)
+        assert isinstance(decision, CannotTell)
+        assert "not run again" in decision.reason
+
+
 @given(journalled=st.booleans(), same=st.booleans(), present=st.booleans(),
-       offset_s=st.integers(min_value=-3600, max_value=3600))
+       forgotten=st.booleans(), offset_s=st.integers(min_value=-3600, max_value=3600))
 def test_runs_only_what_was_accepted_never_begun_and_unexpired(
-        journalled: bool, same: bool, present: bool, offset_s: int) -> None:
+        journalled: bool, same: bool, present: bool, forgotten: bool, offset_s: int) -> None:
     """Exactly one combination runs the op; an op with a journal record is never run."""
     accepted = (ACCEPTED if same else attrs.evolve(ACCEPTED, payload_sha256="cd" * 32)
                 ) if present else None
     now = OP.expires_at + timedelta(seconds=offset_s)
-    decision = decide(accepted=accepted, journalled=journalled, now=now)
-    runs = not journalled and present and same and now <= OP.expires_at
-    assert isinstance(decision, RunUnstarted) == runs
-    assert isinstance(decision, ExpiredUnstarted) == (
-        not journalled and present and same and now > OP.expires_at)
+    decision = decide(accepted=accepted, journalled=journalled, now=now, forgotten=forgotten)
+    provable = not journalled and present and same and not forgotten
+    assert isinstance(decision, RunUnstarted) == (provable and now <= OP.expires_at)
+    assert isinstance(decision, ExpiredUnstarted) == (provable and now > OP.expires_at)
+    if journalled:
+        assert decision == Journalled()
