@@ -413,8 +413,8 @@ class SignedOpConsumer:
                 result = self._steps.run(job)
             except StepNotRun as err:
                 return self._record(verified, OpState.FAILED, f"{err}; {op.kind} was not run")
-            if result is None:
-                return "running"
+            if result is None or (not result.final and self._stop.is_set()):
+                return "running"  # stopping; a step never sent is run after the restart
             if step.is_op:
                 return result.state
             if result.state != OpState.APPLIED.value:
