@@ -328,7 +328,7 @@ class SignedOpConsumer:
             self._record(verified, OpState.REFUSED, str(refused))
             return True
         self._log.info("signed op %s was accepted at %s but never sent; running it now: %s",
-                       op.op_id, accepted.accepted_at.isoformat(), op.summary())
+                       op.op_id, format_utc(accepted.accepted_at), op.summary())
         self._enqueue(_Accepted(verified, received, self._mono()))
         return True
 

@@ -26,7 +26,7 @@ no I/O -- says what to do with it:
 
 Whether an op is "never started" is thus read from the journal alone, and the outcome of one
 that expired is a single record: no crash can leave a record that claims a call may have
-been sent when none was (README, "Which changes need a signature").
+been sent when none was (docs/architecture.md, "Signed operations").
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from datetime import datetime
 import attrs
 
 from felhom_agent.authz.envelope import SignedOp
-from felhom_agent.authz.nonce_file import NonceRecord, fmt_time
+from felhom_agent.authz.nonce_file import NonceRecord
+from felhom_agent.utc import format_utc
 
 __all__ = [
     "EXPIRED_REASON",
@@ -114,13 +115,13 @@ def decide_unstarted(
     if accepted is None:
         return NotAccepted(f"op {op.op_id} was not accepted by this host")
     if accepted.nonce != op.nonce or accepted.payload_sha256 != payload_sha256:
-        return NotAccepted(f"op {op.op_id} was accepted at {fmt_time(accepted.accepted_at)} "
+        return NotAccepted(f"op {op.op_id} was accepted at {format_utc(accepted.accepted_at)} "
                            "with a different nonce or payload")
     if forgotten:
-        return CannotTell(f"op {op.op_id} was accepted at {fmt_time(accepted.accepted_at)} and "
+        return CannotTell(f"op {op.op_id} was accepted at {format_utc(accepted.accepted_at)} and "
                           "the journal may no longer hold its records; not run again")
     if now > op.expires_at:
         return ExpiredUnstarted(
-            f"{EXPIRED_REASON}: accepted at {fmt_time(accepted.accepted_at)}, never sent, "
-            f"expired at {fmt_time(op.expires_at)}; not executed (sign a new op to run it)")
+            f"{EXPIRED_REASON}: accepted at {format_utc(accepted.accepted_at)}, never sent, "
+            f"expired at {format_utc(op.expires_at)}; not executed (sign a new op to run it)")
     return RunUnstarted()
