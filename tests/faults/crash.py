@@ -341,8 +341,11 @@ def run_seed(seed: int, work: Path, *, kills: int | None = None) -> SeedResult:
             start = len(hub.reports())
             final = DaemonChild(config, work / "final.log")
             try:
+                # Converged and idle: a guest can show its new state before its task ends,
+                # and an orderly stop leaves a running task pending (re-attached on restart),
+                # which the "nothing pending" check below would count as lost.
                 wait_report(hub, lambda b: report_matches(b, 1, scenario.wants)
-                            and sim_matches(pve, scenario.wants) and not hub.pending_ops(),
+                            and _settled(pve, hub, scenario),
                             CONVERGE_TIMEOUT_S, after=start, child=final)
                 converge_s = time.monotonic() - final.started
             finally:
