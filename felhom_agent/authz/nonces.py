@@ -157,6 +157,14 @@ class FileNonceStore:
         with self._lock:
             self._check_locked(op, now)
 
+    def accepted(self, op_id: str) -> NonceRecord | None:
+        """The record of ``op_id`` if this store accepted it and has not pruned it yet.
+
+        ``None`` too when the store is failed (it then holds nothing).
+        """
+        with self._lock:
+            return self._by_op_id.get(op_id)
+
     def mark(self, op: SignedOp, *, signer: str, payload_sha256: str, now: datetime) -> None:
         """Durably record ``op`` as accepted; call right before it is queued for execution.
 

@@ -19,7 +19,10 @@ Order (each failure its own :class:`~felhom_agent.authz.errors.Reason`):
 
 :meth:`OpVerifier.verify` is side-effect free (``--verify-op`` uses it as a dry check);
 :meth:`OpVerifier.mark` durably consumes the nonce and must be called *before* the op is
-executed (a crash in between leaves the op consumed but not run: at-most-once).
+executed. A crash in between leaves the op consumed but never sent; when it is delivered
+again the signed-op consumer runs it once if it has not expired
+(:mod:`felhom_agent.signedops.unstarted`): nothing can run it twice, since the journal's op id
+guards the call.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ order:
    was read (a backup's space check, a prune's dry run): it may refuse the op (``refused``,
    nothing sent) or find nothing to do. Already in the desired state -> ``applied`` without
    a call.
-3. ``journal.begin`` -- durable **before** the call.
+3. ``journal.begin`` -- durable **before** the call. (An op decided without a call gets no
+   ``begin``: its outcome is one record, so a ``begin`` always means "a call may have been
+   sent".)
 4. **Dispatch.** Retried (bounded backoff, re-reading first) only with proof that no task
    exists: ``got no worker upid``, or a lock error (``is locked``, ``got timeout``) answered
    on the request itself. A transport error, a 59x, or an answer that is neither ``null``
@@ -308,13 +310,15 @@ class Executor:
         if check.refused is not None:
             return self._refuse(job, check.refused)
         if spec.satisfied is not None and spec.satisfied(job, obs):
-            self._journal.begin(job.op_id, job.vmid, job.kind, job.journal_params(), job.source)
-            return self._finish(job, OpState.APPLIED, "already in the desired state; no call sent")
+            # One record, no ``begin``: a crash can never leave this op looking as if its
+            # call may have been sent (recovery would then report it ``unknown``).
+            return self._finish(job, OpState.APPLIED, "already in the desired state; no call sent",
+                                decided=True)
+        if check.done is not None:
+            return self._finish(job, OpState.APPLIED, check.done, decided=True)
         entry = self._journal.begin(
             job.op_id, job.vmid, job.kind, job.journal_params(), job.source
         )
-        if check.done is not None:
-            return self._finish(job, OpState.APPLIED, check.done)
         if check.audit is not None:
             self._audit.append(op_id=job.op_id, source=job.source, kind=job.kind,
                                vmid=job.vmid, upid=None, outcome="dry_run", reason=check.audit)
@@ -521,25 +525,24 @@ class Executor:
 
     def _refuse(self, job: JobSpec, reason: str) -> ExecResult:
         """A kind's pre-call check refused the op: recorded ``refused``, nothing sent."""
-        self._journal.record_refused(job.op_id, vmid=job.vmid, kind=job.kind,
-                                     source=job.source, reason=reason)
-        self._audit.append(op_id=job.op_id, source=job.source, kind=job.kind, vmid=job.vmid,
-                           upid=None, outcome=OpState.REFUSED.value, reason=reason)
-        self._log.warning("op %s: %s %d (%s): refused - %s", job.op_id, job.kind, job.vmid,
-                          job.source, reason)
-        return ExecResult(job.op_id, job.vmid, job.kind, OpState.REFUSED.value, reason)
+        return self._finish(job, OpState.REFUSED, reason, decided=True)
 
     def _stored(self, job: JobSpec, outcome: Outcome, upid: str | None) -> ExecResult:
         return ExecResult(job.op_id, job.vmid, job.kind, outcome.state.value, outcome.reason,
                           upid, outcome.exitstatus, already_applied=True)
 
-    def _finish(self, job: JobSpec, state: OpState, reason: str, call: _Call | None = None
-                ) -> ExecResult:
+    def _finish(self, job: JobSpec, state: OpState, reason: str, call: _Call | None = None,
+                *, decided: bool = False) -> ExecResult:
+        """Journal and audit the outcome; ``decided``: no ``begin`` exists (no call was sent)."""
         call = call or _Call()
         entry = self._journal.get(job.op_id)
         upid = call.upid
         raw = upid.raw if upid is not None else (entry.upid if entry is not None else None)
-        self._journal.record_outcome(job.op_id, state, reason, call.exitstatus)
+        if decided:
+            self._journal.record_decided(job.op_id, vmid=job.vmid, kind=job.kind,
+                                         source=job.source, state=state, reason=reason)
+        else:
+            self._journal.record_outcome(job.op_id, state, reason, call.exitstatus)
         self._audit.append(op_id=job.op_id, source=job.source, kind=job.kind, vmid=job.vmid,
                            upid=raw, outcome=state.value, reason=reason)
         level = logging.INFO if state is OpState.APPLIED else logging.WARNING

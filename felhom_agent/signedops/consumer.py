@@ -24,10 +24,20 @@ with the signer principal as source) and waits for it before the next. A pre-ste
 not end ``applied`` stops the op: it is recorded ``failed`` with the reason. Between two steps
 a reconciler action for the same guest may slip into the lane; it can only be benign.
 
-After a restart, an op whose nonce was consumed but whose own step never began (the process
-died after the mark) comes back as a nonce/op-id replay: it is recorded ``failed``
-("accepted before a restart, never started; not executed") -- at-most-once, never re-run.
-An op whose step was begun is the engine's recovery business (re-attach or ``unknown``).
+An op whose nonce is marked but whose op id has no journal record was never sent to PVE
+(the process died after the mark, or the op ended before any call without a record). The
+hub delivers it again until a report shows its outcome; the verifier answers "replay", and
+:func:`~felhom_agent.signedops.unstarted.decide_unstarted` decides: if it is the very op that
+was accepted (same nonce, same payload hash) it **runs** -- once, the op id guards it, and
+pre-steps already in the journal are resumed, never sent twice -- or, past its
+``expires_at``, it is recorded ``failed`` ("expired before it ran"). An op whose own ``begin``
+is in the journal is the engine's recovery business (re-attach, or ``unknown`` when no task is
+found: only such an op may have reached PVE).
+
+Every outcome decided here without a call (refused, failed before the op's own call,
+expired) is one journal record (:meth:`Journal.record_decided`), never a ``begin`` followed
+by an outcome: a crash between those two would leave a ``begin`` that claims a call may have
+been sent when none was.
 
 A :class:`~felhom_agent.durable.DurabilityError` (nonce store, journal, audit) goes to
 ``on_fatal`` (the daemon exits non-zero) and nothing further is accepted.
@@ -39,13 +49,12 @@ import collections
 import hashlib
 import json
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
@@ -59,15 +68,26 @@ from felhom_agent.execution.executor import JobSpec
 from felhom_agent.execution.status import OpResult
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
-from felhom_agent.signedops.gate import GateRefused, check_op, plan_steps
+from felhom_agent.signedops.gate import STEP_SUFFIXES, GateRefused, check_op, plan_steps
 from felhom_agent.signedops.steps import OpSubmitter, StepNotRun, StepRunner
+from felhom_agent.signedops.unstarted import (
+    CannotTell,
+    ExpiredUnstarted,
+    Journalled,
+    NotAccepted,
+    RunUnstarted,
+    decide_unstarted,
+)
 from felhom_agent.state.audit import AuditLog
-from felhom_agent.state.journal import Journal, OpState
+from felhom_agent.state.journal import AlreadyApplied, Journal, OpConflict, OpState
 from felhom_agent.utc import format_utc
 
 __all__ = ["OpSubmitter", "OpTiming", "SignedOpConsumer"]
 
 _KEEP: Final = 200
+#: Verifier answers that may hide an op accepted here that never began (see _redelivered).
+_REDELIVERY: Final = frozenset({Reason.NONCE_REPLAY, Reason.OP_ID_REPLAY, Reason.EXPIRED})
+RUNNING: Final = "running"
 
 
 @attrs.frozen
@@ -241,8 +261,8 @@ class SignedOpConsumer:
         try:
             verified = verifier.verify(payload, delivered.signature)
         except OpRejected as err:
-            if err.reason in (Reason.NONCE_REPLAY, Reason.OP_ID_REPLAY) and self._interrupted(
-                    verifier, payload, delivered.signature):
+            if err.reason in _REDELIVERY and hint is not None and self._redelivered(
+                    verifier, hint, payload, delivered.signature, received, key=key, err=err):
                 return
             self._remember_refusal(key, hint, str(err))
             return
@@ -267,26 +287,50 @@ class SignedOpConsumer:
     def _has_outcome(self, op_id: str) -> bool:
         return self._journal.outcome(op_id) is not None
 
-    def _interrupted(self, verifier: OpVerifier, payload: bytes, signature: str) -> bool:
-        """A replay of an op this host accepted earlier whose own step never began?
+    def _redelivered(self, verifier: OpVerifier, op_id: str, payload: bytes, signature: str,
+                     received: float, *, key: str, err: OpRejected) -> bool:
+        """A re-delivery of an op this host accepted whose op id has no journal record?
 
-        Then it was consumed before a restart and never run: record it ``failed`` once.
+        Such an op was never sent: run it now, or record it expired (one record). Returns
+        False when it is not that op (the caller keeps the replay refusal ``err``).
         """
+        accepted = self._store.accepted(op_id)
+        if accepted is None:
+            return False
+        now = self._now()
+        # Verified as of now while it is valid (a key revoked since is honoured); once
+        # expired, as of its acceptance, only to prove these are the bytes accepted then.
+        at = now if now <= accepted.expires_at else accepted.accepted_at
         try:
-            verified = attrs.evolve(verifier, nonce_store=None, has_outcome=None).verify(
-                payload, signature)
+            verified = attrs.evolve(verifier, now=lambda: at, nonce_store=None,
+                                    has_outcome=None).verify(payload, signature)
         except OpRejected:
             return False
-        probe = attrs.evolve(verified.op, nonce=secrets.token_hex(16))
+        op = verified.op
+        decision = decide_unstarted(
+            op, payload_sha256=verified.payload_sha256, accepted=accepted,
+            journalled=self._journal.get(op.op_id) is not None, now=now,
+            forgotten=self._journal.may_have_forgotten(accepted.accepted_at.timestamp()))
+        if isinstance(decision, NotAccepted):
+            return False
+        if isinstance(decision, CannotTell):
+            self._remember_refusal(key, op.op_id, f"{err}; {decision.reason}")
+            return True
+        if isinstance(decision, Journalled):
+            return True
+        if isinstance(decision, ExpiredUnstarted):
+            self._record(verified, OpState.FAILED, decision.reason)
+            return True
+        assert isinstance(decision, RunUnstarted)  # noqa: S101 - exhaustive
         try:
-            self._store.check(probe, self._now())
-        except OpRejected as err:
-            if err.reason is Reason.OP_ID_REPLAY:
-                self._record(verified, OpState.FAILED,
-                             "accepted before the agent restarted but never started; not "
-                             "executed (sign a new op to run it)")
-                return True
-        return False
+            check_op(op)
+        except GateRefused as refused:
+            self._record(verified, OpState.REFUSED, str(refused))
+            return True
+        self._log.info("signed op %s was accepted at %s but never sent; running it now: %s",
+                       op.op_id, format_utc(accepted.accepted_at), op.summary())
+        self._enqueue(_Accepted(verified, received, self._mono()))
+        return True
 
     def _remember_refusal(self, key: str, op_id: str | None, reason: str) -> None:
         if op_id is None:
@@ -355,10 +399,12 @@ class SignedOpConsumer:
             return self._record(verified, OpState.FAILED, f"cannot read guest {op.vmid}: {err}")
         if guest is None:
             return "running"  # stopping
+        journalled = frozenset(op.op_id + suffix for suffix in STEP_SUFFIXES
+                               if self._journal.get(op.op_id + suffix) is not None)
         try:
-            steps = plan_steps(op, check_op(op), guest)
+            steps = plan_steps(op, check_op(op), guest, journalled)
         except GateRefused as err:
-            return self._record(verified, OpState.REFUSED, str(err), guest.type)
+            return self._record(verified, OpState.REFUSED, str(err))
         for step in steps:
             self._set_stage(op.op_id, f"{step.purpose}: {step.kind}")
             job = JobSpec(step.op_id, guest.vmid, guest.type, step.kind, step.params,
@@ -366,10 +412,9 @@ class SignedOpConsumer:
             try:
                 result = self._steps.run(job)
             except StepNotRun as err:
-                return self._record(verified, OpState.FAILED, f"{err}; {op.kind} was not run",
-                                    guest.type)
-            if result is None:
-                return "running"
+                return self._record(verified, OpState.FAILED, f"{err}; {op.kind} was not run")
+            if result is None or (not result.final and self._stop.is_set()):
+                return "running"  # stopping; a step never sent is run after the restart
             if step.is_op:
                 return result.state
             if result.state != OpState.APPLIED.value:
@@ -378,26 +423,24 @@ class SignedOpConsumer:
                 detail = result.reason or result.state
                 return self._record(verified, OpState.FAILED,
                                     f"{what} failed ({result.state}: {detail}); {op.kind} "
-                                    "was not run", guest.type)
+                                    "was not run")
         return "running"
 
     # ------------------------------------------------------------------ records
 
-    def _record(self, verified: VerifiedOp, state: OpState, reason: str,
-                guest_type: Any = None) -> str:
-        """Journal and audit an outcome decided without (or before) the op's own call."""
+    def _record(self, verified: VerifiedOp, state: OpState, reason: str) -> str:
+        """Journal (one record, no ``begin``) and audit an outcome decided without the op's
+        own call; an op id the journal already knows keeps its record."""
         op = verified.op
         kind = op.kind.removeprefix("guest.")
         source = verified.principal
-        if state is OpState.REFUSED:
-            self._journal.record_refused(op.op_id, vmid=op.vmid, kind=kind, source=source,
-                                         reason=reason)
-        else:
-            params: dict[str, Any] = dict(op.params)
-            if guest_type is not None:
-                params["guest_type"] = str(guest_type)
-            self._journal.begin(op.op_id, op.vmid, kind, params, source)
-            self._journal.record_outcome(op.op_id, state, reason)
+        try:
+            self._journal.record_decided(op.op_id, vmid=op.vmid, kind=kind, source=source,
+                                         state=state, reason=reason)
+        except (AlreadyApplied, OpConflict) as err:
+            self._log.warning("signed op %s: not recorded %s (%s): %s", op.op_id, state.value,
+                              reason, err)
+            return RUNNING if isinstance(err, OpConflict) else err.outcome.state.value
         self._audit.append(op_id=op.op_id, source=source, kind=kind, vmid=op.vmid, upid=None,
                            outcome=state.value, reason=reason)
         self._log.warning("signed op %s (%s %d, %s): %s - %s", op.op_id, op.kind, op.vmid,

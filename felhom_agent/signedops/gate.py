@@ -28,6 +28,8 @@ ordered :class:`Step` list that the consumer submits, one journalled queue job p
 Step op ids: the op itself keeps the signed ``op_id`` (idempotency and the hub's
 ``ops`` entry hang on it); a pre-step gets ``<op_id>.safety-snapshot`` or
 ``<op_id>.stop-first``, with the same source (the signer principal) in journal and audit.
+An op accepted before a restart and run after it passes the step ids already in the journal
+(``journalled``): those steps are kept and resumed by the executor, never sent twice.
 
 Params are checked strictly per kind (the ``params`` of its registry entry,
 :mod:`felhom_agent.kinds.registry`): an unknown key or a wrong type refuses the op (refusing
@@ -57,6 +59,7 @@ from felhom_agent.kinds.registry import lookup
 __all__ = [
     "SAFETY_PREFIX",
     "SAFETY_SUFFIX",
+    "STEP_SUFFIXES",
     "STOP_SUFFIX",
     "GateRefused",
     "GuestFacts",
@@ -68,6 +71,8 @@ __all__ = [
 
 SAFETY_PREFIX: Final = "felhom-pre-"
 SAFETY_SUFFIX: Final = ".safety-snapshot"
+#: The op id suffixes of every pre-step (a step's op id is the signed op id plus one).
+STEP_SUFFIXES: Final = (STOP_SUFFIX, SAFETY_SUFFIX)
 _SNAPNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,39}")
 _RESERVED = frozenset({"current", "pending", "vzdump"})
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -151,8 +156,15 @@ def check_op(op: SignedOp) -> Classification:
     return verdict
 
 
-def plan_steps(op: SignedOp, verdict: Classification, guest: GuestFacts) -> tuple[Step, ...]:
+def plan_steps(op: SignedOp, verdict: Classification, guest: GuestFacts,
+               journalled: frozenset[str] = frozenset()) -> tuple[Step, ...]:
     """The steps of ``op`` on ``guest`` (pre-steps first, the op itself last).
+
+    ``journalled`` names the step op ids the journal already holds: the op was accepted
+    before a restart and some of its pre-steps were begun then. Such a step is kept whatever
+    the facts say now (the executor returns its stored outcome or re-attaches to its task;
+    it is never sent twice), and the safety snapshot it made is not mistaken for a name
+    someone else took.
 
     Raises:
         GateRefused: the guest's state forbids the op (protected, running, names taken).
@@ -161,9 +173,13 @@ def plan_steps(op: SignedOp, verdict: Classification, guest: GuestFacts) -> tupl
     prepared = (kind.prepare(op.op_id, op.params, guest) if kind.prepare is not None
                 else Prepared(op.params))
     pre = list(prepared.pre)
+    stop_id = op.op_id + STOP_SUFFIX
+    if stop_id in journalled and all(s.op_id != stop_id for s in pre):
+        # begun while the guest was running; now stopped (or stopping): await that step
+        pre.insert(0, Step(stop_id, "stop", {}, "stop-first"))
     if verdict.reversibility is Reversibility.SNAPSHOT:
         name = safety_snapshot_name(op.op_id)
-        if name in guest.snapshots:
+        if name in guest.snapshots and op.op_id + SAFETY_SUFFIX not in journalled:
             raise GateRefused(f"safety snapshot name {name} is already taken on guest "
                               f"{guest.vmid}; sign the op again with a new op id")
         desc = f"felhom-agent safety snapshot before {op.kind} (op {op.op_id})"

@@ -17,7 +17,7 @@ from felhom_agent.backoff import Incrementing, Retry, RetryInterrupted, StopAfte
 from felhom_agent.durable import DurabilityError
 from felhom_agent.errors import ReconcileError
 from felhom_agent.execution.executor import ExecResult, JobSpec
-from felhom_agent.execution.queue import JobHandle, QueueError
+from felhom_agent.execution.queue import JobCancelled, JobHandle, QueueError
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
 from felhom_agent.signedops.gate import GateRefused, GuestFacts
@@ -94,7 +94,8 @@ class StepRunner:
             return None
 
     def run(self, job: JobSpec) -> ExecResult | None:
-        """Queue ``job`` and wait for its result; None when stopping (left to recovery).
+        """Queue ``job`` and wait for its result; None when stopping (left to recovery, or,
+        when nothing of it was journaled, to the op's re-delivery after the restart).
 
         Raises:
             StepNotRun: the job failed or was cancelled before it began.
@@ -112,6 +113,11 @@ class StepRunner:
                 return None
         try:
             return handle.result(0)
+        except JobCancelled as err:
+            # Never started: the queue shut down first. Nothing was sent, so the op is left
+            # to its re-delivery after the restart, which runs it (if still valid).
+            self._log.info("step %s not started before shutdown: %s", job.op_id, err)
+            return None
         except QueueError as err:
             if isinstance(err.__cause__, DurabilityError):
                 raise err.__cause__ from err

@@ -7,6 +7,11 @@ records in ``<state_dir>/journal.log``:
 * ``upid``    (op id, UPID) — durable right after the call returned a task id;
 * ``outcome`` (op id, state ``applied|failed|refused|unknown``, reason, exitstatus, time).
 
+An op decided **without** a call (refused; failed before anything was sent; already in the
+desired state) gets one ``outcome`` record that carries its source and no ``begin``
+(:meth:`Journal.record_decided`). So a ``begin`` in the file always means "a call may have
+been sent", and a crash can never leave a ``begin`` that claims otherwise.
+
 On start the journal is replayed: an op with a ``begin`` but no ``outcome`` is *pending* and
 must be recovered (re-attached to its UPID, or looked up in the node's task list — see
 :mod:`felhom_agent.state.recovery`, never blindly re-sent); an op with an outcome is
@@ -304,15 +309,40 @@ class Journal:
             OpConflict: the op id is pending (begun without outcome).
             DurabilityError: the record could not be made durable.
         """
+        return self._decided(op_id, vmid, kind, source, state=OpState.REFUSED, reason=reason)
+
+    def record_decided(
+        self, op_id: str, *, vmid: int, kind: str, source: str, state: OpState | str,
+        reason: str,
+    ) -> Outcome:
+        """Durably record the outcome of an op that was decided **without any call** (one record).
+
+        For an op that never needs a ``begin``: refused, failed before anything was sent
+        (expired, a safety step failed, the guest could not be read), or already in the
+        desired state. One record is crash-atomic: either the outcome is on disk or nothing
+        is. A ``begin`` followed by an outcome would not be -- a crash between the two leaves
+        a ``begin`` without a UPID, which recovery must treat as "the call may have reached
+        PVE" (``unknown``) although none was sent.
+
+        Raises:
+            AlreadyApplied: the op id already has an outcome.
+            OpConflict: the op id is pending (begun without outcome), or ``state`` is unknown.
+            DurabilityError: the record could not be made durable.
+        """
+        return self._decided(op_id, vmid, kind, source, state=state, reason=reason)
+
+    def _decided(self, op_id: str, vmid: int, kind: str, source: str, *,
+                 state: OpState | str, reason: str) -> Outcome:
         with self._lock:
             old = self._state.entries.get(op_id)
             if old is not None and old.outcome is not None:
                 raise AlreadyApplied(old.outcome)
             if old is not None:
-                raise OpConflict(f"op {op_id} is pending, cannot refuse it", path=self._path)
+                raise OpConflict(f"op {op_id} is pending, cannot decide it without a call",
+                                 path=self._path)
             self._append({"t": "outcome", "op": op_id, "vmid": vmid, "kind": kind,
-                          "state": OpState.REFUSED.value, "reason": reason, "exitstatus": None,
-                          "source": source, "time": self._clock()})
+                          "state": self._state_value(state), "reason": reason,
+                          "exitstatus": None, "source": source, "time": self._clock()})
             outcome = self._state.entries[op_id].outcome
             assert outcome is not None  # noqa: S101 - just folded in by _append
             return outcome
@@ -335,6 +365,21 @@ class Journal:
         """The entry of ``op_id``, or ``None``."""
         with self._lock:
             return self._state.entries.get(op_id)
+
+    def may_have_forgotten(self, since: float) -> bool:
+        """Could an outcome that finished at or after ``since`` have been forgotten?
+
+        False proves that an op id absent from the journal has no outcome recorded since
+        ``since``: it is younger than the age bound, and fewer than ``keep_outcomes``
+        outcomes of sources not evicted first are held since then (see
+        :meth:`EntryIndex.kept_since`). The signed-op consumer asks before it runs an op
+        accepted at ``since`` that has no record: only then is "no record" proof that it was
+        never sent.
+        """
+        with self._lock:
+            if since < self._clock() - self._retain_s:
+                return True
+            return self._state.kept_since(since) >= self._state.keep_outcomes
 
     def pending(self) -> list[JournalEntry]:
         """Ops begun without an outcome, in begin order; ``upid`` may be ``None``."""

@@ -262,6 +262,22 @@ class EntryIndex:
         """How many entries with an outcome are held."""
         return len(self._cheap) + len(self._kept)
 
+    @property
+    def keep_outcomes(self) -> int:
+        """The count bound."""
+        return self._keep
+
+    def kept_since(self, since: float) -> int:
+        """How many held outcomes of sources *not* evicted first finished at or after ``since``.
+
+        The count bound drops such an outcome only when nothing evicted first is left and
+        ``keep_outcomes`` of them are held; each one that replaces it finished later. So while
+        this is below ``keep_outcomes`` no outcome that finished at or after ``since`` has been
+        dropped by the count bound (the age bound aside).
+        """
+        held = (self.entries[op_id].outcome for op_id in self._kept)
+        return sum(1 for o in held if o is not None and o.finished_at >= since)
+
     def replace(self, entries: dict[str, JournalEntry]) -> None:
         """Hold exactly ``entries`` (after a compaction), keeping the eviction order."""
         self.entries = entries
@@ -327,7 +343,8 @@ class EntryIndex:
                 time,
             )
             if old is None:
-                # Only a refusal is written without a begin, and it carries its source.
+                # An op decided without a call (refused, failed before anything was sent,
+                # already satisfied) is written as one outcome record carrying its source.
                 refusal_source = _opt_str(record, "source")
                 old = JournalEntry(op_id, vmid, kind, {}, refusal_source or "", None,
                                    damaged=refusal_source is None)

@@ -80,6 +80,21 @@ def test_mark_then_replay_rejected_after_reopen(tmp_path: Path) -> None:
         _mark(again, _op(1))
 
 
+def test_accepted_record_is_found_by_op_id_after_reopen(tmp_path: Path) -> None:
+    """``accepted(op_id)``: the record of a marked op (nonce, payload hash), also reopened."""
+    path = tmp_path / "nonces.log"
+    store = _open(path)
+    assert store.accepted(_op(1).op_id) is None
+    store.mark(_op(1), signer="alice@ops", payload_sha256="ab" * 32, now=NOW)
+    store.close()
+    again = _open(path)
+    record = again.accepted(_op(1).op_id)
+    assert record is not None
+    assert (record.nonce, record.payload_sha256, record.accepted_at) == (
+        _op(1).nonce, "ab" * 32, NOW)
+    assert again.accepted(_op(2).op_id) is None
+
+
 _CHILD = """
 import sys
 from datetime import UTC, datetime

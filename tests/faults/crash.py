@@ -25,9 +25,12 @@ start runs to convergence. The checks:
   generation planned with nothing left to do, and the journal holds nothing pending after an
   orderly stop;
 * **no lost signed op** -- every signed op ends with an outcome in a report (the hub stops
-  re-delivering it), and an op reported ``applied`` has its task on the node. (An op whose nonce was
-  consumed before its step began is reported ``failed`` and never run: ``docs/architecture.md``,
-  "Durable state".)
+  re-delivering it), and that outcome is true of the node and the journal: ``applied`` with
+  its task on the node; ``failed`` because it expired, with no ``begin``; or -- when a kill
+  fell between a step's journal ``begin`` and its call reaching PVE -- ``unknown`` (the op's
+  own step) or ``failed`` (a rollback whose safety snapshot is unknown), with that ``begin``
+  journaled without a UPID and no such task on the node. An op accepted before a crash but
+  never sent (no journal ``begin``) runs after the restart. Anything else counts as lost.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ from typing import Any
 
 import attrs
 
+from felhom_agent.signedops.gate import SAFETY_SUFFIX
+from felhom_agent.signedops.unstarted import EXPIRED_REASON
 from felhom_agent.sim.hub import HubSimulator
 from felhom_agent.sim.pve import Fault, PveSimulator
-from felhom_agent.state.journal import Journal
+from felhom_agent.state.journal import Journal, JournalEntry, OpState
 from tests.faults.harness import (
     DaemonChild,
     HarnessError,
@@ -61,9 +66,11 @@ from tests.faults.harness import (
 from tests.phaseb.signing import OpSigner, make_keys, op_payload
 
 __all__ = ["CRASH_KINDS", "Scenario", "SeedResult", "describe", "draw_scenario", "kills_for",
-           "run_seed"]
+           "outcome_class", "run_seed"]
 
 CRASH_KINDS = ("requests", "forked", "finished", "lost_reply")
+#: What the daemon logs when it runs a signed op that was accepted before a crash, never sent.
+RESUMED_LOG = "but never sent; running it now"
 QEMU = (300, 301, 302, 303)
 LXC = (310, 311)
 #: Guests only signed ops touch: 320 (stopped, snapshot ``base``) is rolled back, 321 snapshotted.
@@ -112,6 +119,8 @@ class SeedResult:
     error: str | None = None
     #: final reported state of each signed op ("applied", "failed", ...).
     signed: tuple[str, ...] = ()
+    #: signed ops accepted before a crash, never sent, and run after a restart (from the logs).
+    resumed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -188,34 +197,78 @@ def _duplicates(pve: PveSimulator, scenario: Scenario) -> int:
     return extra + failed
 
 
+def outcome_class(state: str, reason: str) -> str:
+    """A reported signed-op outcome as the sweep counts it.
+
+    ``failed(expired)``, ``failed(safety step unknown)`` (the rollback was not run because its
+    safety snapshot's outcome is unknown) and ``failed(never started)`` (the wording before
+    accepted-but-unsent ops were run after a restart) are told apart from any other
+    ``failed``.
+    """
+    if state == "failed" and reason.startswith(EXPIRED_REASON):
+        return "failed(expired)"
+    if state == "failed" and reason.startswith("safety snapshot") and "(unknown:" in reason:
+        return "failed(safety step unknown)"
+    if state == "failed" and "never started" in reason:
+        return "failed(never started)"
+    return state
+
+
 def _signed_outcomes(hub: HubSimulator, op_ids: dict[str, str]) -> dict[str, str]:
-    """op kind -> the last outcome (not ``running``) any report gave for its op id."""
+    """op kind -> the class of the last outcome (not ``running``) any report gave its op id."""
     out: dict[str, str] = {}
     by_id = {v: k for k, v in op_ids.items()}
     for r in hub.reports():
         for entry in r.body.get("ops", []):
             kind = by_id.get(str(entry.get("op_id")))
             if kind is not None and entry.get("state") != "running":
-                state = str(entry.get("state"))
-                if state == "failed" and "never started" in str(entry.get("reason")):
-                    state = "failed(never started)"
-                out[kind] = state
+                out[kind] = outcome_class(str(entry.get("state")), str(entry.get("reason")))
     return out
 
 
-def _lost_signed(pve: PveSimulator, hub: HubSimulator, op_ids: dict[str, str]) -> int:
-    """Signed ops with no reported outcome, or reported applied without their task."""
+def _begun_without_task(entry: JournalEntry | None) -> bool:
+    """Begun, no UPID, outcome ``unknown``: the agent's "its call may have reached PVE"."""
+    return (entry is not None and entry.began_at is not None and entry.upid is None
+            and entry.outcome is not None and entry.outcome.state is OpState.UNKNOWN)
+
+
+def _judge_signed(pve: PveSimulator, hub: HubSimulator, op_ids: dict[str, str],
+                  state: Path) -> tuple[dict[str, str], int]:
+    """Each signed op's outcome class, checked against the node and the journal; lost count.
+
+    Acceptable: ``applied`` with its task on the node; ``failed(expired)`` decided without a
+    ``begin``; and the two outcomes of a kill between a step's journal ``begin`` and its call
+    reaching PVE -- ``unknown`` for the op itself, or ``failed(safety step unknown)`` for a
+    rollback -- only when the journal shows that ``begin`` without a UPID, PVE holds no task
+    for it (the agent missed none), and the op's own call was never begun if it failed. A
+    failure recorded with a ``begin`` would be the defect of seed 1008, and counts as lost.
+    """
     outcomes = _signed_outcomes(hub, op_ids)
-    lost = sum(kind not in outcomes for kind in op_ids)
-    # "failed" for any other reason than the restart would be a lost op in this scenario.
-    lost += sum(state not in ("applied", "failed(never started)")
-                for state in outcomes.values())
-    types = {(t["id"], t["type"]) for t in pve.tasks() if t["exitstatus"] == "OK"}
-    if outcomes.get("snapshot") == "applied":
-        lost += not SIGNED_TASKS["snapshot"] <= types
-    if outcomes.get("rollback") == "applied":
-        lost += (str(ROLLBACK_VMID), "qmrollback") not in types
-    return lost
+    ok_tasks = {(t["id"], t["type"]) for t in pve.tasks() if t["exitstatus"] == "OK"}
+    any_tasks = {(t["id"], t["type"]) for t in pve.tasks()}
+    with Journal.open(state, clock=time.time, logger=_LOG) as journal:
+        entries = {i: journal.get(i) for op_id in op_ids.values()
+                   for i in (op_id, op_id + SAFETY_SUFFIX)}
+    lost = 0
+    for kind, op_id in op_ids.items():
+        cls = outcomes.get(kind)
+        main = entries[op_id]
+        never_begun = main is not None and main.began_at is None
+        own = (str(SNAPSHOT_VMID), "qmsnapshot") if kind == "snapshot" else (
+            str(ROLLBACK_VMID), "qmrollback")
+        if cls == "applied":
+            good = SIGNED_TASKS[kind] <= ok_tasks if kind == "snapshot" else own in ok_tasks
+        elif cls == "failed(expired)":
+            good = never_begun and own not in any_tasks
+        elif cls == "unknown":
+            good = _begun_without_task(main) and own not in any_tasks
+        elif cls == "failed(safety step unknown)":
+            good = (never_begun and _begun_without_task(entries[op_id + SAFETY_SUFFIX])
+                    and not SIGNED_TASKS["rollback"] & any_tasks)
+        else:
+            good = False
+        lost += not good
+    return outcomes, lost
 
 
 def _deliver(scenario: Scenario, hub: HubSimulator, work: Path) -> tuple[Path, dict[str, str]]:
@@ -288,8 +341,11 @@ def run_seed(seed: int, work: Path, *, kills: int | None = None) -> SeedResult:
             start = len(hub.reports())
             final = DaemonChild(config, work / "final.log")
             try:
+                # Converged and idle: a guest can show its new state before its task ends,
+                # and an orderly stop leaves a running task pending (re-attached on restart),
+                # which the "nothing pending" check below would count as lost.
                 wait_report(hub, lambda b: report_matches(b, 1, scenario.wants)
-                            and sim_matches(pve, scenario.wants) and not hub.pending_ops(),
+                            and _settled(pve, hub, scenario),
                             CONVERGE_TIMEOUT_S, after=start, child=final)
                 converge_s = time.monotonic() - final.started
             finally:
@@ -301,12 +357,19 @@ def run_seed(seed: int, work: Path, *, kills: int | None = None) -> SeedResult:
         except HarnessError as err:
             error = str(err)
             lost = sum(not sim_matches(pve, (w,)) for w in scenario.wants)
-        lost += _lost_signed(pve, hub, op_ids)
+        outcomes, lost_signed = _judge_signed(pve, hub, op_ids, work / "state")
+        lost += lost_signed
         duplicates = _duplicates(pve, scenario)
-        outcomes = _signed_outcomes(hub, op_ids)
     return SeedResult(seed, tuple(points), hit, duplicates, lost, converge_s,
                       len(scenario.expected), error,
-                      tuple(f"{k}={outcomes.get(k, 'none')}" for k in scenario.signed))
+                      tuple(f"{k}={outcomes.get(k, 'none')}" for k in scenario.signed),
+                      _resumed(work))
+
+
+def _resumed(work: Path) -> int:
+    """How often a daemon run logged that it runs an op accepted earlier but never sent."""
+    return sum(log.read_text(errors="replace").count(RESUMED_LOG)
+               for log in work.glob("*.log"))
 
 
 def describe(result: SeedResult) -> str:
@@ -314,5 +377,7 @@ def describe(result: SeedResult) -> str:
     conv = "-" if result.converge_s is None else f"{result.converge_s:.2f}s"
     status = "ok" if result.ok else f"FAIL {result.error or ''}"
     signed = f" signed[{' '.join(result.signed)}]" if result.signed else ""
+    if result.resumed:
+        signed += f" resumed={result.resumed}"
     return (f"seed {result.seed}: {' '.join(result.points)} changes={result.mutations}"
             f"{signed} dup={result.duplicates} lost={result.lost} converge={conv} {status}")

@@ -47,6 +47,8 @@ def summarise(results: list[SeedResult], wall_s: float) -> list[str]:
         "signed ops (final reported outcome): " + (", ".join(
             f"{k}={n}" for k, n in sorted(Counter(o for r in results for o in r.signed).items()))
             or "none"),
+        "signed ops accepted before a crash, never sent, run after the restart: "
+        f"{sum(r.resumed for r in results)}",
         f"duplicates = {sum(r.duplicates for r in results)}",
         f"lost = {sum(r.lost for r in results)}",
     ]

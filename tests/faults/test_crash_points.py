@@ -2,7 +2,10 @@
 
 ``scripts/test-faults`` runs the same seeds by the hundred (:mod:`tests.faults.sweep`); here
 ten seeds chosen to cover every crash-point kind (requests, forked, finished, lost_reply)
-and signed ops (applied, and consumed-then-killed: reported failed) run three at a time.
+and signed ops (applied; accepted, killed before they were sent, and run after the
+restart), plus seed 1008 of the full sweep (a rollback accepted before a crash once ended
+``unknown`` there though nothing was sent: a ``begin`` was written on the way to "never
+started", and a second kill landed between it and the outcome), run three at a time.
 See :mod:`tests.faults.crash` for the points and the checks.
 """
 
@@ -14,7 +17,7 @@ from pathlib import Path
 
 from tests.faults.crash import CRASH_KINDS, describe, draw_scenario, kills_for, run_seed
 
-SEEDS = (2, 4, 5, 6, 10, 11, 15, 16, 18, 25)
+SEEDS = (2, 4, 5, 6, 10, 11, 15, 16, 18, 25, 1008)
 
 
 def test_seeded_crash_points_no_duplicate_no_lost(tmp_path: Path) -> None:
@@ -28,8 +31,10 @@ def test_seeded_crash_points_no_duplicate_no_lost(tmp_path: Path) -> None:
     assert len(points) == sum(kills_for(s) for s in SEEDS)
     assert {p.split(":")[0] for p in points} == set(CRASH_KINDS), lines
     assert all(r.converge_s is not None for r in results)
+    # The ops live ten minutes: every one runs, also when it was accepted before a crash.
     signed = {o.split("=")[1] for r in results for o in r.signed}
-    assert signed <= {"applied", "failed(never started)"} and "applied" in signed, lines
+    assert signed == {"applied"}, lines
+    assert sum(r.resumed for r in results) >= 1, lines
 
 
 def test_scenarios_are_seeded_and_need_changes() -> None:

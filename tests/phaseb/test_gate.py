@@ -121,3 +121,28 @@ def test_rollback_to_missing_snapshot_and_taken_name_are_refused() -> None:
                        snapshots=frozenset({"initial", safety_snapshot_name(OP_ID)}))
     with pytest.raises(GateRefused, match="already taken"):
         steps(op("guest.rollback", {"snapname": "initial"}), taken)
+
+
+def test_journalled_pre_steps_are_resumed_not_refused() -> None:
+    """After a restart the op's own safety snapshot is not "a name taken by someone else"."""
+    rollback = op("guest.rollback", {"snapname": "initial"})
+    ours = GuestFacts(101, GuestType.QEMU, running=False, protected=False,
+                      snapshots=frozenset({"initial", safety_snapshot_name(OP_ID)}))
+    planned = plan_steps(rollback, check_op(rollback), ours,
+                         frozenset({OP_ID + ".safety-snapshot"}))
+    assert [(s.op_id, s.kind) for s in planned] == [
+        (OP_ID + ".safety-snapshot", "snapshot"), (OP_ID, "rollback")]
+    # a journalled step with another op id does not lift the refusal
+    with pytest.raises(GateRefused, match="already taken"):
+        plan_steps(rollback, check_op(rollback), ours, frozenset({"other.safety-snapshot"}))
+
+
+def test_journalled_stop_first_is_kept_once_the_guest_is_stopped() -> None:
+    """A stop step begun before a restart is kept (its outcome is awaited), never re-planned."""
+    destroy = op("guest.destroy", {"stop_first": True}, irreversible=True, vmid=105)
+    stopped = GuestFacts(105, GuestType.LXC, running=False, protected=False)
+    assert [s.purpose for s in plan_steps(destroy, check_op(destroy), stopped)] == ["op"]
+    resumed = plan_steps(destroy, check_op(destroy), stopped,
+                         frozenset({OP_ID + ".stop-first"}))
+    assert [(s.op_id, s.purpose) for s in resumed] == [
+        (OP_ID + ".stop-first", "stop-first"), (OP_ID, "op")]

@@ -1,16 +1,19 @@
-"""Unsigned desired state stays benign; consumed-but-never-run ops; allowed_signers reloads."""
+"""Unsigned desired state stays benign; accepted-but-never-sent ops; allowed_signers reloads."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from felhom_agent.authz.nonces import FileNonceStore
 from felhom_agent.authz.signers import load_allowed_signers
 from felhom_agent.authz.verifier import OpVerifier, VerifyPolicy
 from felhom_agent.cli._plan import plan_command
 from felhom_agent.kinds.registry import SIGNED_KINDS
+from felhom_agent.state.journal import JOURNAL_NAME, encode_line
+from felhom_agent.state.journal_records import DEFAULT_KEEP_OUTCOMES
 from tests.phaseb.harness import Harness
 from tests.phaseb.signing import op_payload
 from tests.support.daemon import EIO_AGENT
@@ -52,27 +55,76 @@ def test_unsigned_destructive_change_refused_and_reported(harness: Harness,
     assert json.loads(out)["refused"] == [REFUSAL]
 
 
-def test_op_consumed_before_a_restart_is_reported_failed_not_run(harness: Harness) -> None:
-    """An op whose nonce was marked but which never began is reported failed and never run."""
-    h = harness
-    doc = op_payload("guest.start", 102)
+def _mark_before_start(h: Harness, doc: dict[str, Any], *, at: datetime) -> tuple[str, str]:
+    """Sign ``doc`` and mark its nonce as accepted at ``at``, as a run killed after the mark."""
     payload, sig = h.signer.sign(doc)
     config = h.config()
     state = config.state_dir
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    now = datetime.now(UTC)
-    with FileNonceStore.open(state / "nonces.log", now=now, max_clock_skew_s=120,
+    with FileNonceStore.open(state / "nonces.log", now=at, max_clock_skew_s=120,
                              max_op_lifetime_s=900) as store:
         verifier = OpVerifier(signers=load_allowed_signers(config.authz.allowed_signers),
                               policy=VerifyPolicy(host_id="pve1", kinds=SIGNED_KINDS),
-                              now=lambda: datetime.now(UTC), nonce_store=store)
+                              now=lambda: at, nonce_store=store)
         verifier.mark(verifier.verify(payload.encode(), sig))
+    return payload, sig
+
+
+def test_op_accepted_before_a_restart_but_never_sent_runs_once(harness: Harness) -> None:
+    """An op whose nonce was marked but which has no journal record runs after the restart."""
+    h = harness
+    doc = op_payload("guest.start", 102)
+    payload, sig = _mark_before_start(h, doc, at=datetime.now(UTC))
+    h.hub.add_signed_op(payload, sig)
+    h.start()
+    entry = h.wait_reported([doc["op_id"]])[doc["op_id"]]
+    assert entry["state"] == "applied"
+    assert "never sent; running it now" in h.log()
+    # The hub keeps delivering it until the report shows the outcome; it ran once.
+    h.hub.add_signed_op(payload, sig)
+    h.wait_reported([doc["op_id"]])
+    assert h.stop() == 0
+    assert [t["type"] for t in h.pve.tasks() if t["id"] == "102"] == ["vzstart"]
+
+
+def test_op_that_expired_before_it_ran_is_reported_failed(harness: Harness) -> None:
+    """Marked, never sent, expired by the restart: ``failed`` in one record, nothing sent."""
+    h = harness
+    now = datetime.now(UTC).replace(microsecond=0)
+    issued = now - timedelta(seconds=700)
+    doc = op_payload("guest.start", 102, issued_at=issued, lifetime_s=600)
+    # Accepted while valid; expired 100 s ago (the store keeps it for the clock skew, 120 s).
+    payload, sig = _mark_before_start(h, doc, at=issued + timedelta(seconds=60))
     h.hub.add_signed_op(payload, sig)
     h.start()
     entry = h.wait_reported([doc["op_id"]])[doc["op_id"]]
     assert h.stop() == 0
     assert entry["state"] == "failed"
-    assert "never started; not executed" in entry["reason"]
+    assert entry["reason"].startswith("expired before it ran")
+    assert [t for t in h.pve.tasks() if t["id"] == "102"] == []
+    lines = (h.config().state_dir / "journal.log").read_text().splitlines()
+    mine = [json.loads(line.split(" ", 1)[1]) for line in lines if doc["op_id"] in line]
+    assert [r["t"] for r in mine] == ["outcome"]
+
+
+def test_op_whose_records_the_journal_may_have_dropped_is_not_run(harness: Harness) -> None:
+    """1000 signed outcomes newer than the acceptance: "no record" is no proof, not run."""
+    h = harness
+    now = datetime.now(UTC).replace(microsecond=0)
+    doc = op_payload("guest.start", 102)
+    payload, sig = _mark_before_start(h, doc, at=now - timedelta(seconds=10))
+    state = h.config().state_dir
+    (state / JOURNAL_NAME).write_bytes(b"".join(
+        encode_line({"t": "outcome", "op": f"flood-{i}", "vmid": 101, "kind": "start",
+                     "state": "applied", "reason": "", "exitstatus": None,
+                     "source": "alice@ops", "time": now.timestamp() - 5})
+        for i in range(DEFAULT_KEEP_OUTCOMES)))
+    h.hub.add_signed_op(payload, sig)
+    h.start()
+    entry = h.wait_reported([doc["op_id"]])[doc["op_id"]]
+    assert h.stop() == 0
+    assert entry["state"] == "refused"
+    assert "may no longer hold its records; not run again" in entry["reason"]
     assert [t for t in h.pve.tasks() if t["id"] == "102"] == []
 
 

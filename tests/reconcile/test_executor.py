@@ -131,6 +131,11 @@ def test_guest_already_in_desired_state_gets_no_call(
     res = make(client, state, watcher).run(start(vmid=100))
     assert res.state == "applied" and not res.mutated and res.upid is None
     assert mutations(sim, 100) == []
+    # One record, no ``begin``: a crash cannot leave it looking as if a call may have been sent.
+    entry = state[0].get(res.op_id)
+    assert entry is not None and entry.began_at is None and not entry.damaged
+    assert entry.source == start(vmid=100).source
+    assert state[0].stats().records == 1
 
 
 def test_op_id_with_an_outcome_is_not_executed_again(

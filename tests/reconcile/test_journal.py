@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import threading
@@ -23,6 +24,7 @@ from felhom_agent.state.journal import (
     decode_line,
     encode_line,
 )
+from felhom_agent.state.recovery import is_plan_source
 from tests.support.clock import WALL_T0, FakeClock
 
 LOG = logging.getLogger("test.journal")
@@ -122,6 +124,74 @@ def test_refusal_is_one_record_and_idempotent(tmp_path: Path) -> None:
             j2.begin("r1", 104, "set_config", {}, "plan:3")
         with pytest.raises(AlreadyApplied):
             j2.record_refused("r1", vmid=104, kind="set_config", source="plan:3", reason="x")
+
+
+def test_outcome_decided_without_a_call_is_one_record(tmp_path: Path) -> None:
+    """``record_decided``: one outcome line with its source, no begin; kept across a replay."""
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j:
+        j.record_decided("s1", vmid=101, kind="rollback", source="alice@ops",
+                         state=OpState.FAILED, reason="expired before it ran")
+        assert j.stats().records == 1 and j.pending() == []
+        with pytest.raises(OpConflict):
+            j.record_decided("s2", vmid=1, kind="start", source="x", state="done", reason="")
+        assert j.get("s2") is None
+        j.begin("p1", 1, "start", {}, "alice@ops")
+        with pytest.raises(OpConflict):  # a begun op may have been sent: never decided so
+            j.record_decided("p1", vmid=1, kind="start", source="alice@ops",
+                             state=OpState.FAILED, reason="x")
+    lines = (tmp_path / "journal.log").read_bytes().splitlines()
+    assert [json.loads(line[9:])["t"] for line in lines] == ["outcome", "begin"]
+    with open_journal(tmp_path, FakeClock(WALL_T0)) as j2:
+        entry = j2.get("s1")
+        assert entry is not None and entry.began_at is None and not entry.damaged
+        assert entry.source == "alice@ops" and entry.outcome is not None
+        assert entry.outcome.state is OpState.FAILED
+        assert [e.op_id for e in j2.pending()] == ["p1"]
+        with pytest.raises(AlreadyApplied):
+            j2.begin("s1", 101, "rollback", {}, "alice@ops")
+        with pytest.raises(AlreadyApplied):
+            j2.record_decided("s1", vmid=101, kind="rollback", source="alice@ops",
+                              state=OpState.APPLIED, reason="")
+
+
+def test_may_have_forgotten_is_true_once_the_count_bound_could_drop_a_young_outcome(
+        tmp_path: Path) -> None:
+    """An op id with no record is proof of "never begun" only while nothing young was dropped.
+
+    The count bound drops a signed (not evict-first) outcome only when ``keep_outcomes`` of
+    them are held; each finished later. Plan outcomes never make it drop one.
+    """
+    clock = FakeClock(WALL_T0)
+    since = clock.now
+    with Journal.open(tmp_path, clock=clock, logger=LOG, keep_outcomes=3,
+                      evict_first=is_plan_source) as j:
+        assert not j.may_have_forgotten(since)
+        for i in range(10):  # plan outcomes are dropped first: never a reason to doubt
+            clock.now += 1
+            j.record_decided(f"plan-{i}", vmid=1, kind="start", source="plan:1",
+                             state=OpState.APPLIED, reason="")
+        assert not j.may_have_forgotten(since)
+        for i in range(2):
+            clock.now += 1
+            j.record_decided(f"s{i}", vmid=1, kind="start", source="alice@ops",
+                             state=OpState.APPLIED, reason="")
+        assert not j.may_have_forgotten(since)
+        clock.now += 1
+        j.record_decided("s2", vmid=1, kind="start", source="alice@ops",
+                         state=OpState.APPLIED, reason="")
+        assert j.may_have_forgotten(since)  # one more and "s0" goes
+        assert not j.may_have_forgotten(clock.now - 1.5)  # only s2 is that young
+        clock.now += 1
+        j.record_decided("s3", vmid=1, kind="start", source="alice@ops",
+                         state=OpState.APPLIED, reason="")
+        assert j.get("s0") is None and j.may_have_forgotten(since)
+    with Journal.open(tmp_path, clock=clock, logger=LOG, keep_outcomes=3,
+                      evict_first=is_plan_source) as j2:  # the replay rebuilds the same answer
+        assert j2.get("s0") is None and j2.may_have_forgotten(since)
+        assert not j2.may_have_forgotten(clock.now - 0.5)
+    with open_journal(tmp_path, clock, retain_s=60.0) as j3:  # older than the age bound
+        assert j3.may_have_forgotten(clock.now - 61)
+        assert not j3.may_have_forgotten(clock.now - 0.5)
 
 
 def test_conflicting_records_are_refused(tmp_path: Path) -> None:
