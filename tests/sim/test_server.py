@@ -127,3 +127,16 @@ def test_other_node_in_path_fails_hostname_lookup(api: Api) -> None:
     """A path naming a node the simulator is not answers PVE's proxy failure (500)."""
     r = api.get("/nodes/pve9/qemu/101/status/current")
     assert r.status_code == 500 and r.reason.startswith("hostname lookup 'pve9' failed")
+
+
+def test_requests_are_counted_per_endpoint_template(api: Api) -> None:
+    """``requests_by_route`` counts matched endpoints under their schema template (every
+    storage's content listing is one key); unknown paths and failed logins are not counted."""
+    for storage in ("local", "pbs1", "local"):
+        api.data("GET", f"/nodes/pve1/storage/{storage}/content", params={"content": "backup"})
+    api.data("GET", "/version")
+    assert api.get("/nodes/pve1/nosuch").status_code == 501
+    assert Api(api.sim, auth="PVEAPIToken=felhom@pve!agent=wrong").get("/version"
+                                                                       ).status_code == 401
+    assert api.sim.requests_by_route() == {
+        "GET /nodes/{node}/storage/{storage}/content": 3, "GET /version": 1}

@@ -2,6 +2,7 @@
 
 The HTTP layer and the handlers share this object. It also keeps the request counters the
 tests use: ``requests_seen`` (requests parsed; a failed TLS handshake never counts),
+``routed`` (authenticated requests that matched an endpoint, per ``METHOD /path/template``),
 ``in_flight`` (requests holding one of the bounded pveproxy-like worker slots) and
 ``queued`` (requests waiting for a slot), all guarded by one condition so a test can wait
 for "two requests are in flight" without sleeping.
@@ -51,6 +52,8 @@ class NodeRuntime:
         self.in_flight = 0
         self.queued = 0
         self.peak_in_flight = 0
+        #: ``"GET /nodes/{node}/storage"`` -> requests that matched that endpoint.
+        self.routed: dict[str, int] = {}
         #: requests that held a slot and finished, and the shortest of their service times.
         self.served = 0
         self.min_service_s = math.inf
@@ -60,6 +63,12 @@ class NodeRuntime:
     def fork(self, plan: TaskPlan, user: str) -> str:
         """Fork a task for ``user`` and return its UPID."""
         return self.tasks.fork(plan, user)
+
+    def count_route(self, method: str, template: str) -> None:
+        """Record one request that matched the endpoint ``method template``."""
+        key = f"{method} {template}"
+        with self.counters:
+            self.routed[key] = self.routed.get(key, 0) + 1
 
     # -- the bounded worker pool ------------------------------------------------------------
     def count_request(self) -> None:

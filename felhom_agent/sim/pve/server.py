@@ -284,6 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
         route, args, _known = match_route(method, rel)
         if route is None:
             raise ApiError(501, f"Method '{method} {rel}' not implemented", plain=True)
+        rt.count_route(route.method, route.path)
         params = self._body_params(method, body)
         query_params = _parse_form(query.encode("latin-1")) if query else {}
         params.update(query_params)  # query parameters override body parameters

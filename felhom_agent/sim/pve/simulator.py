@@ -145,6 +145,12 @@ class PveSimulator:
         with self._rt.counters:
             return self._rt.requests_seen
 
+    def requests_by_route(self) -> dict[str, int]:
+        """Authenticated requests per endpoint, keyed ``"GET /nodes/{node}/storage"`` (the
+        schema template, so every storage's content listing counts under one key)."""
+        with self._rt.counters:
+            return dict(self._rt.routed)
+
     @property
     def peak_in_flight(self) -> int:
         """Most requests that held a worker slot at the same time."""
