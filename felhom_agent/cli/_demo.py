@@ -11,9 +11,15 @@ run by ``ssh-keygen`` (see :mod:`._demo_signer`) is trusted through ``authz.allo
 it behind its safety snapshot ``felhom-pre-<8 hex>``. The desired state also asks for a destructive
 config change (``memory``), which unsigned desired state may not make: it is refused and reported.
 
+Backups are shown too (``docs/architecture.md``, "Backup policy"): guest 100's policy backup is
+due, runs as one vzdump task, is found in the storage's listing by the op id in its notes, and
+the report's ``backup`` entry names its volid; guest 102's policy targets the nearly full
+``usb-backup``, so its backup is refused with the space numbers and no vzdump task is started.
+
 The demo waits on conditions, never on the clock: it blocks on the hub simulator's report
 condition until a report shows everything reached (guest states, an empty plan for
-generation 1, the three plan actions applied, the memory change refused, the signed op
+generation 1, the four plan actions applied, the memory change and 102's backup refused,
+the report's ``backup`` entries showing 100's new backup and 102's refusal, the signed op
 applied with both of its steps audited), with an overall timeout; a signed op reported
 anything but ``applied`` ends the wait early. Then it stops the daemon (the same drain as
 SIGTERM) and prints what happened, taken from the hub's last report (what the hub was told)
@@ -34,15 +40,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from felhom_agent.backup.notes import notes_template
 from felhom_agent.cli._demo_signer import DemoSigner, op_payload
-from felhom_agent.compose.root import proxmox_client
+from felhom_agent.compose.root import backup_settings, proxmox_client
 from felhom_agent.config import Config, load_config
 from felhom_agent.core.desired import parse_desired
 from felhom_agent.daemon.runner import Daemon
 from felhom_agent.planning.actual import read_actual
+from felhom_agent.planning.backup_read import read_backup_facts
 from felhom_agent.planning.plan import Plan, plan, render_text
 from felhom_agent.signedops.gate import safety_snapshot_name
 from felhom_agent.sim.demo_scenarios import (
+    DEMO_BACKUP_STORAGE,
+    DEMO_BACKUP_VMID,
+    DEMO_FULL_STORAGE,
+    DEMO_FULL_VMID,
     DEMO_NODE,
     DEMO_PRINCIPAL,
     DEMO_ROLLBACK_VMID,
@@ -59,9 +71,14 @@ __all__ = ["demo_command"]
 
 DEFAULT_TIMEOUT_S = 45.0
 HOST_ID = "pve1"
-_EXPECTED = {(100, "set_config"), (101, "start"), (102, "stop")}
+_EXPECTED = {(100, "set_config"), (101, "start"), (102, "stop"), (DEMO_BACKUP_VMID, "backup")}
 #: The refusal the desired state's ``memory: 8192`` on 101 must produce.
 REFUSAL = {"vmid": 101, "kind": "set_config", "reason": "destructive key: memory"}
+
+#: The storages whose figures the account shows before and after.
+_STORAGES = (DEMO_BACKUP_STORAGE, DEMO_FULL_STORAGE)
+#: How many backups of 100 the report must show once its policy backup was found.
+_BACKUPS_AFTER = 2
 
 Body = Mapping[str, Any]
 
@@ -79,6 +96,19 @@ def _op_steps(body: Body, op_id: str) -> list[dict[str, Any]]:
             if a["op_id"] == op_id or a["op_id"].startswith(op_id + ".")]
 
 
+def _backup_entry(body: Body, vmid: int) -> Mapping[str, Any]:
+    return next((e for e in body.get("backup", ()) if e.get("vmid") == vmid), {})
+
+
+def _backups_reported(body: Body) -> bool:
+    """100's new backup is reported (found, counted) and 102's refusal names the full disk."""
+    done, full = _backup_entry(body, DEMO_BACKUP_VMID), _backup_entry(body, DEMO_FULL_VMID)
+    return (done.get("status") == "ok" and done.get("count") == _BACKUPS_AFTER
+            and done.get("last") is not None
+            and full.get("status") == "refused"
+            and f"storage {DEMO_FULL_STORAGE} full" in str(full.get("reason")))
+
+
 def _converged(body: Body, op_id: str) -> bool:
     status = {g["vmid"]: g["status"] for g in body.get("guests", [])}
     rec = body.get("reconcile") or {}
@@ -89,6 +119,7 @@ def _converged(body: Body, op_id: str) -> bool:
             and status.get(DEMO_ROLLBACK_VMID) == "running"
             and rec.get("generation") == 1 and rec.get("actions") == 0
             and applied >= _EXPECTED and REFUSAL in rec.get("refused", [])
+            and _backups_reported(body)
             and op.get("state") == "applied"
             and steps == {op_id: "applied", f"{op_id}.safety-snapshot": "applied"})
 
@@ -135,11 +166,20 @@ def _guest_rows(pve: PveSimulator) -> list[dict[str, Any]]:
     return rows
 
 
+def _storage_rows(pve: PveSimulator) -> list[dict[str, Any]]:
+    return [pve.storage(name) for name in _STORAGES]
+
+
 def _plan(config: Config, desired: Mapping[str, Any]) -> Plan:
+    """The daemon's first plan, computed the same way (backup facts included)."""
+    settings = backup_settings(config)
     with proxmox_client(config) as client:
         state = parse_desired(desired, path="desired")
         actual = read_actual(client, DEMO_NODE, state)
-        return plan(state, actual.guests, busy=lambda _vmid: False, node=DEMO_NODE)
+        facts = read_backup_facts(client, now=time.time(), tz=settings.tz,
+                                  min_keep=settings.min_keep, margin_pct=settings.margin_pct)
+        return plan(state, actual.guests, busy=lambda _vmid: False, node=DEMO_NODE,
+                    backups=facts)
 
 
 def _write_config(tmp: Path, pve: PveSimulator, hub: HubSimulator, secret: str,
@@ -151,7 +191,7 @@ def _write_config(tmp: Path, pve: PveSimulator, hub: HubSimulator, secret: str,
                     "token_secret": secret, "tls_fingerprint": pve.fingerprint,
                     "task_timeout_s": 60},
         "hub": {"url": hub.url, "token": hub.token, "interval_s": 1},
-        "reconcile": {"workers": 4, "interval_s": 2},
+        "reconcile": {"workers": 4, "interval_s": 1},
         "authz": {"allowed_signers": str(allowed_signers)},
     }
     path = tmp / "config.json"
@@ -197,7 +237,8 @@ def demo_command(*, out: IO[str], as_json: bool = False,
     started = time.monotonic()
     secret = secrets.token_hex(16)
     desired = demo_desired()
-    pve_scenario = PveScenario.from_dict(demo_pve_scenario(token_secret=secret))
+    pve_scenario = PveScenario.from_dict(demo_pve_scenario(token_secret=secret,
+                                                           now=time.time()))
     hub_scenario = HubScenario(token=secrets.token_urlsafe(24), host_ids=(HOST_ID,),
                                poll_interval_s=1, desired=desired)
     # The daemon's own log lines would interleave with the account: keep warnings only.
@@ -208,6 +249,7 @@ def demo_command(*, out: IO[str], as_json: bool = False,
         signer = DemoSigner.create(tmp / "operator", DEMO_PRINCIPAL)
         with PveSimulator(pve_scenario) as pve, HubSimulator(hub_scenario) as hub:
             initial = _guest_rows(pve)
+            initial_storages = _storage_rows(pve)
             payload = op_payload(demo_rollback_op(), host_id=HOST_ID,
                                  now=clock().replace(microsecond=0), signer=DEMO_PRINCIPAL)
             hub.add_signed_op(payload, signer.sign(payload))
@@ -227,11 +269,15 @@ def demo_command(*, out: IO[str], as_json: bool = False,
             thread.join(15.0)
             reports = [r.body for r in hub.reports()]
             final = _guest_rows(pve)
+            final_storages = _storage_rows(pve)
             tasks = [{k: t[k] for k in ("type", "id", "upid", "exitstatus")}
                      for t in pve.tasks()]
             account = _account(started=started, converged=converged, codes=codes, pve=pve,
                                hub=hub, initial=initial, final=final, desired=desired,
                                the_plan=the_plan, last=last, reports=reports, tasks=tasks)
+            account["storages"] = {"initial": initial_storages, "final": final_storages}
+            account["volumes"] = [{k: b[k] for k in ("volid", "vmid", "size", "ctime", "notes")}
+                                  for name in _STORAGES for b in pve.backups(name)]
             account["signed_op"] = _signed_op_account(signer, payload, last)
     ok = converged and codes == [0]
     if as_json:
@@ -257,16 +303,50 @@ def _account(*, started: float, converged: bool, codes: list[int], pve: PveSimul
         "initial": initial,
         "desired": desired,
         "plan": the_plan.to_json(),
-        "actions": [{k: a[k] for k in ("vmid", "kind", "upid", "outcome", "reason")}
+        "actions": [{k: a[k] for k in ("vmid", "kind", "op_id", "upid", "outcome", "reason")}
                     for a in audit if str(a.get("source", "")).startswith("plan:")],
         "refused": list(rec.get("refused", [])),
         "refused_memory": {"vmid": REFUSAL["vmid"], "before": memory[0][101],
                            "after": memory[1][101],
                            "desired": desired["guests"]["101"]["config"]["memory"]},
+        "backup": [] if last is None else list(last.get("backup", ())),
+        "backup_refused": _refused_backup(last, tasks),
         "reports_sent": len(reports),
         "pve_tasks": tasks,
         "final": final,
     }
+
+
+def _refused_backup(last: Body | None, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """102's refused backup: the report's reason and how many vzdump tasks PVE ran for it."""
+    entry = {} if last is None else dict(_backup_entry(last, DEMO_FULL_VMID))
+    return {"vmid": DEMO_FULL_VMID, "storage": DEMO_FULL_STORAGE,
+            "status": entry.get("status"), "reason": entry.get("reason"),
+            "vzdump_tasks": sum(1 for t in tasks
+                                if t["type"] == "vzdump" and t["id"] == str(DEMO_FULL_VMID))}
+
+
+def _gib(n: object) -> str:
+    return f"{n / 2**30:.1f} GiB" if isinstance(n, int) else "?"
+
+
+def _print_storages(out: IO[str], rows: list[dict[str, Any]]) -> None:
+    for s in rows:
+        print(f"  {s['storage']:<10}  {s['type']:<4}  avail {_gib(s['avail']):>8}  "
+              f"backups {s['backups']}", file=out)
+
+
+def _print_backups(out: IO[str], acc: Mapping[str, Any]) -> None:
+    print("\nbackups (the report's backup entries):", file=out)
+    for e in acc["backup"]:
+        last = e.get("last")
+        seen = "no backup" if last is None else f"last {last['volid']} ({last['size']} bytes)"
+        print(f"  {e['vmid']:>4}  {e['type']:<4}  {e['status']:<8}  {e['storage']:<10}  "
+              f"{seen}, {e['count']} backup(s)", file=out)
+        print(f"{'':>8}{e['reason']}", file=out)
+    r = acc["backup_refused"]
+    print(f"  vzdump tasks started for {r['vmid']}: {r['vzdump_tasks']} "
+          f"(refused before any call)", file=out)
 
 
 def _print_rows(out: IO[str], rows: list[dict[str, Any]]) -> None:
@@ -305,6 +385,7 @@ def _print_account(out: IO[str], acc: Mapping[str, Any], plan_text: str,
           f"(an ed25519 key made by ssh-keygen for this run)", file=out)
     print("\ninitial state:", file=out)
     _print_rows(out, acc["initial"])
+    _print_storages(out, acc["storages"]["initial"])
     print(f"\ndesired state from the hub (generation {acc['desired']['generation']}, "
           "unsigned):", file=out)
     for vmid, want in acc["desired"]["guests"].items():
@@ -315,12 +396,17 @@ def _print_account(out: IO[str], acc: Mapping[str, Any], plan_text: str,
     for a in acc["actions"]:
         upid = a["upid"] or "(synchronous config write, no task)"
         print(f"  {a['vmid']:>4}  {a['kind']:<10}  {a['outcome']:<8}  {upid}", file=out)
+        if a["kind"] == "backup" and a["reason"]:
+            found = a["reason"].removeprefix("backup ")
+            print(f"{'':>8}found in the listing by its notes '{notes_template(a['op_id'])}': "
+                  f"{found}", file=out)
     print("\nrefused from the unsigned desired state (as reported to the hub):", file=out)
     for r in acc["refused"]:
         print(f"  {r['vmid']:>4}  {r['kind']:<10}  refused: {r['reason']}", file=out)
     m = acc["refused_memory"]
     print(f"  guest {m['vmid']} memory: {m['before']} MB before, {m['after']} MB after "
           f"(desired {m['desired']} not written: it needs a signed op)", file=out)
+    _print_backups(out, acc)
     print("\nPVE tasks, in the simulator's order:", file=out)
     for t in acc["pve_tasks"]:
         print(f"  {t['id']:>4}  {t['type']:<12}  {t['exitstatus'] or 'running':<4}  {t['upid']}",
@@ -330,11 +416,14 @@ def _print_account(out: IO[str], acc: Mapping[str, Any], plan_text: str,
         rec = body.get("reconcile") or {}
         states = ", ".join(f"{g['vmid']} {g['status']}" for g in body.get("guests", []))
         op = _op_state(body, acc["signed_op"]["op_id"]) or {}
+        backups = ", ".join(f"{e['vmid']} {e['status']}" for e in body.get("backup", []))
         print(f"  #{n:<3} generation {rec.get('generation')}, planned actions "
               f"{rec.get('actions')}, refused {len(rec.get('refused', []))}, "
-              f"audit {len(body.get('audit', []))}, op {op.get('state', '-')}: {states}", file=out)
+              f"audit {len(body.get('audit', []))}, op {op.get('state', '-')}: {states}"
+              f"; backup: {backups or '-'}", file=out)
     print("\nfinal state:", file=out)
     _print_rows(out, acc["final"])
+    _print_storages(out, acc["storages"]["final"])
     verdict = "converged" if acc["converged"] else "NOT converged"
     print(f"\n{verdict} in {acc['seconds']:.1f} s; daemon exit status {acc['daemon_exit']}",
           file=out)

@@ -8,6 +8,14 @@ description -- one benign action of each kind the reconciler plans -- and also a
 ``memory: 8192`` on ``db``. ``memory`` is not a benign key (``docs/architecture.md``, "Kinds"),
 so from unsigned desired state it is refused and reported, never written.
 
+Backups (``docs/architecture.md``, "Backup policy"): ``web`` has a policy for storage ``local``
+(every 24 h) and its only backup there is two days old, so it is due: the daemon runs one
+vzdump, finds the new volume in the listing by the op id in its notes and reports it. ``cache``
+has a policy for ``usb-backup``, a nearly full disk whose free space (1 GiB) is less than its
+last backup there (2 GiB) plus the 20 % margin: the backup is refused with the numbers and no
+vzdump task is started for it. The old backups' times are relative to ``now``, so the demo
+shows the same thing whenever it runs.
+
 The signed op is a ``guest.rollback`` of ``app`` to ``before-upgrade`` (with ``start: true``,
 so the guest ends running as it began). It targets a guest the desired state does not
 mention, on purpose: a rollback stops a running guest, and on a guest the plan also starts
@@ -24,6 +32,10 @@ from __future__ import annotations
 from typing import Any, Final
 
 __all__ = [
+    "DEMO_BACKUP_STORAGE",
+    "DEMO_BACKUP_VMID",
+    "DEMO_FULL_STORAGE",
+    "DEMO_FULL_VMID",
     "DEMO_NODE",
     "DEMO_PRINCIPAL",
     "DEMO_ROLLBACK_SNAPSHOT",
@@ -42,18 +54,47 @@ DEMO_PRINCIPAL: Final = "demo-operator@felhom"
 DEMO_VMIDS: Final = (100, 101, 102, 103)
 DEMO_ROLLBACK_VMID: Final = 103
 DEMO_ROLLBACK_SNAPSHOT: Final = "before-upgrade"
+#: The guest whose policy backup runs, and its storage.
+DEMO_BACKUP_VMID: Final = 100
+DEMO_BACKUP_STORAGE: Final = "local"
+#: The guest whose policy targets the nearly full storage, and that storage.
+DEMO_FULL_VMID: Final = 102
+DEMO_FULL_STORAGE: Final = "usb-backup"
+_GIB: Final = 2**30
+_DAY: Final = 24 * 3600
 
 _APP_CONFIG: Final = {"cores": 2, "sockets": 1, "memory": "2048", "ostype": "l26",
                       "scsi0": "local-lvm:vm-103-disk-0,size=16G",
                       "description": "application server"}
 
 
-def demo_pve_scenario(*, token_secret: str) -> dict[str, Any]:
-    """The simulated PVE node of the demo as scenario data (``PveScenario.from_dict``)."""
+def _demo_storages(now: int) -> list[dict[str, Any]]:
+    """``local`` (room to spare, a two-day-old backup of 100), ``local-lvm`` (guest disks) and
+    ``usb-backup`` (1 GiB free, a three-day-old 2 GiB backup of 102)."""
+    return [
+        {"storage": DEMO_BACKUP_STORAGE, "type": "dir", "content": "backup,iso,vztmpl",
+         "total": 100 * _GIB, "used": 12 * _GIB, "config": {"path": "/var/lib/vz"},
+         "backups": [{"vmid": DEMO_BACKUP_VMID, "type": "lxc", "ctime": now - 2 * _DAY,
+                      "size": 700_000_000}]},
+        {"storage": "local-lvm", "type": "lvmthin", "content": "images,rootdir",
+         "total": 400 * _GIB, "used": 60 * _GIB,
+         "config": {"thinpool": "data", "vgname": "pve"}},
+        {"storage": DEMO_FULL_STORAGE, "type": "dir", "content": "backup",
+         "total": 32 * _GIB, "used": 31 * _GIB,
+         "config": {"path": "/mnt/usb-backup", "is_mountpoint": "yes"},
+         "backups": [{"vmid": DEMO_FULL_VMID, "type": "lxc", "ctime": now - 3 * _DAY,
+                      "size": 2 * _GIB}]},
+    ]
+
+
+def demo_pve_scenario(*, token_secret: str, now: float) -> dict[str, Any]:
+    """The simulated PVE node of the demo as scenario data (``PveScenario.from_dict``);
+    ``now`` (POSIX seconds) dates the backups already on the storages."""
     return {
         "node": DEMO_NODE,
         "auth_failure_delay_s": 0,
         "task_durations": {"default": 0.3},
+        "storages": _demo_storages(int(now)),
         "tokens": [{
             "id": DEMO_TOKEN_ID, "secret": token_secret, "privsep": True,
             "user_privileges": {"/": ["Administrator"]},
@@ -63,7 +104,8 @@ def demo_pve_scenario(*, token_secret: str) -> dict[str, Any]:
                                        "VM.Snapshot"]},
         }],
         "guests": [
-            {"vmid": 100, "type": "lxc", "name": "web", "status": "running",
+            {"vmid": DEMO_BACKUP_VMID, "type": "lxc", "name": "web", "status": "running",
+             "backup_size": 720_000_000,
              "config": {"arch": "amd64", "cores": 2, "memory": 1024, "ostype": "debian",
                         "unprivileged": 1, "onboot": 1,
                         "rootfs": "local-lvm:vm-100-disk-0,size=8G",
@@ -72,7 +114,7 @@ def demo_pve_scenario(*, token_secret: str) -> dict[str, Any]:
              "config": {"cores": 2, "sockets": 1, "memory": "4096", "ostype": "l26",
                         "scsi0": "local-lvm:vm-101-disk-0,size=32G",
                         "description": "database"}},
-            {"vmid": 102, "type": "lxc", "name": "cache", "status": "running",
+            {"vmid": DEMO_FULL_VMID, "type": "lxc", "name": "cache", "status": "running",
              "config": {"arch": "amd64", "cores": 1, "memory": 512, "ostype": "alpine",
                         "unprivileged": 1, "rootfs": "local-lvm:vm-102-disk-0,size=4G"}},
             {"vmid": DEMO_ROLLBACK_VMID, "type": "qemu", "name": "app", "status": "running",
@@ -89,13 +131,17 @@ def demo_pve_scenario(*, token_secret: str) -> dict[str, Any]:
 
 def demo_desired() -> dict[str, Any]:
     """The hub's desired state: start 101, stop 102, new description on 100; 101's memory
-    change is destructive and will be refused."""
+    change is destructive and will be refused. 100 is backed up to ``local`` daily (keeping
+    the last 7); 102's daily backup to the nearly full ``usb-backup`` will be refused."""
     return {
         "generation": 1,
         "guests": {
-            "100": {"type": "lxc", "config": {"description": "web frontend (managed by felhom)"}},
+            "100": {"type": "lxc", "config": {"description": "web frontend (managed by felhom)"},
+                    "backup": {"storage": DEMO_BACKUP_STORAGE, "every_h": 24,
+                               "keep": {"last": 7}}},
             "101": {"type": "qemu", "state": "running", "config": {"memory": 8192}},
-            "102": {"type": "lxc", "state": "stopped"},
+            "102": {"type": "lxc", "state": "stopped",
+                    "backup": {"storage": DEMO_FULL_STORAGE, "every_h": 24}},
         },
     }
 
