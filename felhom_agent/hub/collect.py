@@ -6,8 +6,10 @@ reads -- node facts (``GET /version`` and ``/nodes/{node}/status``), the guests 
 (``/nodes/{node}/storage``), the recent audit log (memory) and, only when a privileged reader is
 given, disks/SMART. Each part is read on its own: a part that fails becomes one entry in ``errors``
 (``source`` names the part) and its field stays ``null``/empty, so one broken endpoint never costs
-the hub the whole heartbeat. ``backup``, ``restore`` and ``pbs`` stay empty: the agent does not
-manage those yet, and a report never invents facts.
+the hub the whole heartbeat. ``backup`` and ``pbs`` are the engine's view of its last pass
+(:meth:`Engine.backup_view`: built once per pass, so a report reads nothing for them and costs
+nothing per guest); ``restore`` stays empty until restores exist. A report never invents
+facts.
 
 Storage entries are the ``StorageInfo`` fields plus ``"kind": "storage"``; disk entries from
 the privileged reader are added to the same list as given, with ``"kind": "disk"`` (schema 1
