@@ -5,7 +5,9 @@ Permissions are written in the schema's own notation (``{"check": ["perm", "/vms
 and evaluated here, so the conformance test can compare the simulator's declaration with the
 official schema literally. A failed ``perm`` check names the path and the missing privilege
 (``any`` checks join the privileges with ``|``); a failed ``or`` check is the bare
-``Permission check failed``, as in ``PVE::RPCEnvironment``.
+``Permission check failed``, as in ``PVE::RPCEnvironment``; ``and`` fails with its first failing
+member. Path templates take the request's parameters (``/vms/{newid}``, ``/pool/{pool}``), and a
+``perm`` check with ``require_param`` fails when that parameter was not sent.
 """
 
 from __future__ import annotations
@@ -47,7 +49,11 @@ def _eval(principal: Principal, check: Sequence[Any],
     if op == "perm":
         path = _format_path(check[1], args)
         privs: list[str] = list(check[2])
-        anyof = len(check) > 3 and check[3] == "any"
+        options = dict(zip(check[3::2], check[4::2], strict=True))
+        anyof = bool(options.get("any"))
+        required = options.get("require_param")
+        if required is not None and required not in args:
+            return perm_error()
         have = principal.privileges_on(path)
         if anyof:
             return None if have.intersection(privs) else perm_error(path, "|".join(privs))
@@ -60,16 +66,29 @@ def _eval(principal: Principal, check: Sequence[Any],
             if _eval(principal, sub, args) is None:
                 return None
         return perm_error()
+    if op == "and":
+        for sub in check[1:]:
+            err = _eval(principal, sub, args)
+            if err is not None:
+                return err
+        return None
     raise AssertionError(f"unknown permission op {op!r}")
 
 
 def check_permission(principal: Principal, perm: Mapping[str, Any],
-                     args: Mapping[str, str]) -> None:
-    """Raise the 403 PVE would give if ``principal`` fails ``perm``."""
+                     args: Mapping[str, str],
+                     params: Mapping[str, Value] | None = None) -> None:
+    """Raise the 403 PVE would give if ``principal`` fails ``perm``.
+
+    ``args`` are the path's parameters; ``params`` the request's other parameters (path
+    templates may name them; the path's win).
+    """
     check = perm.get("check")
     if check is None:
         return
-    err = _eval(principal, check, args)
+    merged = {k: str(v) for k, v in (params or {}).items()}
+    merged.update(args)
+    err = _eval(principal, check, merged)
     if err is not None:
         raise err
 

@@ -1,7 +1,8 @@
 """The built-in default scenario, storages and disks (plain data, no behaviour).
 
 ``python -m felhom_agent.sim pve`` without ``--scenario`` serves this: node ``pve1``; guests
-100 (LXC, running), 101 (qemu, stopped, one snapshot) and 102 (LXC, stopped); one token
+100 (LXC, running), 101 (qemu, stopped, one snapshot) and 102 (LXC, stopped); the resource
+pool ``felhom``; one token
 ``felhom@pve!agent`` holding every privilege (privsep, granted to user and token) with a fresh
 random secret per call, so nothing fixed ever needs to be committed.
 """
@@ -25,6 +26,7 @@ def default_scenario_dict(*, token_secret: str | None = None) -> dict[str, Any]:
             "user_privileges": {"/": ["Administrator"]},
             "token_privileges": {"/": ["Administrator"]},
         }],
+        "pools": ["felhom"],
         "guests": [
             {"vmid": 100, "type": "lxc", "name": "web", "status": "running",
              "config": {"arch": "amd64", "cores": 2, "memory": 1024, "swap": 512,

@@ -24,13 +24,15 @@ __all__ = ["BACKUP_KINDS", "FAULT_KINDS", "Fault", "FaultBook"]
 #: e.g. fork the task, then close without a response: the "outcome unknown" case),
 #: ``no_such_task`` (answer 400 ``{"upid": "no such task"}``, as a status read right after
 #: dispatch may), ``task_fail`` (the task ends with exitstatus ``message``), ``task_hang``
-#: (the task never finishes until stopped or shutdown). Per guest inside a vzdump task:
+#: (the task never finishes until stopped or shutdown), ``task_crash`` (the worker dies hard
+#: at its end: no ``TASK`` line, exitstatus ``unexpected status``, no cleanup -- every lock it
+#: set stays, like a killed ``qmclone``/``vzrestore``). Per guest inside a vzdump task:
 #: ``backup_fail`` (that guest's backup fails with ``message``), ``backup_warn`` (the backup
 #: succeeds but adding its notes fails with ``message``: one warning), ``backup_crash`` (the
 #: vzdump process dies hard at that guest: no ``TASK`` line, ``unexpected status``, and the
 #: guest keeps its ``backup`` lock -- the stale lock a killed vzdump leaves).
 FAULT_KINDS = ("latency", "http_error", "drop", "drop_after", "no_such_task", "task_fail",
-               "task_hang", "backup_fail", "backup_warn", "backup_crash")
+               "task_hang", "task_crash", "backup_fail", "backup_warn", "backup_crash")
 BACKUP_KINDS = ("backup_fail", "backup_warn", "backup_crash")
 HTTP_KINDS = ("latency", "http_error", "drop", "drop_after", "no_such_task")
 
@@ -77,7 +79,7 @@ class Fault:
 
     def matches_task(self, task_type: str, vmid: int | None) -> bool:
         """Whether this task fault applies to a task of ``task_type`` on ``vmid``."""
-        if self.kind not in ("task_fail", "task_hang"):
+        if self.kind not in ("task_fail", "task_hang", "task_crash"):
             return False
         if self.task_type is not None and self.task_type != task_type:
             return False

@@ -98,6 +98,8 @@ def cluster_resources(ctx: Ctx) -> list[dict[str, Any]]:
                         item[key] = s[key]
                 if g.ha_managed:
                     item["hastate"] = "started"
+                if g.pool is not None:
+                    item["pool"] = g.pool
                 out.append(item)
         if rtype in (None, "storage"):
             for name, st in sorted(ctx.rt.state.storages.items()):

@@ -4,8 +4,8 @@ Each endpoint declares the parameters it accepts (a subset of the official schem
 by the conformance test). Validation mirrors PVE's texts so a client's 400 handling is
 exercised for real: unknown names, missing required ones, boolean/integer/number type
 checks (a form-encoded boolean must be exactly ``0`` or ``1``; JSON ``true``/``false`` are
-accepted), enums, bounds, lengths and patterns. Indexed names such as ``net[n]`` match
-``net0`` .. ``net31``.
+accepted), enums, bounds, lengths, patterns and ``requires`` (``unique`` only with
+``restore``). Indexed names such as ``net[n]`` match ``net0`` .. ``net31``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class Param:
     #: message used when ``pattern`` does not match (PVE's format errors are specific);
     #: ``{value}`` is replaced by the offending value.
     pattern_error: str = "value does not match the regex pattern"
+    #: the schema's ``requires``: this parameter is only valid together with that one.
+    requires: str | None = None
 
     def matches(self, key: str) -> bool:
         """Whether ``key`` is this parameter (indexed names accept any index 0..255)."""
@@ -126,6 +128,8 @@ def validate(declared: Sequence[Param], given: Mapping[str, Value]) -> dict[str,
     for param in declared:
         if not param.optional and param.name not in given:
             errors[param.name] = "property is missing and it is not optional"
+        if param.requires is not None and param.name in given and param.requires not in given:
+            errors[param.requires] = f"missing property - '{param.name}' requires this property"
     if errors:
         raise param_error(errors)
     return out

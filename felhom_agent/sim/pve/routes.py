@@ -15,11 +15,12 @@ from typing import Any
 
 import attrs
 
-from felhom_agent.sim.pve import handlers_create as hc
+from felhom_agent.sim.pve import handlers_clone as hx
 from felhom_agent.sim.pve import handlers_guests as hg
 from felhom_agent.sim.pve import handlers_lifecycle as hl
 from felhom_agent.sim.pve import handlers_node as hn
 from felhom_agent.sim.pve import handlers_prune as hp
+from felhom_agent.sim.pve import handlers_restore as hr
 from felhom_agent.sim.pve import handlers_storage as hs
 from felhom_agent.sim.pve import handlers_tasks as ht
 from felhom_agent.sim.pve import handlers_vzdump as hv
@@ -106,6 +107,13 @@ _LXC_CFG = (
 )
 
 
+#: clone: VM.Clone on the source and VM.Allocate on the new id or the pool.
+_CLONE_PERM: Mapping[str, Any] = {"check": [
+    "and", ["perm", "/vms/{vmid}", ["VM.Clone"]],
+    ["or", ["perm", "/vms/{newid}", ["VM.Allocate"]],
+     ["perm", "/pool/{pool}", ["VM.Allocate"], "require_param", "pool"]]]}
+
+
 def _guest_routes(gtype: str) -> list[Route]:
     base = f"/nodes/{{node}}/{gtype}"
     vm = f"{base}/{{vmid}}"
@@ -163,6 +171,18 @@ def _guest_routes(gtype: str) -> list[Route]:
         routes.append(Route("POST", f"{vm}/config",
                             (*cfg, Param("background_delay", INT, minimum=1, maximum=30)),
                             _vm(cfg_privs, anyof=True), hg.config_post_qemu))
+    clone_params = (
+        NODE, VMID, Param("newid", INT, optional=False, minimum=VMID_MIN, maximum=VMID_MAX),
+        Param("name" if q else "hostname"), Param("description"), Param("full", B),
+        Param("storage"), Param("pool"), Param("snapname", max_length=40), Param("target"),
+        Param("bwlimit", INT if q else "number", minimum=0),
+        *((Param("format", enum=("raw", "qcow2", "vmdk")),) if q else ()),
+    )
+    routes += [
+        Route("POST", f"{vm}/clone", clone_params, _CLONE_PERM, lambda c: hx.clone(c, gtype)),
+        Route("POST", f"{vm}/template", (NODE, VMID), _vm(["VM.Allocate"]),
+              lambda c: hx.template(c, gtype)),
+    ]
     return routes
 
 
@@ -176,6 +196,8 @@ _LXC_CREATE = (
     Param("description", max_length=8192), Param("tags"), Param("ostype", enum=_LXC_OSTYPES),
     Param("arch", enum=("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64")),
     Param("nameserver"), Param("searchdomain"), Param("protection", B), Param("startup"),
+    Param("restore", B), Param("force", B), Param("unique", B, requires="restore"),
+    Param("bwlimit", "number", minimum=0), Param("ignore-unpack-errors", B),
 )
 _QEMU_CREATE = (
     NODE, VMID, Param("name"), Param("memory"), Param("balloon", INT, minimum=0),
@@ -187,7 +209,9 @@ _QEMU_CREATE = (
     Param("scsihw", enum=("lsi", "lsi53c810", "virtio-scsi-pci", "virtio-scsi-single",
                           "megasas", "pvscsi")),
     Param("protection", B), Param("startup"), Param("net[n]"), Param("scsi[n]"),
-    Param("start", B), Param("pool"),
+    Param("start", B), Param("pool"), Param("archive", max_length=255), Param("storage"),
+    Param("force", B, requires="archive"), Param("unique", B, requires="archive"),
+    Param("bwlimit", INT, minimum=0),
 )
 _VZDUMP = (
     Param("node"), Param("vmid"), Param("all", B), Param("storage"),
@@ -222,8 +246,10 @@ ROUTES: tuple[Route, ...] = (
           USER_ALL, hn.cluster_resources),
     *_guest_routes("qemu"),
     *_guest_routes("lxc"),
-    Route("POST", "/nodes/{node}/lxc", _LXC_CREATE, USER_ALL, hc.lxc_create),
-    Route("POST", "/nodes/{node}/qemu", _QEMU_CREATE, USER_ALL, hc.qemu_create),
+    Route("POST", "/nodes/{node}/lxc", _LXC_CREATE, USER_ALL, hr.lxc_post),
+    Route("POST", "/nodes/{node}/qemu", _QEMU_CREATE, USER_ALL, hr.qemu_post),
+    Route("GET", "/cluster/nextid", (Param("vmid", INT, minimum=VMID_MIN, maximum=VMID_MAX),),
+          USER_ALL, hx.nextid),
     Route("POST", "/nodes/{node}/vzdump", _VZDUMP, USER_ALL, hv.vzdump),
     Route("GET", "/nodes/{node}/vzdump/extractconfig", (NODE, VOLUME), USER_ALL,
           hv.extractconfig),

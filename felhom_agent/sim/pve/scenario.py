@@ -86,6 +86,8 @@ class GuestSpec:
     #: bytes a backup of this guest writes; seconds it takes (None: the vzdump duration).
     backup_size: int = 1_073_741_824
     backup_duration_s: float | None = None
+    #: the resource pool the guest is a member of (one of the scenario's ``pools``).
+    pool: str | None = None
 
 
 def _grants(value: object, key: str) -> Grants:
@@ -151,7 +153,7 @@ def _snapshot(data: object, key: str) -> SnapshotSpec:
 def _guest(data: object, key: str) -> GuestSpec:
     r = _Reader(data, key, ("vmid", "type", "name", "status", "config", "snapshots",
                             "protection", "template", "lock", "ha_managed", "backup_size",
-                            "backup_duration_s"))
+                            "backup_duration_s", "pool"))
     vmid = r.require("vmid", (int,), f"an integer {VMID_RANGE}")
     if not VMID_MIN <= vmid <= VMID_MAX:
         raise _err(r.path("vmid"), vmid, f"must be {VMID_RANGE}")
@@ -184,7 +186,8 @@ def _guest(data: object, key: str) -> GuestSpec:
     return GuestSpec(vmid=vmid, type=gtype, name=name, status=status, config=cfg,
                      snapshots=snaps, ha_managed=r.get("ha_managed", (bool,), False, "a bool"),
                      backup_size=size,
-                     backup_duration_s=None if duration is None else float(duration))
+                     backup_duration_s=None if duration is None else float(duration),
+                     pool=r.get("pool", (str,), None, "a pool id"))
 
 
 def _number_map(value: object, key: str) -> dict[str, float]:
@@ -200,7 +203,26 @@ def _number_map(value: object, key: str) -> dict[str, float]:
 
 _TOP_KEYS = ("node", "pve_version", "auth_failure_delay_s", "workers", "lock_wait_s",
              "request_latency_s", "tokens", "guests", "storages", "disks", "task_durations",
-             "faults", "timezone", "cluster_name", "other_node_guests")
+             "faults", "timezone", "cluster_name", "other_node_guests", "pools", "next_id")
+_POOL_RE = re.compile(r"^[A-Za-z0-9\-_]+$")
+#: PVE's ``next-id`` defaults (datacenter.cfg): lower bound, exclusive upper bound.
+DEFAULT_NEXT_ID = (100, 1_000_000)
+
+
+def _pools(value: list[Any]) -> tuple[str, ...]:
+    for i, pool in enumerate(value):
+        if not isinstance(pool, str) or not _POOL_RE.match(pool):
+            raise _err(f"pools[{i}]", pool, "is not a pool id ([A-Za-z0-9_-]+)")
+    return tuple(value)
+
+
+def _next_id(value: Mapping[str, Any]) -> tuple[int, int]:
+    r = _Reader(value, "next_id", ("lower", "upper"))
+    lower = r.get("lower", (int,), DEFAULT_NEXT_ID[0], "a vmid")
+    upper = r.get("upper", (int,), DEFAULT_NEXT_ID[1], "a vmid")
+    if not VMID_MIN <= lower < upper <= VMID_MAX + 1:
+        raise _err("next_id", dict(value), f"needs {VMID_MIN} <= lower < upper")
+    return lower, upper
 
 
 def _timezone(value: str) -> str:
@@ -247,6 +269,10 @@ class PveScenario:
     #: every authenticated request holds its worker slot at least this long (pveproxy's
     #: per-request processing time; 0 = answer as fast as the handler runs).
     request_latency_s: float = 0.0
+    #: resource pools that exist (a ``pool`` parameter naming another one is a 400).
+    pools: tuple[str, ...] = ()
+    #: ``/cluster/nextid``'s search range: (lower, exclusive upper).
+    next_id: tuple[int, int] = DEFAULT_NEXT_ID
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PveScenario:
@@ -282,6 +308,10 @@ class PveScenario:
             if g.vmid in seen:
                 raise _err(f"guests[{i}].vmid", g.vmid, "duplicate vmid")
             seen.add(g.vmid)
+        pools = _pools(r.get("pools", (list,), [], "a list of pool ids"))
+        for i, g in enumerate(guests):
+            if g.pool is not None and g.pool not in pools:
+                raise _err(f"guests[{i}].pool", g.pool, "is not one of the scenario's pools")
         storages_raw = r.get("storages", (list,), None, "a list")
         if storages_raw is None:
             storages_raw = default_storages()
@@ -313,6 +343,8 @@ class PveScenario:
             other_node_guests=_other_guests(
                 r.get("other_node_guests", (list,), [], "a list"), seen),
             request_latency_s=float(latency),
+            pools=pools,
+            next_id=_next_id(r.get("next_id", (dict,), {}, "an object")),
         )
 
     @classmethod

@@ -288,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
         params = self._body_params(method, body)
         query_params = _parse_form(query.encode("latin-1")) if query else {}
         params.update(query_params)  # query parameters override body parameters
-        check_permission(principal, route.permissions, args)
+        check_permission(principal, route.permissions, args, params)
         for key, value in args.items():
             if key in params and str(params[key]) != value:
                 raise param_error({key: f"value '{params[key]}' does not match the URI "

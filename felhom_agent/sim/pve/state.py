@@ -9,7 +9,9 @@ file, so it changes on *any* write (lock changes and snapshots included).
 
 All state lives in one :class:`NodeState` guarded by one condition variable; the per-guest
 config *flock* (``/var/lock/qemu-server/lock-<vmid>.conf``) is modelled as an owner slot
-that tasks and synchronous writes wait on with a timeout.
+that tasks and synchronous writes wait on with a timeout, plus shared holders (a clone of a
+stopped qemu VM holds its source's flock shared: other clones may share it, an exclusive
+writer waits).
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class Guest:
     pending_tasks: list[str] = attrs.field(factory=list)
     backup_size: int = 1_073_741_824
     backup_duration_s: float | None = None
+    #: the resource pool the guest is a member of (``pool`` in cluster resources).
+    pool: str | None = None
 
     @property
     def lock(self) -> str | None:
@@ -163,7 +167,8 @@ def guest_from_spec(spec: GuestSpec, now: float) -> Guest:
     guest = Guest(vmid=spec.vmid, type=spec.type, status=spec.status,
                   config=copy.deepcopy(dict(spec.config)), ha_managed=spec.ha_managed,
                   started_at=now if spec.status == "running" else None,
-                  backup_size=spec.backup_size, backup_duration_s=spec.backup_duration_s)
+                  backup_size=spec.backup_size, backup_duration_s=spec.backup_duration_s,
+                  pool=spec.pool)
     last: str | None = None
     for s in spec.snapshots:
         cfg = copy.deepcopy(dict(s.config)) if s.config is not None else guest.snapshot_config()
@@ -189,17 +194,45 @@ class NodeState:
         self.tz = ZoneInfo(scenario.timezone)
         self.cluster_name = scenario.cluster_name
         self.other_node_guests = dict(scenario.other_node_guests)
+        archived = {vmid: (g.type, render_section(g.snapshot_config()))
+                    for vmid, g in self.guests.items()}
         self.storages: dict[str, SimStorage] = {
-            s.storage: SimStorage(s, self.tz, scenario.node) for s in scenario.storages
+            s.storage: SimStorage(s, self.tz, scenario.node, archived) for s in scenario.storages
         }
         #: the UPID holding the node-wide vzdump lock (``/var/run/vzdump.lock``), if any.
         self.vzdump_lock: str | None = None
+        #: resource pools that exist (``pool`` parameters must name one).
+        self.pools = frozenset(scenario.pools)
+        #: datacenter.cfg ``next-id``: the range ``/cluster/nextid`` searches.
+        self.next_id = scenario.next_id
         self._flock_owner: dict[int, str] = {}
+        self._flock_shared: dict[int, set[str]] = {}
         self.stopping = False
 
     def flock_free(self, vmid: int, owner: str) -> bool:
-        """Whether ``owner`` could take the config flock of ``vmid`` now."""
-        return self._flock_owner.get(vmid, owner) == owner
+        """Whether ``owner`` could take the config flock of ``vmid`` exclusively now."""
+        shared = self._flock_shared.get(vmid, set())
+        return self._flock_owner.get(vmid, owner) == owner and shared <= {owner}
+
+    def acquire_shared_flock(self, vmid: int, owner: str, timeout: float) -> bool:
+        """Take the config flock shared (waiting up to ``timeout`` for an exclusive holder);
+        caller holds :attr:`cond`."""
+        ok = self.cond.wait_for(
+            lambda: self.stopping or self._flock_owner.get(vmid, owner) == owner,
+            timeout=timeout)
+        if not ok or self.stopping:
+            return False
+        self._flock_shared.setdefault(vmid, set()).add(owner)
+        return True
+
+    def release_shared_flock(self, vmid: int, owner: str) -> None:
+        """Drop ``owner``'s shared hold and wake waiters."""
+        holders = self._flock_shared.get(vmid)
+        if holders is not None and owner in holders:
+            holders.discard(owner)
+            if not holders:
+                del self._flock_shared[vmid]
+            self.cond.notify_all()
 
     def acquire_flock(self, vmid: int, owner: str, timeout: float) -> bool:
         """Take the config flock (waiting up to ``timeout``); caller holds :attr:`cond`."""

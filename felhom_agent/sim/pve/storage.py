@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,7 +29,7 @@ from felhom_agent.sim.pve.scenario_storage import BackupSpec, StorageSpec
 from felhom_agent.utc import format_utc
 
 __all__ = ["FILE_STAMP", "LOG_STAMP", "Backup", "SimStorage", "backup_volid", "compress_ext",
-           "node_time"]
+           "node_time", "synthetic_config"]
 
 _STD_RE = re.compile(
     r"^vzdump-(?P<type>lxc|openvz|qemu)-(?P<vmid>[1-9][0-9]{2,8})-"
@@ -109,10 +110,36 @@ class Backup:
         return out
 
 
-class SimStorage:
-    """A storage's live state; callers hold the node state condition."""
+def synthetic_config(gtype: str, vmid: int) -> str:
+    """The archived config of a scenario backup whose guest the scenario does not describe:
+    a plausible minimal guest with its disk on ``local-lvm`` (what extractconfig returns and a
+    restore brings back)."""
+    mac = f"BC:24:11:{vmid >> 16 & 0xFF:02X}:{vmid >> 8 & 0xFF:02X}:{vmid & 0xFF:02X}"
+    if gtype == "lxc":
+        lines = ["arch: amd64", f"hostname: ct{vmid}", "memory: 512",
+                 f"net0: name=eth0,bridge=vmbr0,hwaddr={mac},ip=dhcp,type=veth",
+                 "ostype: debian", f"rootfs: local-lvm:vm-{vmid}-disk-0,size=8G", "swap: 512",
+                 "unprivileged: 1"]
+    else:
+        uid = f"00000000-0000-4000-8000-{vmid:012d}"
+        lines = ["boot: order=scsi0;net0", "cores: 1", "memory: 2048", f"name: vm{vmid}",
+                 f"net0: virtio={mac},bridge=vmbr0", "ostype: l26",
+                 f"scsi0: local-lvm:vm-{vmid}-disk-0,iothread=1,size=32G",
+                 "scsihw: virtio-scsi-single", f"smbios1: uuid={uid}", f"vmgenid: {uid}"]
+    return "\n".join(lines) + "\n"
 
-    def __init__(self, spec: StorageSpec, tz: ZoneInfo, node: str) -> None:
+
+class SimStorage:
+    """A storage's live state; callers hold the node state condition.
+
+    ``archived`` maps a scenario guest's vmid to (type, rendered config): a scenario backup of
+    that guest without an explicit ``config`` holds that config; any other gets
+    :func:`synthetic_config`.
+    """
+
+    def __init__(self, spec: StorageSpec, tz: ZoneInfo, node: str,
+                 archived: Mapping[int, tuple[str, str]] | None = None) -> None:
+        self._archived = dict(archived or {})
         self.spec = spec
         self.volumes: list[dict[str, Any]] = [dict(v) for v in spec.volumes]
         self.backups: list[Backup] = []
@@ -157,8 +184,14 @@ class SimStorage:
         return Backup(storage=self.name, volid=volid, vmid=vmid, subtype=subtype, format=fmt,
                       size=b.size, ctime=b.ctime, notes=b.notes, protected=b.protected,
                       encrypted=b.encrypted, verification=verification,
-                      config=b.config or f"# archived config of {b.type} {b.vmid} ({node})\n",
+                      config=b.config or self._default_config(b.type, b.vmid),
                       std_name=std, pbs=self.is_pbs)
+
+    def _default_config(self, gtype: str, vmid: int) -> str:
+        known = self._archived.get(vmid)
+        if known is not None and known[0] == gtype:
+            return known[1]
+        return synthetic_config(gtype, vmid)
 
     # -- capacity -------------------------------------------------------------------------
     def consume(self, size: int) -> None:

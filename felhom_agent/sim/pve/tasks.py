@@ -278,6 +278,10 @@ class TaskRunner:
             rec.gate.wait(timeout=self.duration(plan.type))
         with st.cond:
             error: str | None = None
+            if rec.fault is not None and rec.fault.kind == "task_crash" and not rec.interrupted:
+                self._release(rec)  # a dead process holds no flock; its config locks stay
+                self._finish(rec, None, crashed=True)
+                return
             if rec.interrupted or (hang and st.stopping):
                 error = "received interrupt"
             elif rec.fault is not None and rec.fault.kind == "task_fail":
