@@ -17,6 +17,9 @@ from felhom_agent.proxmox.backup_models import (
 from felhom_agent.proxmox.client import ConfigValue, ProxmoxClient
 from felhom_agent.proxmox.errors import (
     AuthError,
+    GuestExists,
+    GuestProtected,
+    GuestRunning,
     Locked,
     NoGuestSelected,
     NotFound,
@@ -33,6 +36,7 @@ from felhom_agent.proxmox.errors import (
     TlsError,
     TransportError,
     UpidError,
+    WrongGuestType,
 )
 from felhom_agent.proxmox.models import (
     Disk,
@@ -51,6 +55,7 @@ from felhom_agent.proxmox.models import (
     TaskLog,
     TaskStatus,
 )
+from felhom_agent.proxmox.provision import FailureKind, archive_guest_type, failure_kind
 from felhom_agent.proxmox.selftest import (
     OPTIONAL_PRIVILEGES,
     REQUIRED_PRIVILEGES,
@@ -79,9 +84,13 @@ __all__ = [
     "ConfigValue",
     "Disk",
     "Dispatch",
+    "FailureKind",
     "Guest",
     "GuestBackupLine",
     "GuestConfig",
+    "GuestExists",
+    "GuestProtected",
+    "GuestRunning",
     "GuestStatus",
     "GuestType",
     "Locked",
@@ -121,7 +130,10 @@ __all__ = [
     "Upid",
     "UpidError",
     "VzdumpLog",
+    "WrongGuestType",
+    "archive_guest_type",
     "complete",
+    "failure_kind",
     "parse_upid",
     "parse_vzdump_log",
     "read_checks",

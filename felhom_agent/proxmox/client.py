@@ -39,6 +39,7 @@ from felhom_agent.proxmox.models import (
     TaskLogLine,
     TaskStatus,
 )
+from felhom_agent.proxmox.provision import ProvisionCalls
 from felhom_agent.proxmox.tasks import Dispatch, PollPolicy, TaskResult, complete
 from felhom_agent.proxmox.transport import Transport
 from felhom_agent.proxmox.upid import Upid, parse_upid
@@ -69,7 +70,7 @@ def _check_snapname(name: str) -> str:
     return name
 
 
-class ProxmoxClient(BackupCalls):
+class ProxmoxClient(BackupCalls, ProvisionCalls):
     """API-token client for one PVE node over pinned HTTPS; thread-safe; use as a context manager.
 
     Args:

@@ -14,7 +14,11 @@ Hierarchy (``PveError(status, path)`` is the mid level; leaves also subclass a b
 * :class:`ParameterError` (400, ``errors`` dict) -- ``ValueError``
 * :class:`NotFound` (501 unknown path, missing guest config) -- ``LookupError``
 * :class:`Locked` (guest lock or config flock timeout, 500)
-* :class:`ServerError` (other 5xx)
+* :class:`ServerError` (other 5xx); its leaves :class:`GuestExists` (the vmid is taken),
+  :class:`GuestRunning` (refused because the guest runs), :class:`GuestProtected`
+  (``protection`` is set)
+* :class:`WrongGuestType` (a ``ParameterError`` raised before sending: a backup of the other
+  guest type)
 * :class:`TransportError` (no HTTP answer) -- ``ConnectionError``; :class:`ResponseTimeout`
   also ``TimeoutError``; :class:`TlsError` for a failed handshake
 * :class:`PinMismatch` -- the served certificate is not the pinned one; nothing was sent
@@ -35,6 +39,9 @@ from felhom_agent.errors import AgentError
 __all__ = [
     "PRIVSEP_HINT",
     "AuthError",
+    "GuestExists",
+    "GuestProtected",
+    "GuestRunning",
     "Locked",
     "NoGuestSelected",
     "NotFound",
@@ -51,6 +58,7 @@ __all__ = [
     "TlsError",
     "TransportError",
     "UpidError",
+    "WrongGuestType",
     "classify_error",
 ]
 
@@ -67,6 +75,12 @@ _FLOCK_RE = re.compile(r"can't lock file '[^']*' - got timeout|cfs-lock '[^']*' 
 _MISSING_RE = re.compile(
     r"Configuration file '[^']*' does not exist|unable to find configuration file for VM"
 )
+_EXISTS_RE = re.compile(r"\b(?P<kind>VM|CT) (?P<vmid>\d+) already exists on node"
+                        r"|unable to create VM (?P<newid>\d+): config file already exists")
+_RUNNING_RE = re.compile(r"can't overwrite running container|\bvm is running\b"
+                         r"|template if (?:the CT|VM) is running|is running - destroy failed"
+                         r"|container is running")
+_PROTECTED_RE = re.compile(r"protection mode enabled")
 
 
 class PveError(AgentError):
@@ -204,6 +218,35 @@ class ServerError(PveError):
         return "got no worker upid" in self.message
 
 
+class GuestExists(ServerError):
+    """The vmid is taken (``CT 100 already exists on node 'pve1'``, ``unable to create VM 100:
+    config file already exists``): nothing was created or overwritten. ``kind`` is ``VM`` or
+    ``CT`` (the existing guest's type) when PVE said it; ``vmid`` the taken id."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = 500,
+        path: str | None = None,
+        method: str | None = None,
+        vmid: int | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, path=path, method=method)
+        self.vmid = vmid
+        self.kind = kind
+
+
+class GuestRunning(ServerError):
+    """Refused because the guest runs (``can't overwrite running container``, ``you can't
+    convert a CT to template if the CT is running``): stop it first."""
+
+
+class GuestProtected(ServerError):
+    """Refused because the guest has ``protection`` set (``... - protection mode enabled``)."""
+
+
 class TransportError(PveError, ConnectionError):
     """No usable HTTP answer: connection refused/reset/dropped, TLS failure, bad framing.
 
@@ -285,6 +328,16 @@ class NoGuestSelected(PveError):
         self.node = node
 
 
+class WrongGuestType(ParameterError):
+    """A backup of the other guest type was given (a container backup to a VM restore or the
+    reverse); raised before anything is sent. ``archive_type`` is the backup's type."""
+
+    def __init__(self, message: str, *, archive_type: str, wanted: str) -> None:
+        super().__init__(message, status=None, errors={"archive": message})
+        self.archive_type = archive_type
+        self.wanted = wanted
+
+
 class UpidError(PveError, ValueError):
     """A string that should be a UPID is not one (see :mod:`felhom_agent.proxmox.upid`)."""
 
@@ -361,5 +414,13 @@ def classify_error(status: int, reason: str, body: bytes, *, method: str, path: 
     if _FLOCK_RE.search(message):
         return Locked(message, **ctx)
     if status >= 500:
+        exists = _EXISTS_RE.search(message)
+        if exists is not None:
+            taken = exists["vmid"] or exists["newid"]
+            return GuestExists(message, vmid=int(taken), kind=exists["kind"], **ctx)
+        if _RUNNING_RE.search(message):
+            return GuestRunning(message, **ctx)
+        if _PROTECTED_RE.search(message):
+            return GuestProtected(message, **ctx)
         return ServerError(message, **ctx)
     return PveError(message, **ctx)

@@ -14,6 +14,9 @@ from felhom_agent.errors import AgentError
 from felhom_agent.proxmox.errors import (
     PRIVSEP_HINT,
     AuthError,
+    GuestExists,
+    GuestProtected,
+    GuestRunning,
     Locked,
     NotFound,
     ParameterError,
@@ -21,6 +24,7 @@ from felhom_agent.proxmox.errors import (
     PveError,
     ServerError,
     TaskFailed,
+    WrongGuestType,
     classify_error,
 )
 
@@ -154,3 +158,38 @@ def test_task_failed_keeps_exitstatus_and_pickles() -> None:
     assert (again.exitstatus, again.upid) == ("VM is locked (snapshot)", "UPID:x")
     assert err.lock_failure
     assert not TaskFailed("VM 100 already running", upid="UPID:x").lock_failure
+
+
+@pytest.mark.parametrize(("reason", "vmid", "kind"), [
+    ("CT 102 already exists on node 'pve1'", 102, "CT"),
+    ("unable to restore VM 101 - VM 101 already exists on node 'pve1'", 101, "VM"),
+    ("unable to create VM 100: config file already exists", 100, None),
+])
+def test_a_taken_vmid_is_guest_exists(reason: str, vmid: int, kind: str | None) -> None:
+    """Every PVE wording of "the vmid is taken" is a GuestExists (a ServerError) naming it."""
+    err = _classify(500, reason)
+    assert isinstance(err, GuestExists) and isinstance(err, ServerError)
+    assert (err.vmid, err.kind) == (vmid, kind)
+    again = pickle.loads(pickle.dumps(err))  # noqa: S301 -- our own bytes, round trip
+    assert (type(again), again.vmid, again.kind) == (GuestExists, vmid, kind)
+
+
+@pytest.mark.parametrize(("reason", "cls"), [
+    ("can't overwrite running container", GuestRunning),
+    ("you can't convert a CT to template if the CT is running", GuestRunning),
+    ("VM 101 is running - destroy failed", GuestRunning),
+    ("unable to restore CT 102 - protection mode enabled", GuestProtected),
+    ("can't remove CT 102 - protection mode enabled", GuestProtected),
+])
+def test_running_and_protected_refusals_are_typed(reason: str, cls: type[ServerError]) -> None:
+    """Refusals because the guest runs or is protected have their own ServerError leaves."""
+    assert type(_classify(500, reason)) is cls
+
+
+def test_wrong_guest_type_is_a_parameter_error_that_pickles() -> None:
+    """WrongGuestType is raised before sending (no status) and survives pickling."""
+    err = WrongGuestType("x is a lxc backup, not qemu", archive_type="lxc", wanted="qemu")
+    again = pickle.loads(pickle.dumps(err))  # noqa: S301 -- our own bytes, round trip
+    assert isinstance(again, ParameterError) and again.status is None
+    assert (again.archive_type, again.wanted, again.errors) == (
+        "lxc", "qemu", {"archive": "x is a lxc backup, not qemu"})
