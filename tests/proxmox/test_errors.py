@@ -190,6 +190,6 @@ def test_wrong_guest_type_is_a_parameter_error_that_pickles() -> None:
     """WrongGuestType is raised before sending (no status) and survives pickling."""
     err = WrongGuestType("x is a lxc backup, not qemu", archive_type="lxc", wanted="qemu")
     again = pickle.loads(pickle.dumps(err))  # noqa: S301 -- our own bytes, round trip
-    assert isinstance(again, ParameterError) and again.status is None
+    assert isinstance(again, WrongGuestType) and again.status is None
     assert (again.archive_type, again.wanted, again.errors) == (
         "lxc", "qemu", {"archive": "x is a lxc backup, not qemu"})
