@@ -1,5 +1,6 @@
 """The client's restore, clone, template and vmid calls (mixed into
-:class:`~felhom_agent.proxmox.ProxmoxClient`).
+:class:`~felhom_agent.proxmox.ProxmoxClient`); the PVE behaviour behind them is in
+``docs/pve-facts.md``, "Restore and provisioning".
 
 Rules the calls encode, so callers cannot get them wrong:
 
