@@ -42,7 +42,7 @@ def test_ct_restore_into_a_new_vmid_locks_create_and_brings_the_archived_config(
         assert cfg["features"] == "keyctl=1,nesting=1" and cfg["unprivileged"] == 1
         assert cfg["rootfs"] == "local-lvm:vm-300-disk-0,size=6G"
         assert "hwaddr=BC:24:11:AA:BB:CC" in cfg["net0"] and "lock" not in cfg
-        assert sim.guest(300)["status"] == "running"
+        assert (sim.guest(300)["status"], sim.guest(300)["pool"]) == ("running", "felhom")
         [res] = [r for r in api.data("GET", "/cluster/resources", params={"type": "vm"})
                  if r["vmid"] == 300]
         assert res["pool"] == "felhom"

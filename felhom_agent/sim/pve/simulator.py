@@ -186,7 +186,7 @@ class PveSimulator:
             return list(self._rt.internal_errors)
 
     def guest(self, vmid: int) -> dict[str, Any]:
-        """A deep copy of a guest's state: status, lock, config (raw), snapshots, tasks."""
+        """A deep copy of a guest's state: status, lock, config (raw), snapshots, tasks, pool."""
         with self._rt.state.cond:
             g = self._rt.state.guests.get(vmid)
             if g is None:
@@ -198,6 +198,7 @@ class PveSimulator:
                                   "snapstate": s.snapstate, "config": copy.deepcopy(s.config)}
                               for n, s in g.snapshots.items()},
                 "pending_tasks": list(g.pending_tasks),
+                "pool": g.pool,
             }
 
     def wait_lock(self, vmid: int, lock: str | None, timeout: float = 5.0) -> bool:
