@@ -50,6 +50,7 @@ from felhom_agent.proxmox.models import GuestType, TaskList
 from felhom_agent.proxmox.tasks import Dispatch
 from felhom_agent.proxmox.upid import parse_upid
 from felhom_agent.proxmox.wire import ConfigValue, check_vmid
+from felhom_agent.storageids import STORAGE_ID_RULE, is_storage_id
 
 __all__ = ["FailureKind", "ProvisionCalls", "archive_guest_type", "failure_kind"]
 
@@ -58,7 +59,6 @@ _PBS_ARCHIVE = re.compile(r":backup/(ct|vm)/")
 _NAME_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9\-]*"
                       r"[a-zA-Z0-9])?)*")
 _POOL_RE = re.compile(r"[A-Za-z0-9\-_]+")
-_STORAGE_RE = re.compile(r"(?i:[a-z][a-z0-9\-_.]*[a-z0-9])")
 
 
 def archive_guest_type(archive: str | BackupVolume) -> GuestType | None:
@@ -144,6 +144,12 @@ def _checked(pattern: re.Pattern[str], value: str | None, param: str) -> str | N
     return value
 
 
+def _storage(value: str | None) -> str | None:
+    if value is not None and not is_storage_id(value):
+        raise _bad("storage", f"{value!r} is not {STORAGE_ID_RULE}")
+    return value
+
+
 def _flag(value: bool) -> bool | None:
     """Send a flag only when it is set (PVE's default is off)."""
     return True if value else None
@@ -203,7 +209,7 @@ class ProvisionCalls:
                                  archive_type=archive_type.value, wanted=kind.value)
         params: dict[str, ConfigValue | None] = {
             "vmid": vmid, "force": _flag(force), "unique": _flag(unique), "start": _flag(start),
-            "storage": _checked(_STORAGE_RE, storage, "storage"),
+            "storage": _storage(storage),
             "pool": _checked(_POOL_RE, pool, "pool")}
         if kind is GuestType.LXC:
             params.update(ostemplate=volid, restore=True)
@@ -238,7 +244,7 @@ class ProvisionCalls:
         if storage is not None and full is False:
             raise _bad("storage", "a linked clone (full=False) stays on the source's storage")
         params: dict[str, ConfigValue | None] = {
-            "newid": newid, "full": full, "storage": _checked(_STORAGE_RE, storage, "storage"),
+            "newid": newid, "full": full, "storage": _storage(storage),
             "pool": _checked(_POOL_RE, pool, "pool"), "description": description,
             "snapname": snapname,
             ("hostname" if kind is GuestType.LXC else "name"): _checked(_NAME_RE, name, "name")}

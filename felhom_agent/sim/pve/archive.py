@@ -140,7 +140,8 @@ def base_volume(volid: str) -> str:
 
 def new_mac() -> str:
     """A random MAC address with Proxmox's OUI ``BC:24:11``."""
-    return "BC:24:11:" + ":".join(f"{b:02X}" for b in secrets.token_bytes(3))
+    b = secrets.token_bytes(3)
+    return f"BC:24:11:{b[0]:02X}:{b[1]:02X}:{b[2]:02X}"
 
 
 def with_new_mac(value: str) -> str:
