@@ -379,14 +379,17 @@ class Executor:
                                          _Call(upid, err.exitstatus, attempts=attempts))
         except TaskUnknown as err:
             call = _Call(upid, err.exitstatus, attempts=attempts)
-            if self._matches(job, spec):
-                return self._finish(job, OpState.APPLIED, f"{err}; observed state matches", call)
+            seen = self._matching(job, spec)
+            if seen is not None:
+                return self._finish(job, OpState.APPLIED, _noted(
+                    spec, job, seen, f"{err}; observed state matches"), call)
             return self._finish(job, OpState.UNKNOWN, str(err), call)
         except PveError as err:
             call = _Call(upid, attempts=attempts)
-            if self._matches(job, spec):
-                return self._finish(job, OpState.APPLIED, f"task unreadable ({err}); observed "
-                                    "state matches", call)
+            seen = self._matching(job, spec)
+            if seen is not None:
+                return self._finish(job, OpState.APPLIED, _noted(
+                    spec, job, seen, f"task unreadable ({err}); observed state matches"), call)
             return self._finish(job, OpState.UNKNOWN, f"task unreadable: {err}", call)
         seen = res.exit_probe if isinstance(res.exit_probe, Observed) else None
         return self._verify(job, spec, res.outcome,
@@ -421,17 +424,22 @@ class Executor:
     def _resolve_failure(self, job: JobSpec, spec: Kind, text: str, call: _Call
                          ) -> ExecResult:
         """A failed call or task: re-read, and count it applied if the guest is there anyway."""
-        if self._matches(job, spec):
-            return self._finish(job, OpState.APPLIED,
-                                f"failed ({text}) but observed state matches", call)
+        seen = self._matching(job, spec)
+        if seen is not None:
+            return self._finish(job, OpState.APPLIED, _noted(
+                spec, job, seen, f"failed ({text}) but observed state matches"), call)
         return self._finish(job, OpState.FAILED, text, call)
+
+    def _matching(self, job: JobSpec, spec: Kind) -> Observed | None:
+        """Re-read the guest: what was read if it is observably what the job asks for."""
+        if spec.satisfied is None:
+            return None
+        obs = self._try_observe(job, spec)
+        return obs if obs is not None and spec.satisfied(job, obs) else None
 
     def _matches(self, job: JobSpec, spec: Kind) -> bool:
         """Re-read the guest: True if it is observably what the job asks for."""
-        if spec.satisfied is None:
-            return False
-        obs = self._try_observe(job, spec)
-        return obs is not None and spec.satisfied(job, obs)
+        return self._matching(job, spec) is not None
 
     def _settle(self, job: JobSpec, spec: Kind) -> bool:
         deadline = self._monotonic() + self._settle_timeout
@@ -490,9 +498,10 @@ class Executor:
                 continue
             assert isinstance(decision, Replan | MarkUnknown)  # noqa: S101 - exhaustive
             call = _Call(attempts=int(mutated))
-            if self._matches(job, spec):
-                return self._finish(job, OpState.APPLIED, "no task found; observed state "
-                                    "matches", call)
+            seen = self._matching(job, spec)
+            if seen is not None:
+                return self._finish(job, OpState.APPLIED, _noted(
+                    spec, job, seen, "no task found; observed state matches"), call)
             reason = decision.reason
             if isinstance(decision, Replan) or is_plan_source(job.source):
                 reason += " (the reconciler re-plans it)"
