@@ -12,7 +12,9 @@ order:
    mutating: the bulk listing the plan used may lag. The kind's pre-call check runs on what
    was read (a backup's space check, a prune's dry run): it may refuse the op (``refused``,
    nothing sent) or find nothing to do. Already in the desired state -> ``applied`` without
-   a call.
+   a call. A read PVE answers with a parameter error (400: the op names a storage that does
+   not exist) refuses the op too; any other failed read leaves it unrecorded, to be tried
+   again.
 3. ``journal.begin`` -- durable **before** the call. (An op decided without a call gets no
    ``begin``: its outcome is one record, so a ``begin`` always means "a call may have been
    sent".)
@@ -66,6 +68,7 @@ from felhom_agent.kinds.registry import REGISTRY, lookup
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import (
     Locked,
+    ParameterError,
     PveError,
     ServerError,
     TaskFailed,
@@ -292,6 +295,10 @@ class Executor:
             return self._resume(job, spec, entry)
         try:
             obs = self._observe(job, spec)
+        except ParameterError as err:
+            # PVE rejected what the op names (a storage that does not exist): trying again
+            # cannot help, so the op is refused now -- one record, nothing sent.
+            return self._refuse(job, f"cannot read before mutating: {err}")
         except PveError as err:
             # Nothing journaled, nothing sent: the reconciler or the hub will try again.
             return ExecResult(job.op_id, job.vmid, job.kind, OpState.FAILED.value,
@@ -304,6 +311,8 @@ class Executor:
         if spec.preflight is not None:
             try:
                 check = spec.preflight(self._client, job, obs, self._settings)
+            except ParameterError as err:
+                return self._refuse(job, f"pre-call check refused: {err}")
             except PveError as err:
                 return ExecResult(job.op_id, job.vmid, job.kind, OpState.FAILED.value,
                                   f"pre-call check failed: {err}", final=False)
