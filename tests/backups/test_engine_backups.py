@@ -343,6 +343,22 @@ def test_delete_and_protect_a_backup(clock: ShiftedClock, tmp_path: Path) -> Non
             assert wrong.state == "refused" and "not in the listing" in wrong.reason
 
 
+def test_an_op_naming_a_storage_that_does_not_exist_is_refused_once(
+        rig: BackupRig, sim: PveSimulator) -> None:
+    """PVE answers the re-read with a parameter error (no such storage): the op is refused
+    and recorded -- not left unrecorded to be sent again and again."""
+    res = rig.run(100, "backup", {"storage": "nosuch"}, op_id="op-nowhere")
+    assert res.state == "refused" and res.final and "No such storage" in res.reason
+    entry = rig.journal.get("op-nowhere")
+    assert entry is not None and entry.outcome is not None and entry.began_at is None
+    again = rig.run(100, "backup", {"storage": "nosuch"}, op_id="op-nowhere")
+    assert again.already_applied and again.state == "refused"
+    volid = "nosuch:backup/vzdump-lxc-100-2026_01_01-00_00_00.tar.zst"
+    gone = rig.run(100, "backup.delete", {"volid": volid}, op_id="op-nowhere-2")
+    assert gone.state == "refused" and gone.final
+    assert sim.tasks() == []
+
+
 # ------------------------------------------------------------------ lost replies
 
 
