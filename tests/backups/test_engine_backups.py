@@ -6,6 +6,7 @@ simulator over real HTTPS. One shifted clock is shared by both, so a period pass
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,59 @@ def test_backups_hidden_by_privileges_are_a_permission_problem(
             assert vzdumps(sim) == []
 
 
+def test_the_window_wraps_midnight_and_opens_later(
+        rig: BackupRig, sim: PveSimulator, clock: ShiftedClock) -> None:
+    """A window that wraps midnight and is shut now: the guest waits (``due``, with when
+    the window opens, nothing sent); once the clock is inside it, one backup."""
+    now = dt.datetime.fromtimestamp(clock(), dt.UTC)
+    half_past_ten = now.replace(hour=10, minute=30, second=0, microsecond=0)
+    if half_past_ten <= now:
+        half_past_ten += dt.timedelta(days=1)
+    clock.advance((half_past_ten - now).total_seconds())  # node time (UTC) 10:30
+    rig.want(1, policy_guests({100: "lxc"}, window="11:00-09:00"))
+    assert rig.run_pass().submitted == ()
+    entry = _entry(rig, 100)
+    assert entry.status == "due"
+    assert entry.reason.startswith("waiting for the window 11:00-09:00, which opens ")
+    assert entry.next_due_at is not None
+    assert dt.datetime.fromtimestamp(entry.next_due_at, dt.UTC) == half_past_ten.replace(
+        hour=11, minute=0)
+    assert vzdumps(sim) == []
+    clock.advance(3600)
+    assert [r.state for r in rig.results(rig.run_pass())] == ["applied"]
+    assert len(vzdumps(sim, 100)) == 1
+
+
+def test_a_backup_of_another_guest_type_with_the_same_vmid_does_not_count(
+        clock: ShiftedClock, tmp_path: Path) -> None:
+    """A fresh qemu backup of vmid 100 (an older guest of that id) does not make the
+    container 100 fresh: it is backed up, and the report counts only its own backups."""
+    backups = [_old_backup(100, "qemu", 3600, clock)]
+    with PveSimulator(backup_scenario(local_backups=backups), clock=clock) as sim:
+        for rig in _rig(sim, tmp_path, clock):
+            rig.want(1, policy_guests({100: "lxc"}))
+            assert [r.state for r in rig.results(rig.run_pass())] == ["applied"]
+            rig.run_pass()
+            entry = _entry(rig, 100)
+            assert entry.status == "ok" and entry.count == 1
+            assert entry.last is not None and "-lxc-100-" in entry.last.volid
+
+
+def test_a_template_with_a_policy_is_reported_as_a_template(
+        clock: ShiftedClock, tmp_path: Path) -> None:
+    """Templates are not planned; the report says so (not "not on this node")."""
+    tpl = [{"vmid": 150, "type": "qemu", "name": "tpl", "status": "stopped", "template": True,
+            "config": {"cores": 1, "memory": 512}}]
+    with PveSimulator(backup_scenario(guests=tpl), clock=clock) as sim:
+        for rig in _rig(sim, tmp_path, clock):
+            rig.want(1, policy_guests({150: "qemu"}))
+            assert rig.run_pass().submitted == ()
+            entry = _entry(rig, 150)
+            assert entry.status == "refused"
+            assert entry.reason == "not planned: guest 150 is a template"
+            assert vzdumps(sim) == []
+
+
 # ------------------------------------------------------------------ space
 
 
@@ -289,6 +343,23 @@ def test_prune_keeps_min_keep_and_protected_and_audits_the_dry_run(
             head, _, tail = dry[0]["reason"].partition(", remove ")
             assert head == "prune dry run on local (keep-last=3): keep 3"
             assert set(tail.split(", ")) == removed
+            assert rig.run_pass().submitted == ()
+
+
+def test_a_policy_backup_is_followed_by_a_prune(clock: ShiftedClock, tmp_path: Path) -> None:
+    """Three day-old backups, ``keep.last`` 2: the pass backs the guest up, the next one
+    prunes down to the two newest -- the new backup and the youngest old one."""
+    backups = [_old_backup(100, "lxc", age, clock) for age in (DAY + 60, 2 * DAY, 3 * DAY)]
+    with PveSimulator(backup_scenario(local_backups=backups), clock=clock) as sim:
+        youngest = max(_volumes(sim, 100), key=lambda b: b["ctime"])["volid"]
+        for rig in _rig(sim, tmp_path, clock, min_keep=1):
+            rig.want(1, policy_guests({100: "lxc"}, keep={"last": 2}))
+            [made] = rig.results(rig.run_pass())
+            assert made.kind == "backup" and made.state == "applied"
+            [pruned] = rig.results(rig.run_pass())
+            assert pruned.kind == "prune" and pruned.state == "applied", pruned
+            new = next(b["volid"] for b in _volumes(sim, 100) if b["volid"] in made.reason)
+            assert {b["volid"] for b in _volumes(sim, 100)} == {new, youngest}
             assert rig.run_pass().submitted == ()
 
 
@@ -391,6 +462,51 @@ def test_lost_reply_is_resolved_by_the_volume_with_the_op_id(
     [vol] = _volumes(sim, 100)
     assert vol["volid"] in res.reason
     assert len(vzdumps(sim, 100)) == 1
+
+
+def test_lost_reply_is_resolved_by_the_task_list_at_restart(
+        sim: PveSimulator, tmp_path: Path, clock: ShiftedClock) -> None:
+    """The agent died between the journal begin and the reply: on restart
+    ``Engine.recover`` adopts the vzdump task from the task list and the op is applied with
+    its volume -- never a second vzdump."""
+    op_id = "plan-1-100-backup-crashed"
+    for rig in _rig(sim, tmp_path, clock):
+        rig.journal.begin(op_id, 100, "backup", {"storage": "local", "mode": "snapshot",
+                                                 "guest_type": "lxc"}, "plan:1")
+        rig.client.vzdump(100, "local", notes_template=notes_template(op_id))
+    for rig in _rig(sim, tmp_path, clock):
+        report = rig.engine.recover()
+        assert report.adopted == (op_id,) and len(report.handles) == 1
+        res = report.handles[0].result(60)
+        [task] = vzdumps(sim, 100)
+        [vol] = _volumes(sim, 100)
+        assert res.state == "applied" and res.upid == task["upid"], res
+        assert vol["volid"] in res.reason and vol["notes"] == notes_template(op_id)
+        rig.want(1, policy_guests({100: "lxc"}))
+        assert rig.run_pass().submitted == ()
+        assert len(vzdumps(sim, 100)) == 1
+
+
+@pytest.mark.parametrize("kind", ["prune", "backup.delete"])
+def test_lost_reply_of_a_storage_task_is_found_by_its_id(
+        kind: str, clock: ShiftedClock, tmp_path: Path) -> None:
+    """A prune or a delete whose reply is lost: its task (id ``<vmid>@<storage>``, not the
+    vmid) is found in the task list and waited on -- one task, applied."""
+    backups = [_old_backup(100, "lxc", age, clock) for age in (3600, DAY, 2 * DAY, 3 * DAY)]
+    with PveSimulator(backup_scenario(local_backups=backups), clock=clock) as sim:
+        oldest = min(_volumes(sim, 100), key=lambda b: b["ctime"])["volid"]
+        path, method, task_type = (
+            ("/nodes/*/storage/*/prunebackups", "DELETE", "prunebackups") if kind == "prune"
+            else ("/nodes/*/storage/*/content/*", "DELETE", "imgdel"))
+        sim.inject(Fault("drop_after", path=path, method=method, count=1))
+        params = ({"storage": "local", "keep": "keep-last=2"} if kind == "prune"
+                  else {"volid": oldest})
+        for rig in _rig(sim, tmp_path, clock):
+            res = rig.run(100, kind, params, op_id="op-lost", source="plan:1")
+            [task] = [t for t in sim.tasks() if t["type"] == task_type]
+            assert task["id"] == "100@local"
+            assert res.state == "applied" and res.upid == task["upid"], res
+            assert len(_volumes(sim, 100)) == (2 if kind == "prune" else 3)
 
 
 # ------------------------------------------------------------------ the queue's backup limit
