@@ -101,6 +101,24 @@ def test_policy_backup_is_found_by_its_op_id_once_per_period(
     assert rig.run_pass().submitted == ()
 
 
+def test_a_policy_backup_to_pbs_is_found_by_its_op_id(
+        rig: BackupRig, sim: PveSimulator) -> None:
+    """On a PBS storage the volume is a snapshot (``pbs1:backup/ct/100/<UTC time>``) whose
+    comment carries the op id; the report shows it and the PBS storage."""
+    rig.want(1, policy_guests({100: "lxc"}, storage="pbs1"))
+    [res] = rig.results(rig.run_pass())
+    [vol] = _volumes(sim, 100, "pbs1")
+    assert res.state == "applied" and res.reason.startswith(f"backup {vol['volid']} (")
+    assert vol["volid"].startswith("pbs1:backup/ct/100/")
+    assert vol["notes"] == notes_template(res.op_id)
+    rig.run_pass()
+    entry = _entry(rig, 100)
+    assert entry.status == "ok" and entry.last is not None and entry.last.volid == vol["volid"]
+    assert entry.last.encrypted  # the storage's encryption key
+    [pbs] = rig.engine.backup_view().pbs
+    assert pbs["storage"] == "pbs1" and pbs["active"] is True and pbs["encrypted"]
+
+
 def test_job_errors_is_failed_with_the_guests_error_line(
         rig: BackupRig, sim: PveSimulator) -> None:
     """``job errors`` alone says nothing: the reason is the guest's ERROR line; nothing is
@@ -523,15 +541,17 @@ def test_one_backup_at_a_time_while_other_guests_flow(
     rig.want(1, guests)
     result = rig.engine.run_pass()
     assert result.plan is not None and len(result.submitted) == 3
-    kinds = [a.kind for a in result.plan.actions]
-    start = result.submitted[kinds.index("start")]
+    handle = {(a.vmid, a.kind): h
+              for a, h in zip(result.plan.actions, result.submitted, strict=True)}
+    start = handle[(102, "start")]
+    # the lanes are served in submit order: 100's backup takes the one slot, 101's waits
+    assert sim.wait_lock(100, "backup", timeout=30)
     assert start.result(30).state == "applied"
-    first = [t for t in vzdumps(sim) if t["status"] == "running"]
-    assert len(first) == 1 and len(vzdumps(sim)) == 1
+    assert [(t["id"], t["status"]) for t in vzdumps(sim)] == [("100", "running")]
+    assert not handle[(101, "backup")].done()
     sim.release_tasks()
-    second_vmid = 101 if first[0]["id"] == "100" else 100
-    assert sim.wait_lock(second_vmid, "backup", timeout=30)
-    assert len(vzdumps(sim)) == 2
+    assert sim.wait_lock(101, "backup", timeout=30)
+    assert [t["id"] for t in vzdumps(sim)] == ["100", "101"]
     sim.release_tasks()
     states = [h.result(60).state for h in result.submitted]
     assert states == ["applied"] * 3
