@@ -12,7 +12,9 @@ order:
    mutating: the bulk listing the plan used may lag. The kind's pre-call check runs on what
    was read (a backup's space check, a prune's dry run): it may refuse the op (``refused``,
    nothing sent) or find nothing to do. Already in the desired state -> ``applied`` without
-   a call.
+   a call. A read PVE answers with a parameter error (400: the op names a storage that does
+   not exist) refuses the op too; any other failed read leaves it unrecorded, to be tried
+   again.
 3. ``journal.begin`` -- durable **before** the call. (An op decided without a call gets no
    ``begin``: its outcome is one record, so a ``begin`` always means "a call may have been
    sent".)
@@ -66,6 +68,7 @@ from felhom_agent.kinds.registry import REGISTRY, lookup
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import (
     Locked,
+    ParameterError,
     PveError,
     ServerError,
     TaskFailed,
@@ -292,6 +295,10 @@ class Executor:
             return self._resume(job, spec, entry)
         try:
             obs = self._observe(job, spec)
+        except ParameterError as err:
+            # PVE rejected what the op names (a storage that does not exist): trying again
+            # cannot help, so the op is refused now -- one record, nothing sent.
+            return self._refuse(job, f"cannot read before mutating: {err}")
         except PveError as err:
             # Nothing journaled, nothing sent: the reconciler or the hub will try again.
             return ExecResult(job.op_id, job.vmid, job.kind, OpState.FAILED.value,
@@ -304,6 +311,8 @@ class Executor:
         if spec.preflight is not None:
             try:
                 check = spec.preflight(self._client, job, obs, self._settings)
+            except ParameterError as err:
+                return self._refuse(job, f"pre-call check refused: {err}")
             except PveError as err:
                 return ExecResult(job.op_id, job.vmid, job.kind, OpState.FAILED.value,
                                   f"pre-call check failed: {err}", final=False)
@@ -379,14 +388,17 @@ class Executor:
                                          _Call(upid, err.exitstatus, attempts=attempts))
         except TaskUnknown as err:
             call = _Call(upid, err.exitstatus, attempts=attempts)
-            if self._matches(job, spec):
-                return self._finish(job, OpState.APPLIED, f"{err}; observed state matches", call)
+            seen = self._matching(job, spec)
+            if seen is not None:
+                return self._finish(job, OpState.APPLIED, _noted(
+                    spec, job, seen, f"{err}; observed state matches"), call)
             return self._finish(job, OpState.UNKNOWN, str(err), call)
         except PveError as err:
             call = _Call(upid, attempts=attempts)
-            if self._matches(job, spec):
-                return self._finish(job, OpState.APPLIED, f"task unreadable ({err}); observed "
-                                    "state matches", call)
+            seen = self._matching(job, spec)
+            if seen is not None:
+                return self._finish(job, OpState.APPLIED, _noted(
+                    spec, job, seen, f"task unreadable ({err}); observed state matches"), call)
             return self._finish(job, OpState.UNKNOWN, f"task unreadable: {err}", call)
         seen = res.exit_probe if isinstance(res.exit_probe, Observed) else None
         return self._verify(job, spec, res.outcome,
@@ -421,17 +433,22 @@ class Executor:
     def _resolve_failure(self, job: JobSpec, spec: Kind, text: str, call: _Call
                          ) -> ExecResult:
         """A failed call or task: re-read, and count it applied if the guest is there anyway."""
-        if self._matches(job, spec):
-            return self._finish(job, OpState.APPLIED,
-                                f"failed ({text}) but observed state matches", call)
+        seen = self._matching(job, spec)
+        if seen is not None:
+            return self._finish(job, OpState.APPLIED, _noted(
+                spec, job, seen, f"failed ({text}) but observed state matches"), call)
         return self._finish(job, OpState.FAILED, text, call)
+
+    def _matching(self, job: JobSpec, spec: Kind) -> Observed | None:
+        """Re-read the guest: what was read if it is observably what the job asks for."""
+        if spec.satisfied is None:
+            return None
+        obs = self._try_observe(job, spec)
+        return obs if obs is not None and spec.satisfied(job, obs) else None
 
     def _matches(self, job: JobSpec, spec: Kind) -> bool:
         """Re-read the guest: True if it is observably what the job asks for."""
-        if spec.satisfied is None:
-            return False
-        obs = self._try_observe(job, spec)
-        return obs is not None and spec.satisfied(job, obs)
+        return self._matching(job, spec) is not None
 
     def _settle(self, job: JobSpec, spec: Kind) -> bool:
         deadline = self._monotonic() + self._settle_timeout
@@ -490,9 +507,10 @@ class Executor:
                 continue
             assert isinstance(decision, Replan | MarkUnknown)  # noqa: S101 - exhaustive
             call = _Call(attempts=int(mutated))
-            if self._matches(job, spec):
-                return self._finish(job, OpState.APPLIED, "no task found; observed state "
-                                    "matches", call)
+            seen = self._matching(job, spec)
+            if seen is not None:
+                return self._finish(job, OpState.APPLIED, _noted(
+                    spec, job, seen, "no task found; observed state matches"), call)
             reason = decision.reason
             if isinstance(decision, Replan) or is_plan_source(job.source):
                 reason += " (the reconciler re-plans it)"

@@ -149,7 +149,9 @@ def backup_entries(
         elif policy is None:
             status, reason = "no_policy", "backups exist but the guest has no backup policy"
         elif verdict is None:
-            status, reason = "refused", "not planned (the guest is not on this node)"
+            # The planner skips templates; every guest here is on this node.
+            status, reason = "refused", (f"not planned: guest {vmid} is a template"
+                                         if guest.template else "not planned")
         else:
             status = "refused" if verdict.status == "blocked" else verdict.status
             reason = verdict.reason
