@@ -110,6 +110,7 @@ class BackupTracker:
         entries = backup_entries(result.backups, guests, desired, facts, stale_for=stale_for,
                                  stale_lock_s=self.settings.stale_lock_s)
         errors = tuple(f"backup: {where}: {why}" for where, why in sorted(facts.errors.items()))
+        errors += tuple(f"backup: {e.reason}" for e in entries if e.status == "stale_lock")
         with self._lock:
             self._view = BackupView(entries=entries, pbs=pbs_entries(facts), errors=errors)
 

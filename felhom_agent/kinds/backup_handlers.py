@@ -71,9 +71,11 @@ def storage_task_id(vmid: int, params: object) -> str:
 def backup(c: ProxmoxClient, job: JobSpec, obs: Observed) -> Dispatch:
     """``POST /nodes/{node}/vzdump`` of this one guest, tagged with the op id in its notes."""
     protected = job.params.get("protected")
+    # remove=0: PVE never prunes behind the agent's back (its prune has a dry run, an audit
+    # line and the backup.min_keep floor; a storage retention of its own is refused).
     return c.vzdump(job.vmid, job_storage(job), mode=_str(job, "mode") or "snapshot",
                     notes_template=notes_template(job.op_id),
-                    protected=protected if isinstance(protected, bool) else None)
+                    protected=protected if isinstance(protected, bool) else None, remove=False)
 
 
 def _found(job: JobSpec, obs: Observed) -> BackupVolume | None:

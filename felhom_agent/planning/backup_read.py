@@ -2,7 +2,8 @@
 
 The cost of a pass does not grow with the number of guests (``docs/architecture.md``,
 "Backup policy"): one storage listing, one content listing per active backup storage, one
-read of the node's recent vzdump tasks and one of the PBS storage configuration. A listing that
+read of the node's recent vzdump tasks, one of the storage configuration and one of the
+token's privileges. A listing that
 fails is recorded per storage (the planner then blocks the guests of that storage: a listing
 that could not be read is never "no backups"); a storage the token cannot list is simply not
 in the node's listing, and the policy check says so.
@@ -80,10 +81,10 @@ def read_backup_facts(client: BackupReader, *, now: float, tz: dt.tzinfo, min_ke
         errors["permissions"] = str(err)
         permissions = None
     try:
-        pbs = tuple(c for c in client.storage_config(storage_type="pbs") if c.pbs is not None)
+        configs = client.storage_config()
     except PveError as err:
-        errors["pbs"] = str(err)
-        pbs = ()
+        errors["storage.cfg"] = str(err)
+        configs = ()
     return BackupFacts(now=now, tz=tz, storages=storages, volumes=volumes, errors=errors,
-                       min_keep=min_keep, margin_pct=margin_pct, tasks=tasks, pbs=pbs,
+                       min_keep=min_keep, margin_pct=margin_pct, tasks=tasks, configs=configs,
                        permissions=permissions)

@@ -145,7 +145,9 @@ def backup_entries(
         elif guest.lock == "backup" or (task is not None and _running(task)):
             status, reason = "running", "a vzdump task of this guest is running"
         elif failed is not None:
-            status, reason = "failed", failed
+            # The planner's verdict adds when the next try comes (it waits after a failure).
+            status, reason = "failed", (verdict.reason if verdict is not None
+                                        and verdict.status == "failed" else failed)
         elif policy is None:
             status, reason = "no_policy", "backups exist but the guest has no backup policy"
         elif verdict is None:
@@ -171,7 +173,7 @@ def pbs_entries(facts: BackupFacts) -> tuple[dict[str, object], ...]:
     server down): its sizes are then ``null``, never zero.
     """
     out: list[dict[str, object]] = []
-    for cfg in sorted(facts.pbs, key=lambda c: c.storage):
+    for cfg in sorted(facts.configs, key=lambda c: c.storage):
         pbs = cfg.pbs
         if pbs is None:
             continue

@@ -21,7 +21,7 @@ stale lock).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -33,8 +33,8 @@ from felhom_agent.core.desired import GuestDesired
 from felhom_agent.proxmox.backup_models import BackupVolume, PruneMarkKind, StorageConfig
 from felhom_agent.proxmox.models import Permissions, StorageInfo, TaskEntry
 
-__all__ = ["BackupFacts", "BackupStatus", "GuestBackupPlan", "hidden_backups",
-           "plan_guest_backup"]
+__all__ = ["BackupFacts", "BackupStatus", "GuestBackupPlan", "failed_recently",
+           "hidden_backups", "own_retention", "plan_guest_backup"]
 
 
 @attrs.frozen
@@ -50,7 +50,7 @@ class BackupFacts:
         min_keep: ``backup.min_keep``.
         margin_pct: ``backup.space_margin_pct``.
         tasks: the node's vzdump tasks of the last days (running ones included).
-        pbs: the storage configuration of the PBS storages.
+        configs: the storage configuration (``GET /storage``: retention, PBS details).
         permissions: the token's effective privileges (``None``: not read).
     """
 
@@ -62,7 +62,7 @@ class BackupFacts:
     min_keep: int = 3
     margin_pct: int = 20
     tasks: tuple[TaskEntry, ...] = ()
-    pbs: tuple[StorageConfig, ...] = ()
+    configs: tuple[StorageConfig, ...] = ()
     permissions: Permissions | None = None
 
 
@@ -117,6 +117,53 @@ def hidden_backups(perms: Permissions | None, storage: str, vmid: int) -> str | 
             f"backups on {storage} from its listing and refuses to make new ones")
 
 
+def own_retention(configs: Iterable[StorageConfig], storage: str) -> str | None:
+    """Why a policy must not use ``storage``: it prunes by a retention of its own.
+
+    vzdump prunes the guest's backups after each backup by the storage's ``prune-backups``
+    setting -- without the agent's dry run, audit line and ``backup.min_keep`` floor. The
+    agent sends ``remove=0`` so PVE never prunes behind its back, but then PVE refuses new
+    backups once the storage's limit is reached; either way the policy cannot work there.
+    """
+    cfg = next((c for c in configs if c.storage == storage), None)
+    rule = None if cfg is None else cfg.prune_backups
+    if not rule or rule.replace(" ", "") in ("keep-all=1",):
+        return None
+    return (f"storage {storage} prunes by a retention of its own (prune-backups {rule}), "
+            "which bypasses the agent's dry run and backup.min_keep floor; set keep-all=1 on "
+            "the storage (retention then comes from the policy's keep) or choose another "
+            "storage")
+
+
+#: After a failed backup, the next try waits this share of ``every_h`` (within the bounds).
+RETRY_SHARE = 1 / 6
+RETRY_MIN_S, RETRY_MAX_S = 600.0, 3600.0
+
+
+def failed_recently(tasks: Iterable[TaskEntry], vmid: int, due: DueState, *, now: float,
+                    every_s: float) -> str | None:
+    """Why a due backup waits: the guest's newest vzdump task failed a short while ago.
+
+    A failing guest (a full storage PVE did not report, a broken guest) would otherwise get a
+    failed vzdump on every pass -- thousands a day. The next try comes ``every_h`` / 6 after
+    the failure, at least 10 minutes and at most an hour later.
+    """
+    mine = [t for t in tasks if t.type == "vzdump" and t.id == str(vmid)
+            and t.endtime is not None]
+    task = max(mine, key=lambda t: (t.starttime, t.upid), default=None)
+    if task is None or (task.status or "").startswith(("OK", "WARNINGS")):
+        return None
+    newest = due.newest
+    if newest is not None and newest.ctime is not None and newest.ctime >= task.starttime:
+        return None
+    assert task.endtime is not None  # noqa: S101 - filtered above
+    wait = min(RETRY_MAX_S, max(RETRY_MIN_S, every_s * RETRY_SHARE))
+    if now >= task.endtime + wait:
+        return None
+    return (f"the last backup task {task.upid} failed ({task.status or 'unknown status'}); "
+            f"next try in {task.endtime + wait - now:.0f} s")
+
+
 def plan_guest_backup(want: GuestDesired, facts: BackupFacts) -> GuestBackupPlan | None:
     """The backup decision for one desired guest (``None`` without a policy)."""
     policy = want.backup
@@ -135,6 +182,9 @@ def plan_guest_backup(want: GuestDesired, facts: BackupFacts) -> GuestBackupPlan
     hidden = hidden_backups(facts.permissions, storage, vmid)
     if hidden is not None:
         return GuestBackupPlan(status("refused", hidden), refused=hidden)
+    own = own_retention(facts.configs, storage)
+    if own is not None:
+        return GuestBackupPlan(status("refused", own), refused=own)
     if storage not in facts.volumes:
         why = facts.errors.get(storage, "not read")
         reason = f"backup listing of {storage} failed: {why}"
@@ -143,6 +193,9 @@ def plan_guest_backup(want: GuestDesired, facts: BackupFacts) -> GuestBackupPlan
     due = due_state(policy, vmid=vmid, guest_type=gtype, volumes=volumes, now=facts.now,
                     tz=facts.tz)
     if due.due:
+        failed = failed_recently(facts.tasks, vmid, due, now=facts.now, every_s=policy.every_s)
+        if failed is not None:
+            return GuestBackupPlan(status("failed", failed, due))
         space = check_space(storage=storage, avail=facts.storages[storage].avail,
                             newest=due.newest, margin_pct=facts.margin_pct)
         if not space.allowed:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from felhom_agent.backup.notes import notes_template
+from felhom_agent.planning.backups import RETRY_MAX_S
 from felhom_agent.proxmox.models import GuestType
 from felhom_agent.sim.pve import Fault, PveSimulator
 from felhom_agent.state.journal import OpState
@@ -120,9 +121,10 @@ def test_a_policy_backup_to_pbs_is_found_by_its_op_id(
 
 
 def test_job_errors_is_failed_with_the_guests_error_line(
-        rig: BackupRig, sim: PveSimulator) -> None:
+        rig: BackupRig, sim: PveSimulator, clock: ShiftedClock) -> None:
     """``job errors`` alone says nothing: the reason is the guest's ERROR line; nothing is
-    listed, the report says ``failed`` until a newer backup exists."""
+    listed, the report says ``failed`` until a newer backup exists; the next try waits
+    (every_h / 6, at least 10 minutes), so a failing guest is not backed up every pass."""
     sim.inject(Fault("backup_fail", vmid=100, message="command 'tar' failed: exit code 2",
                      count=1))
     rig.want(1, policy_guests({100: "lxc"}))
@@ -134,10 +136,15 @@ def test_job_errors_is_failed_with_the_guests_error_line(
     entry = rig.journal.get(res.op_id)
     assert entry is not None and entry.outcome is not None
     assert entry.outcome.state is OpState.FAILED
-    # the next pass reports the failure, and (the fault is gone) backs the guest up
-    retry = rig.run_pass()
+    # the next pass reports the failure and waits before trying again
+    waiting = rig.run_pass()
     assert _entry(rig, 100).status == "failed"
     assert res.upid is not None and res.upid in _entry(rig, 100).reason
+    assert "next try in" in _entry(rig, 100).reason
+    assert rig.results(waiting) == []
+    # once the wait is over (the fault is gone) the guest is backed up
+    clock.advance(RETRY_MAX_S + 60)
+    retry = rig.run_pass()
     assert [r.state for r in rig.results(retry)] == ["applied"]
     rig.run_pass()
     assert _entry(rig, 100).status == "ok" and len(_volumes(sim, 100)) == 1
@@ -199,7 +206,7 @@ def test_backup_past_the_deadline_stays_pending_then_completes_once(
 
 
 def test_a_crashed_vzdump_leaves_a_stale_lock_that_is_reported_with_the_fix(
-        rig: BackupRig, sim: PveSimulator) -> None:
+        rig: BackupRig, sim: PveSimulator, clock: ShiftedClock) -> None:
     """vzdump dies at the guest (no TASK line): the op is ``unknown`` (not a success), the
     ``backup`` lock stays, and with no vzdump running the report says ``stale_lock`` naming
     ``pct unlock 100``; no new backup is sent while the lock is there."""
@@ -215,6 +222,9 @@ def test_a_crashed_vzdump_leaves_a_stale_lock_that_is_reported_with_the_fix(
     assert "`pct unlock 100`" in entry.reason
     assert len(vzdumps(sim, 100)) == 1 and _volumes(sim, 100) == []
     sim.set_lock(100, None)  # root ran pct unlock
+    rig.run_pass()  # the crashed task counts as a failure: the next try waits
+    assert len(vzdumps(sim, 100)) == 1
+    clock.advance(RETRY_MAX_S + 60)
     rig.run_pass()
     assert len(vzdumps(sim, 100)) == 2 and len(_volumes(sim, 100)) == 1
 
