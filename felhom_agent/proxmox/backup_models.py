@@ -17,6 +17,7 @@ layer (:mod:`felhom_agent.backup`) works on them directly.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,6 +49,21 @@ def _guest_type(value: Any) -> GuestType | None:
         return GuestType(str(value))
     except ValueError:
         return None
+
+
+_VOLID_TYPE = re.compile(r":backup/(?:vzdump-(qemu|lxc)-\d+-|(vm|ct)/\d+/)")
+
+
+def guest_type_of_volid(volid: str) -> GuestType | None:
+    """The guest type a backup volid names (``vzdump-lxc-…`` / ``ct/…``), or None.
+
+    For a backup whose guest no longer exists, the name is the only place the type is left.
+    """
+    m = _VOLID_TYPE.search(volid)
+    if m is None:
+        return None
+    word = m.group(1) or {"vm": "qemu", "ct": "lxc"}[m.group(2)]
+    return GuestType(word)
 
 
 @attrs.frozen

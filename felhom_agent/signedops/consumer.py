@@ -66,6 +66,8 @@ from felhom_agent.authz.verifier import OpVerifier, VerifiedOp, VerifyPolicy
 from felhom_agent.durable import DurabilityError
 from felhom_agent.execution.executor import JobSpec
 from felhom_agent.execution.status import OpResult
+from felhom_agent.kinds.model import UnknownKind
+from felhom_agent.kinds.registry import lookup
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
 from felhom_agent.signedops.gate import STEP_SUFFIXES, GateRefused, check_op, plan_steps
@@ -392,7 +394,8 @@ class SignedOpConsumer:
         verified = acc.verified
         op = verified.op
         try:
-            guest = self._steps.facts(op.vmid)
+            volid = op.params.get("volid") if _acts_on_a_volume(op.kind) else None
+            guest = self._steps.facts(op.vmid, volid if isinstance(volid, str) else None)
         except GateRefused as err:
             return self._record(verified, OpState.REFUSED, str(err))
         except PveError as err:
@@ -465,3 +468,11 @@ class SignedOpConsumer:
             self._on_fatal(err)
         else:
             self._stop.set()
+
+
+def _acts_on_a_volume(kind: str) -> bool:
+    """Kinds that act on a backup volume, not on the guest (its guest may be gone)."""
+    try:
+        return not lookup(kind).reads_status
+    except UnknownKind:
+        return False

@@ -18,6 +18,7 @@ from felhom_agent.durable import DurabilityError
 from felhom_agent.errors import ReconcileError
 from felhom_agent.execution.executor import ExecResult, JobSpec
 from felhom_agent.execution.queue import JobCancelled, JobHandle, QueueError
+from felhom_agent.proxmox.backup_models import guest_type_of_volid
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
 from felhom_agent.signedops.gate import GateRefused, GuestFacts
@@ -65,10 +66,12 @@ class StepRunner:
         self._stop = stop_event
         self._log = logger
 
-    def facts(self, vmid: int) -> GuestFacts | None:
+    def facts(self, vmid: int, volid: str | None = None) -> GuestFacts | None:
         """Type, run state, protection and snapshot names of ``vmid``; None when stopping.
 
-        A few attempts with a short pause: PVE may blink.
+        A few attempts with a short pause: PVE may blink. ``volid``: the op acts on that
+        backup volume, not on the guest -- a guest that no longer exists is then described by
+        the volume's name (its type), stopped and unprotected.
 
         Raises:
             GateRefused: ``vmid`` is not a guest on our node.
@@ -78,6 +81,9 @@ class StepRunner:
             listed = {g.vmid: g for g in self._client.guests()}
             guest = listed.get(vmid)
             if guest is None:
+                gtype = None if volid is None else guest_type_of_volid(volid)
+                if gtype is not None:
+                    return GuestFacts(vmid=vmid, type=gtype, running=False, protected=False)
                 raise GateRefused(f"vmid {vmid} is not a guest on node {self._client.node}")
             status = self._client.guest_status(vmid, guest.type)
             config = self._client.guest_config(vmid, guest.type)

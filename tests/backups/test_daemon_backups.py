@@ -205,6 +205,22 @@ def test_signed_backup_protect_and_delete(make_harness: MakeHarness) -> None:
     assert h.stop() == 0
 
 
+def test_the_backup_of_a_destroyed_guest_can_be_deleted(make_harness: MakeHarness) -> None:
+    """A backup outlives its guest: a signed backup.delete of vmid 999's backup (no guest 999
+    on the node) takes the guest type from the volume's name and runs; without that the gate
+    would refuse it as "not a guest"."""
+    old = {"vmid": 999, "type": "lxc", "ctime": int(time.time() - 3 * DAY)}
+    h = make_harness(backup_scenario(local_backups=[old]))
+    [vol] = _volumes(h, 999)
+    op = h.deliver(op_payload("backup.delete", 999, {"volid": vol["volid"]}, irreversible=True))
+    h.start()
+    done = h.wait_reported([op])
+    assert done[op]["state"] == "applied", done
+    assert _volumes(h, 999) == []
+    assert [t["type"] for t in h.pve.tasks()] == ["imgdel"]
+    assert h.stop() == 0
+
+
 # ------------------------------------------------------------------ bad policies
 
 

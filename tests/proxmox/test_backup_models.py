@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 from felhom_agent.proxmox import (
     BackupVolume,
     GuestType,
@@ -14,6 +16,7 @@ from felhom_agent.proxmox import (
     StorageInfo,
     parse_vzdump_log,
 )
+from felhom_agent.proxmox.backup_models import guest_type_of_volid
 
 
 def test_backup_volume_from_dir_and_pbs_items() -> None:
@@ -129,3 +132,17 @@ def test_no_guest_selected_pickles() -> None:
     err = NoGuestSelected("nothing ran", vmids=(300,), node="pve1", path="/nodes/pve1/vzdump")
     clone = pickle.loads(pickle.dumps(err))  # noqa: S301 - our own object
     assert (clone.vmids, clone.node, str(clone)) == ((300,), "pve1", str(err))
+
+
+@pytest.mark.parametrize(("volid", "want"), [
+    ("local:backup/vzdump-lxc-999-2026_01_01-00_00_00.tar.zst", "lxc"),
+    ("local:backup/vzdump-qemu-101-2026_01_01-00_00_00.vma.zst", "qemu"),
+    ("pbs1:backup/ct/999/2026-01-01T00:00:00Z", "lxc"),
+    ("pbs1:backup/vm/101/2026-01-01T00:00:00Z", "qemu"),
+    ("local:backup/my-own-name.tar", None),
+    ("local:iso/vzdump-lxc-1-x.iso", None),
+])
+def test_guest_type_of_volid(volid: str, want: str | None) -> None:
+    """The type a backup's name carries (the guest may be gone)."""
+    got = guest_type_of_volid(volid)
+    assert (None if got is None else got.value) == want
