@@ -24,7 +24,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"kinds"}),
     frozenset({"planning", "state"}),
     frozenset({"execution"}),
-    frozenset({"signedops"}),
+    frozenset({"signedops", "guestapi"}),
     frozenset({"hub"}),
     frozenset({"compose"}),
     frozenset({"daemon"}),
