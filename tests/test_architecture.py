@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent / "felhom_agent"
 #: Lowest first. A name is a top-level module or package of ``felhom_agent``.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"", "errors", "secret", "durable", "tlspin", "log", "strictjson", "utc",
-               "fingerprint", "vmids", "storageids", "backoff"}),
+               "fingerprint", "vmids", "storageids", "backoff", "guestsock_helper"}),
     frozenset({"core", "proxmox", "authz", "privileged", "config", "sim"}),
     frozenset({"backup"}),
     frozenset({"kinds"}),

@@ -3,7 +3,9 @@
 See ``docs/architecture.md`` ("The fenced root CLI").
 
 ``felhom_agent/proxmox/`` (all Proxmox access over HTTPS) must never start a process;
-``felhom_agent/privileged/`` (the three root CLI operations) must never speak HTTP. Two halves:
+``felhom_agent/privileged/`` (the root CLI operations) must never speak HTTP or open a socket,
+and the helper program of operation 4 (``felhom_agent/guestsock_helper.py``) imports only the
+standard library parts it needs and never connects anywhere. Two halves:
 
 * a static scan (``ast``) of every module of each package for forbidden imports (including
   ``from`` imports, relative imports resolved, ``__import__``/``importlib.import_module`` with
@@ -178,6 +180,28 @@ def test_api_client_never_imports_process_machinery() -> None:
     assert violations == [], "\n".join(map(str, violations))
 
 
+#: What the helper of operation 4 may import: the standard library's process-local parts.
+HELPER_ALLOWED = frozenset({"__future__", "ctypes", "json", "os", "re", "socket", "stat", "sys"})
+
+
+def test_the_guest_socket_helper_is_stdlib_only_and_never_connects() -> None:
+    """The helper of operation 4 (run as root inside a container's mount namespace) imports
+    only the modules it needs -- nothing of the agent, no HTTP, no TLS -- and never calls
+    ``connect``: it binds one socket and hands it over the descriptor it inherited."""
+    helper = PACKAGE_ROOT / "guestsock_helper.py"
+    tree = ast.parse(helper.read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+        elif isinstance(node, ast.Attribute):
+            assert node.attr not in ("connect", "connect_ex", "create_connection"), node.lineno
+    assert imported <= HELPER_ALLOWED, imported - HELPER_ALLOWED
+    assert "socket" in imported  # the scan is not vacuous
+
+
 def test_privileged_never_imports_http() -> None:
     """No module under felhom_agent/privileged imports requests/urllib3/http/socket/ssl."""
     count, violations = scan_package(PACKAGE_ROOT / "privileged", PRIV_RULES)
@@ -306,4 +330,4 @@ def test_privileged_side_speaks_no_http_at_runtime(tmp_path: Path) -> None:
     result = _probe("privileged", str(tmp_path))
     assert result["calls"] == []
     programs = [line.split()[0] for line in result["exercised"] if not line.startswith("import")]
-    assert programs == ["pct", "mkdir", "mount", "smartctl", "sensors"]
+    assert programs == ["pct", "mkdir", "mount", "smartctl", "sensors", "guestsock_helper.py"]

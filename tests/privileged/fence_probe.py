@@ -9,7 +9,8 @@ Modes:
   ``api``            patch process entry points, import every felhom_agent.proxmox module and
                      construct a ProxmoxClient against a dummy pinned https URL.
   ``privileged DIR`` patch HTTP entry points, import every felhom_agent.privileged module and
-                     run all operations through a recording runner (fstab files in DIR).
+                     run all operations through a recording runner (fstab files in DIR), the
+                     guest socket placement through a recording descriptor runner.
   ``selfcheck-api`` / ``selfcheck-privileged``: patch, then call every patched entry point on
                      purpose, proving the patches catch what they claim to.
 """
@@ -158,7 +159,32 @@ def exercise_privileged(workdir: Path) -> list[str]:
     priv.read_smart(SmartRead("/dev/nvme0"))
     priv.read_sensors()
     exercised += [" ".join(call) for call in runner.calls]
+    exercised += _exercise_guest_socket()
     return exercised
+
+
+def _exercise_guest_socket() -> list[str]:
+    """Operation 4 through a recording descriptor runner (its helper is never started)."""
+    from felhom_agent.privileged.guestsock import GuestSocketPlacer, PlaceGuestSocket
+    from felhom_agent.privileged.runner import RunResult
+
+    calls: list[list[str]] = []
+
+    class RecordingFdRunner:
+        def run_with_fds(self, argv: list[str], *, pass_fds: tuple[int, ...],
+                         timeout_s: float) -> RunResult:
+            calls.append(list(argv))
+            return RunResult(tuple(argv), 0, b"", b"")
+
+    read_end, write_end = os.pipe()
+    try:
+        GuestSocketPlacer(RecordingFdRunner(), python="/usr/bin/python3").place(
+            PlaceGuestSocket(vmid=101, pid=4242, start=7, path="/run/felhom/agent.sock"),
+            write_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    return [" ".join([Path(argv[3]).name, *argv[4:]]) for argv in calls]
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,152 @@
+"""Test "containers": real processes in their own mount namespace and cgroup ``lxc/<vmid>``.
+
+What PVE makes of a container, as far as the guest API can see it: its processes are in the
+cgroup v2 directory ``lxc/<vmid>`` (the payload below ``lxc/<vmid>/ns``), its files are in its
+own mount namespace, and the API reports its init's pid. A :class:`FakeContainer` is that:
+
+* ``unshare -m`` (private propagation) starts its "init", which mounts a fresh tmpfs on
+  ``/run`` (so a socket placed at ``/run/felhom/agent.sock`` is this container's alone)
+  and then sleeps;
+* the init is moved into ``<cgroup2>/lxc/<vmid>/ns``, the cgroup2 mount being found from
+  ``/proc/self/mountinfo`` (``/sys/fs/cgroup`` or, on a hybrid host,
+  ``/sys/fs/cgroup/unified``);
+* :meth:`FakeContainer.run` starts a process *inside* it: it moves itself into the cgroup
+  first, then enters the mount namespace (``nsenter``) and execs the command.
+
+The tests run as root (cgroups and namespaces need it); :func:`require_containers` says why
+when the machine cannot make them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from felhom_agent.guestapi.identity import cgroup2_mount, process_start
+
+READY = b"ready\n"
+
+
+def cgroup_root() -> Path:
+    """The cgroup v2 mount of this machine."""
+    mount = cgroup2_mount(Path("/proc/self/mountinfo").read_text())
+    if mount is None:
+        raise RuntimeError("no cgroup2 mount in /proc/self/mountinfo")
+    return mount
+
+
+def why_no_containers() -> str | None:
+    """None when test containers can be made here; else the reason."""
+    if os.geteuid() != 0:
+        return "not root: cgroups and mount namespaces need root"
+    try:
+        root = cgroup_root()
+    except RuntimeError as err:
+        return str(err)
+    probe = root / "lxc" / "felhom-probe"
+    try:
+        probe.mkdir(parents=True, exist_ok=True)
+        probe.rmdir()
+    except OSError as err:
+        return f"cannot create a cgroup under {root}: {err.strerror}"
+    return None
+
+
+def _kill_cgroup(path: Path) -> None:
+    if not path.exists():
+        return
+    for child in sorted((p for p in path.rglob("*") if p.is_dir()), reverse=True):
+        _kill_cgroup_dir(child)
+    _kill_cgroup_dir(path)
+
+
+def _kill_cgroup_dir(path: Path) -> None:
+    kill = path / "cgroup.kill"
+    if kill.exists():
+        with contextlib.suppress(OSError):
+            kill.write_text("1")
+    waited = threading.Event()
+    for _ in range(500):  # the killed processes leave the cgroup within milliseconds
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            waited.wait(0.01)
+
+
+class FakeContainer:
+    """One test container; use as a context manager (or call :meth:`stop`)."""
+
+    def __init__(self, vmid: int, *, cgroup: str | None = None) -> None:
+        self.vmid = vmid
+        self.root = cgroup_root()
+        relative = Path(cgroup or f"lxc/{vmid}/ns")
+        self.cgroup_dir = self.root / relative
+        self.owned = self.root / Path(*relative.parts[:2])  # lxc/<n>: removed at stop
+        _kill_cgroup(self.owned)
+        self.cgroup_dir.mkdir(parents=True, exist_ok=True)
+        script = "mount -t tmpfs -o mode=0755 felhom-ct /run && echo ready && exec sleep 1d"
+        self.init = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        assert self.init.stdout is not None
+        line = self.init.stdout.readline()
+        if line != READY:
+            self.init.kill()
+            raise RuntimeError(f"test container {vmid} did not start: {line!r}")
+        (self.cgroup_dir / "cgroup.procs").write_text(str(self.init.pid))
+        self.pid = self.init.pid
+        start = process_start(self.pid)
+        assert start is not None
+        self.start_time = start
+
+    def run(self, argv: list[str], *, cgroup: Path | None = None, timeout: float = 60,
+            input_: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run ``argv`` inside this container (its cgroup, its mount namespace) to the end.
+
+        ``cgroup`` puts the process in another cgroup directory instead (an attacker in
+        another container reaching this one's files).
+        """
+        procs = (cgroup or self.cgroup_dir) / "cgroup.procs"
+        inner = " ".join(shlex.quote(a) for a in argv)
+        script = (f"echo $$ > {shlex.quote(str(procs))} && exec nsenter --target {self.pid} "
+                  f"--mount -- {inner}")
+        return subprocess.run(["sh", "-c", script], capture_output=True, timeout=timeout,
+                              input=input_, check=False)
+
+    def python(self, code: str, *args: str, cgroup: Path | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        """Run Python ``code`` inside this container (the same interpreter as the tests)."""
+        return self.run([sys.executable, "-c", code, *args], cgroup=cgroup, timeout=timeout)
+
+    def restart(self) -> None:
+        """Stop the init and start a new one (a fresh /run: the placed socket is gone)."""
+        self._stop_init()
+        fresh = FakeContainer.__new__(FakeContainer)
+        FakeContainer.__init__(fresh, self.vmid,
+                               cgroup=str(self.cgroup_dir.relative_to(self.root)))
+        self.__dict__.update(fresh.__dict__)
+
+    def _stop_init(self) -> None:
+        self.init.kill()
+        self.init.wait()
+        if self.init.stdout is not None:
+            self.init.stdout.close()
+
+    def stop(self) -> None:
+        """Kill every process of the container and remove its cgroup."""
+        self._stop_init()
+        _kill_cgroup(self.owned)
+
+    def __enter__(self) -> FakeContainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
