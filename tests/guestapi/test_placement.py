@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -138,7 +138,7 @@ class Recording:
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], tuple[int, ...]]] = []
 
-    def run_with_fds(self, argv: list[str], *, pass_fds: tuple[int, ...],
+    def run_with_fds(self, argv: Sequence[str], *, pass_fds: tuple[int, ...],
                      timeout_s: float) -> RunResult:
         self.calls.append((list(argv), pass_fds))
         return RunResult(tuple(argv), 1, b"", b"recording runner")

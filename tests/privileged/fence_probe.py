@@ -24,7 +24,7 @@ import os
 import pkgutil
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,7 @@ def _exercise_guest_socket() -> list[str]:
     calls: list[list[str]] = []
 
     class RecordingFdRunner:
-        def run_with_fds(self, argv: list[str], *, pass_fds: tuple[int, ...],
+        def run_with_fds(self, argv: Sequence[str], *, pass_fds: tuple[int, ...],
                          timeout_s: float) -> RunResult:
             calls.append(list(argv))
             return RunResult(tuple(argv), 0, b"", b"")
