@@ -27,6 +27,7 @@ class Kind(enum.Enum):
     ENUM = "one of"
     SECRET = "secret string"  # noqa: S105 - a type label, not a password
     PATH = "absolute path"
+    BOOL = "boolean"
 
 
 @attrs.frozen
@@ -75,6 +76,8 @@ class Key:
         """A phrase saying what values are allowed, for error messages."""
         if self.kind is Kind.ENUM:
             text = "one of " + ", ".join(self.choices)
+        elif self.kind is Kind.BOOL:
+            text = "true or false"
         elif self.kind in (Kind.INT, Kind.NUMBER):
             text = "an integer" if self.kind is Kind.INT else "a number"
             if self.minimum is not None:
@@ -154,6 +157,24 @@ KEYS: tuple[Key, ...] = (
        doc="free space required beyond the size of the guest's newest backup"),
     _k("backup.stale_lock_s", Kind.INT, default=60, minimum=1,
        doc="a backup lock without a running vzdump for this long is reported"),
+    _k("guestapi.enabled", Kind.BOOL, default=False,
+       doc="serve the per-guest local API (each guest also needs \"guestapi\": true)"),
+    _k("guestapi.socket_dir", Kind.PATH, default="/run/felhom-agent/guests",
+       doc="the agent's own runtime directory for the guest API"),
+    _k("guestapi.container_path", Kind.PATH, default="/run/felhom/agent.sock",
+       doc="where a container finds its socket (inside the container)"),
+    _k("guestapi.rate_per_s", Kind.NUMBER, default=5, minimum=0.1, maximum=1000,
+       doc="requests per second per guest (token bucket refill)"),
+    _k("guestapi.burst", Kind.INT, default=10, minimum=1, maximum=10000,
+       doc="token bucket size per guest"),
+    _k("guestapi.backup_min_interval_s", Kind.INT, default=3600, minimum=0, maximum=604800,
+       doc="between two backups a guest requests"),
+    _k("guestapi.backups_per_day", Kind.INT, default=4, minimum=0, maximum=96,
+       doc="backups a guest may request in 24 hours"),
+    _k("guestapi.allow_restart", Kind.BOOL, default=False,
+       doc="serve POST /1.0/restart (a guest rebooting itself)"),
+    _k("guestapi.serial_dir", Kind.PATH, default="/var/run/qemu-server",
+       doc="where PVE puts a VM's serial sockets (<vmid>.serial1)"),
 )
 
 KEYS_BY_PATH: Mapping[tuple[str, ...], Key] = {key.path: key for key in KEYS}

@@ -183,6 +183,8 @@ def _check_json_type(key: Key, value: object) -> object:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif key.kind is Kind.NUMBER:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif key.kind is Kind.BOOL:
+        ok = isinstance(value, bool)
     else:
         ok = isinstance(value, str)
     if not ok:
@@ -215,6 +217,12 @@ def parse_env_value(key: Key, text: str) -> object:
         else:
             if math.isfinite(number):
                 return int(number) if number.is_integer() and "." not in text else number
+    elif key.kind is Kind.BOOL:
+        word = text.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
     else:
         return text
     raise ConfigError(

@@ -18,6 +18,7 @@ __all__ = [
     "AuthzConfig",
     "BackupConfig",
     "Config",
+    "GuestApiConfig",
     "HubConfig",
     "LogConfig",
     "PrivilegedConfig",
@@ -117,6 +118,33 @@ class BackupConfig:
 
 
 @attrs.frozen
+class GuestApiConfig:
+    """``guestapi.*``: the per-guest local API (``docs/architecture.md``, "The per-guest local
+    API").
+
+    Attributes:
+        enabled: serve it at all (each guest also needs ``"guestapi": true`` in its desired
+            state).
+        socket_dir: the agent's runtime directory for it (the record of placed sockets).
+        container_path: where a container finds its socket, inside the container.
+        rate_per_s / burst: each guest's token bucket.
+        backup_min_interval_s / backups_per_day: the limits of guest-requested backups.
+        allow_restart: serve ``POST /1.0/restart``.
+        serial_dir: where PVE puts a VM's serial sockets (``<vmid>.serial1``).
+    """
+
+    enabled: bool = False
+    socket_dir: Path = Path("/run/felhom-agent/guests")
+    container_path: str = "/run/felhom/agent.sock"
+    rate_per_s: float = 5.0
+    burst: int = 10
+    backup_min_interval_s: int = 3600
+    backups_per_day: int = 4
+    allow_restart: bool = False
+    serial_dir: Path = Path("/var/run/qemu-server")
+
+
+@attrs.frozen
 class Config:
     """The whole effective configuration of one agent."""
 
@@ -128,6 +156,7 @@ class Config:
     reconcile: ReconcileConfig = ReconcileConfig()
     authz: AuthzConfig = AuthzConfig()
     backup: BackupConfig = BackupConfig()
+    guestapi: GuestApiConfig = GuestApiConfig()
     source: Path | None = attrs.field(default=None, eq=False)
 
     def secrets(self) -> tuple[Secret, ...]:

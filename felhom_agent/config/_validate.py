@@ -20,6 +20,7 @@ from felhom_agent.config._model import (
     AuthzConfig,
     BackupConfig,
     Config,
+    GuestApiConfig,
     HubConfig,
     LogConfig,
     PrivilegedConfig,
@@ -40,6 +41,8 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _SSH_HOST = re.compile(r"[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}")
 _SECRET_OK = re.compile(r"[\x21-\x7e]{8,}")
+#: A socket path inside a container: plain components, short enough for sun_path.
+_CONTAINER_PATH = re.compile(r"(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,63}){2,8}")
 
 
 def _fail(dotted: str, message: str) -> ConfigError:
@@ -179,6 +182,15 @@ def _check_hub(raw: dict[str, Any]) -> None:
                     "or the systemd credential hub_token")
 
 
+def _check_guestapi(raw: Mapping[str, Any]) -> None:
+    path = raw.get("guestapi.container_path")
+    if path is not None and (not _CONTAINER_PATH.fullmatch(path) or ".." in path
+                             or len(path) > 100):
+        raise _fail("guestapi.container_path", f"{path!r} is not allowed; must be an absolute "
+                    "path of 2-8 plain components (letters, digits, '.', '_', '-'), at most "
+                    "100 characters (a unix socket path)")
+
+
 def _value(raw: Mapping[str, Any], dotted: str) -> Any:
     if dotted in raw:
         return raw[dotted]
@@ -199,6 +211,7 @@ def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
     _pattern(raw, "backup.safety_storage", STORAGE_ID_TEXT, f"{STORAGE_ID_RULE} or null")
     _check_proxmox(raw)
     _check_hub(raw)
+    _check_guestapi(raw)
 
     def v(dotted: str) -> Any:
         return _value(raw, dotted)
@@ -252,6 +265,17 @@ def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
             safety_storage=v("backup.safety_storage"),
             space_margin_pct=v("backup.space_margin_pct"),
             stale_lock_s=v("backup.stale_lock_s"),
+        ),
+        guestapi=GuestApiConfig(
+            enabled=v("guestapi.enabled"),
+            socket_dir=Path(v("guestapi.socket_dir")),
+            container_path=v("guestapi.container_path"),
+            rate_per_s=float(v("guestapi.rate_per_s")),
+            burst=v("guestapi.burst"),
+            backup_min_interval_s=v("guestapi.backup_min_interval_s"),
+            backups_per_day=v("guestapi.backups_per_day"),
+            allow_restart=v("guestapi.allow_restart"),
+            serial_dir=Path(v("guestapi.serial_dir")),
         ),
         source=source,
     )

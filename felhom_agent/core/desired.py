@@ -16,6 +16,9 @@ that PVE would reject are all errors, and every error names the path of the offe
 run state of that guest is then not managed. Config values are kept as given; comparisons go
 through :mod:`felhom_agent.core.normalise`, which also validates them here.
 
+``guestapi: true`` lets the guest use the per-guest local API (``docs/architecture.md``, "The
+per-guest local API"); absent means false.
+
 ``backup`` is the guest's backup policy (:mod:`felhom_agent.core.backup_policy`). Its syntax
 and types are checked here like everything else (one bad policy rejects the document, as any
 other typo does); whether its storage exists on the host and holds backups depends on the host
@@ -79,7 +82,7 @@ _NOT_CONFIG_KEYS: Final = frozenset(
     {"delete", "revert", "skiplock", "force", "vmid", "node", "background_delay"} | IGNORED_KEYS
 )
 DESCRIPTION_MAX: Final = 8192  # PVE schema maxLength
-_GUEST_FIELDS: Final = ("type", "state", "config", "backup")
+_GUEST_FIELDS: Final = ("type", "state", "config", "backup", "guestapi")
 _TOP_FIELDS: Final = ("generation", "guests")
 
 
@@ -114,6 +117,7 @@ class GuestDesired:
         state: ``running``/``stopped``, or ``None`` to leave the run state alone.
         config: config keys and their desired values (as given; compared normalised).
         backup: the guest's backup policy, or ``None`` (the agent makes no backups of it).
+        guestapi: the guest may use the per-guest local API (when ``guestapi.enabled``).
     """
 
     vmid: int
@@ -123,6 +127,7 @@ class GuestDesired:
         factory=dict, converter=_frozen_config
     )
     backup: BackupPolicy | None = None
+    guestapi: bool = False
 
     def to_json(self) -> dict[str, object]:
         """The guest's JSON form (without the vmid, which is its key)."""
@@ -133,6 +138,8 @@ class GuestDesired:
             out["config"] = dict(self.config)
         if self.backup is not None:
             out["backup"] = self.backup.to_json()
+        if self.guestapi:
+            out["guestapi"] = True
         return out
 
 
@@ -326,12 +333,16 @@ def _parse_guest(vmid: int, value: object, path: str) -> GuestDesired:
     config = _parse_config(obj.get("config", {}), _join(path, "config"))
     raw_backup = obj.get("backup")
     backup = None if raw_backup is None else _parse_backup(raw_backup, _join(path, "backup"))
+    guestapi = obj.get("guestapi", False)
+    if not isinstance(guestapi, bool):
+        raise _fail(_join(path, "guestapi"), f"must be true or false, got {guestapi!r}")
     return GuestDesired(
         vmid=vmid,
         type=gtype,
         state=state,
         config=config,
         backup=backup,
+        guestapi=guestapi,
     )
 
 

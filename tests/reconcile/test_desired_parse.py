@@ -63,6 +63,17 @@ def test_model_is_immutable() -> None:
         state.guests[999] = state.guests[101]  # type: ignore[index]
 
 
+def test_guestapi_is_off_unless_true() -> None:
+    """``"guestapi": true`` enables a guest's local API; absent or false is off, and
+    to_json writes it only when true."""
+    state = parse_desired({"generation": 1, "guests": {
+        "101": {"type": "lxc", "guestapi": True}, "102": {"type": "lxc", "guestapi": False},
+        "103": {"type": "qemu"}}})
+    assert [state.guests[v].guestapi for v in (101, 102, 103)] == [True, False, False]
+    assert state.guests[101].to_json() == {"type": "lxc", "guestapi": True}
+    assert state.guests[102].to_json() == {"type": "lxc"}
+
+
 def test_state_null_means_unmanaged_and_guests_default_empty() -> None:
     """state null is the same as absent, and a missing guests member means no guests."""
     state = parse_desired({"generation": 0, "guests": {"101": {"type": "qemu", "state": None}}})
@@ -117,6 +128,11 @@ BAD: list[tuple[str, object, str, str]] = [
     ("bad startup", {"generation": 1, "guests": {"101": {"type": "lxc",
                                                          "config": {"startup": "first"}}}},
      "guests.101.config.startup", "invalid startup item"),
+    ("guestapi not a boolean", {"generation": 1, "guests": {"101": {"type": "lxc",
+                                                                   "guestapi": "yes"}}},
+     "guests.101.guestapi", "must be true or false"),
+    ("guestapi null", {"generation": 1, "guests": {"101": {"type": "lxc", "guestapi": None}}},
+     "guests.101.guestapi", "must be true or false"),
     ("long description", {"generation": 1, "guests": {"101": {
         "type": "lxc", "config": {"description": "x" * 8193}}}},
      "guests.101.config.description", "8192"),
@@ -226,6 +242,7 @@ _STATES = st.builds(
                     "tags": st.sampled_from(["a;b", "web", ""]),
                     "memory": st.integers(16, 65536),
                 }),
+                guestapi=st.booleans(),
             )
             for vmid in d
         })
