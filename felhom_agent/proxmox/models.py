@@ -68,6 +68,12 @@ def _flag(value: Any) -> bool:
     return _int(value) != 0
 
 
+def _opt_pid(value: Any) -> int | None:
+    """A process id: a positive integer (PVE sends a number or a numeric string), else None."""
+    pid = _int(value, 0)
+    return pid if pid > 0 else None
+
+
 def _tags(value: Any) -> tuple[str, ...]:
     if not value:
         return ()
@@ -164,7 +170,9 @@ class GuestStatus:
     """``GET .../{vmid}/status/current``: live state (``running``/``stopped``) and lock.
 
     A paused VM is ``running`` with ``qmpstatus == "paused"``. ``ha_managed`` guests change
-    state through ha-manager, after their ``hastart``/``hastop`` task already ended.
+    state through ha-manager, after their ``hastart``/``hastop`` task already ended. ``pid``
+    is the guest's process on the node while it runs (a container's init, a VM's QEMU), from
+    PVE's ``pid`` field; ``None`` when stopped or not reported.
     """
 
     vmid: int
@@ -176,6 +184,7 @@ class GuestStatus:
     qmpstatus: str | None
     ha_managed: bool
     uptime_s: int
+    pid: int | None = None
 
     @property
     def running(self) -> bool:
@@ -196,6 +205,7 @@ class GuestStatus:
             qmpstatus=_opt_str(d.get("qmpstatus")),
             ha_managed=_flag(ha.get("managed")) if isinstance(ha, Mapping) else False,
             uptime_s=_int(d.get("uptime")),
+            pid=_opt_pid(d.get("pid")),
         )
 
 

@@ -69,7 +69,7 @@ def guest_summary(ctx: Ctx, guest: Guest) -> dict[str, Any]:
         out.update(type="lxc", maxswap=int(guest.config.get("swap", 512)) * 2**20, swap=0,
                    disk=out["maxdisk"] // 5 if running else 0)
     if running:
-        out["pid"] = 100_000 + guest.vmid
+        out["pid"] = guest.pid if guest.pid is not None else 100_000 + guest.vmid
     if guest.lock:
         out["lock"] = guest.lock
     if int(guest.config.get("template", 0)):

@@ -88,6 +88,8 @@ class GuestSpec:
     backup_duration_s: float | None = None
     #: the resource pool the guest is a member of (one of the scenario's ``pools``).
     pool: str | None = None
+    #: the pid ``status/current`` reports while it runs (None: 100000 + vmid).
+    pid: int | None = None
 
 
 def _grants(value: object, key: str) -> Grants:
@@ -153,7 +155,7 @@ def _snapshot(data: object, key: str) -> SnapshotSpec:
 def _guest(data: object, key: str) -> GuestSpec:
     r = _Reader(data, key, ("vmid", "type", "name", "status", "config", "snapshots",
                             "protection", "template", "lock", "ha_managed", "backup_size",
-                            "backup_duration_s", "pool"))
+                            "backup_duration_s", "pool", "pid"))
     vmid = r.require("vmid", (int,), f"an integer {VMID_RANGE}")
     if not VMID_MIN <= vmid <= VMID_MAX:
         raise _err(r.path("vmid"), vmid, f"must be {VMID_RANGE}")
@@ -183,11 +185,14 @@ def _guest(data: object, key: str) -> GuestSpec:
     duration = r.get("backup_duration_s", (int, float), None, "seconds")
     if size < 0 or (duration is not None and duration < 0):
         raise _err(r.path("backup_size"), size, "backup_size and backup_duration_s must be >= 0")
+    pid = r.get("pid", (int,), None, "a process id")
+    if pid is not None and not 1 <= pid <= 4_194_304:
+        raise _err(r.path("pid"), pid, "must be a process id 1..4194304")
     return GuestSpec(vmid=vmid, type=gtype, name=name, status=status, config=cfg,
                      snapshots=snaps, ha_managed=r.get("ha_managed", (bool,), False, "a bool"),
                      backup_size=size,
                      backup_duration_s=None if duration is None else float(duration),
-                     pool=r.get("pool", (str,), None, "a pool id"))
+                     pool=r.get("pool", (str,), None, "a pool id"), pid=pid)
 
 
 def _number_map(value: object, key: str) -> dict[str, float]:

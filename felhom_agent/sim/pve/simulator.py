@@ -310,6 +310,12 @@ class PveSimulator:
             if duration_s is not None:
                 g.backup_duration_s = duration_s
 
+    def set_pid(self, vmid: int, pid: int | None) -> None:
+        """The pid ``status/current`` (and the guest lists) report while ``vmid`` runs: a
+        test container's init, say (``None``: the default 100000 + vmid)."""
+        with self._rt.state.cond:
+            self._rt.state.guests[vmid].pid = pid
+
     # -- control -----------------------------------------------------------------------------
     def inject(self, fault: Fault) -> None:
         """Activate a fault at run time."""

@@ -94,6 +94,8 @@ class Guest:
     backup_duration_s: float | None = None
     #: the resource pool the guest is a member of (``pool`` in cluster resources).
     pool: str | None = None
+    #: the pid ``status/current`` reports while it runs (None: 100000 + vmid).
+    pid: int | None = None
 
     @property
     def lock(self) -> str | None:
@@ -168,7 +170,7 @@ def guest_from_spec(spec: GuestSpec, now: float) -> Guest:
                   config=copy.deepcopy(dict(spec.config)), ha_managed=spec.ha_managed,
                   started_at=now if spec.status == "running" else None,
                   backup_size=spec.backup_size, backup_duration_s=spec.backup_duration_s,
-                  pool=spec.pool)
+                  pool=spec.pool, pid=spec.pid)
     last: str | None = None
     for s in spec.snapshots:
         cfg = copy.deepcopy(dict(s.config)) if s.config is not None else guest.snapshot_config()
