@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from felhom_agent.kinds import backup_handlers as bh
+from felhom_agent.kinds import guestapi_handlers as gh
 from felhom_agent.kinds import handlers as h
 from felhom_agent.kinds.model import Kind, Param, Reversibility, Safety, UnknownKind, executor_name
 
@@ -89,6 +90,13 @@ _ENTRIES: Final = (
          bh.protect_matches, reads_status=False, reads_backups=True, prepare=h.prepare_volume,
          preflight=bh.volume_preflight,
          params={"volid": Param(_STR, required=True), "protected": Param(_BOOL, required=True)}),
+    # A VM's serial socket for the per-guest API: a hardware change, so a safety snapshot
+    # first; a serial1 already in use is refused, never overwritten.
+    Kind("guestapi.enable", "guestapi.enable", _D, _SNAP, _types("qmconfig"), gh.enable_serial,
+         gh.serial_socket_set, reads_config=True, prepare=gh.prepare_enable,
+         preflight=gh.serial_preflight),
+    # Only a guest asking for itself (guestapi.allow_restart); judged by its task alone.
+    Kind("reboot", None, _B, _NONE, _types("qmreboot", "vzreboot"), gh.reboot, None),
     # Judged by its task: afterwards the guest is gone and cannot be re-read.
     Kind("destroy", "guest.destroy", _D, _IRREV, _types("qmdestroy", "vzdestroy"),
          h.destroy, None, reads_config=True, prepare=h.prepare_destroy,

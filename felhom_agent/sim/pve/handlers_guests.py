@@ -41,6 +41,8 @@ _LXC_KEY_PRIV = {
 def _key_priv(gtype: str, key: str) -> str:
     if key.startswith("net") and key[3:].isdigit():
         return "VM.Config.Network"
+    if gtype == "qemu" and key.startswith("serial") and key[6:].isdigit():
+        return "VM.Config.HWType"
     table = _QEMU_KEY_PRIV if gtype == "qemu" else _LXC_KEY_PRIV
     return table.get(key, "VM.Config.Options")
 
@@ -110,7 +112,11 @@ def _lock_msg(guest: Guest) -> str:
 
 
 def power(ctx: Ctx, gtype: str, action: str) -> str:
-    """POST .../status/{start|stop|shutdown}: fork the power task."""
+    """POST .../status/{start|stop|shutdown|reboot}: fork the power task.
+
+    A reboot needs a running guest (refused at once otherwise), keeps it running and restarts
+    its uptime; like a shutdown it is refused in the task while a lock is set.
+    """
     _no_skiplock(ctx)
     rt, vmid = ctx.rt, ctx.vmid
     with rt.state.cond:
@@ -122,7 +128,9 @@ def power(ctx: Ctx, gtype: str, action: str) -> str:
                 raise server_error(f"CT {vmid} already running")
             if action != "start" and (guest is None or guest.status != "running"):
                 raise server_error(f"CT {vmid} not running")
-        ha = guest is not None and guest.ha_managed
+        elif action == "reboot" and guest is not None and guest.status != "running":
+            raise server_error(f"VM {vmid} not running")
+        ha = guest is not None and guest.ha_managed and action != "reboot"
         prefix = "qm" if gtype == "qemu" else "vz"
         ttype = ("hastart" if action == "start" else "hastop") if ha else prefix + action
 
@@ -148,7 +156,7 @@ def power(ctx: Ctx, gtype: str, action: str) -> str:
                 if int(g.config.get("template", 0)):
                     raise TaskError("you can't start a vm if it's a template")
             elif g.status == "running" and g.lock and (
-                    action == "shutdown" or g.lock not in tolerated["stop"]):
+                    action in ("shutdown", "reboot") or g.lock not in tolerated["stop"]):
                 raise TaskError(_lock_msg(g))
             if ha:
                 log.line(f"Requesting HA {action} for VM {vmid}")
@@ -157,6 +165,11 @@ def power(ctx: Ctx, gtype: str, action: str) -> str:
             g = live()
             if action == "start":
                 g.status, g.started_at = "running", rt.clock()
+            elif action == "reboot":
+                if g.status != "running":
+                    raise TaskError(f"VM {vmid} not running")
+                g.started_at = rt.clock()
+                log.line(f"VM {vmid} rebooted")
             elif g.status == "running":
                 g.status, g.started_at = "stopped", None
             else:
