@@ -43,6 +43,12 @@ from felhom_agent.config import Config, PrivilegedConfig
 from felhom_agent.execution.backup_tracker import BackupSettings
 from felhom_agent.execution.executor import Executor
 from felhom_agent.execution.queue import SerializerQueue
+from felhom_agent.guestapi.api import Api
+from felhom_agent.guestapi.backend import AgentBackend, Directory
+from felhom_agent.guestapi.policy import Limits
+from felhom_agent.guestapi.server import GuestApiServer
+from felhom_agent.guestapi.service import GuestApiService
+from felhom_agent.guestapi.supervisor import DEFAULT_INTERVAL_S, GuestApiSupervisor
 from felhom_agent.hub.client import HubClient
 from felhom_agent.kinds.model import Settings
 from felhom_agent.kinds.registry import SIGNED_KINDS
@@ -60,6 +66,7 @@ from felhom_agent.privileged import (
     SshRunner,
 )
 from felhom_agent.privileged.facade import Privileged
+from felhom_agent.privileged.guestsock import GuestSocketPlacer, LocalFdRunner
 from felhom_agent.proxmox import ProxmoxClient
 from felhom_agent.proxmox.taskwatch import TaskWatcher
 from felhom_agent.signedops.consumer import OpSubmitter, SignedOpConsumer
@@ -75,6 +82,9 @@ __all__ = [
     "build_executor",
     "build_parts",
     "ensure_state_dir",
+    "guest_api",
+    "guest_api_limits",
+    "guest_socket_placer",
     "hub_client",
     "kind_settings",
     "open_audit",
@@ -236,6 +246,51 @@ def privileged(pc: PrivilegedConfig) -> Privileged:
     else:
         runner = DisabledRunner()
     return Privileged(runner)
+
+
+def guest_socket_placer(pc: PrivilegedConfig) -> GuestSocketPlacer:
+    """The fenced operation 4 (a container's API socket): local mode only, else it refuses
+    (a descriptor cannot travel over SSH)."""
+    return GuestSocketPlacer(LocalFdRunner() if pc.mode == "local" else None)
+
+
+def guest_api_limits(config: Config) -> Limits:
+    """Every guest's limits, from ``guestapi.*``."""
+    g = config.guestapi
+    return Limits(rate_per_s=g.rate_per_s, burst=g.burst,
+                  backup_min_interval_s=float(g.backup_min_interval_s),
+                  backups_per_day=g.backups_per_day, allow_restart=g.allow_restart)
+
+
+def guest_api(config: Config, *, parts: Parts, logger: logging.Logger,
+              placer: GuestSocketPlacer | None = None) -> GuestApiService | None:
+    """The per-guest local API of ``guestapi.*`` over the daemon's parts, not started;
+    ``None`` when ``guestapi.enabled`` is false (then no socket, no thread, nothing).
+
+    Guest backups and restarts go through ``parts.engine.submit_op`` (the guest's lane, the
+    queue's ``backup`` limit group); refusals and accepted requests go to ``parts.audit``. The
+    supervisor passes every ``reconcile.interval_s`` (at most every 10 s) and on every change
+    of the desired state.
+    """
+    g = config.guestapi
+    if not g.enabled:
+        return None
+    log = logger.getChild("guestapi")
+    limits = guest_api_limits(config)
+    directory = Directory()
+    backend = AgentBackend(directory=directory, client=parts.client,
+                           submit=parts.engine.submit_op, journal=parts.journal, limits=limits,
+                           logger=log)
+    server = GuestApiServer(Api(backend, limits), limits, audit=parts.audit, logger=log)
+    supervisor = GuestApiSupervisor(
+        server=server, directory=directory, client=parts.client,
+        desired=parts.provider.current,
+        placer=placer if placer is not None else guest_socket_placer(config.proxmox.privileged),
+        node=config.proxmox.node, host_id=config.host_id, container_path=g.container_path,
+        serial_dir=g.serial_dir, socket_dir=g.socket_dir, audit=parts.audit,
+        interval_s=min(DEFAULT_INTERVAL_S, config.reconcile.interval_s), logger=log)
+    unsubscribe = parts.provider.subscribe(supervisor.wake)
+    return GuestApiService(server, supervisor, unsubscribe)
 
 
 def signed_op_sink(

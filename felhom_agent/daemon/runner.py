@@ -37,7 +37,13 @@ from collections.abc import Callable, Mapping
 from felhom_agent.backoff import Attempt, Chain, Retry, RetryInterrupted, retry_call
 from felhom_agent.compose.engine_seam import EngineFactory, default_engine_factory
 from felhom_agent.compose.fatal import FatalSignal
-from felhom_agent.compose.root import DEFAULT_HUB_TIMEOUT_S, Parts, build_parts, signed_op_sink
+from felhom_agent.compose.root import (
+    DEFAULT_HUB_TIMEOUT_S,
+    Parts,
+    build_parts,
+    guest_api,
+    signed_op_sink,
+)
 from felhom_agent.config import Config
 from felhom_agent.core.desired import DesiredStateError, parse_desired
 from felhom_agent.daemon.reload import ReloadResult, apply_reload
@@ -46,6 +52,7 @@ from felhom_agent.daemon.signals import SignalRouter
 from felhom_agent.daemon.signed_ops import SignedOpSink
 from felhom_agent.durable import DurabilityError
 from felhom_agent.errors import AgentError
+from felhom_agent.guestapi.service import GuestApiService
 from felhom_agent.hub.collect import Collector
 from felhom_agent.hub.envelope import Envelope
 from felhom_agent.hub.loop import HubLoop
@@ -134,6 +141,7 @@ class Daemon:
         self._envelope_errors: list[ReportError] = []
         self._errors_lock = threading.Lock()
         self._hub_loop: HubLoop | None = None
+        self._guest_api: GuestApiService | None = None
         self._ready = threading.Event()
 
     # -- public --------------------------------------------------------------------------------
@@ -207,6 +215,7 @@ class Daemon:
             parts.queue.start()
             if self._start_up(parts):
                 parts.engine.start()
+                self._start_guest_api(parts)
                 self._ready.set()
                 self._notifier.ready(self._status_line(parts))
                 self._log.info("felhom-agent ready (host %s, node %s, %s)",
@@ -255,12 +264,20 @@ class Daemon:
         self._log.info("PVE %s reachable; journal recovery done", version)
         return True
 
+    def _start_guest_api(self, parts: Parts) -> None:
+        """The per-guest local API, when ``guestapi.enabled`` (its own threads)."""
+        self._guest_api = guest_api(self._config, parts=parts, logger=self._log)
+        if self._guest_api is not None:
+            self._guest_api.start()
+            self._log.info("per-guest local API started (guests with \"guestapi\": true)")
+
     def _main_loop(self, parts: Parts) -> None:
+        api = self._guest_api
         collector = Collector(
             client=parts.client, node=self._config.proxmox.node, host_id=self._config.host_id,
             engine=parts.engine, audit=parts.audit, clock=self._clock,
             extra_ops=self._active_sink.results, extra_errors=self._take_envelope_errors,
-            logger=self._log,
+            guestapi=None if api is None else api.report, logger=self._log,
         )
         if parts.hub_client is not None:
             self._hub_loop = self._new_hub_loop(parts, collector, self._config.hub.interval_s)
@@ -279,6 +296,11 @@ class Daemon:
 
     def _shut_down(self, parts: Parts) -> None:
         self._stop.set()
+        if self._guest_api is not None:  # no guest request may reach a draining queue
+            try:
+                self._guest_api.stop()
+            except Exception:  # stopping must not turn a clean stop into a crash
+                self._log.exception("stopping the per-guest local API failed")
         snap = parts.queue.snapshot()
         self._notifier.stopping(f"draining {snap.running} running job(s), "
                                 f"{snap.queued} queued left unstarted")

@@ -148,6 +148,7 @@ class GuestInfo:
         tags: its PVE tags.
         backup_storage: its backup policy's storage (``None``: no policy, so no backups can
             be requested).
+        backup_mode: its backup policy's vzdump mode.
     """
 
     vmid: int
@@ -157,6 +158,7 @@ class GuestInfo:
     host_id: str
     tags: tuple[str, ...] = ()
     backup_storage: str | None = None
+    backup_mode: str = "snapshot"
 
 
 @attrs.frozen

@@ -29,6 +29,7 @@ import re
 import signal
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -39,15 +40,18 @@ __all__ = [
     "cgroup2_mount",
     "cgroup_v2_path",
     "check_peer",
+    "check_qemu_peer",
     "lxc_vmid",
     "peer_credentials",
     "process_cgroup",
     "process_start",
+    "qemu_vmid",
 ]
 
 #: ``SO_PEERPIDFD`` (Linux 6.5); Python 3.11 has no constant for it.
 SO_PEERPIDFD: Final = getattr(socket, "SO_PEERPIDFD", 77)
 _LXC: Final = re.compile(r"/lxc/([1-9][0-9]{0,9})(?:/.*)?")
+_QEMU: Final = re.compile(r"/qemu\.slice/([1-9][0-9]{0,9})\.scope(?:/.*)?")
 
 
 def cgroup_v2_path(text: str) -> str | None:
@@ -65,6 +69,12 @@ def lxc_vmid(path: str) -> int | None:
     ``/lxc.monitor/101`` (the container's monitor, a host process) is not a container path.
     """
     m = _LXC.fullmatch(path)
+    return int(m.group(1)) if m is not None else None
+
+
+def qemu_vmid(path: str) -> int | None:
+    """The vmid of a PVE VM's cgroup path (``/qemu.slice/<vmid>.scope``), else None."""
+    m = _QEMU.fullmatch(path)
     return int(m.group(1)) if m is not None else None
 
 
@@ -136,6 +146,21 @@ def _alive(pid: int, pidfd: int | None) -> bool:
 
 def check_peer(sock: socket.socket, vmid: int, *, proc: Path = Path("/proc")) -> PeerCheck:
     """Is the peer of ``sock`` a process of container ``vmid``? (See the module docstring.)"""
+    return _check(sock, vmid, lxc_vmid, "container", proc)
+
+
+def check_qemu_peer(sock: socket.socket, vmid: int, *,
+                    proc: Path = Path("/proc")) -> PeerCheck:
+    """Is the listener behind a VM's serial socket the QEMU of VM ``vmid``?
+
+    For a connection the agent made, ``SO_PEERCRED`` names the process that listens on the
+    socket: QEMU, in cgroup ``/qemu.slice/<vmid>.scope`` on PVE.
+    """
+    return _check(sock, vmid, qemu_vmid, "VM", proc)
+
+
+def _check(sock: socket.socket, vmid: int, parse: Callable[[str], int | None], what: str,
+           proc: Path) -> PeerCheck:
     try:
         pid, uid, _gid = peer_credentials(sock)
     except OSError as err:
@@ -159,12 +184,12 @@ def check_peer(sock: socket.socket, vmid: int, *, proc: Path = Path("/proc")) ->
                 os.close(pidfd)
     if path is None:
         return PeerCheck(False, pid, uid, reason=f"peer pid {pid} has no cgroup v2 path")
-    found = lxc_vmid(path)
+    found = parse(path)
     if found is None:
         return PeerCheck(False, pid, uid, path, reason=f"peer pid {pid} is not in a "
-                         f"container (cgroup {path[:120]})")
+                         f"{what} (cgroup {path[:120]})")
     if found != vmid:
-        return PeerCheck(False, pid, uid, path, reason=f"peer pid {pid} is in container "
+        return PeerCheck(False, pid, uid, path, reason=f"peer pid {pid} is in {what} "
                          f"{found}, not {vmid} (cgroup {path[:120]})")
     return PeerCheck(True, pid, uid, path)
 

@@ -241,6 +241,13 @@ class GuestApiServer:
         """Set the guest's ``last_error`` as the supervisor found it (placement, serial)."""
         self._command(lambda: self._note(vmid, gtype, error))
 
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until the loop has run every command given before this call (attach, detach,
+        errors); True when it has. For callers that read :meth:`entries` right after."""
+        done = threading.Event()
+        self._command(done.set)
+        return done.wait(timeout)
+
     def entries(self) -> list[GuestEntry]:
         """The report's ``guestapi`` entries (a snapshot the loop refreshes)."""
         with self._lock:

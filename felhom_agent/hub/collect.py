@@ -109,6 +109,7 @@ class Collector:
         disk_reader: the privileged disk/SMART reader; None (the default) means no disks.
         extra_ops: more op results to report (e.g. signed ops refused before the engine).
         extra_errors: more ``errors`` entries (e.g. a rejected desired state from the hub).
+        guestapi: the per-guest API's entries; ``None`` (the API off) reports none.
         ops_limit: most op results to report.
         audit_limit: most audit records to report.
         agent_version: reported as ``agent_version``.
@@ -127,6 +128,7 @@ class Collector:
         disk_reader: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
         extra_ops: Callable[[], Sequence[OpResult]] | None = None,
         extra_errors: Callable[[], Sequence[ReportError]] | None = None,
+        guestapi: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
         ops_limit: int = 100,
         audit_limit: int = 50,
         agent_version: str = __version__,
@@ -141,6 +143,7 @@ class Collector:
         self._disk_reader = disk_reader
         self._extra_ops = extra_ops
         self._extra_errors = extra_errors
+        self._guestapi = guestapi
         self._ops_limit = ops_limit
         self._audit_limit = audit_limit
         self._agent_version = agent_version
@@ -173,6 +176,7 @@ class Collector:
         backups = attempt("backup", self._backups)
         disks = attempt("disks", self._disks) if self._disk_reader is not None else ()
         audit = attempt("audit", self._audit_records)
+        guestapi = attempt("guestapi", self._guestapi_entries) if self._guestapi else ()
         if self._extra_errors is not None:
             errors.extend(attempt("errors", self._extra_errors) or ())
         if backups is not None:
@@ -189,6 +193,7 @@ class Collector:
             backup=() if backups is None else tuple(e.to_json() for e in backups.entries),
             pbs=() if backups is None else backups.pbs,
             audit=audit or (),
+            guestapi=guestapi or (),
             errors=tuple(errors),
         )
 
@@ -257,6 +262,9 @@ class Collector:
         if self._disk_reader is None:
             return ()
         return tuple({**dict(d), "kind": "disk"} for d in self._disk_reader())
+
+    def _guestapi_entries(self) -> tuple[Mapping[str, Any], ...]:
+        return () if self._guestapi is None else tuple(self._guestapi())
 
     def _audit_records(self) -> tuple[Mapping[str, Any], ...]:
         if self._audit is None or self._audit_limit <= 0:

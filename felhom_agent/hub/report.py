@@ -105,8 +105,10 @@ class HostReport:
     """One heartbeat report (schema 1).
 
     Lists are tuples so a report is immutable once built; ``storage``, ``backup``,
-    ``restore``, ``pbs`` and ``audit`` hold JSON objects whose shape belongs to the parts of
-    the agent that fill them (empty while the agent knows nothing there).
+    ``restore``, ``pbs``, ``audit`` and ``guestapi`` hold JSON objects whose shape belongs to
+    the parts of the agent that fill them (empty while the agent knows nothing there;
+    ``guestapi`` has one ``{vmid, transport, listening, requests, refused, last_error}`` per
+    guest whose local API is enabled).
     """
 
     host_id: str
@@ -121,6 +123,7 @@ class HostReport:
     restore: tuple[Mapping[str, Any], ...] = ()
     pbs: tuple[Mapping[str, Any], ...] = ()
     audit: tuple[Mapping[str, Any], ...] = ()
+    guestapi: tuple[Mapping[str, Any], ...] = ()
     errors: tuple[ReportError, ...] = ()
 
     @classmethod
@@ -158,6 +161,7 @@ class HostReport:
             "restore": [dict(r) for r in self.restore],
             "pbs": [dict(p) for p in self.pbs],
             "audit": [dict(a) for a in self.audit],
+            "guestapi": [dict(g) for g in self.guestapi],
             "errors": [e.to_dict() for e in self.errors],
         }
 

@@ -13,14 +13,19 @@ own mount namespace, and the API reports its init's pid. A :class:`FakeContainer
 * :meth:`FakeContainer.run` starts a process *inside* it: it moves itself into the cgroup
   first, then enters the mount namespace (``nsenter``) and execs the command.
 
-The tests run as root (cgroups and namespaces need it); :func:`require_containers` says why
+A :class:`FakeVM` is QEMU's end of a VM's serial socket: a process in cgroup
+``qemu.slice/<vmid>.scope`` listening where PVE puts ``<vmid>.serial1``.
+
+The tests run as root (cgroups and namespaces need it); :func:`why_no_containers` says why
 when the machine cannot make them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import select
 import shlex
 import subprocess
 import sys
@@ -146,6 +151,110 @@ class FakeContainer:
         _kill_cgroup(self.owned)
 
     def __enter__(self) -> FakeContainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_RELAY = r"""
+import os, select, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1])
+s.listen(1)
+sys.stderr.write("ready\n")
+sys.stderr.flush()
+conn = None
+while True:
+    fds = [s, 0] + ([conn] if conn is not None else [])
+    ready = select.select(fds, [], [])[0]
+    if s in ready:
+        if conn is not None:
+            conn.close()
+        conn = s.accept()[0]
+    if conn is not None and conn in ready:
+        data = conn.recv(65536)
+        if data:
+            os.write(1, data)
+        else:
+            conn.close()
+            conn = None
+    if 0 in ready:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        if conn is not None:
+            conn.sendall(data)
+"""
+
+
+class FakeVM:
+    """QEMU's end of a VM's ``serial1`` socket, for the tests.
+
+    A process in cgroup ``qemu.slice/<vmid>.scope`` (where PVE runs a VM's QEMU) listens at
+    ``<serial_dir>/<vmid>.serial1`` like QEMU's ``server=on`` chardev, and relays the one
+    connection (the agent's) to its standard input and output: what the test writes to it is
+    what the guest writes to its serial port, and what the agent answers comes back.
+    """
+
+    def __init__(self, vmid: int, serial_dir: Path, *, cgroup: str | None = None) -> None:
+        self.vmid = vmid
+        self.root = cgroup_root()
+        relative = Path(cgroup or f"qemu.slice/{vmid}.scope")
+        self.cgroup_dir = self.root / relative
+        self.owned = self.cgroup_dir
+        _kill_cgroup(self.owned)
+        self.cgroup_dir.mkdir(parents=True, exist_ok=True)
+        self.path = serial_dir / f"{vmid}.serial1"
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        procs = shlex.quote(str(self.cgroup_dir / "cgroup.procs"))
+        script = (f"echo $$ > {procs} && exec {shlex.quote(sys.executable)} -c "
+                  f"{shlex.quote(_RELAY)} {shlex.quote(str(self.path))}")
+        self.proc = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stderr is not None
+        line = self.proc.stderr.readline()
+        if line != READY:
+            self.proc.kill()
+            raise RuntimeError(f"fake VM {vmid} did not start: {line!r}")
+
+    def send(self, frame: dict[str, object]) -> None:
+        """One request line from the guest."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(frame).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def send_raw(self, data: bytes) -> None:
+        """Raw bytes on the serial line (noise, partial lines)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def recv(self, timeout: float = 30.0) -> dict[str, object]:
+        """The next answer line (a hang guard, not a limit)."""
+        assert self.proc.stdout is not None
+        ready = select.select([self.proc.stdout], [], [], timeout)[0]
+        if not ready:
+            raise TimeoutError("no answer on the serial line")
+        line = self.proc.stdout.readline()
+        answer: dict[str, object] = json.loads(line)
+        return answer
+
+    def stop(self) -> None:
+        """Stop the relay and remove its cgroup and socket."""
+        self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        _kill_cgroup(self.owned)
+        with contextlib.suppress(OSError):
+            self.cgroup_dir.parent.rmdir()  # qemu.slice, when no other test VM is left
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def __enter__(self) -> FakeVM:
         return self
 
     def __exit__(self, *exc: object) -> None:
