@@ -3,7 +3,7 @@
     python guest_client.py SOCKET COUNT [METHOD PATH [HEADER ...]]
 
 Sends COUNT requests on one persistent connection (reconnecting when the server closes it)
-and prints one JSON line: the statuses in order, and the JSON body of the last 200.
+and prints one JSON line: the statuses in order, and the JSON body of the last 2xx answer.
 Standard library only: it runs in the container's mount namespace with the test's
 interpreter.
 """
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
             sock = None
             continue
         statuses.append(got[0])
-        if got[0] == 200:
+        if 200 <= got[0] < 300:
             last = json.loads(got[1])
     print(json.dumps({"statuses": statuses, "last": last}))
     return 0
