@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         w.close()
 
 
-def _entries(body: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def _entries(body: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     return {e["vmid"]: e for e in body.get("guestapi", [])}
 
 
@@ -148,7 +148,7 @@ def test_guests_ask_about_themselves_and_back_themselves_up(world: World) -> Non
         assert world.ask(9102, "POST", "/1.0/backups")["statuses"] == [409]
 
         # made once, found, reported with its op id
-        def made(body: dict[str, Any]) -> bool:
+        def made(body: Mapping[str, Any]) -> bool:
             return any(o["op_id"].startswith("guest-9101-") and o["state"] == "applied"
                        for o in body["ops"])
         body = wait_report(world.hub, made, TIMEOUT, child=child)
