@@ -131,6 +131,13 @@ class FakeContainer:
         """Run Python ``code`` inside this container (the same interpreter as the tests)."""
         return self.run([sys.executable, "-c", code, *args], cgroup=cgroup, timeout=timeout)
 
+    def popen_python(self, code: str, *args: str) -> subprocess.Popen[str]:
+        """Start Python ``code`` inside this container; its stdout is a text pipe."""
+        procs = shlex.quote(str(self.cgroup_dir / "cgroup.procs"))
+        inner = " ".join(shlex.quote(a) for a in (sys.executable, "-c", code, *args))
+        script = f"echo $$ > {procs} && exec nsenter --target {self.pid} --mount -- {inner}"
+        return subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
+
     def restart(self) -> None:
         """Stop the init and start a new one (a fresh /run: the placed socket is gone)."""
         self._stop_init()
