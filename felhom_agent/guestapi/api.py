@@ -13,7 +13,8 @@ Every answer concerns the caller only.
 ``POST /1.0/backups``      a backup of itself now, to its policy's storage: 202 with an
                            operation id (one in flight, a minimum interval, a daily cap)
 ``GET /1.0/operations/ID`` an operation it created (another guest's id is "not found")
-``POST /1.0/restart``      a reboot of itself, only when ``guestapi.allow_restart``
+``POST /1.0/restart``      a restart of itself (a shutdown, then a start), only when
+                           ``guestapi.allow_restart``
 =========================  ==========================================================
 
 No query string is accepted, a ``GET`` carries no body, and a ``POST`` body is empty or
@@ -203,7 +204,7 @@ class Backend(Protocol):
         ...
 
     def request_restart(self, caller: Caller, info: GuestInfo) -> Accepted | Refusal:
-        """Submit a reboot of the caller."""
+        """Submit a restart of the caller (a shutdown, then a start)."""
         ...
 
 

@@ -16,8 +16,9 @@
   the op id in the backup's notes (so it is found, and traced to the request). Limits: one
   unfinished request per guest, ``backup_min_interval_s`` apart, ``backups_per_day`` in any
   24 hours -- counted from the journal too, so a restart of the agent does not reset them;
-* **a restart request** (``guestapi.allow_restart``) is a ``reboot`` job, at most one at a
-  time, :data:`RESTART_MIN_INTERVAL_S` apart and :data:`RESTARTS_PER_DAY` a day;
+* **a restart request** (``guestapi.allow_restart``) is a ``shutdown`` (forced after its
+  timeout) and then a ``start`` of the caller, both in its lane; at most one at a time,
+  :data:`RESTART_MIN_INTERVAL_S` apart and :data:`RESTARTS_PER_DAY` a day;
 * **operations** are the caller's own requests (by op id, from memory or the journal); any
   other id -- another guest's included -- is "not found", and the answer carries the state
   only, no host detail (a failure's text may name storages and paths).
@@ -53,6 +54,7 @@ __all__ = [
     "LISTING_TTL_S",
     "RESTARTS_PER_DAY",
     "RESTART_MIN_INTERVAL_S",
+    "RESTART_SHUTDOWN_TIMEOUT_S",
     "AgentBackend",
     "Directory",
 ]
@@ -62,7 +64,13 @@ LISTING_TTL_S: Final = 30.0
 RESTART_MIN_INTERVAL_S: Final = 900.0
 RESTARTS_PER_DAY: Final = 3
 _BACKUP_KIND: Final = "backup"
-_REBOOT_KIND: Final = "reboot"
+#: A restart is two jobs: the shutdown step (op id + this suffix), then the start (the op id).
+_SHUTDOWN_KIND: Final = "shutdown"
+_START_KIND: Final = "start"
+_SHUTDOWN_SUFFIX: Final = ".shutdown"
+#: How long the shutdown step waits for the guest before it stops it.
+RESTART_SHUTDOWN_TIMEOUT_S: Final = 120
+_RESTART: Final = "restart"
 _VERIFIED: Final[Mapping[str | None, bool | None]] = {"ok": True, "failed": False}
 _PUBLIC_REASON: Final = {
     "failed": "it failed on the host; the host's operator sees why",
@@ -128,6 +136,16 @@ class _Listing:
     items: tuple[BackupItem, ...]
 
 
+def _request_kind(entry: JournalEntry) -> str | None:
+    """Which guest request a journal entry is the op of: ``backup``, ``restart`` (its start
+    step), or ``None`` (anything else, a restart's shutdown step included)."""
+    if entry.kind == _BACKUP_KIND:
+        return _BACKUP_KIND
+    if entry.kind == _START_KIND and not entry.op_id.endswith(_SHUTDOWN_SUFFIX):
+        return _RESTART
+    return None
+
+
 def _guest_vmid(source: str) -> int | None:
     head, sep, tail = source.partition(":")
     return int(tail) if head == "guest" and sep and tail.isdigit() else None
@@ -165,13 +183,14 @@ class AgentBackend:
         """Earlier requests from the journal: the limits hold across a restart."""
         for entry in self._journal.entries():
             vmid = _guest_vmid(entry.source)
-            if vmid is None or entry.kind not in (_BACKUP_KIND, _REBOOT_KIND):
+            what = _request_kind(entry)
+            if vmid is None or what is None:
                 continue
             at = entry.began_at
             if at is None and entry.outcome is not None:
                 at = entry.outcome.finished_at
             if at is not None:
-                self._requests[entry.op_id] = _Request(entry.op_id, vmid, entry.kind, at)
+                self._requests[entry.op_id] = _Request(entry.op_id, vmid, what, at)
 
     # ------------------------------------------------------------------ Backend
 
@@ -212,14 +231,21 @@ class AgentBackend:
         storage = info.backup_storage
         if storage is None:
             return Refusal(409, "this guest has no backup policy on this host")
-        return self._request(caller, _BACKUP_KIND, {"storage": storage,
-                                                    "mode": info.backup_mode}, self._limits)
+        job = JobSpec("", caller.vmid, GuestType(caller.type), _BACKUP_KIND,
+                      {"storage": storage, "mode": info.backup_mode}, caller.source)
+        return self._request(caller, _BACKUP_KIND, (job,), self._limits)
 
     def request_restart(self, caller: Caller, info: GuestInfo) -> Accepted | Refusal:
-        """Submit a reboot of the caller (one at a time, a cooldown, a daily cap)."""
+        """Submit a restart of the caller: a shutdown (forced after its timeout), then a start
+        (one at a time, a cooldown, a daily cap)."""
         limits = Limits(backup_min_interval_s=RESTART_MIN_INTERVAL_S,
                         backups_per_day=RESTARTS_PER_DAY)
-        return self._request(caller, _REBOOT_KIND, {}, limits)
+        gtype = GuestType(caller.type)
+        steps = (JobSpec(_SHUTDOWN_SUFFIX, caller.vmid, gtype, _SHUTDOWN_KIND,
+                         {"timeout": RESTART_SHUTDOWN_TIMEOUT_S, "force_stop": True},
+                         caller.source),
+                 JobSpec("", caller.vmid, gtype, _START_KIND, {}, caller.source))
+        return self._request(caller, _RESTART, steps, limits)
 
     def operation(self, caller: Caller, op_id: str) -> Mapping[str, Any] | None:
         """The caller's own operation ``op_id`` (``None`` for any other id)."""
@@ -227,15 +253,21 @@ class AgentBackend:
             request = self._requests.get(op_id)
         entry = self._journal.get(op_id)
         if request is None:
-            if entry is None or _guest_vmid(entry.source) != caller.vmid:
+            what = None if entry is None else _request_kind(entry)
+            if entry is None or what is None or _guest_vmid(entry.source) != caller.vmid:
                 return None
-            request = _Request(op_id, entry.vmid, entry.kind, entry.began_at or 0.0)
+            request = _Request(op_id, entry.vmid, what, entry.began_at or 0.0)
         if request.vmid != caller.vmid or (entry is not None and entry.vmid != caller.vmid):
             return None
         state, finished = self._state(request, entry)
+        if request.kind == _RESTART:
+            first = self._journal.get(op_id + _SHUTDOWN_SUFFIX)
+            if (first is not None and first.outcome is not None
+                    and first.outcome.state.value != "applied"):
+                state, finished = first.outcome.state.value, first.outcome.finished_at
         view: dict[str, Any] = {
             "id": op_id,
-            "kind": "restart" if request.kind == _REBOOT_KIND else "backup",
+            "kind": request.kind,
             "state": state,
             "created_at": format_utc(request.at),
             "finished_at": None if finished is None else format_utc(finished),
@@ -274,28 +306,30 @@ class AgentBackend:
             return request.op_id
         return None
 
-    def _request(self, caller: Caller, kind: str, params: Mapping[str, Any],
+    def _request(self, caller: Caller, what: str, steps: tuple[JobSpec, ...],
                  limits: Limits) -> Accepted | Refusal:
+        """Check the limits of ``what`` (``backup`` or ``restart``), then submit its steps
+        (their op ids are the request's id plus each step's suffix; the last step's is the
+        request's own)."""
         now = self._clock()
         with self._lock:
             times = [r.at for r in self._requests.values()
-                     if r.vmid == caller.vmid and r.kind == kind]
-            refusal = check_backup_request(now=now, in_flight=self._unfinished(caller.vmid, kind),
+                     if r.vmid == caller.vmid and r.kind == what]
+            refusal = check_backup_request(now=now, in_flight=self._unfinished(caller.vmid, what),
                                            accepted=times, limits=limits)
             if refusal is not None:
-                if kind == _REBOOT_KIND:
+                if what == _RESTART:
                     refusal = attrs.evolve(refusal, reason=refusal.reason.replace(
                         "backups", "restarts").replace("a backup", "a restart"))
                 return refusal
             op_id = f"guest-{caller.vmid}-{uuid.uuid4().hex[:16]}"
-            job = JobSpec(op_id, caller.vmid, GuestType(caller.type), kind, dict(params),
-                          caller.source)
+            handle: JobHandle[ExecResult] | None = None
             try:
-                handle = self._submit(job)
+                for step in steps:
+                    handle = self._submit(attrs.evolve(step, op_id=op_id + step.op_id))
             except QueueClosed:
                 return Refusal(503, "the agent is stopping; try again later", 60)
-            self._requests[op_id] = _Request(op_id, caller.vmid, kind, now, handle)
+            self._requests[op_id] = _Request(op_id, caller.vmid, what, now, handle)
             self._listings.pop(caller.vmid, None)
-        self._log.info("guest %d asked for a %s: op %s", caller.vmid,
-                       "restart" if kind == _REBOOT_KIND else "backup", op_id)
+        self._log.info("guest %d asked for a %s: op %s", caller.vmid, what, op_id)
         return Accepted(op_id)

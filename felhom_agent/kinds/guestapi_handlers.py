@@ -1,7 +1,6 @@
-"""The handlers of the per-guest API's kinds: ``guestapi.enable`` (a VM's serial socket) and
-``reboot`` (a guest restarting itself through the API).
+"""The handlers of the per-guest API's kind ``guestapi.enable`` (a VM's serial socket).
 
-Each function is referenced by one entry of :mod:`felhom_agent.kinds.registry`
+Each function is referenced by the kind's entry in :mod:`felhom_agent.kinds.registry`
 (``docs/architecture.md``, "Kinds" and "The per-guest local API"):
 
 * **guestapi.enable** (signed, VMs only): writes ``serial1: socket`` to the VM's config,
@@ -10,9 +9,9 @@ Each function is referenced by one entry of :mod:`felhom_agent.kinds.registry`
   destructive and made reversible by a safety snapshot first, like any non-benign config
   write. A ``serial1`` that is already something else (a real device) is never overwritten.
   Containers need no config change: their socket is placed at every start.
-* **reboot** (never planned, never signed: only a guest asking for itself, when
-  ``guestapi.allow_restart``): ``POST .../status/reboot``, judged by its task (the guest
-  looks the same before and after).
+
+A guest restarting itself (``POST /1.0/restart``) needs no kind of its own: it is a
+``shutdown`` (forced after its timeout) followed by a ``start`` in the guest's lane.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.models import GuestType
 from felhom_agent.proxmox.tasks import Dispatch
 
-__all__ = ["SERIAL_KEY", "SERIAL_VALUE", "enable_serial", "prepare_enable", "reboot",
+__all__ = ["SERIAL_KEY", "SERIAL_VALUE", "enable_serial", "prepare_enable",
            "serial_preflight", "serial_socket_set"]
 
 SERIAL_KEY: Final = "serial1"
@@ -69,8 +68,3 @@ def enable_serial(c: ProxmoxClient, job: JobSpec, obs: Observed) -> Dispatch:
 def serial_socket_set(job: JobSpec, obs: Observed) -> bool:
     """``guestapi.enable`` is done when the config says ``serial1: socket``."""
     return obs.config is not None and str(obs.config.values.get(SERIAL_KEY)) == SERIAL_VALUE
-
-
-def reboot(c: ProxmoxClient, job: JobSpec, obs: Observed) -> Dispatch:
-    """``POST .../status/reboot``."""
-    return c.reboot(job.vmid, job.guest_type)

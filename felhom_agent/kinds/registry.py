@@ -95,8 +95,6 @@ _ENTRIES: Final = (
     Kind("guestapi.enable", "guestapi.enable", _D, _SNAP, _types("qmconfig"), gh.enable_serial,
          gh.serial_socket_set, reads_config=True, prepare=gh.prepare_enable,
          preflight=gh.serial_preflight),
-    # Only a guest asking for itself (guestapi.allow_restart); judged by its task alone.
-    Kind("reboot", None, _B, _NONE, _types("qmreboot", "vzreboot"), gh.reboot, None),
     # Judged by its task: afterwards the guest is gone and cannot be re-read.
     Kind("destroy", "guest.destroy", _D, _IRREV, _types("qmdestroy", "vzdestroy"),
          h.destroy, None, reads_config=True, prepare=h.prepare_destroy,

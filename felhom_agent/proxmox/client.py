@@ -256,12 +256,6 @@ class ProxmoxClient(BackupCalls, ProvisionCalls):
         path = f"{self._guest_path(vmid, kind)}/status/shutdown"
         return self._mutate("POST", path, {"timeout": timeout, "forceStop": force_stop})
 
-    def reboot(self, vmid: int, kind: GuestType, *, timeout: int | None = None) -> Dispatch:
-        """``POST .../status/reboot``: a clean shutdown, then a start (``qmreboot``/``vzreboot``
-        task; a guest that is not running is refused)."""
-        path = f"{self._guest_path(vmid, kind)}/status/reboot"
-        return self._mutate("POST", path, {"timeout": timeout})
-
     # -- snapshots --------------------------------------------------------------------------
 
     def snapshots(self, vmid: int, kind: GuestType) -> tuple[Snapshot, ...]:

@@ -1,5 +1,5 @@
-"""The per-guest API's kinds: signed ``guestapi.enable`` (a VM's serial socket, through the
-reversibility gate) and ``reboot`` (a guest restarting itself), on the PVE simulator."""
+"""The per-guest API's kind: signed ``guestapi.enable`` (a VM's serial socket, through the
+reversibility gate), on the PVE simulator."""
 
 from __future__ import annotations
 
@@ -86,17 +86,3 @@ def test_a_serial1_in_use_is_never_overwritten(
     result = executor.run(JobSpec("op-3", 201, GuestType.QEMU, "guestapi.enable", {}, "alice"))
     assert result.state == "refused" and "/dev/ttyS1" in result.reason
     assert client.guest_config(201, GuestType.QEMU).values["serial1"] == "/dev/ttyS1"
-
-
-def test_reboot_of_a_running_guest_and_of_a_stopped_one(
-        world: tuple[PveSimulator, ProxmoxClient, Executor]) -> None:
-    """A running guest reboots (a vzreboot task, still running); a stopped one is refused
-    by PVE and the op fails with its words."""
-    sim, client, executor = world
-    client.wait(client.start(202, GuestType.LXC).upid or "", timeout_s=10)
-    result = executor.run(JobSpec("op-4", 202, GuestType.LXC, "reboot", {}, "guest:202"))
-    assert result.state == "applied", result.reason
-    assert mutations(sim, 202)[-1] == "vzreboot"
-    assert client.guest_status(202, GuestType.LXC).running
-    failed = executor.run(JobSpec("op-5", 200, GuestType.QEMU, "reboot", {}, "guest:200"))
-    assert failed.state == "failed" and "not running" in failed.reason

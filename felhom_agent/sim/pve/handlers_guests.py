@@ -112,11 +112,7 @@ def _lock_msg(guest: Guest) -> str:
 
 
 def power(ctx: Ctx, gtype: str, action: str) -> str:
-    """POST .../status/{start|stop|shutdown|reboot}: fork the power task.
-
-    A reboot needs a running guest (refused at once otherwise), keeps it running and restarts
-    its uptime; like a shutdown it is refused in the task while a lock is set.
-    """
+    """POST .../status/{start|stop|shutdown}: fork the power task."""
     _no_skiplock(ctx)
     rt, vmid = ctx.rt, ctx.vmid
     with rt.state.cond:
@@ -128,9 +124,7 @@ def power(ctx: Ctx, gtype: str, action: str) -> str:
                 raise server_error(f"CT {vmid} already running")
             if action != "start" and (guest is None or guest.status != "running"):
                 raise server_error(f"CT {vmid} not running")
-        elif action == "reboot" and guest is not None and guest.status != "running":
-            raise server_error(f"VM {vmid} not running")
-        ha = guest is not None and guest.ha_managed and action != "reboot"
+        ha = guest is not None and guest.ha_managed
         prefix = "qm" if gtype == "qemu" else "vz"
         ttype = ("hastart" if action == "start" else "hastop") if ha else prefix + action
 
@@ -156,7 +150,7 @@ def power(ctx: Ctx, gtype: str, action: str) -> str:
                 if int(g.config.get("template", 0)):
                     raise TaskError("you can't start a vm if it's a template")
             elif g.status == "running" and g.lock and (
-                    action in ("shutdown", "reboot") or g.lock not in tolerated["stop"]):
+                    action == "shutdown" or g.lock not in tolerated["stop"]):
                 raise TaskError(_lock_msg(g))
             if ha:
                 log.line(f"Requesting HA {action} for VM {vmid}")
@@ -165,11 +159,6 @@ def power(ctx: Ctx, gtype: str, action: str) -> str:
             g = live()
             if action == "start":
                 g.status, g.started_at = "running", rt.clock()
-            elif action == "reboot":
-                if g.status != "running":
-                    raise TaskError(f"VM {vmid} not running")
-                g.started_at = rt.clock()
-                log.line(f"VM {vmid} rebooted")
             elif g.status == "running":
                 g.status, g.started_at = "stopped", None
             else:

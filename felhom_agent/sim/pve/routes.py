@@ -147,8 +147,6 @@ def _guest_routes(gtype: str) -> list[Route]:
               lambda c: hg.power(c, gtype, "stop")),
         Route("POST", f"{vm}/status/shutdown", shutdown_params, _vm(["VM.PowerMgmt"]),
               lambda c: hg.power(c, gtype, "shutdown")),
-        Route("POST", f"{vm}/status/reboot", (NODE, VMID, Param("timeout", INT, minimum=0)),
-              _vm(["VM.PowerMgmt"]), lambda c: hg.power(c, gtype, "reboot")),
         Route("GET", f"{vm}/config", (NODE, VMID, Param("current", B),
                                       Param("snapshot", pattern=r"(?i:[a-z][a-z0-9_\-]+)")),
               audit, lambda c: hg.config_get(c, gtype)),
