@@ -42,7 +42,7 @@ from felhom_agent.execution.executor import ExecResult
 from felhom_agent.execution.queue import JobHandle, JobState, QueueClosed
 from felhom_agent.guestapi.api import Accepted, BackupItem, Caller, GuestInfo
 from felhom_agent.guestapi.errors import GuestApiError
-from felhom_agent.guestapi.policy import Limits, Refusal, check_backup_request
+from felhom_agent.guestapi.policy import DAY_S, Limits, Refusal, check_backup_request
 from felhom_agent.kinds.model import JobSpec
 from felhom_agent.proxmox.backup_models import BackupVolume
 from felhom_agent.proxmox.errors import PveError
@@ -292,6 +292,14 @@ class AgentBackend:
                 return "unknown", handle.finished_at
         return "running", None
 
+    def _prune(self, now: float) -> None:
+        """Forget finished requests older than the longest limit window (a day): memory
+        stays bounded; the journal still answers for them."""
+        old = [op for op, r in self._requests.items()
+               if now - r.at > DAY_S and (r.handle is None or r.handle.done())]
+        for op in old:
+            del self._requests[op]
+
     def _unfinished(self, vmid: int, kind: str) -> str | None:
         for request in self._requests.values():
             if request.vmid != vmid or request.kind != kind:
@@ -313,6 +321,7 @@ class AgentBackend:
         request's own)."""
         now = self._clock()
         with self._lock:
+            self._prune(now)
             times = [r.at for r in self._requests.values()
                      if r.vmid == caller.vmid and r.kind == what]
             refusal = check_backup_request(now=now, in_flight=self._unfinished(caller.vmid, what),

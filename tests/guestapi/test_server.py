@@ -130,6 +130,22 @@ def test_an_oversized_body_is_refused_and_the_connection_closed(harness: Harness
         answer = read_answer(c.sock)
         assert answer is not None and answer.status == 413
         assert c.closed_by_server()
+    records = harness.audit.wait_for(lambda r: len(r) >= 1)
+    assert [r["vmid"] for r in records] == [101] and "4096 bytes" in records[0]["reason"]
+
+
+def test_a_body_naming_another_guest_is_refused_and_audited(harness: Harness) -> None:
+    """POST /1.0/backups with {"vmid": 102}: 400, nothing asked of the backend, audited for
+    101; guest 102 is not touched and is served."""
+    with harness.client(101) as c:
+        answer = c.ask("POST", "/1.0/backups", body=b'{"vmid": 102, "storage": "local"}')
+    assert answer.status == 400 and "unknown field" in answer.json()["error"]
+    assert harness.backend.calls == []
+    records = harness.audit.wait_for(lambda r: len(r) >= 1)
+    assert [r["vmid"] for r in records] == [101] and "vmid" in records[0]["reason"]
+    with harness.client(102) as c:
+        assert c.ask("GET", "/1.0/identity").json()["vmid"] == 102
+    assert harness.backend.operations == {}
 
 
 def test_slowloris_gets_408_and_others_are_served_meanwhile(harness: Harness) -> None:
