@@ -234,6 +234,7 @@ class GuestApiSupervisor:
                 self._ensure_container(vmid)
             else:
                 self._ensure_serial(vmid)
+        self._server.settle()  # the next pass sees what this one attached
         self._record()
 
     # ------------------------------------------------------------------ containers
@@ -255,7 +256,10 @@ class GuestApiSupervisor:
         except PveError as err:
             self._failed(vmid, "lxc", f"status/current could not be read: {err}")
             return
-        if not status.running or status.pid is None:
+        if not status.running:  # stopped since the (lagging) listing was read
+            self._drop(vmid, "lxc", None)
+            return
+        if status.pid is None:
             self._failed(vmid, "lxc", "PVE reports no init pid for the running container")
             return
         pid = status.pid
