@@ -9,6 +9,7 @@ effect on any other guest.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -90,6 +91,7 @@ def test_each_container_gets_its_own_identity(world: World) -> None:
     assert world.audit.records == []
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_inside_the_container(world: World) -> None:
     """The documented call, from inside the container, with curl."""
     out = world.cts[9101].run(["curl", "-sS", "--max-time", "20", "--unix-socket", PATH,
