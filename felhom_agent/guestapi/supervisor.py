@@ -44,6 +44,7 @@ from typing import Any, Final, Protocol
 
 import attrs
 
+from felhom_agent.backoff import Attempt, Exponential
 from felhom_agent.core.desired import DesiredState
 from felhom_agent.durable import DurabilityError, atomic_write_bytes
 from felhom_agent.errors import AgentError
@@ -336,7 +337,7 @@ class GuestApiSupervisor:
     def _failed(self, vmid: int, gtype: str, message: str) -> None:
         retry = self._retry.setdefault(vmid, _Retry())
         retry.failures += 1
-        wait = min(MAX_RETRY_S, self._interval * 2 ** (retry.failures - 1))
+        wait = Exponential(self._interval, cap_s=MAX_RETRY_S)(Attempt(retry.failures))
         retry.not_before = self._now() + wait
         if self._errors.get(vmid) != message:
             self._log.warning("guest API of %d: %s", vmid, message)
