@@ -43,6 +43,10 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert config.authz.namespace == "felhom-op"
     assert config.proxmox.tls_fingerprint == FINGERPRINT
     assert config.proxmox.token_secret.reveal() == PROXMOX_SECRET
+    assert config.proxmox.privileged.fstab_path == Path("/etc/fstab")
+    assert config.proxmox.privileged.mount_root == Path("/mnt/felhom")
+    assert (config.storage.warn_pct, config.storage.crit_pct) == (85, 95)
+    assert config.storage.smart_interval_s == 3600
 
 
 def test_no_two_keys_flatten_to_one_env_name() -> None:
@@ -138,6 +142,22 @@ def test_top_level_must_be_object(tmp_path: Path) -> None:
         ({"host_id": "has space"}, "host_id", "'has space' is not allowed"),
         ({"proxmox": {"token_id": "agent"}}, "proxmox.token_id", "USER@REALM!TOKENID"),
         ({"proxmox": {"node": None}}, "proxmox.node", "null is not allowed"),
+        ({"storage": {"warn_pct": 0}}, "storage.warn_pct", "an integer >= 1 and <= 100"),
+        ({"storage": {"crit_pct": 101}}, "storage.crit_pct", "101 is not allowed"),
+        ({"storage": {"warn_pct": 90, "crit_pct": 80}}, "storage.crit_pct",
+         "below storage.warn_pct"),
+        ({"storage": {"crit_pct": 50}}, "storage.crit_pct", "below storage.warn_pct (85)"),
+        ({"storage": {"smart_interval_s": 1}}, "storage.smart_interval_s", ">= 10"),
+        ({"proxmox": {"privileged": {"mount_root": "mnt/felhom"}}},
+         "proxmox.privileged.mount_root", "absolute path"),
+        ({"proxmox": {"privileged": {"mount_root": "/mnt/felhom/"}}},
+         "proxmox.privileged.mount_root", "without a trailing slash"),
+        ({"proxmox": {"privileged": {"mount_root": "/mnt/../etc"}}},
+         "proxmox.privileged.mount_root", "plain components"),
+        ({"proxmox": {"privileged": {"mount_root": "/mnt/a b"}}},
+         "proxmox.privileged.mount_root", "plain components"),
+        ({"proxmox": {"privileged": {"fstab_path": "etc/fstab"}}},
+         "proxmox.privileged.fstab_path", "absolute path"),
     ],
 )
 def test_wrong_values_name_key_value_and_allowed(

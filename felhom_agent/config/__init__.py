@@ -17,6 +17,7 @@ from felhom_agent.config._model import (
     PrivilegedConfig,
     ProxmoxConfig,
     ReconcileConfig,
+    StorageConfig,
 )
 from felhom_agent.config._view import redacted_view
 
@@ -35,6 +36,7 @@ __all__ = [
     "PrivilegedConfig",
     "ProxmoxConfig",
     "ReconcileConfig",
+    "StorageConfig",
     "env_name",
     "load_config",
     "read_secret_file",

@@ -132,6 +132,10 @@ KEYS: tuple[Key, ...] = (
     _k("proxmox.privileged.ssh_user", Kind.STR, default="root"),
     _k("proxmox.privileged.ssh_key_file", Kind.PATH, nullable=True),
     _k("proxmox.privileged.ssh_known_hosts", Kind.PATH, nullable=True),
+    _k("proxmox.privileged.fstab_path", Kind.PATH, default="/etc/fstab",
+       doc="the fstab a USB backup disk's line is written to (a scratch file in tests)"),
+    _k("proxmox.privileged.mount_root", Kind.PATH, default="/mnt/felhom",
+       doc="USB backup disks are mounted at <mount_root>/<name>"),
     _k("hub.url", Kind.STR, nullable=True,
        doc="null: reconcile from reconcile.desired_file without a hub"),
     _k("hub.token", Kind.SECRET, nullable=True, doc="Bearer token (or token_file, or the "
@@ -175,6 +179,12 @@ KEYS: tuple[Key, ...] = (
        doc="serve POST /1.0/restart (a guest rebooting itself)"),
     _k("guestapi.serial_dir", Kind.PATH, default="/var/run/qemu-server",
        doc="where PVE puts a VM's serial sockets (<vmid>.serial1)"),
+    _k("storage.warn_pct", Kind.INT, default=85, minimum=1, maximum=100,
+       doc="a storage this full (used/total, percent) is reported with alert warn"),
+    _k("storage.crit_pct", Kind.INT, default=95, minimum=1, maximum=100,
+       doc="a storage this full is reported with alert crit"),
+    _k("storage.smart_interval_s", Kind.NUMBER, default=3600, minimum=10, maximum=86400,
+       doc="seconds between two readings of disks, SMART and sensors"),
 )
 
 KEYS_BY_PATH: Mapping[tuple[str, ...], Key] = {key.path: key for key in KEYS}

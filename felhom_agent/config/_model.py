@@ -24,6 +24,7 @@ __all__ = [
     "PrivilegedConfig",
     "ProxmoxConfig",
     "ReconcileConfig",
+    "StorageConfig",
 ]
 
 
@@ -37,7 +38,11 @@ class LogConfig:
 
 @attrs.frozen
 class PrivilegedConfig:
-    """``proxmox.privileged.*``: how the three fenced root-CLI operations are run."""
+    """``proxmox.privileged.*``: how the fenced root-CLI operations are run.
+
+    ``fstab_path`` and ``mount_root`` are where a USB backup disk's fstab line and mount point
+    go; tests (and a cautious operator's dry run) point them at scratch locations.
+    """
 
     mode: Literal["local", "ssh", "off"] = "local"
     ssh_host: str | None = None
@@ -45,6 +50,8 @@ class PrivilegedConfig:
     ssh_user: str = "root"
     ssh_key_file: Path | None = None
     ssh_known_hosts: Path | None = None
+    fstab_path: Path = Path("/etc/fstab")
+    mount_root: Path = Path("/mnt/felhom")
 
 
 @attrs.frozen
@@ -145,6 +152,21 @@ class GuestApiConfig:
 
 
 @attrs.frozen
+class StorageConfig:
+    """``storage.*``: usage alerts and how often disks, SMART and sensors are read.
+
+    Attributes:
+        warn_pct: a storage at least this full (used/total, percent) is ``alert: warn``.
+        crit_pct: at least this full is ``alert: crit`` (never below ``warn_pct``).
+        smart_interval_s: seconds between two readings of disks, SMART and sensors.
+    """
+
+    warn_pct: int = 85
+    crit_pct: int = 95
+    smart_interval_s: float = 3600.0
+
+
+@attrs.frozen
 class Config:
     """The whole effective configuration of one agent."""
 
@@ -157,6 +179,7 @@ class Config:
     authz: AuthzConfig = AuthzConfig()
     backup: BackupConfig = BackupConfig()
     guestapi: GuestApiConfig = GuestApiConfig()
+    storage: StorageConfig = StorageConfig()
     source: Path | None = attrs.field(default=None, eq=False)
 
     def secrets(self) -> tuple[Secret, ...]:

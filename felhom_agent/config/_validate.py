@@ -26,6 +26,7 @@ from felhom_agent.config._model import (
     PrivilegedConfig,
     ProxmoxConfig,
     ReconcileConfig,
+    StorageConfig,
 )
 from felhom_agent.errors import ConfigError
 from felhom_agent.fingerprint import pin_from_config
@@ -43,6 +44,8 @@ _SSH_HOST = re.compile(r"[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}")
 _SECRET_OK = re.compile(r"[\x21-\x7e]{8,}")
 #: A socket path inside a container: plain components, short enough for sun_path.
 _CONTAINER_PATH = re.compile(r"(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,63}){2,8}")
+#: A mount root: absolute, 1-8 plain components, no trailing slash (it prefixes mount points).
+_MOUNT_ROOT = re.compile(r"(?:/[A-Za-z0-9_][A-Za-z0-9._-]{0,63}){1,8}")
 
 
 def _fail(dotted: str, message: str) -> ConfigError:
@@ -157,6 +160,19 @@ def _check_proxmox(raw: dict[str, Any]) -> None:
                             "is required when proxmox.privileged.mode is ssh")
 
 
+def _check_storage(raw: Mapping[str, Any]) -> None:
+    root = raw.get("proxmox.privileged.mount_root")
+    if root is not None and (not _MOUNT_ROOT.fullmatch(str(root)) or "/../" in f"{root}/"
+                             or "/./" in f"{root}/"):
+        raise _fail("proxmox.privileged.mount_root",
+                    f"{root!r} is not allowed; must be an absolute path of plain components "
+                    "(letters, digits, '._-') without a trailing slash, e.g. /mnt/felhom")
+    warn, crit = _value(raw, "storage.warn_pct"), _value(raw, "storage.crit_pct")
+    if crit < warn:
+        raise _fail("storage.crit_pct", f"{crit!r} is below storage.warn_pct ({warn!r}); "
+                    "crit must be at least warn")
+
+
 def _check_hub(raw: dict[str, Any]) -> None:
     value = raw.get("hub.url")
     if value is None:
@@ -212,6 +228,7 @@ def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
     _check_proxmox(raw)
     _check_hub(raw)
     _check_guestapi(raw)
+    _check_storage(raw)
 
     def v(dotted: str) -> Any:
         return _value(raw, dotted)
@@ -238,6 +255,8 @@ def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
                 ssh_user=v("proxmox.privileged.ssh_user"),
                 ssh_key_file=_path(raw, "proxmox.privileged.ssh_key_file"),
                 ssh_known_hosts=_path(raw, "proxmox.privileged.ssh_known_hosts"),
+                fstab_path=Path(v("proxmox.privileged.fstab_path")),
+                mount_root=Path(v("proxmox.privileged.mount_root")),
             ),
         ),
         hub=HubConfig(
@@ -276,6 +295,11 @@ def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
             backups_per_day=v("guestapi.backups_per_day"),
             allow_restart=v("guestapi.allow_restart"),
             serial_dir=Path(v("guestapi.serial_dir")),
+        ),
+        storage=StorageConfig(
+            warn_pct=v("storage.warn_pct"),
+            crit_pct=v("storage.crit_pct"),
+            smart_interval_s=float(v("storage.smart_interval_s")),
         ),
         source=source,
     )
