@@ -330,4 +330,5 @@ def test_privileged_side_speaks_no_http_at_runtime(tmp_path: Path) -> None:
     result = _probe("privileged", str(tmp_path))
     assert result["calls"] == []
     programs = [line.split()[0] for line in result["exercised"] if not line.startswith("import")]
-    assert programs == ["pct", "mkdir", "mount", "smartctl", "sensors", "guestsock_helper.py"]
+    assert programs == ["pct", "findmnt", "lsblk", "mkdir", "mount", "findmnt", "smartctl",
+                        "sensors", "guestsock_helper.py"]

@@ -15,7 +15,9 @@ from felhom_agent.errors import AgentError
 __all__ = [
     "CommandFailed",
     "CommandTimeout",
+    "DeviceNotFound",
     "FstabConflict",
+    "MountConflict",
     "OutputParseError",
     "PrivilegedDisabled",
     "PrivilegedError",
@@ -95,6 +97,16 @@ class FstabConflict(PrivilegedError, ValueError):
 
     The agent never rewrites an operator's line; it refuses and says which line collides.
     """
+
+
+class MountConflict(PrivilegedError, ValueError):
+    """The mount point already holds another file system, or the disk is not what was asked
+    (another file system type); nothing was changed."""
+
+
+class DeviceNotFound(PrivilegedError, LookupError):
+    """No block device with the asked file system (UUID) is present: the disk is not plugged
+    in, or the UUID is wrong; nothing was changed."""
 
 
 class SshError(PrivilegedError):

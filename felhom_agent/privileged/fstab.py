@@ -1,6 +1,8 @@
-"""Idempotent, crash-safe ``/etc/fstab`` edits and the "is it mounted?" check.
+"""Idempotent, crash-safe ``/etc/fstab`` edits.
 
-The agent only ever *appends* one line per USB mount and never rewrites an operator's line:
+The agent only ever *appends* one line per USB mount, removes only such a line of its own
+(:func:`remove_fstab_lines`: same mount point, the agent's fixed options) and never rewrites an
+operator's line:
 
 * the same line already present (compared field by field, whitespace-insensitive) → nothing
   to do;
@@ -27,7 +29,8 @@ import attrs
 from felhom_agent.durable import atomic_write_bytes
 from felhom_agent.privileged.errors import FstabConflict, RefusedArgument, RunnerError
 
-__all__ = ["FstabLine", "ensure_fstab_line", "is_mounted", "parse_fstab"]
+__all__ = ["FstabLine", "check_fstab_line", "ensure_fstab_line", "parse_fstab",
+           "remove_fstab_lines"]
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -78,6 +81,46 @@ def _render(fields: tuple[str, ...]) -> bytes:
     return ("\t".join(fields) + "\n").encode("ascii")
 
 
+def _read(path: Path) -> tuple[Path, bytes, int]:
+    """The real file behind ``path`` (symlinks followed), its bytes and its mode."""
+    target = Path(os.path.realpath(path))
+    try:
+        return target, target.read_bytes(), stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        return target, b"", 0o644
+    except OSError as err:
+        raise RunnerError(f"cannot read {target}: {err.strerror}") from err
+
+
+def _present(target: Path, text: str, fields: tuple[str, str, str, str, str, str]) -> bool:
+    source, mountpoint = fields[0], fields[1]
+    for entry in parse_fstab(text):
+        if entry.fields() == fields:
+            return True
+        if entry.mountpoint.rstrip("/") == mountpoint:
+            raise FstabConflict(
+                f"{target}:{entry.lineno} already mounts {entry.source} on {mountpoint}; "
+                "remove or fix that line first"
+            )
+        if entry.source == source:
+            raise FstabConflict(
+                f"{target}:{entry.lineno} already mounts {source} on {entry.mountpoint}; "
+                "remove or fix that line first"
+            )
+    return False
+
+
+def check_fstab_line(path: Path, fields: tuple[str, str, str, str, str, str]) -> bool:
+    """True if ``fields`` is already a line of the fstab at ``path``; False if it may be added.
+
+    Raises:
+        FstabConflict: another line uses the mount point or the source.
+        RunnerError: the file cannot be read.
+    """
+    target, old, _mode = _read(path)
+    return _present(target, old.decode("utf-8", errors="surrogateescape"), fields)
+
+
 def ensure_fstab_line(path: Path, fields: tuple[str, str, str, str, str, str]) -> bool:
     """Make sure ``fields`` is a line of the fstab at ``path``; append it if absent.
 
@@ -94,47 +137,48 @@ def ensure_fstab_line(path: Path, fields: tuple[str, str, str, str, str, str]) -
         RunnerError: the file cannot be read.
         DurabilityError: the new file could not be written durably (do not retry).
     """
-    target = Path(os.path.realpath(path))
-    try:
-        old = target.read_bytes()
-        mode = stat.S_IMODE(target.stat().st_mode)
-    except FileNotFoundError:
-        old, mode = b"", 0o644
-    except OSError as err:
-        raise RunnerError(f"cannot read {target}: {err.strerror}") from err
-    text = old.decode("utf-8", errors="surrogateescape")
-    source, mountpoint = fields[0], fields[1]
-    for entry in parse_fstab(text):
-        if entry.fields() == fields:
-            return False
-        if entry.mountpoint.rstrip("/") == mountpoint:
-            raise FstabConflict(
-                f"{target}:{entry.lineno} already mounts {entry.source} on {mountpoint}; "
-                "remove or fix that line first"
-            )
-        if entry.source == source:
-            raise FstabConflict(
-                f"{target}:{entry.lineno} already mounts {source} on {entry.mountpoint}; "
-                "remove or fix that line first"
-            )
+    target, old, mode = _read(path)
+    if _present(target, old.decode("utf-8", errors="surrogateescape"), fields):
+        return False
     line = _render(fields)
     separator = b"\n" if old and not old.endswith(b"\n") else b""
     atomic_write_bytes(target, old + separator + line, mode=mode)
     return True
 
 
-def is_mounted(mounts_path: Path, mountpoint: str) -> bool:
-    """True if ``mountpoint`` appears as a mount target in ``/proc/self/mounts`` format.
+def remove_fstab_lines(path: Path, mountpoint: str, options: frozenset[str], *,
+                       dry_run: bool = False) -> int:
+    """Remove the agent's own line(s) for ``mountpoint``; every other byte stays as it was.
+
+    A line is the agent's when its mount point is ``mountpoint`` and its options are one of
+    ``options`` (the fixed option strings the agent writes). Written atomically like
+    :func:`ensure_fstab_line`; nothing is written when there is nothing to remove.
+
+    Returns:
+        The number of lines removed (0: already gone); with ``dry_run`` the number that
+        would be, nothing written.
 
     Raises:
-        RunnerError: the mounts table cannot be read.
+        FstabConflict: a line for ``mountpoint`` with other options (not the agent's).
+        RunnerError: the file cannot be read.
+        DurabilityError: the new file could not be written durably (do not retry).
     """
-    try:
-        text = mounts_path.read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError as err:
-        raise RunnerError(f"cannot read {mounts_path}: {err.strerror}") from err
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and _unescape(parts[1]) == mountpoint:
-            return True
-    return False
+    target, old, mode = _read(path)
+    text = old.decode("utf-8", errors="surrogateescape")
+    drop: set[int] = set()
+    for entry in parse_fstab(text):
+        if entry.mountpoint.rstrip("/") != mountpoint:
+            continue
+        if entry.options not in options:
+            raise FstabConflict(
+                f"{target}:{entry.lineno} mounts {entry.source} on {mountpoint} with options "
+                f"{entry.options!r}, which the agent did not write; remove it by hand"
+            )
+        drop.add(entry.lineno)
+    if not drop or dry_run:
+        return len(drop)
+    kept = [line for n, line in enumerate(text.splitlines(keepends=True), start=1)
+            if n not in drop]
+    atomic_write_bytes(target, "".join(kept).encode("utf-8", errors="surrogateescape"),
+                       mode=mode)
+    return len(drop)

@@ -1,4 +1,4 @@
-"""The three operations the agent may run as root, as typed, validated argument classes.
+"""The operations the agent may run as root, as typed, validated argument classes.
 
 Everything else goes through the Proxmox API (``docs/architecture.md``, "The fenced root CLI"). Each
 class validates every value in its constructor (so an instance is valid by construction;
@@ -6,7 +6,10 @@ class validates every value in its constructor (so an instance is valid by const
 
 1. :class:`PctCreate` — ``pct create`` of the golden image with ``--features keyctl=1``, a
    feature only ``root@pam`` may set (an API token never can, not even root's own).
-2. :class:`UsbMount` — a USB disk's ``/etc/fstab`` line and the ``mount`` of it.
+2. :class:`UsbMount` / :class:`UsbUnmount` — a USB disk's ``/etc/fstab`` line and the
+   ``mount`` / ``umount`` of it, with the reads they decide on: :class:`MountQuery`
+   (``findmnt``: what is mounted at a mount point) and :class:`BlockDevices` (``lsblk``: which
+   file systems are present).
 3. :class:`SmartRead` and :class:`SensorsRead` — ``smartctl --json -a DEVICE`` and
    ``sensors -j``: the SMART and sensor readings.
 
@@ -34,17 +37,22 @@ __all__ = [
     "MOUNT_ROOT",
     "PROGRAMS",
     "SMART_DEVICE_TYPES",
+    "BlockDevices",
+    "MountQuery",
     "NetSpec",
     "PctCreate",
     "SensorsRead",
     "SmartRead",
     "UsbMount",
+    "UsbUnmount",
 ]
 
-#: The only programs the fenced CLI ever starts (``mkdir`` prepares a USB mount point).
-PROGRAMS: Final = frozenset({"pct", "mkdir", "mount", "smartctl", "sensors"})
+#: The only programs the fenced CLI ever starts (``mkdir`` prepares a USB mount point;
+#: ``findmnt`` and ``lsblk`` only read).
+PROGRAMS: Final = frozenset({"pct", "mkdir", "mount", "umount", "findmnt", "lsblk", "smartctl",
+                             "sensors"})
 
-#: USB disks are mounted only below this directory.
+#: USB disks are mounted only below this directory (``proxmox.privileged.mount_root``).
 MOUNT_ROOT: Final = "/mnt/felhom"
 
 #: File systems a USB backup disk may carry.
@@ -71,7 +79,9 @@ _FS_UUID = re.compile(
     r"|[0-9A-F]{4}-[0-9A-F]{4}|[0-9A-F]{16})"
 )
 _MOUNT_COMPONENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-_MOUNTPOINT = re.compile(rf"{re.escape(MOUNT_ROOT)}(?:/{_MOUNT_COMPONENT}){{1,4}}")
+#: A mount root: absolute, 1-8 plain components, no trailing slash.
+_MOUNT_ROOT = re.compile(r"(?:/[A-Za-z0-9_][A-Za-z0-9._-]{0,63}){1,8}")
+_BELOW_ROOT = re.compile(rf"(?:/{_MOUNT_COMPONENT}){{1,4}}")
 _SMART_DEVICE = re.compile(
     r"/dev/sd[a-z]{1,3}|/dev/nvme[0-9]{1,3}(?:n[0-9]{1,3})?"
     r"|/dev/disk/by-id/(?:ata|nvme|usb|scsi|wwn)-[A-Za-z0-9][A-Za-z0-9._:+-]{0,200}"
@@ -278,29 +288,54 @@ def _check_source(field: str, value: object) -> None:
         check_str(field, value, _USB_BY_ID, "/dev/disk/by-id/usb-... or UUID=...")
 
 
+def _check_root(field: str, value: object) -> None:
+    check_str(field, value, _MOUNT_ROOT, "an absolute path of plain components")
+
+
+def _check_below_root(root: str, mountpoint: object) -> None:
+    """``mountpoint`` is ``root`` plus 1-4 plain components."""
+    shown = f"a path below {root}/ (1-4 plain components)"
+    check_str("mountpoint", mountpoint, re.compile(".+", re.DOTALL), shown)
+    assert isinstance(mountpoint, str)  # noqa: S101 - check_str accepted it
+    if not mountpoint.startswith(root + "/") or _BELOW_ROOT.fullmatch(
+            mountpoint[len(root):]) is None:
+        raise RefusedArgument("mountpoint", mountpoint, f"must be {shown}")
+
+
+#: The mount options, identical in the fstab line and on the ``mount`` argv.
+USB_OPTIONS: Final = "nofail,x-systemd.device-timeout=10s,noatime,nodev,nosuid,noexec"
+
+
 @attrs.frozen
 class UsbMount:
     """Operation 2: a USB disk's ``/etc/fstab`` line and its ``mount``.
 
     ``source`` is the fstab source field: a ``/dev/disk/by-id/usb-...`` link or
     ``UUID=...`` (never ``/dev/sdX``, which changes between boots). ``mountpoint`` lies below
-    :data:`MOUNT_ROOT`. The options are fixed, not caller-supplied: ``nofail`` and a short
-    ``x-systemd.device-timeout`` so a missing USB disk never blocks the host's boot, and
-    ``nodev,nosuid,noexec`` because a removable disk must not carry devices or programs.
+    ``root`` (``proxmox.privileged.mount_root``, default :data:`MOUNT_ROOT`). The options
+    are fixed, not caller-supplied: ``nofail`` and a short ``x-systemd.device-timeout`` so a
+    missing USB disk never blocks the host's boot, and ``nodev,nosuid,noexec`` because a
+    removable disk must not carry devices or programs.
     """
 
     source: str = attrs.field(validator=_validator(_check_source))
-    mountpoint: str = attrs.field(
-        validator=_pattern(_MOUNTPOINT, f"a path below {MOUNT_ROOT}/ (1-4 plain components)")
-    )
+    mountpoint: str
     fstype: str = attrs.field(validator=_member(FS_TYPES))
     read_only: bool = attrs.field(default=False, validator=_validator(_bool))
+    root: str = attrs.field(default=MOUNT_ROOT, validator=_validator(_check_root))
+
+    def __attrs_post_init__(self) -> None:
+        _check_below_root(self.root, self.mountpoint)
+
+    @property
+    def uuid(self) -> str | None:
+        """The file system UUID of a ``UUID=`` source (lower case), else ``None``."""
+        return self.source[5:].lower() if self.source.startswith("UUID=") else None
 
     @property
     def options(self) -> str:
         """The mount options, identical in the fstab line and on the ``mount`` argv."""
-        base = "nofail,x-systemd.device-timeout=10s,noatime,nodev,nosuid,noexec"
-        return base + (",ro" if self.read_only else "")
+        return USB_OPTIONS + (",ro" if self.read_only else "")
 
     @property
     def passno(self) -> int:
@@ -319,6 +354,47 @@ class UsbMount:
         """Mount with the same values as the fstab line (not relying on fstab lookup)."""
         return ["mount", "-t", self.fstype, "-o", self.options, "--", self.source,
                 self.mountpoint]
+
+
+@attrs.frozen
+class UsbUnmount:
+    """Operation 2, undone: ``umount`` a USB disk mounted below ``root`` (data untouched)."""
+
+    mountpoint: str
+    root: str = attrs.field(default=MOUNT_ROOT, validator=_validator(_check_root))
+
+    def __attrs_post_init__(self) -> None:
+        _check_below_root(self.root, self.mountpoint)
+
+    def umount_argv(self) -> list[str]:
+        """Unmount that one mount point (no ``-l``/``-f``: a busy disk fails, never detaches)."""
+        return ["umount", "--", self.mountpoint]
+
+
+@attrs.frozen
+class MountQuery:
+    """What is mounted exactly at ``mountpoint`` (``findmnt``, JSON, four columns).
+
+    The path is any plain absolute path (a read); ``findmnt`` exits 1 with no output when
+    nothing is mounted there.
+    """
+
+    mountpoint: str = attrs.field(validator=_validator(
+        lambda f, v: check_str(f, v, _MOUNT_ROOT, "an absolute path of plain components")))
+
+    def argv(self) -> list[str]:
+        """The ``findmnt`` argv."""
+        return ["findmnt", "--json", "--mountpoint", self.mountpoint,
+                "--output", "TARGET,SOURCE,FSTYPE,UUID"]
+
+
+@attrs.frozen
+class BlockDevices:
+    """Every block device with its file system type and UUID (``lsblk``, JSON, full paths)."""
+
+    def argv(self) -> list[str]:
+        """The ``lsblk`` argv."""
+        return ["lsblk", "--json", "--paths", "--output", "NAME,UUID,FSTYPE"]
 
 
 @attrs.frozen

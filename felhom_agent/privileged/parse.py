@@ -1,9 +1,11 @@
-"""Parse ``smartctl --json`` and ``sensors -j`` output into attrs values.
+"""Parse ``smartctl --json``, ``sensors -j``, ``findmnt --json`` and ``lsblk --json`` output.
 
-Both formats are documented by their tools (smartmontools' JSON output, ``json_format_version``
-1; lm-sensors 3.6's ``-j``). The parsers are strict about *types* (a temperature that is a
-string or a bool is an error: it means the format is not what we think) and lenient about
-*presence* (a USB bridge or an NVMe disk omits whole sections; absent means ``None``), and
+The formats are documented by their tools (smartmontools' JSON output, ``json_format_version``
+1; lm-sensors 3.6's ``-j``; util-linux's ``--json`` of ``findmnt`` and ``lsblk``: an object
+holding ``filesystems`` or ``blockdevices``, one object per row keyed by the lower-cased column
+names, nested rows under ``children``). The parsers are strict about *types* (a temperature
+that is a string or a bool is an error: it means the format is not what we think) and lenient
+about *presence* (a USB bridge or an NVMe disk omits whole sections; absent means ``None``), and
 ignore keys they do not know, so a newer tool version keeps working.
 """
 
@@ -19,12 +21,17 @@ import attrs
 from felhom_agent.privileged.errors import OutputParseError
 
 __all__ = [
+    "SMART_ERROR_BITS",
     "SMART_FATAL_BITS",
+    "BlockDevice",
+    "Mounted",
     "NvmeHealth",
     "SensorChip",
     "SensorFeature",
     "SmartAttribute",
     "SmartReport",
+    "parse_findmnt",
+    "parse_lsblk",
     "parse_sensors",
     "parse_smartctl",
 ]
@@ -32,6 +39,10 @@ __all__ = [
 #: smartctl exit status bits 0 (command line) and 1 (device open/identify) mean "no data";
 #: the higher bits describe the disk's health and come with valid output.
 SMART_FATAL_BITS: Final = 0b11
+#: Bits 0-2 are smartctl's own errors (bit 2: a SMART command to the disk failed, the output
+#: may be partial); bits 3-7 are findings about the disk (failing, attributes at threshold,
+#: error log entries, self-test errors) and come with valid output.
+SMART_ERROR_BITS: Final = 0b111
 
 _Json = dict[str, object]
 
@@ -289,3 +300,79 @@ def parse_sensors(text: bytes | str) -> tuple[SensorChip, ...]:
         chips.append(SensorChip(chip_name, adapter if isinstance(adapter, str) else None,
                                 tuple(features)))
     return tuple(chips)
+
+
+@attrs.frozen
+class Mounted:
+    """One row of ``findmnt --json --output TARGET,SOURCE,FSTYPE,UUID``."""
+
+    target: str
+    source: str | None
+    fstype: str | None
+    uuid: str | None
+
+
+@attrs.frozen
+class BlockDevice:
+    """One row of ``lsblk --json --paths --output NAME,UUID,FSTYPE`` (partitions flattened)."""
+
+    name: str
+    uuid: str | None
+    fstype: str | None
+
+
+def _rows(doc: _Json, key: str, tool: str) -> list[_Json]:
+    """Every row under ``key``, children after their parent (depth first)."""
+    top = doc.get(key)
+    if not isinstance(top, list):
+        raise OutputParseError(f"{tool}: {key} is not a list", program=tool)
+    out: list[_Json] = []
+    stack = list(reversed(top))
+    while stack:
+        row = stack.pop()
+        if not isinstance(row, dict):
+            raise OutputParseError(f"{tool}: a row of {key} is not an object", program=tool)
+        out.append(row)
+        children = row.get("children", [])
+        if not isinstance(children, list):
+            raise OutputParseError(f"{tool}: children is not a list", program=tool)
+        stack.extend(reversed(children))
+    return out
+
+
+def _col(row: _Json, key: str, tool: str, *, required: bool = False) -> str | None:
+    value = row.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise OutputParseError(f"{tool}: {key} is not a string", program=tool)
+    return value
+
+
+def parse_findmnt(text: bytes | str) -> tuple[Mounted, ...]:
+    """Parse ``findmnt --json`` output; empty output (nothing found, exit 1) is no row.
+
+    Raises:
+        OutputParseError: not JSON, or a row lacks a string ``target``.
+    """
+    if not text.strip():
+        return ()
+    doc = _load(text, "findmnt")
+    return tuple(
+        Mounted(target=_col(row, "target", "findmnt", required=True) or "",
+                source=_col(row, "source", "findmnt"), fstype=_col(row, "fstype", "findmnt"),
+                uuid=_col(row, "uuid", "findmnt"))
+        for row in _rows(doc, "filesystems", "findmnt"))
+
+
+def parse_lsblk(text: bytes | str) -> tuple[BlockDevice, ...]:
+    """Parse ``lsblk --json`` output, partitions (``children``) flattened after their disk.
+
+    Raises:
+        OutputParseError: not JSON, or a row lacks a string ``name``.
+    """
+    doc = _load(text, "lsblk")
+    return tuple(
+        BlockDevice(name=_col(row, "name", "lsblk", required=True) or "",
+                    uuid=_col(row, "uuid", "lsblk"), fstype=_col(row, "fstype", "lsblk"))
+        for row in _rows(doc, "blockdevices", "lsblk"))

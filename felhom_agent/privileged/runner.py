@@ -99,13 +99,18 @@ class LocalRunner:
 
     Args:
         env: the complete environment for the child (default :data:`DEFAULT_ENV`).
+        path: the child's ``PATH`` instead of the environment's (the composition root passes
+            the daemon's own ``PATH``: the fenced tools are found where the daemon finds
+            programs); nothing else of the daemon's environment is passed on.
         kill_grace_s: after a timeout kills the process group, how long to wait for it to
             be reaped.
     """
 
-    def __init__(self, *, env: Mapping[str, str] | None = None,
+    def __init__(self, *, env: Mapping[str, str] | None = None, path: str | None = None,
                  kill_grace_s: float = 5.0) -> None:
         self._env = dict(DEFAULT_ENV if env is None else env)
+        if path:
+            self._env["PATH"] = path
         self._kill_grace_s = kill_grace_s
 
     @property

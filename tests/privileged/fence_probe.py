@@ -142,20 +142,23 @@ def exercise_privileged(workdir: Path) -> list[str]:
         Privileged,
         SmartRead,
         UsbMount,
+        UsbUnmount,
     )
     from tests.privileged.priv_fakes import DATA, RecordingRunner, Scripted
 
     runner = RecordingRunner(script={
         "smartctl": Scripted(stdout=(DATA / "smartctl_nvme.json").read_bytes(), returncode=4),
         "sensors": Scripted(stdout=(DATA / "sensors.json").read_bytes()),
+        "lsblk": Scripted(stdout=b'{"blockdevices": [{"name": "/dev/sdb", "uuid": "0123-ABCD",'
+                                 b' "fstype": "vfat"}]}'),
     })
-    (workdir / "mounts").write_text("")
-    priv = Privileged(runner, fstab_path=workdir / "fstab", mounts_path=workdir / "mounts")
+    priv = Privileged(runner, fstab_path=workdir / "fstab")
     priv.create_golden_ct(PctCreate(vmid=101, ostemplate="local:vztmpl/g.tar.zst",
                                     hostname="g1", storage="local-lvm",
                                     net0=NetSpec(bridge="vmbr0")))
     priv.mount_usb(UsbMount(source="UUID=0123-ABCD", mountpoint="/mnt/felhom/usb",
                             fstype="vfat"))
+    priv.unmount_usb(UsbUnmount("/mnt/felhom/usb"))
     priv.read_smart(SmartRead("/dev/nvme0"))
     priv.read_sensors()
     exercised += [" ".join(call) for call in runner.calls]

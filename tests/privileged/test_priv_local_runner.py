@@ -77,3 +77,14 @@ def test_custom_env_is_used() -> None:
     """An injected environment replaces the default one completely."""
     result = LocalRunner(env={"PATH": os.defpath, "X": "1"}).run(["env"], timeout_s=10)
     assert set(result.stdout.decode().splitlines()) == {f"PATH={os.defpath}", "X=1"}
+
+
+def test_path_finds_tools_where_the_daemon_does(tmp_path: Path) -> None:
+    """``path`` replaces only PATH: a tool first on it runs; nothing else is inherited."""
+    tool = tmp_path / "sensors"
+    tool.write_text("#!/bin/sh\necho fake sensors\n")
+    tool.chmod(0o755)
+    runner = LocalRunner(path=f"{tmp_path}:/usr/bin:/bin")
+    assert runner.run(["sensors"], timeout_s=10).stdout == b"fake sensors\n"
+    env = set(runner.run(["env"], timeout_s=10).stdout.decode().splitlines())
+    assert env == {f"PATH={tmp_path}:/usr/bin:/bin", "LC_ALL=C", "LANG=C"}

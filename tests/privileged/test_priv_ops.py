@@ -29,9 +29,10 @@ from felhom_agent.privileged import (
     SmartRead,
     SshRunner,
     UsbMount,
+    UsbUnmount,
 )
 from felhom_agent.privileged.errors import CommandTimeout, SshHostKeyRejected
-from felhom_agent.privileged.ops import PROGRAMS
+from felhom_agent.privileged.ops import PROGRAMS, BlockDevices, MountQuery
 from tests.privileged.priv_fakes import DATA, RecordingRunner, Scripted
 from tests.support.hypo import examples
 
@@ -194,6 +195,39 @@ def test_usb_mount_refuses_hostile_values(field: str, value: object) -> None:
     assert info.value.field == field
 
 
+def test_unmount_and_read_argv() -> None:
+    """umount takes exactly the mount point; findmnt and lsblk ask for JSON and fixed columns."""
+    assert UsbUnmount("/mnt/felhom/backup1").umount_argv() == [
+        "umount", "--", "/mnt/felhom/backup1"]
+    assert MountQuery("/mnt/felhom/backup1").argv() == [
+        "findmnt", "--json", "--mountpoint", "/mnt/felhom/backup1",
+        "--output", "TARGET,SOURCE,FSTYPE,UUID"]
+    assert BlockDevices().argv() == ["lsblk", "--json", "--paths", "--output",
+                                     "NAME,UUID,FSTYPE"]
+    other = UsbMount(source="UUID=0123-ABCD", mountpoint="/srv/usb/x", fstype="vfat",
+                     root="/srv/usb")
+    assert other.mount_argv()[-1] == "/srv/usb/x"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"mountpoint": "/mnt/felhom"}, "mountpoint"),
+        ({"mountpoint": "/mnt/felhom/../etc"}, "mountpoint"),
+        ({"mountpoint": "/mnt/other/x"}, "mountpoint"),
+        ({"mountpoint": "/mnt/felhom/x", "root": "/mnt/felhom/"}, "root"),
+        ({"mountpoint": "/x/y", "root": "x"}, "root"),
+        ({"mountpoint": "/a b/y", "root": "/a b"}, "root"),
+        ({"mountpoint": "/mnt/felhom/-x"}, "mountpoint"),
+    ],
+)
+def test_unmount_refuses_hostile_values(kwargs: dict[str, Any], field: str) -> None:
+    """umount only ever gets a plain path below the mount root."""
+    with pytest.raises(RefusedArgument) as info:
+        UsbUnmount(**kwargs)
+    assert info.value.field == field
+
+
 def test_smart_read_argv() -> None:
     """smartctl gets --json -a, an optional allow-listed -d type, then the device."""
     assert SmartRead("/dev/sda").argv() == ["smartctl", "--json", "-a", "/dev/sda"]
@@ -237,7 +271,7 @@ def test_refusal_message_is_one_line_and_bounded() -> None:
 def test_facade_refuses_wrong_types_before_any_process(tmp_path: Path) -> None:
     """Privileged accepts only its operation classes; anything else never reaches the runner."""
     runner = RecordingRunner()
-    priv = Privileged(runner, fstab_path=tmp_path / "fstab", mounts_path=tmp_path / "mounts")
+    priv = Privileged(runner, fstab_path=tmp_path / "fstab")
     smart = SmartRead("/dev/sda")
     with pytest.raises(RefusedArgument):
         priv.create_golden_ct(smart)  # type: ignore[arg-type]
@@ -263,7 +297,7 @@ def test_facade_revalidates_forged_instances(tmp_path: Path, make: Any, field: s
                                               forged: object) -> None:
     """An argument object mutated past its frozen validators is refused before any process."""
     runner = RecordingRunner()
-    priv = Privileged(runner, fstab_path=tmp_path / "fstab", mounts_path=tmp_path / "mounts")
+    priv = Privileged(runner, fstab_path=tmp_path / "fstab")
     op = make()
     object.__setattr__(op, field, forged)
     methods: dict[type, Callable[[Any], object]] = {
@@ -287,20 +321,22 @@ def test_facade_refuses_forged_nested_netspec() -> None:
 
 def test_facade_starts_only_allow_listed_programs(tmp_path: Path) -> None:
     """Running every operation starts only programs from PROGRAMS, each with its timeout."""
-    mounts = tmp_path / "mounts"
-    mounts.write_text("")
     runner = RecordingRunner(script={
         "smartctl": Scripted(stdout=(DATA / "smartctl_ata.json").read_bytes()),
         "sensors": Scripted(stdout=(DATA / "sensors.json").read_bytes()),
+        "lsblk": Scripted(stdout=b'{"blockdevices": []}'),
     })
-    priv = Privileged(runner, fstab_path=tmp_path / "fstab", mounts_path=mounts)
+    priv = Privileged(runner, fstab_path=tmp_path / "fstab")
     priv.create_golden_ct(PctCreate(**GOOD_PCT))
     priv.mount_usb(UsbMount(**GOOD_USB))
     priv.read_smart(SmartRead("/dev/sdb", device_type="sat"))
     priv.read_sensors()
-    assert [c[0] for c in runner.calls] == ["pct", "mkdir", "mount", "smartctl", "sensors"]
+    priv.unmount_usb(UsbUnmount(GOOD_USB["mountpoint"]))
+    assert priv.block_devices() == ()
+    assert [c[0] for c in runner.calls] == ["pct", "findmnt", "mkdir", "mount", "smartctl",
+                                            "sensors", "findmnt", "lsblk"]
     assert {c[0] for c in runner.calls} <= PROGRAMS
-    assert runner.timeouts == [900.0, 10.0, 120.0, 60.0, 15.0]
+    assert runner.timeouts == [900.0, 15.0, 10.0, 120.0, 60.0, 15.0, 15.0, 15.0]
 
 
 def test_pct_create_failure_is_typed() -> None:

@@ -1,4 +1,5 @@
-"""Parsing smartctl --json and sensors -j output into typed values (hand-written fixtures)."""
+"""Parsing smartctl, sensors, findmnt and lsblk JSON output into typed values (hand-written
+fixtures in the tools' documented formats)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from felhom_agent.privileged import (
     OutputParseError,
     SmartAttribute,
+    parse_findmnt,
+    parse_lsblk,
     parse_sensors,
     parse_smartctl,
 )
@@ -156,3 +159,78 @@ def test_sensors_skips_unknown_shapes() -> None:
     assert chips[0].features[0].readings == (("input", 30.5),)
     assert chips[1].adapter is None
     assert chips[1].features == ()
+
+
+FINDMNT = b"""{
+   "filesystems": [
+      {
+         "target": "/mnt/felhom/backup1",
+         "source": "/dev/sdb1",
+         "fstype": "ext4",
+         "uuid": "0f3c6a2e-9d1b-4c55-8a0e-7e2b5d8c1f00",
+         "children": [
+            {"target": "/mnt/felhom/backup1/snap", "source": "/dev/sdc1", "fstype": "xfs",
+             "uuid": null}
+         ]
+      }
+   ]
+}
+"""
+LSBLK = b"""{
+   "blockdevices": [
+      {"name": "/dev/nvme0n1", "uuid": null, "fstype": null,
+         "children": [
+            {"name": "/dev/nvme0n1p1", "uuid": "5A1B-2C3D", "fstype": "vfat"},
+            {"name": "/dev/nvme0n1p3", "uuid": "b6f2c1a0-1111-2222-3333-444455556666",
+             "fstype": "LVM2_member"}
+         ]
+      },
+      {"name": "/dev/sdb", "uuid": null, "fstype": null,
+         "children": [
+            {"name": "/dev/sdb1", "uuid": "0f3c6a2e-9d1b-4c55-8a0e-7e2b5d8c1f00",
+             "fstype": "ext4"}
+         ]
+      }
+   ]
+}
+"""
+
+
+def test_findmnt_rows_children_flattened() -> None:
+    """findmnt's tree is flattened parent first; empty output (exit 1) is no row."""
+    rows = parse_findmnt(FINDMNT)
+    assert [(r.target, r.source, r.fstype) for r in rows] == [
+        ("/mnt/felhom/backup1", "/dev/sdb1", "ext4"),
+        ("/mnt/felhom/backup1/snap", "/dev/sdc1", "xfs")]
+    assert rows[0].uuid == "0f3c6a2e-9d1b-4c55-8a0e-7e2b5d8c1f00"
+    assert rows[1].uuid is None
+    assert parse_findmnt(b"") == ()
+    assert parse_findmnt(b"\n") == ()
+
+
+def test_lsblk_partitions_after_their_disk() -> None:
+    """lsblk's disks and partitions come out in tree order with UUID and type."""
+    rows = parse_lsblk(LSBLK)
+    assert [r.name for r in rows] == ["/dev/nvme0n1", "/dev/nvme0n1p1", "/dev/nvme0n1p3",
+                                      "/dev/sdb", "/dev/sdb1"]
+    assert rows[-1].fstype == "ext4"
+    assert rows[0].uuid is None
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [
+        (parse_findmnt, b"not json"),
+        (parse_findmnt, b'{"filesystems": {}}'),
+        (parse_findmnt, b'{"filesystems": [{"source": "/dev/sdb1"}]}'),
+        (parse_findmnt, b'{"filesystems": [{"target": 7}]}'),
+        (parse_lsblk, b'{"blockdevices": [{"name": "/dev/sdb", "children": {}}]}'),
+        (parse_lsblk, b'{"blockdevices": ["sdb"]}'),
+        (parse_lsblk, b"[]"),
+    ],
+)
+def test_util_linux_json_of_another_shape_is_refused(parse: object, text: bytes) -> None:
+    """A findmnt/lsblk document that is not util-linux's shape raises OutputParseError."""
+    assert callable(parse)
+    with pytest.raises(OutputParseError):
+        parse(text)
