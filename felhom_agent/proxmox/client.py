@@ -40,6 +40,7 @@ from felhom_agent.proxmox.models import (
     TaskStatus,
 )
 from felhom_agent.proxmox.provision import ProvisionCalls
+from felhom_agent.proxmox.storage_admin import StorageAdminCalls
 from felhom_agent.proxmox.tasks import Dispatch, PollPolicy, TaskResult, complete
 from felhom_agent.proxmox.transport import Transport
 from felhom_agent.proxmox.upid import Upid, parse_upid
@@ -70,7 +71,7 @@ def _check_snapname(name: str) -> str:
     return name
 
 
-class ProxmoxClient(BackupCalls, ProvisionCalls):
+class ProxmoxClient(BackupCalls, ProvisionCalls, StorageAdminCalls):
     """API-token client for one PVE node over pinned HTTPS; thread-safe; use as a context manager.
 
     Args:

@@ -76,14 +76,15 @@ _PBS_KEY_FINGERPRINT = ":".join(f"{(11 * i + 5) % 256:02x}" for i in range(32))
 
 
 def default_disks() -> tuple[Mapping[str, Any], ...]:
-    """An NVMe system disk and a USB backup disk, as ``disks/list`` reports them."""
+    """An NVMe system disk and a USB backup disk, as ``disks/list`` reports them (``mounted``
+    and ``osdid-list`` as the schema lists them: a 0/1 boolean and an array)."""
     return (
         {"devpath": "/dev/nvme0n1", "size": 512_110_190_592, "type": "nvme",
          "model": "Samsung SSD 980 PRO 500GB", "serial": "S5GXNF0R000001", "vendor": "unknown",
          "wwn": "unknown", "gpt": 1, "rpm": 0, "health": "PASSED", "wearout": 98,
-         "used": "LVM", "osdid": -1, "osdid-list": None},
+         "used": "LVM", "mounted": 0, "osdid": -1, "osdid-list": []},
         {"devpath": "/dev/sda", "size": 4_000_787_030_016, "type": "usb",
          "model": "Elements_25A3", "serial": "575836314142", "vendor": "WD",
          "wwn": "unknown", "gpt": 1, "rpm": 5400, "health": "PASSED", "wearout": "N/A",
-         "osdid": -1, "osdid-list": None},
+         "mounted": 0, "osdid": -1, "osdid-list": []},
     )

@@ -120,7 +120,9 @@ def disks_list(ctx: Ctx) -> list[dict[str, Any]]:
 
 
 def disks_smart(ctx: Ctx) -> dict[str, Any]:
-    """GET /nodes/{node}/disks/smart?disk=/dev/X (smartctl errors read as UNKNOWN, like PVE)."""
+    """GET /nodes/{node}/disks/smart?disk=/dev/X, shaped like PVE's ``get_smart_data``: ATA
+    disks give ``attributes`` (``type: ata``), NVMe ones smartctl's text (``type: text``);
+    ``healthonly`` gives ``health`` alone."""
     disk = str(ctx.params["disk"])
     found = next((d for d in ctx.rt.scenario.disks if d.get("devpath") == disk), None)
     if found is None:
@@ -128,7 +130,17 @@ def disks_smart(ctx: Ctx) -> dict[str, Any]:
     health = str(found.get("health", "UNKNOWN"))
     if int(ctx.params.get("healthonly", 0)):
         return {"health": health}
-    return {"health": health, "type": "ata", "attributes": []}
+    if found.get("type") == "nvme":
+        return {"health": health, "type": "text",
+                "text": "SMART/Health Information (NVMe Log 0x02)\nCritical Warning: 0x00\n"}
+    ok = health == "PASSED"
+    return {"health": health, "type": "ata", "attributes": [
+        {"id": "  5", "name": "Reallocated_Sector_Ct", "value": 200 if ok else 100,
+         "worst": 200 if ok else 100, "threshold": 140, "fail": "-" if ok else "FAILING_NOW",
+         "flags": "PO--CK", "normalized": 200 if ok else 100, "raw": "0" if ok else "1432"},
+        {"id": "194", "name": "Temperature_Celsius", "value": 114, "worst": 98,
+         "threshold": 0, "fail": "-", "flags": "-O---K", "normalized": 114, "raw": "36"},
+    ]}
 
 
 # -- access ----------------------------------------------------------------------------------

@@ -16,14 +16,22 @@ from typing import Any
 from felhom_agent.sim.pve.apierror import ApiError, param_error, perm_error, server_error
 from felhom_agent.sim.pve.context import Ctx
 from felhom_agent.sim.pve.privileges import Principal
+from felhom_agent.sim.pve.scenario_storage import StorageSpec
 from felhom_agent.sim.pve.storage import Backup, SimStorage
 
 __all__ = [
     "backup_access_error", "content_get", "content_list", "content_put", "find_volume",
     "max_protected_for", "require_online",
-    "storage_config_get", "storage_config_list", "storage_list", "storage_status",
-    "storage_visible",
+    "storage_config_get", "storage_config_list", "storage_create", "storage_delete",
+    "storage_list", "storage_status", "storage_visible",
 ]
+
+#: storage.cfg keys ``POST /storage`` accepts and keeps (beside storage, type, content).
+CREATE_KEYS = ("path", "is_mountpoint", "nodes", "prune-backups", "mkdir",
+               "create-base-path", "create-subdirs", "shared", "disable")
+#: The capacity a storage added at run time reports (the file system under it is not
+#: modelled): 1 TiB, empty.
+NEW_STORAGE_TOTAL = 2**40
 
 
 def storage_visible(ctx: Ctx, storage: str) -> bool:
@@ -32,8 +40,14 @@ def storage_visible(ctx: Ctx, storage: str) -> bool:
     return ctx.has(path, "Datastore.Audit") or ctx.has(path, "Datastore.AllocateSpace")
 
 
+def _on_node(ctx: Ctx, st: SimStorage) -> bool:
+    nodes = st.spec.config.get("nodes")
+    return nodes is None or ctx.rt.node in str(nodes).split(",")
+
+
 def storage_list(ctx: Ctx) -> list[dict[str, Any]]:
-    """GET /nodes/{node}/storage (``content``, ``enabled``, ``storage`` filters)."""
+    """GET /nodes/{node}/storage (``content``, ``enabled``, ``storage`` filters); a storage
+    whose ``nodes`` leave our node out is not listed."""
     want = {c for c in (ctx.str_param("content") or "").split(",") if c}
     only = ctx.str_param("storage")
     enabled_only = bool(ctx.int_param("enabled", 0))
@@ -46,7 +60,7 @@ def storage_list(ctx: Ctx) -> list[dict[str, Any]]:
                 continue
             if enabled_only and not st.spec.enabled:
                 continue
-            if storage_visible(ctx, name):
+            if storage_visible(ctx, name) and _on_node(ctx, st):
                 out.append(st.status_entry())
         return out
 
@@ -82,6 +96,54 @@ def storage_config_list(ctx: Ctx) -> list[dict[str, Any]]:
         return [{**st.config_entry(), "digest": digest}
                 for name, st in sorted(ctx.rt.state.storages.items())
                 if (stype is None or st.spec.type == stype) and storage_visible(ctx, name)]
+
+
+def storage_create(ctx: Ctx) -> dict[str, Any]:
+    """POST /storage: add a storage.cfg entry (``dir`` only; Datastore.Allocate on /storage,
+    checked by the route). Synchronous: the answer names the new storage, no task."""
+    name = str(ctx.params["storage"])
+    stype = str(ctx.params["type"])
+    if stype != "dir":
+        raise server_error(f"storage type '{stype}' is not simulated (only dir)")
+    path = ctx.str_param("path")
+    if path is None:
+        raise param_error({"path": "property is missing and it is not optional"})
+    config: dict[str, str | int] = {}
+    for key in CREATE_KEYS:
+        value = ctx.params.get(key)
+        if value is not None and key not in ("mkdir", "create-base-path", "create-subdirs",
+                                             "shared", "disable"):
+            config[key] = str(value)
+    with ctx.rt.state.cond:
+        if name in ctx.rt.state.storages:
+            raise server_error(f"create storage failed: storage ID '{name}' already defined")
+        spec = StorageSpec(storage=name, type=stype,
+                           content=ctx.str_param("content") or "images,rootdir",
+                           total=NEW_STORAGE_TOTAL, used=0,
+                           shared=bool(ctx.int_param("shared", 0)),
+                           enabled=not ctx.int_param("disable", 0), config=config)
+        st = SimStorage(spec, ctx.rt.state.tz, ctx.rt.node, mounts=ctx.rt.state.mounts)
+        st.backups = ctx.rt.state.detached.pop((name, path), [])
+        for b in st.backups:
+            st.consume(b.size or 0)
+        ctx.rt.state.storages[name] = st
+        ctx.rt.state.cond.notify_all()
+    return {"storage": name, "type": stype}
+
+
+def storage_delete(ctx: Ctx) -> None:
+    """DELETE /storage/{storage}: drop the storage.cfg entry; the data on it is not touched
+    (its backups are no longer listed, and are again once the same id and path are added)."""
+    name = str(ctx.params["storage"])
+    with ctx.rt.state.cond:
+        st = ctx.rt.state.storages.get(name)
+        if st is None:
+            raise server_error(f"delete storage failed: storage '{name}' does not exist")
+        path = st.spec.config.get("path")
+        if path is not None and st.backups:
+            ctx.rt.state.detached[(name, str(path))] = st.backups
+        del ctx.rt.state.storages[name]
+        ctx.rt.state.cond.notify_all()
 
 
 def storage_config_get(ctx: Ctx) -> dict[str, Any]:

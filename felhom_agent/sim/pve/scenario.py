@@ -208,7 +208,8 @@ def _number_map(value: object, key: str) -> dict[str, float]:
 
 _TOP_KEYS = ("node", "pve_version", "auth_failure_delay_s", "workers", "lock_wait_s",
              "request_latency_s", "tokens", "guests", "storages", "disks", "task_durations",
-             "faults", "timezone", "cluster_name", "other_node_guests", "pools", "next_id")
+             "faults", "timezone", "cluster_name", "other_node_guests", "pools", "next_id",
+             "mounts_file")
 _POOL_RE = re.compile(r"^[A-Za-z0-9\-_]+$")
 #: PVE's ``next-id`` defaults (datacenter.cfg): lower bound, exclusive upper bound.
 DEFAULT_NEXT_ID = (100, 1_000_000)
@@ -278,6 +279,9 @@ class PveScenario:
     pools: tuple[str, ...] = ()
     #: ``/cluster/nextid``'s search range: (lower, exclusive upper).
     next_id: tuple[int, int] = DEFAULT_NEXT_ID
+    #: the node's mount table for ``is_mountpoint`` storages (``/proc/self/mounts`` format);
+    #: None reads the real ``/proc/self/mounts``.
+    mounts_file: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PveScenario:
@@ -350,6 +354,7 @@ class PveScenario:
             request_latency_s=float(latency),
             pools=pools,
             next_id=_next_id(r.get("next_id", (dict,), {}, "an object")),
+            mounts_file=r.get("mounts_file", (str,), None, "an absolute path"),
         )
 
     @classmethod

@@ -20,13 +20,14 @@ import copy
 import hashlib
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import attrs
 
 from felhom_agent.sim.pve.scenario import GuestSpec, PveScenario
-from felhom_agent.sim.pve.storage import SimStorage
+from felhom_agent.sim.pve.storage import MOUNTS, SimStorage
 
 __all__ = ["Guest", "NodeState", "Snapshot", "description_read", "normalise_tags"]
 
@@ -198,9 +199,15 @@ class NodeState:
         self.other_node_guests = dict(scenario.other_node_guests)
         archived = {vmid: (g.type, render_section(g.snapshot_config()))
                     for vmid, g in self.guests.items()}
+        #: the mount table ``is_mountpoint`` storages are checked against.
+        self.mounts = Path(scenario.mounts_file) if scenario.mounts_file else MOUNTS
         self.storages: dict[str, SimStorage] = {
-            s.storage: SimStorage(s, self.tz, scenario.node, archived) for s in scenario.storages
+            s.storage: SimStorage(s, self.tz, scenario.node, archived, mounts=self.mounts)
+            for s in scenario.storages
         }
+        #: backups of removed dir storages by (storage id, path): the files stay on the disk,
+        #: and a storage added again with the same id and path lists them again.
+        self.detached: dict[tuple[str, str], list[Any]] = {}
         #: the UPID holding the node-wide vzdump lock (``/var/run/vzdump.lock``), if any.
         self.vzdump_lock: str | None = None
         #: resource pools that exist (``pool`` parameters must name one).

@@ -13,6 +13,11 @@ Capacity is bookkept here: a backup consumes its size; deleting a dir backup fre
 while a PBS deletion only frees space at the datastore's garbage collection (``run_gc``). An
 inactive storage reports ``active: 0`` and zero sizes, like ``storage_info`` after a failed
 activation.
+
+A storage with ``is_mountpoint`` (``yes``/``1``: its ``path``; or a path of its own) is active
+only while that path is a mount target in the node's mount table (``/proc/self/mounts``, or the
+scenario's ``mounts_file``), as PVE's dir plugin checks on activation: an unplugged USB disk's
+storage is offline, never the empty directory underneath.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,8 +34,37 @@ import attrs
 from felhom_agent.sim.pve.scenario_storage import BackupSpec, StorageSpec
 from felhom_agent.utc import format_utc
 
-__all__ = ["FILE_STAMP", "LOG_STAMP", "Backup", "SimStorage", "backup_volid", "compress_ext",
-           "node_time", "synthetic_config"]
+__all__ = ["FILE_STAMP", "LOG_STAMP", "MOUNTS", "Backup", "SimStorage", "backup_volid",
+           "compress_ext", "mount_path", "node_time", "synthetic_config"]
+
+#: The node's mount table, unless a scenario names another file in the same format.
+MOUNTS = Path("/proc/self/mounts")
+_YES = frozenset({"yes", "on", "1", "true"})
+_NO = frozenset({"no", "off", "0", "false"})
+
+
+def mount_path(config: Mapping[str, Any]) -> str | None:
+    """The path that must be mounted for a storage to be online (``is_mountpoint``), or None."""
+    value = config.get("is_mountpoint")
+    if value is None or str(value).lower() in _NO:
+        return None
+    if str(value).lower() in _YES:
+        path = config.get("path")
+        return None if path is None else str(path)
+    return str(value)
+
+
+def _mounted(table: Path, path: str) -> bool:
+    try:
+        text = table.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return False
+    target = path.rstrip("/") or "/"
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].replace("\\040", " ") == target:
+            return True
+    return False
 
 _STD_RE = re.compile(
     r"^vzdump-(?P<type>lxc|openvz|qemu)-(?P<vmid>[1-9][0-9]{2,8})-"
@@ -134,18 +169,21 @@ class SimStorage:
 
     ``archived`` maps a scenario guest's vmid to (type, rendered config): a scenario backup of
     that guest without an explicit ``config`` holds that config; any other gets
-    :func:`synthetic_config`.
+    :func:`synthetic_config`. ``mounts`` is the mount table an ``is_mountpoint`` storage is
+    checked against.
     """
 
     def __init__(self, spec: StorageSpec, tz: ZoneInfo, node: str,
-                 archived: Mapping[int, tuple[str, str]] | None = None) -> None:
+                 archived: Mapping[int, tuple[str, str]] | None = None, *,
+                 mounts: Path = MOUNTS) -> None:
         self._archived = dict(archived or {})
         self.spec = spec
         self.volumes: list[dict[str, Any]] = [dict(v) for v in spec.volumes]
         self.backups: list[Backup] = []
         self.used = spec.used
         self.avail = spec.avail if spec.avail is not None else max(0, spec.total - spec.used)
-        self.active = spec.active
+        self._reachable = spec.active
+        self._mounts = mounts
         self.gc_pending = 0
         for b in spec.backups:
             self.backups.append(self._from_spec(b, tz, node))
@@ -154,6 +192,16 @@ class SimStorage:
     def name(self) -> str:
         """The storage id."""
         return self.spec.storage
+
+    @property
+    def active(self) -> bool:
+        """Online: reachable (a fault may say not) and, with ``is_mountpoint``, mounted."""
+        needed = mount_path(self.spec.config)
+        return self._reachable and (needed is None or _mounted(self._mounts, needed))
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self._reachable = value
 
     @property
     def is_pbs(self) -> bool:
