@@ -20,7 +20,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"", "errors", "secret", "durable", "tlspin", "log", "strictjson", "utc",
                "fingerprint", "vmids", "storageids", "backoff", "guestsock_helper"}),
     frozenset({"core", "proxmox", "authz", "privileged", "config", "sim"}),
-    frozenset({"backup"}),
+    frozenset({"backup", "host"}),
     frozenset({"kinds"}),
     frozenset({"planning", "state"}),
     frozenset({"execution"}),

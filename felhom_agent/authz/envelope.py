@@ -13,7 +13,8 @@ this order, each failure with its own :class:`~felhom_agent.authz.errors.Reason`
    ``missing-field``;
 3. ``v == 1``;
 4. each member's type and form: ``op_id`` a lowercase canonical UUID, ``kind`` from the
-   allow-list, ``vmid`` an integer 100…999999999 (PVE's range), ``params`` an object,
+   allow-list, ``vmid`` an integer 100…999999999 (PVE's range) -- or ``null`` for a host kind
+   (one of ``host_kinds``: it acts on no guest), and only for one --, ``params`` an object,
    ``irreversible`` a boolean, ``nonce`` 32 lowercase hex digits (128 bits), times exactly
    ``YYYY-MM-DDTHH:MM:SSZ``;
 5. ``host_id`` is ours;
@@ -65,12 +66,13 @@ class SignedOp:
     """A parsed signed operation (the payload's members, typed).
 
     ``params`` is the JSON object as sent; the executor validates it per ``kind``.
+    ``vmid`` is ``None`` exactly for a host kind.
     """
 
     op_id: str
     host_id: str
     kind: str
-    vmid: int
+    vmid: int | None
     params: Mapping[str, object]
     irreversible: bool
     nonce: str
@@ -85,19 +87,23 @@ class SignedOp:
         if len(params) > 200:
             params = params[:197] + "..."
         flag = " irreversible" if self.irreversible else ""
+        target = "host" if self.vmid is None else f"vmid {self.vmid}"
         return (
-            f"{self.kind} vmid {self.vmid} params {params}{flag} "
+            f"{self.kind} {target} params {params}{flag} "
             f"(op {self.op_id}, expires {format_utc(self.expires_at)})"
         )
 
 
-def parse_payload(payload: bytes, *, kinds: Collection[str]) -> SignedOp:
+def parse_payload(payload: bytes, *, kinds: Collection[str],
+                  host_kinds: Collection[str] = ()) -> SignedOp:
     """Parse and type-check a payload (rules 1 to 4); no policy (host, time) yet.
 
     Args:
         payload: the exact signed bytes.
         kinds: the signed-op allow-list (the kind registry's signed names, handed in by the
             composition root so that this module needs no knowledge of kinds).
+        host_kinds: the kinds that act on no guest; their ``vmid`` must be ``null``, and
+            every other kind's must be a vmid.
 
     Raises:
         OpRejected: with the reason of the first rule that fails.
@@ -129,7 +135,10 @@ def parse_payload(payload: bytes, *, kinds: Collection[str]) -> SignedOp:
     if not isinstance(kind, str) or kind not in kinds:
         raise OpRejected(Reason.KIND, f"kind {kind!r} is not one of {', '.join(sorted(kinds))}")
     vmid = doc["vmid"]
-    if not is_vmid(vmid):
+    if kind in host_kinds:
+        if vmid is not None:
+            raise _invalid("vmid", vmid, f"null: {kind} acts on the host, not on a guest")
+    elif not is_vmid(vmid):
         raise _invalid("vmid", vmid, f"an integer {VMID_RANGE}")
     params = doc["params"]
     if not isinstance(params, dict):

@@ -63,6 +63,8 @@ class VerifyPolicy:
         max_op_lifetime_s: the longest allowed ``expires_at - issued_at``.
         kinds: the signed-op allow-list; the composition root passes the kind registry's
             signed names (``felhom_agent.kinds.registry.SIGNED_KINDS``).
+        host_kinds: the kinds among them that act on the host, not a guest: their payload
+            carries ``"vmid": null`` (the registry's ``HOST_KINDS``).
     """
 
     host_id: str
@@ -70,6 +72,7 @@ class VerifyPolicy:
     max_clock_skew_s: int = 120
     max_op_lifetime_s: int = 900
     kinds: frozenset[str] = attrs.field(kw_only=True, converter=_kinds)
+    host_kinds: frozenset[str] = attrs.field(kw_only=True, factory=frozenset, converter=_kinds)
 
 
 @attrs.frozen
@@ -140,7 +143,7 @@ class OpVerifier:
         if now.tzinfo is None:
             raise ValueError("the verifier clock must return timezone-aware datetimes")
         key, found = self.verify_signature(payload, signature, now=now, principal=principal)
-        op = parse_payload(payload, kinds=self.policy.kinds)
+        op = parse_payload(payload, kinds=self.policy.kinds, host_kinds=self.policy.host_kinds)
         if principal is not None and op.signer is not None and op.signer != principal:
             raise OpRejected(
                 Reason.SIGNER, f"payload names signer {op.signer!r}, expected {principal!r}"

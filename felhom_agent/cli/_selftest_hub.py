@@ -18,12 +18,11 @@ because no engine runs in this mode. Nothing is mutated on the host.
 from __future__ import annotations
 
 from felhom_agent.cli._common import CheckLine, render_checks
-from felhom_agent.compose.root import proxmox_client
+from felhom_agent.compose.root import proxmox_client, report_collector
 from felhom_agent.config import Config
 from felhom_agent.core.desired import DesiredStateError, parse_desired
 from felhom_agent.errors import AgentError
 from felhom_agent.hub.client import HubClient
-from felhom_agent.hub.collect import Collector
 from felhom_agent.hub.envelope import parse_envelope
 
 __all__ = ["selftest_hub_command"]
@@ -40,8 +39,7 @@ def selftest_hub_command(config: Config, *, as_json: bool) -> tuple[int, str]:
         return EXIT_CONFIG, text
     checks = [CheckLine("hub configured", True, config.hub.url)]
     with proxmox_client(config) as client:
-        report = Collector(client=client, node=config.proxmox.node, host_id=config.host_id,
-                           engine=None, audit=None).collect()
+        report = report_collector(config, client, engine=None, audit=None).collect()
     if report.errors:
         failed = "; ".join(f"{e.source}: {e.message}" for e in report.errors)
         checks.append(CheckLine("collect", False,

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from felhom_agent.execution.backup_tracker import BackupSettings, BackupView
 from felhom_agent.execution.engine import Engine
-from felhom_agent.execution.executor import ExecResult, Executor, JobSpec
+from felhom_agent.execution.executor import ExecResult, Executor, HostJob, JobSpec
 from felhom_agent.execution.job import JobHandle
 from felhom_agent.execution.queue import SerializerQueue
 from felhom_agent.execution.status import OpResult, ReconcileStatus
@@ -68,6 +68,10 @@ class EngineLike(Protocol):
 
     def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
         """Queue one job (a signed op's step) through the journal and the executor."""
+        ...
+
+    def submit_host(self, job: HostJob) -> JobHandle[ExecResult]:
+        """Queue one host job (a ``host.*`` signed op) on the host lane."""
         ...
 
 

@@ -14,9 +14,10 @@ Order matters for what a failure means (:func:`build_parts`):
    :class:`~felhom_agent.durable.DurabilityError` or a locked journal here is fatal (exit 1);
 2. the Proxmox client and, when ``hub.url`` is set, the hub client -- connection settings
    were validated with the config, so these only fail on a programming error;
-3. the task watcher, the executor, the serializer queue (``reconcile.workers``), the
-   desired-state provider (``HubProvider`` with a hub, else
-   ``FileProvider(reconcile.desired_file)``, else ``EmptyProvider``) and the engine.
+3. the fenced root CLI (``proxmox.privileged``) and the host health monitor (not started), the
+   task watcher, the executor (with the host tools the ``host.*`` kinds act with), the
+   serializer queue (``reconcile.workers``), the desired-state provider (``HubProvider`` with a
+   hub, else ``FileProvider(reconcile.desired_file)``, else ``EmptyProvider``) and the engine.
 
 See ``docs/architecture.md`` ("Composition").
 """
@@ -28,9 +29,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -49,9 +51,12 @@ from felhom_agent.guestapi.policy import Limits
 from felhom_agent.guestapi.server import GuestApiServer
 from felhom_agent.guestapi.service import GuestApiService
 from felhom_agent.guestapi.supervisor import DEFAULT_INTERVAL_S, GuestApiSupervisor
+from felhom_agent.host.monitor import HealthMonitor
 from felhom_agent.hub.client import HubClient
-from felhom_agent.kinds.model import Settings
-from felhom_agent.kinds.registry import SIGNED_KINDS
+from felhom_agent.hub.collect import AuditSource, Collector, EngineView, HealthSource
+from felhom_agent.hub.report import OpResult, ReportError
+from felhom_agent.kinds.model import HostTools, Settings
+from felhom_agent.kinds.registry import HOST_KINDS, SIGNED_KINDS
 from felhom_agent.planning.providers import (
     DesiredStateProvider,
     EmptyProvider,
@@ -85,12 +90,14 @@ __all__ = [
     "guest_api",
     "guest_api_limits",
     "guest_socket_placer",
+    "health_monitor",
     "hub_client",
     "kind_settings",
     "open_audit",
     "open_journal",
     "privileged",
     "proxmox_client",
+    "report_collector",
     "signed_op_sink",
     "verify_policy",
 ]
@@ -116,9 +123,12 @@ class Parts:
     audit: AuditLog
     provider: DesiredStateProvider
     engine: EngineLike
+    fenced: Privileged
+    health: HealthMonitor
 
     def close(self) -> None:
         """Close clients, journal and audit log (the queue is shut down by the caller)."""
+        self.health.stop()
         self.watcher.stop()
         self.client.close()
         if self.hub_client is not None:
@@ -184,17 +194,19 @@ def build_executor(*, client: ProxmoxClient, journal: Journal, audit: AuditLog,
                    task_timeout_s: float, stop_event: threading.Event,
                    clock: Callable[[], float], logger: logging.Logger,
                    lookup_grace_s: float = 40.0,
-                   settings: Settings | None = None) -> tuple[TaskWatcher, Executor]:
+                   settings: Settings | None = None,
+                   host: HostTools | None = None) -> tuple[TaskWatcher, Executor]:
     """The task watcher (not started) and the executor that waits through it.
 
     Every executor of the process waits through a :class:`TaskWatcher`: one task-list read
-    per tick for all in-flight tasks (``docs/architecture.md``, "Waiting for tasks").
+    per tick for all in-flight tasks (``docs/architecture.md``, "Waiting for tasks"). ``host``
+    is what the host kinds act with (without it they are refused).
     """
     watcher = TaskWatcher(client, logger=logger)
     executor = Executor(client=client, journal=journal, audit=audit,
                         task_timeout_s=task_timeout_s, waiter=watcher, cancel=stop_event,
                         lookup_grace_s=lookup_grace_s, clock=clock, settings=settings,
-                        logger=logger)
+                        host=host, logger=logger)
     return watcher, executor
 
 
@@ -221,14 +233,17 @@ def verify_policy(config: Config) -> VerifyPolicy:
     authz = config.authz
     return VerifyPolicy(host_id=config.host_id, namespace=authz.namespace,
                         max_clock_skew_s=authz.max_clock_skew_s,
-                        max_op_lifetime_s=authz.max_op_lifetime_s, kinds=SIGNED_KINDS)
+                        max_op_lifetime_s=authz.max_op_lifetime_s, kinds=SIGNED_KINDS,
+                        host_kinds=HOST_KINDS)
 
 
-def privileged(pc: PrivilegedConfig) -> Privileged:
+def privileged(pc: PrivilegedConfig, *, path: str | None = None) -> Privileged:
     """The fenced root CLI of ``proxmox.privileged``: local, SSH, or off (refuses everything).
 
     Whoever needs a fenced operation gets this from the root (``config.proxmox.privileged``);
-    nothing else builds a runner.
+    nothing else builds a runner. A local runner finds the tools on the daemon's own ``PATH``
+    (``path``, default this process's); the USB disk operations use ``fstab_path`` and
+    ``mount_root``.
 
     Raises:
         PrivilegedDisabled: mode ``ssh`` without host, key file or known_hosts (the config
@@ -236,7 +251,7 @@ def privileged(pc: PrivilegedConfig) -> Privileged:
     """
     runner: Runner
     if pc.mode == "local":
-        runner = LocalRunner()
+        runner = LocalRunner(path=path if path is not None else os.environ.get("PATH"))
     elif pc.mode == "ssh":
         if pc.ssh_host is None or pc.ssh_key_file is None or pc.ssh_known_hosts is None:
             raise PrivilegedDisabled("privileged mode ssh needs ssh_host, ssh_key_file and "
@@ -245,7 +260,34 @@ def privileged(pc: PrivilegedConfig) -> Privileged:
                            key_file=pc.ssh_key_file, known_hosts=pc.ssh_known_hosts)
     else:
         runner = DisabledRunner()
-    return Privileged(runner)
+    return Privileged(runner, fstab_path=pc.fstab_path, mount_root=str(pc.mount_root))
+
+
+def health_monitor(config: Config, client: ProxmoxClient, fenced: Privileged, *,
+                   clock: Callable[[], float] = time.time,
+                   logger: logging.Logger | None = None) -> HealthMonitor:
+    """The host health monitor (not started): disks every ``storage.smart_interval_s``, with
+    SMART and sensors through ``fenced`` unless ``proxmox.privileged.mode`` is off."""
+    off = config.proxmox.privileged.mode == "off"
+    return HealthMonitor(client=client, fenced=None if off else fenced,
+                         interval_s=config.storage.smart_interval_s, clock=clock,
+                         logger=logger)
+
+
+def report_collector(config: Config, client: ProxmoxClient, *, engine: EngineView | None,
+                     audit: AuditSource | None, health: HealthSource | None = None,
+                     clock: Callable[[], float] = time.time,
+                     extra_ops: Callable[[], Sequence[OpResult]] | None = None,
+                     extra_errors: Callable[[], Sequence[ReportError]] | None = None,
+                     guestapi: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
+                     logger: logging.Logger | None = None) -> Collector:
+    """The HostReport collector with the ``storage.*`` alert thresholds, the health cache and
+    (when it runs) the per-guest API's entries."""
+    return Collector(client=client, node=config.proxmox.node, host_id=config.host_id,
+                     engine=engine, audit=audit, clock=clock, health=health,
+                     warn_pct=config.storage.warn_pct, crit_pct=config.storage.crit_pct,
+                     extra_ops=extra_ops, extra_errors=extra_errors, guestapi=guestapi,
+                     logger=logger)
 
 
 def guest_socket_placer(pc: PrivilegedConfig) -> GuestSocketPlacer:
@@ -382,10 +424,14 @@ def build_parts(
         hub = hub_client(config, timeout_s=hub_timeout_s)
         if hub is not None:
             opened.append(hub.close)
+        fenced = privileged(config.proxmox.privileged)
+        health = health_monitor(config, client, fenced, clock=clock,
+                                logger=logger.getChild("health"))
         watcher, executor = build_executor(
             client=client, journal=journal, audit=audit,
             task_timeout_s=config.proxmox.task_timeout_s, stop_event=stop_event, clock=clock,
-            logger=logger.getChild("executor"), settings=kind_settings(config))
+            logger=logger.getChild("executor"), settings=kind_settings(config),
+            host=HostTools(client=client, fenced=fenced, node=config.proxmox.node))
         queue = SerializerQueue(workers=workers or config.reconcile.workers,
                                 limits={"backup": config.backup.max_concurrent}, logger=logger)
         provider = _provider(config, logger)
@@ -400,5 +446,6 @@ def build_parts(
             close()
         raise
     return Parts(client=client, hub_client=hub, watcher=watcher, executor=executor,
-                 queue=queue, journal=journal, audit=audit, provider=provider, engine=engine)
+                 queue=queue, journal=journal, audit=audit, provider=provider, engine=engine,
+                 fenced=fenced, health=health)
 

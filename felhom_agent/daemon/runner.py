@@ -42,6 +42,7 @@ from felhom_agent.compose.root import (
     Parts,
     build_parts,
     guest_api,
+    report_collector,
     signed_op_sink,
 )
 from felhom_agent.config import Config
@@ -216,6 +217,7 @@ class Daemon:
             if self._start_up(parts):
                 parts.engine.start()
                 self._start_guest_api(parts)
+                parts.health.start()
                 self._ready.set()
                 self._notifier.ready(self._status_line(parts))
                 self._log.info("felhom-agent ready (host %s, node %s, %s)",
@@ -273,10 +275,10 @@ class Daemon:
 
     def _main_loop(self, parts: Parts) -> None:
         api = self._guest_api
-        collector = Collector(
-            client=parts.client, node=self._config.proxmox.node, host_id=self._config.host_id,
-            engine=parts.engine, audit=parts.audit, clock=self._clock,
-            extra_ops=self._active_sink.results, extra_errors=self._take_envelope_errors,
+        collector = report_collector(
+            self._config, parts.client, engine=parts.engine, audit=parts.audit,
+            health=parts.health, clock=self._clock, extra_ops=self._active_sink.results,
+            extra_errors=self._take_envelope_errors,
             guestapi=None if api is None else api.report, logger=self._log,
         )
         if parts.hub_client is not None:

@@ -36,15 +36,23 @@ import attrs
 
 from felhom_agent.durable import DurabilityError
 from felhom_agent.execution.backup_tracker import BackupSettings, BackupTracker, BackupView
-from felhom_agent.execution.executor import RUNNING, ExecResult, Executor, JobSpec, job_of_entry
-from felhom_agent.execution.queue import JobHandle, QueueClosed, SerializerQueue
+from felhom_agent.execution.executor import (
+    RUNNING,
+    ExecResult,
+    Executor,
+    HostJob,
+    JobSpec,
+    host_job_of_entry,
+    job_of_entry,
+)
+from felhom_agent.execution.queue import HOST_LANE, JobHandle, QueueClosed, SerializerQueue
 from felhom_agent.execution.status import (
     BlockedGuest,
     OpResult,
     ReconcileStatus,
     RefusedAction,
 )
-from felhom_agent.kinds.registry import REGISTRY
+from felhom_agent.kinds.registry import REGISTRY, is_host_kind
 from felhom_agent.planning.actual import read_actual
 from felhom_agent.planning.plan import Action, Plan, plan
 from felhom_agent.planning.providers import DesiredStateProvider, Unsubscribe
@@ -55,10 +63,11 @@ from felhom_agent.proxmox.taskwatch import TaskWatcher
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal, JournalEntry, OpState, ReplayReport
 from felhom_agent.state.recovery import (
-    MarkUnknown,
     Reattach,
     Recheck,
+    RecoveryDecision,
     Replan,
+    Rerun,
     decide_recovery,
     is_plan_source,
     plan_source,
@@ -95,12 +104,17 @@ class RecoveryReport:
     marked_unknown: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     handles: tuple[JobHandle[ExecResult], ...] = ()
+    rerun: tuple[str, ...] = ()
 
 
 @attrs.define
 class _Resume:
-    job: JobSpec
+    job: JobSpec | HostJob
     not_before: float = 0.0
+
+
+def _lane(job: JobSpec | HostJob) -> int:
+    return HOST_LANE if isinstance(job, HostJob) else job.vmid
 
 
 class Engine:
@@ -179,10 +193,16 @@ class Engine:
         Raises:
             DurabilityError: recording an outcome or adopted UPID failed (fatal).
         """
-        pending = self._journal.pending()
+        everything = self._journal.pending()
         replay = self._journal.replay_report
-        if not pending:
+        if not everything:
             return RecoveryReport(replay=replay)
+        handles: list[JobHandle[ExecResult]] = []
+        rerun = self._rerun_host_ops([e for e in everything if is_host_kind(e.kind)], handles)
+        pending = [e for e in everything if not is_host_kind(e.kind)]
+        if not pending:
+            self._log.info("recovery: %d pending host op(s) run again", len(rerun))
+            return RecoveryReport(replay=replay, handles=tuple(handles), rerun=rerun)
         errors: list[str] = []
         rows: list[dict[str, object]] | None = None
         since = min((e.began_at for e in pending if e.began_at is not None), default=None)
@@ -198,12 +218,16 @@ class Engine:
         types = self._guest_types(pending, errors)
         out: dict[str, list[str]] = {k: [] for k in
                                      ("reattached", "adopted", "rechecks", "replanned", "unknown")}
-        handles: list[JobHandle[ExecResult]] = []
         now = self._clock()
         for entry in pending:
+            if entry.vmid is None:  # a damaged record of a guest kind: nothing to look up
+                out["unknown"].append(entry.op_id)
+                self._record_unknown(entry, "no vmid recorded; the call may or may not have "
+                                     "reached PVE")
+                continue
             job = job_of_entry(entry, types.get(entry.vmid))
             if rows is None:
-                decision: Reattach | Recheck | Replan | MarkUnknown = (
+                decision: RecoveryDecision = (
                     Reattach(entry.upid, adopted=False) if entry.upid is not None
                     else Recheck(now, "task list unreadable"))
             else:
@@ -223,6 +247,8 @@ class Engine:
                 out["rechecks"].append(entry.op_id)
                 with self._lock:
                     self._resume[entry.op_id] = _Resume(job, decision.not_before)
+            elif isinstance(decision, Rerun):  # only host kinds, handled above
+                raise AssertionError(f"op {entry.op_id}: a guest kind cannot be run again")
             else:
                 key = "replanned" if isinstance(decision, Replan) else "unknown"
                 out[key].append(entry.op_id)
@@ -231,12 +257,29 @@ class Engine:
             replay=replay, reattached=tuple(out["reattached"]), adopted=tuple(out["adopted"]),
             rechecks=tuple(out["rechecks"]), replanned=tuple(out["replanned"]),
             marked_unknown=tuple(out["unknown"]), errors=tuple(errors), handles=tuple(handles),
+            rerun=rerun,
         )
         self._log.info("recovery: %d pending op(s): %d re-attached (%d adopted), %d to "
                        "re-check, %d re-planned, %d marked unknown", len(pending),
                        len(report.reattached), len(report.adopted), len(report.rechecks),
                        len(report.replanned), len(report.marked_unknown))
         return report
+
+    def _rerun_host_ops(self, entries: list[JournalEntry],
+                        handles: list[JobHandle[ExecResult]]) -> tuple[str, ...]:
+        """Submit every pending host op again (``Rerun``: its steps check before acting)."""
+        done: list[str] = []
+        for entry in entries:
+            decision = decide_recovery(entry, (), token_user=self._client.token_id,
+                                       now=self._clock(), grace_s=self._grace)
+            assert isinstance(decision, Rerun)  # noqa: S101 - the rule for every host kind
+            self._log.info("recovery: host op %s (%s) was left pending; running it again",
+                           entry.op_id, entry.kind)
+            handle = self._submit(host_job_of_entry(entry))
+            if handle is not None:
+                handles.append(handle)
+            done.append(entry.op_id)
+        return tuple(done)
 
     def start(self) -> None:
         """Start the reconciler thread (non-daemon, named ``felhom-reconciler``)."""
@@ -337,6 +380,15 @@ class Engine:
         return self._queue.submit(job.vmid, self._runner(job), label=f"{job.kind} {job.vmid}",
                                   source=job.source, group=group)
 
+    def submit_host(self, job: HostJob) -> JobHandle[ExecResult]:
+        """Run host job ``job`` on the queue's host lane through the executor.
+
+        Raises:
+            QueueClosed: the queue is shutting down.
+        """
+        return self._queue.submit(HOST_LANE, self._runner(job), label=f"{job.kind} host",
+                                  source=job.source)
+
     def join(self, timeout: float) -> bool:
         """Wait for the reconciler thread to end (after ``stop_event``); True if it did."""
         thread = self._thread
@@ -387,10 +439,11 @@ class Engine:
         with self._cond:
             self._cond.notify_all()
 
-    def _runner(self, job: JobSpec) -> Callable[[], ExecResult]:
+    def _runner(self, job: JobSpec | HostJob) -> Callable[[], ExecResult]:
         def run() -> ExecResult:
             try:
-                result = self.executor.run(job)
+                result = (self.executor.run_host(job) if isinstance(job, HostJob)
+                          else self.executor.run(job))
             except DurabilityError as err:
                 self._set_fatal(err)
                 raise
@@ -403,11 +456,11 @@ class Engine:
             return result
         return run
 
-    def _submit(self, job: JobSpec) -> JobHandle[ExecResult] | None:
+    def _submit(self, job: JobSpec | HostJob) -> JobHandle[ExecResult] | None:
         try:
-            return self.submit_op(job)
+            return self.submit_host(job) if isinstance(job, HostJob) else self.submit_op(job)
         except QueueClosed:
-            self._log.info("queue closed; not submitting %s %d", job.kind, job.vmid)
+            self._log.info("queue closed; not submitting %s %s", job.kind, job.vmid)
             return None
 
     def _submit_resumes(self) -> int:
@@ -416,7 +469,7 @@ class Engine:
             due = [r for r in self._resume.values() if r.not_before <= now]
         count = 0
         for r in due:
-            if self._queue.busy(r.job.vmid):
+            if self._queue.busy(_lane(r.job)):
                 continue
             with self._lock:
                 self._resume.pop(r.job.op_id, None)
@@ -434,7 +487,7 @@ class Engine:
                        dict(action.params), plan_source(gen))
 
     def _guest_types(self, pending: list[JournalEntry], errors: list[str]
-                     ) -> dict[int, GuestType]:
+                     ) -> dict[int | None, GuestType]:
         if all(e.params.get("guest_type") in ("qemu", "lxc") for e in pending):
             return {}
         try:
@@ -448,7 +501,7 @@ class Engine:
         self._audit.append(op_id=entry.op_id, source=entry.source, kind=entry.kind,
                            vmid=entry.vmid, upid=entry.upid, outcome=OpState.UNKNOWN.value,
                            reason=reason)
-        self._log.warning("recovery: op %s (%s %d, %s): unknown - %s", entry.op_id,
+        self._log.warning("recovery: op %s (%s %s, %s): unknown - %s", entry.op_id,
                           entry.kind, entry.vmid, entry.source or "-", reason)
 
     def _set_fatal(self, err: DurabilityError) -> None:

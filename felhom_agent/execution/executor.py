@@ -42,6 +42,13 @@ caught here: it propagates so the daemon exits non-zero (``docs/architecture.md`
 A task that fails acquiring its first lock is *not* re-dispatched within the op: the journal
 holds one UPID per op. The op fails with the lock text; the reconciler re-plans it next pass
 (a signed op is re-delivered by the hub as a new decision).
+
+A host job (:class:`HostJob`, a ``host.*`` kind) takes :meth:`Executor.run_host`: the same
+idempotency, journal and audit rules without a guest (``vmid`` is ``None`` in every record) and
+without a task: its handlers read the host, decide (refused or nothing to do: one record, no
+``begin``), and only then is ``begin`` written and the steps run. A host op found pending (the
+agent died in its steps) is run again: every step checks before it acts
+(``docs/architecture.md``, "Host kinds").
 """
 
 from __future__ import annotations
@@ -55,7 +62,11 @@ from typing import Protocol
 import attrs
 
 from felhom_agent.backoff import Attempt, Exponential, Retry, StopAfterAttempt
+from felhom_agent.durable import DurabilityError
+from felhom_agent.errors import AgentError
 from felhom_agent.kinds.model import (
+    HostJob,
+    HostTools,
     JobSpec,
     Kind,
     Observed,
@@ -64,7 +75,8 @@ from felhom_agent.kinds.model import (
     UnknownKind,
     job_storage,
 )
-from felhom_agent.kinds.registry import REGISTRY, lookup
+from felhom_agent.kinds.registry import REGISTRY, is_host_kind, lookup
+from felhom_agent.privileged.errors import PrivilegedDisabled
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import (
     Locked,
@@ -95,8 +107,10 @@ __all__ = [
     "DispatchRetry",
     "ExecResult",
     "Executor",
+    "HostJob",
     "JobSpec",
     "TaskWaiter",
+    "host_job_of_entry",
     "job_of_entry",
 ]
 
@@ -105,8 +119,19 @@ _HA_TYPES = frozenset({"hastart", "hastop"})
 RUNNING = "running"
 
 
+def host_job_of_entry(entry: JournalEntry) -> HostJob:
+    """Rebuild the host job of a pending journal entry (recovery runs it again)."""
+    return HostJob(entry.op_id, entry.kind, dict(entry.params), entry.source)
+
+
 def job_of_entry(entry: JournalEntry, guest_type: GuestType | None = None) -> JobSpec:
-    """Rebuild the job of a pending journal entry (recovery)."""
+    """Rebuild the job of a pending journal entry of a guest kind (recovery).
+
+    Raises:
+        ValueError: the entry is a host kind's (no vmid): use :func:`host_job_of_entry`.
+    """
+    if entry.vmid is None or is_host_kind(entry.kind):
+        raise ValueError(f"op {entry.op_id} ({entry.kind}) acts on no guest")
     params = dict(entry.params)
     stored = params.pop("guest_type", None)
     gtype = guest_type or GuestType(stored if stored in ("qemu", "lxc") else "qemu")
@@ -126,7 +151,7 @@ class ExecResult:
     """
 
     op_id: str
-    vmid: int
+    vmid: int | None
     kind: str
     state: str
     reason: str = ""
@@ -235,6 +260,8 @@ class Executor:
             backoff, lookup and settle pauses); default ``cancel.wait``. Tests pass a clock's
             sleep that advances ``clock`` and ``monotonic`` instead of waiting.
         settings: the local limits kinds' pre-call checks apply (``backup.*``).
+        host: what host kinds act with (client, fenced root CLI, node); without it a host
+            job is refused.
         logger: outcome lines.
     """
 
@@ -256,9 +283,11 @@ class Executor:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], bool] | None = None,
         settings: Settings | None = None,
+        host: HostTools | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self._client = client
+        self._host = host
         self._journal = journal
         self._audit = audit
         self._task_timeout_s = task_timeout_s
@@ -285,7 +314,7 @@ class Executor:
             DurabilityError: the journal or audit log could not be written (fatal).
             UnknownKind: ``job.kind`` is not in the kind table.
         """
-        if job.kind not in REGISTRY:
+        if job.kind not in REGISTRY or REGISTRY[job.kind].host is not None:
             raise UnknownKind(job.kind, tuple(sorted(REGISTRY)))
         spec = lookup(job.kind)
         entry = self._journal.get(job.op_id)
@@ -333,6 +362,79 @@ class Executor:
                                vmid=job.vmid, upid=None, outcome="dry_run", reason=check.audit)
         return self._dispatch(job, spec, obs, entry)
 
+    def run_host(self, job: HostJob) -> ExecResult:
+        """Execute host job ``job`` once (see the module docstring).
+
+        Raises:
+            DurabilityError: the journal or audit log could not be written (fatal).
+            UnknownKind: ``job.kind`` is not a host kind of the registry.
+        """
+        spec = REGISTRY.get(job.kind)
+        handlers = None if spec is None else spec.host
+        if handlers is None:
+            raise UnknownKind(job.kind, tuple(sorted(REGISTRY)))
+        entry = self._journal.get(job.op_id)
+        if entry is not None and entry.outcome is not None:
+            return ExecResult(job.op_id, None, job.kind, entry.outcome.state.value,
+                              entry.outcome.reason, None, already_applied=True)
+        rerun = entry is not None
+        tools = self._host
+        if tools is None:
+            return self._finish_host(job, OpState.REFUSED, f"{job.kind}: this agent has no "
+                                     "host tools", decided=not rerun)
+        try:
+            facts = handlers.observe(tools, job)
+        except DurabilityError:
+            raise
+        except PveError as err:
+            # Nothing changed yet: like a guest read, the hub (or recovery) runs it again.
+            return ExecResult(job.op_id, None, job.kind,
+                              RUNNING if rerun else OpState.FAILED.value,
+                              f"cannot read the host before acting: {err}", final=False)
+        except PrivilegedDisabled as err:
+            return self._finish_host(job, OpState.REFUSED, f"{job.kind}: {err}",
+                                     decided=not rerun)
+        except AgentError as err:  # a fenced read failed (missing tool, timeout, bad output)
+            return self._finish_host(job, OpState.FAILED, f"{job.kind}: {err}",
+                                     decided=not rerun)
+        if self._cancel.is_set():
+            return ExecResult(job.op_id, None, job.kind, OpState.FAILED.value,
+                              "shutting down; not sent", final=False)
+        verdict = handlers.decide(job, facts)
+        if verdict.refused is not None:
+            return self._finish_host(job, OpState.REFUSED, verdict.refused, decided=not rerun)
+        if verdict.done is not None:
+            return self._finish_host(job, OpState.APPLIED, verdict.done, decided=not rerun)
+        if not rerun:
+            self._journal.begin(job.op_id, None, job.kind, job.journal_params(), job.source)
+        try:
+            summary = handlers.apply(tools, job, facts)
+        except DurabilityError:
+            raise
+        except PveError as err:
+            state = OpState.UNKNOWN if _outcome_unknown(err) else OpState.FAILED
+            return self._finish_host(job, state, f"{job.kind}: {err}", mutated=True)
+        except AgentError as err:
+            return self._finish_host(job, OpState.FAILED, f"{job.kind}: {err}", mutated=True)
+        if rerun:
+            summary += "; completed after a restart"
+        return self._finish_host(job, OpState.APPLIED, summary, mutated=True)
+
+    def _finish_host(self, job: HostJob, state: OpState, reason: str, *,
+                     decided: bool = False, mutated: bool = False) -> ExecResult:
+        """Journal and audit a host job's outcome (``vmid`` null); ``decided``: no ``begin``."""
+        if decided:
+            self._journal.record_decided(job.op_id, vmid=None, kind=job.kind,
+                                         source=job.source, state=state, reason=reason)
+        else:
+            self._journal.record_outcome(job.op_id, state, reason, None)
+        self._audit.append(op_id=job.op_id, source=job.source, kind=job.kind, vmid=None,
+                           upid=None, outcome=state.value, reason=reason)
+        level = logging.INFO if state is OpState.APPLIED else logging.WARNING
+        self._log.log(level, "op %s: %s on the host (%s): %s%s", job.op_id, job.kind,
+                      job.source, state.value, f" - {reason}" if reason else "")
+        return ExecResult(job.op_id, None, job.kind, state.value, reason, mutated=mutated)
+
     # ------------------------------------------------------------------ phases
 
     def _dispatch(
@@ -341,8 +443,10 @@ class Executor:
         attempt = 0
         while True:
             attempt += 1
+            dispatch = spec.dispatch
+            assert dispatch is not None  # noqa: S101 - a guest kind (checked in run)
             try:
-                dispatched: Dispatch = spec.dispatch(self._client, job, obs)
+                dispatched: Dispatch = dispatch(self._client, job, obs)
             except PveError as err:
                 if _outcome_unknown(err):
                     self._log.warning("op %s: %s %d: outcome unknown (%s); searching the "

@@ -29,6 +29,10 @@ The single choke point every guest mutation goes through (``docs/architecture.md
    its place in ``_ready`` but is skipped, so a waiting backup never holds a worker and the
    other lanes keep flowing; it starts as soon as a slot is free, in ``_ready`` order.
 
+9. The host lane: lane :data:`HOST_LANE` (0, never a guest's vmid: those are 100 and up)
+   carries the host kinds' jobs (``host.mount_usb``...), which act on no guest. They run one
+   at a time in submit order, like one guest's jobs, and in parallel with the guests' lanes.
+
 Timestamps and the shutdown deadline come from an injectable monotonic ``clock``.
 """
 
@@ -63,12 +67,16 @@ from felhom_agent.execution.job import (
 )
 
 __all__ = [
-    "Clock", "InvalidJob", "JobCancelled", "JobFailed", "JobHandle", "JobInfo", "JobState",
+    "HOST_LANE", "Clock", "InvalidJob", "JobCancelled", "JobFailed", "JobHandle", "JobInfo",
+    "JobState",
     "JobWaitTimeout", "LaneDepth", "QueueClosed", "QueueError", "QueueSnapshot",
     "QueueStateError", "SerializerQueue", "ShutdownReport"
 ]
 
 T = TypeVar("T")
+
+#: The lane of the host kinds' jobs (no guest has vmid 0).
+HOST_LANE = 0
 
 Clock = Callable[[], float]
 """Monotonic seconds; ``time.monotonic`` in production, a fake in tests."""
@@ -177,7 +185,8 @@ class SerializerQueue:
         """Queue ``fn`` at the tail of ``vmid``'s lane and return its handle.
 
         Args:
-            vmid: the guest; jobs of one vmid run one at a time in submit order.
+            vmid: the guest (or :data:`HOST_LANE` for a host job); jobs of one vmid run one
+                at a time in submit order.
             fn: the job, called with no arguments on a worker thread; its return value is the
                 handle's result.
             label: short human text for logs and reports (``"start 101"``).

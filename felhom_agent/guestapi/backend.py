@@ -256,7 +256,7 @@ class AgentBackend:
             what = None if entry is None else _request_kind(entry)
             if entry is None or what is None or _guest_vmid(entry.source) != caller.vmid:
                 return None
-            request = _Request(op_id, entry.vmid, what, entry.began_at or 0.0)
+            request = _Request(op_id, caller.vmid, what, entry.began_at or 0.0)
         if request.vmid != caller.vmid or (entry is not None and entry.vmid != caller.vmid):
             return None
         state, finished = self._state(request, entry)

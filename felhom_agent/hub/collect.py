@@ -3,17 +3,19 @@
 ``docs/architecture.md`` ("Hub protocol") and issue 7: a report is built from several independent
 reads -- node facts (``GET /version`` and ``/nodes/{node}/status``), the guests on our node
 (``/cluster/resources``), the reconciler's status and op results (the engine), storage
-(``/nodes/{node}/storage``), the recent audit log (memory) and, only when a privileged reader is
-given, disks/SMART. Each part is read on its own: a part that fails becomes one entry in ``errors``
-(``source`` names the part) and its field stays ``null``/empty, so one broken endpoint never costs
-the hub the whole heartbeat. ``backup`` and ``pbs`` are the engine's view of its last pass
-(:meth:`Engine.backup_view`: built once per pass, so a report reads nothing for them and costs
-nothing per guest); ``restore`` stays empty until restores exist. A report never invents
-facts.
+(``/nodes/{node}/storage``), the recent audit log (memory) and the host health monitor's cached
+disks, SMART and sensors (memory: a report never waits on smartctl). Each part is read on its
+own: a part that fails becomes one entry in ``errors`` (``source`` names the part) and its field
+stays ``null``/empty, so one broken endpoint never costs the hub the whole heartbeat.
+``backup`` and ``pbs`` are the engine's view of its last pass (:meth:`Engine.backup_view`:
+built once per pass, so a report reads nothing for them and costs nothing per guest);
+``restore`` stays empty until restores exist. A report never invents facts.
 
-Storage entries are the ``StorageInfo`` fields plus ``"kind": "storage"``; disk entries from
-the privileged reader are added to the same list as given, with ``"kind": "disk"`` (schema 1
-has no separate ``disks`` member).
+Storage entries are the ``StorageInfo`` fields plus ``"kind": "storage"``, ``usage_pct`` (used
+over total, ``null`` when PVE has no sizes) and ``alert`` (``null``, ``"warn"`` at
+``storage.warn_pct``, ``"crit"`` at ``storage.crit_pct``; ``docs/architecture.md``, "Host
+storage"). ``disks`` and ``sensors`` are their own members; the monitor's problems (a failing
+or missing tool) are ``errors`` entries.
 
 Error messages come from our own typed errors (``PveError`` texts carry no token); anything
 else is shortened to its type and first 300 characters.
@@ -29,6 +31,8 @@ from typing import Any, Protocol, TypeVar
 from felhom_agent import __version__
 from felhom_agent.errors import AgentError
 from felhom_agent.execution.backup_tracker import BackupView
+from felhom_agent.host.monitor import HealthSnapshot
+from felhom_agent.host.thresholds import alert, usage_pct
 from felhom_agent.hub.report import (
     GuestEntry,
     HostReport,
@@ -41,7 +45,7 @@ from felhom_agent.proxmox.models import Guest, NodeStatus, PveVersion, StorageIn
 from felhom_agent.state.audit import AuditRecord
 from felhom_agent.utc import format_utc
 
-__all__ = ["AuditSource", "Collector", "EngineView", "PveReader"]
+__all__ = ["AuditSource", "Collector", "EngineView", "HealthSource", "PveReader"]
 
 T = TypeVar("T")
 _MAX_MESSAGE = 300
@@ -83,6 +87,14 @@ class EngineView(Protocol):
         ...
 
 
+class HealthSource(Protocol):
+    """The host health monitor's cache (disks, SMART, sensors)."""
+
+    def snapshot(self) -> HealthSnapshot:
+        """What it knows now; never waits for a reading."""
+        ...
+
+
 class AuditSource(Protocol):
     """What the collector reads from the audit log (served from memory)."""
 
@@ -106,7 +118,8 @@ class Collector:
         engine: the reconcile engine (status, op results); None before it exists.
         audit: the audit log; None when there is none.
         clock: POSIX seconds for ``collected_at``.
-        disk_reader: the privileged disk/SMART reader; None (the default) means no disks.
+        health: the host health monitor; None means no disks and sensors.
+        warn_pct / crit_pct: the storage usage alert thresholds (``storage.*``).
         extra_ops: more op results to report (e.g. signed ops refused before the engine).
         extra_errors: more ``errors`` entries (e.g. a rejected desired state from the hub).
         guestapi: the per-guest API's entries; ``None`` (the API off) reports none.
@@ -125,7 +138,9 @@ class Collector:
         engine: EngineView | None,
         audit: AuditSource | None,
         clock: Callable[[], float] = time.time,
-        disk_reader: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
+        health: HealthSource | None = None,
+        warn_pct: int = 85,
+        crit_pct: int = 95,
         extra_ops: Callable[[], Sequence[OpResult]] | None = None,
         extra_errors: Callable[[], Sequence[ReportError]] | None = None,
         guestapi: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
@@ -140,7 +155,9 @@ class Collector:
         self._engine = engine
         self._audit = audit
         self._clock = clock
-        self._disk_reader = disk_reader
+        self._health = health
+        self._warn_pct = warn_pct
+        self._crit_pct = crit_pct
         self._extra_ops = extra_ops
         self._extra_errors = extra_errors
         self._guestapi = guestapi
@@ -174,13 +191,16 @@ class Collector:
             attempt("ops", self._engine_ops) or ())
         storage = attempt("storage", self._storage)
         backups = attempt("backup", self._backups)
-        disks = attempt("disks", self._disks) if self._disk_reader is not None else ()
+        health = attempt("disks", self._health_snapshot)
         audit = attempt("audit", self._audit_records)
         guestapi = attempt("guestapi", self._guestapi_entries) if self._guestapi else ()
         if self._extra_errors is not None:
             errors.extend(attempt("errors", self._extra_errors) or ())
         if backups is not None:
             errors.extend(ReportError(source="backup", message=m) for m in backups.errors)
+        if health is not None:
+            errors.extend(ReportError(source=p.source, message=p.message)
+                          for p in health.problems)
         return HostReport(
             host_id=self._host_id,
             agent_version=self._agent_version,
@@ -189,7 +209,9 @@ class Collector:
             guests=guests or (),
             reconcile=reconcile,
             ops=ops[: max(0, self._ops_limit)],
-            storage=(storage or ()) + (disks or ()),
+            storage=storage or (),
+            disks=() if health is None else tuple(d.to_dict() for d in health.disks),
+            sensors=() if health is None else tuple(e.to_dict() for e in health.sensors),
             backup=() if backups is None else tuple(e.to_json() for e in backups.entries),
             pbs=() if backups is None else backups.pbs,
             audit=audit or (),
@@ -242,8 +264,10 @@ class Collector:
         return () if self._extra_ops is None else tuple(self._extra_ops())
 
     def _storage(self) -> tuple[Mapping[str, Any], ...]:
-        return tuple(
-            {
+        out = []
+        for s in self._client.storages():
+            pct = usage_pct(s.used, s.total)
+            out.append({
                 "kind": "storage",
                 "storage": s.storage,
                 "type": s.type,
@@ -254,14 +278,13 @@ class Collector:
                 "total": s.total,
                 "used": s.used,
                 "avail": s.avail,
-            }
-            for s in self._client.storages()
-        )
+                "usage_pct": pct,
+                "alert": alert(pct, warn_pct=self._warn_pct, crit_pct=self._crit_pct),
+            })
+        return tuple(out)
 
-    def _disks(self) -> tuple[Mapping[str, Any], ...]:
-        if self._disk_reader is None:
-            return ()
-        return tuple({**dict(d), "kind": "disk"} for d in self._disk_reader())
+    def _health_snapshot(self) -> HealthSnapshot | None:
+        return None if self._health is None else self._health.snapshot()
 
     def _guestapi_entries(self) -> tuple[Mapping[str, Any], ...]:
         return () if self._guestapi is None else tuple(self._guestapi())

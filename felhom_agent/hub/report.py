@@ -3,9 +3,9 @@
 Its shape is in ``docs/architecture.md`` ("Hub protocol").
 
 A report states only what the agent actually observed. A fact it could not read is ``null``
-(node facts, reconcile status) or an empty list (``storage``, ``backup``, ``restore``,
-``pbs``, ``audit`` -- the agent does not manage those yet), and the reason, when there is
-one, is an entry in ``errors`` -- never a made-up zero. A report whose whole collection
+(node facts, reconcile status) or an empty list (``storage``, ``disks``, ``sensors``,
+``backup``, ``restore``, ``pbs``, ``audit``), and the reason, when there is one, is an entry
+in ``errors`` -- never a made-up zero. A report whose whole collection
 failed is still sent (:meth:`HostReport.failed_collection`), so the hub sees the host is
 alive and why it knows nothing else.
 
@@ -104,11 +104,12 @@ class ReportError:
 class HostReport:
     """One heartbeat report (schema 1).
 
-    Lists are tuples so a report is immutable once built; ``storage``, ``backup``,
-    ``restore``, ``pbs``, ``audit`` and ``guestapi`` hold JSON objects whose shape belongs to
-    the parts of the agent that fill them (empty while the agent knows nothing there;
-    ``guestapi`` has one ``{vmid, transport, listening, requests, refused, last_error}`` per
-    guest whose local API is enabled).
+    Lists are tuples so a report is immutable once built; ``storage``, ``disks``,
+    ``sensors``, ``backup``, ``restore``, ``pbs``, ``audit`` and ``guestapi`` hold JSON objects
+    whose shape belongs to the parts of the agent that fill them (empty while the agent knows
+    nothing there; ``guestapi`` has one ``{vmid, transport, listening, requests, refused,
+    last_error}`` per guest whose local API is enabled). ``disks`` and ``sensors`` were added
+    to schema 1 (fields are only ever added).
     """
 
     host_id: str
@@ -119,6 +120,8 @@ class HostReport:
     reconcile: ReconcileStatus | None = None
     ops: tuple[OpResult, ...] = ()
     storage: tuple[Mapping[str, Any], ...] = ()
+    disks: tuple[Mapping[str, Any], ...] = ()
+    sensors: tuple[Mapping[str, Any], ...] = ()
     backup: tuple[Mapping[str, Any], ...] = ()
     restore: tuple[Mapping[str, Any], ...] = ()
     pbs: tuple[Mapping[str, Any], ...] = ()
@@ -157,6 +160,8 @@ class HostReport:
             "reconcile": None if self.reconcile is None else self.reconcile.to_dict(),
             "ops": [o.to_dict() for o in self.ops],
             "storage": [dict(s) for s in self.storage],
+            "disks": [dict(d) for d in self.disks],
+            "sensors": [dict(s) for s in self.sensors],
             "backup": [dict(b) for b in self.backup],
             "restore": [dict(r) for r in self.restore],
             "pbs": [dict(p) for p in self.pbs],

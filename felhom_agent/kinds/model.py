@@ -25,13 +25,18 @@ from felhom_agent.proxmox.backup_models import BackupVolume
 from felhom_agent.proxmox.models import GuestConfig, GuestStatus, GuestType, Snapshot
 
 if TYPE_CHECKING:
+    from felhom_agent.privileged.facade import Privileged
     from felhom_agent.proxmox.client import ProxmoxClient
     from felhom_agent.proxmox.tasks import Dispatch
     from felhom_agent.proxmox.upid import Upid
 
 __all__ = [
+    "HOST_PREFIX",
     "GateRefused",
     "GuestFacts",
+    "HostHandlers",
+    "HostJob",
+    "HostTools",
     "JobSpec",
     "Kind",
     "Observed",
@@ -94,6 +99,10 @@ class Param:
     required: bool = False
 
 
+#: The signed names of host kinds start with this (``host.mount_usb``); they act on no guest.
+HOST_PREFIX = "host."
+
+
 def executor_name(kind: str) -> str:
     """The executor name of a kind spelled either way: ``guest.start`` -> ``start``.
 
@@ -132,6 +141,72 @@ class JobSpec:
     def journal_params(self) -> dict[str, Any]:
         """What the journal's ``begin`` stores: the params plus the guest type (for resume)."""
         return {"guest_type": self.guest_type.value, **self.params}
+
+
+@attrs.frozen
+class HostJob:
+    """One host operation (a ``host.*`` kind) to run on the queue's host lane.
+
+    A host kind acts on the node, not on a guest: there is no vmid (``vmid`` is ``None``, as
+    in its journal record and audit line) and no guest type.
+
+    Attributes:
+        op_id: the signed op's id.
+        kind: the kind's name (``host.mount_usb``).
+        params: the checked params.
+        source: the signer principal.
+    """
+
+    op_id: str
+    kind: str
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_params)
+    source: str = ""
+
+    @property
+    def vmid(self) -> None:
+        """Always ``None``: a host job acts on no guest."""
+        return None
+
+    def journal_params(self) -> dict[str, Any]:
+        """What the journal's ``begin`` stores (the params; enough to run it again)."""
+        return dict(self.params)
+
+
+@attrs.frozen
+class HostTools:
+    """What host kinds act with: the PVE client, the fenced root CLI and our node's name."""
+
+    client: ProxmoxClient
+    fenced: Privileged
+    node: str
+
+
+#: Reads the host state a host job decides on (storage.cfg, the mount table, the fstab).
+HostObserver = Callable[[HostTools, HostJob], Any]
+#: Decides on what was read, without I/O: refused, nothing to do, or go (``Preflight()``).
+HostDecider = Callable[[HostJob, Any], "Preflight"]
+#: Does it; every step checks before it acts, so running it again completes it. Returns the
+#: reason text of the ``applied`` outcome; raises an ``AgentError`` for a failure.
+HostApplier = Callable[[HostTools, HostJob, Any], str]
+
+
+@attrs.frozen
+class HostHandlers:
+    """The handlers of a host kind (see :class:`HostJob`).
+
+    Attributes:
+        check: the params' values, checked without I/O at the gate; raises
+            :class:`GateRefused` (types are checked from the kind's ``params`` first).
+        observe: the reads before deciding; a PVE error is transient (the op is not
+            recorded), a fenced-CLI error fails it.
+        decide: refuse, find nothing to do, or go.
+        apply: the steps, after the journal's ``begin``.
+    """
+
+    check: Callable[[Mapping[str, Any]], None]
+    observe: HostObserver
+    decide: HostDecider
+    apply: HostApplier
 
 
 @attrs.frozen
@@ -273,6 +348,8 @@ class Kind:
         summary: the reason text of an applied outcome (the new backup's volid).
         task_id: the ``id`` its PVE task carries (recovery matches it); the vmid when None.
         limit_group: the queue's node-wide limit group (``backup``), or ``None``.
+        host: the handlers of a host kind (``host.*``: no guest, no ``dispatch``); a host
+            kind is convergent, so crash recovery runs a pending one again to completion.
     """
 
     name: str
@@ -280,7 +357,7 @@ class Kind:
     safety: Safety
     reversibility: Reversibility
     task_types: frozenset[str]
-    dispatch: Dispatcher
+    dispatch: Dispatcher | None
     satisfied: Predicate | None
     plan_action: bool = False
     config_write: bool = False
@@ -296,6 +373,12 @@ class Kind:
     summary: Summariser | None = None
     task_id: TaskId | None = None
     limit_group: str | None = None
+    host: HostHandlers | None = None
+
+    @property
+    def is_host(self) -> bool:
+        """True for a host kind (acts on no guest)."""
+        return self.host is not None
 
     def describe(self, job: JobSpec, obs: Observed) -> str:
         """A short text of what differs (for failure reasons)."""

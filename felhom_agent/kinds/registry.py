@@ -13,6 +13,11 @@ other table of kinds exists. Adding a kind is one entry here plus its handlers i
 PVE worker types: ``qm*`` for qemu, ``vz*`` for LXC, ``ha*`` when the HA manager handles a
 start/stop. A synchronous LXC config write leaves no task at all, so ``set_config`` can only
 ever match the qemu ``qmconfig`` task (``docs/pve-facts.md``).
+
+Host kinds (``host.*``, :data:`HOST_KINDS`) act on the node, not on a guest: their signed
+payload carries ``"vmid": null``, they run on the queue's host lane through their
+:class:`~felhom_agent.kinds.model.HostHandlers` (no ``dispatch``), leave no PVE task, and are
+convergent, so recovery runs a pending one again (``docs/architecture.md``, "Host kinds").
 """
 
 from __future__ import annotations
@@ -24,10 +29,19 @@ from typing import Any, Final
 from felhom_agent.kinds import backup_handlers as bh
 from felhom_agent.kinds import guestapi_handlers as gh
 from felhom_agent.kinds import handlers as h
-from felhom_agent.kinds.model import Kind, Param, Reversibility, Safety, UnknownKind, executor_name
+from felhom_agent.kinds import host_handlers as hh
+from felhom_agent.kinds.model import (
+    HOST_PREFIX,
+    Kind,
+    Param,
+    Reversibility,
+    Safety,
+    UnknownKind,
+    executor_name,
+)
 
-__all__ = ["PLAN_ACTIONS", "REGISTRY", "SIGNED_KINDS", "lookup", "plan_rank", "task_id",
-           "task_types"]
+__all__ = ["HOST_KINDS", "PLAN_ACTIONS", "REGISTRY", "SIGNED_KINDS", "is_host_kind", "lookup",
+           "plan_rank", "task_id", "task_types"]
 
 _B, _D = Safety.BENIGN, Safety.DESTRUCTIVE
 _NONE, _SNAP, _INV, _IRREV = (
@@ -100,7 +114,32 @@ _ENTRIES: Final = (
          h.destroy, None, reads_config=True, prepare=h.prepare_destroy,
          params={"stop_first": Param(_BOOL), "purge": Param(_BOOL),
                  "destroy_unreferenced_disks": Param(_BOOL)}),
+    # Host kinds: no guest, no task. Mounting adds a place for backups (benign, signed only);
+    # unmounting is undone by mounting again, the data stays on the disk.
+    Kind("host.mount_usb", "host.mount_usb", _B, _NONE, frozenset(), None, None,
+         reads_status=False, host=hh.MOUNT_USB,
+         params={"uuid": Param(_STR, required=True), "name": Param(_STR, required=True),
+                 "fstype": Param(_STR, required=True), "content": Param(_STR, required=True)}),
+    Kind("host.unmount_usb", "host.unmount_usb", _D, _INV, frozenset(), None, None,
+         reads_status=False, host=hh.UNMOUNT_USB, params={"name": Param(_STR, required=True)}),
 )
+
+
+def _check_host_rule(kind: Kind) -> None:
+    """A host kind is ``host.*``, signed, has host handlers and nothing a guest kind has."""
+    named_host = kind.name.startswith(HOST_PREFIX)
+    if named_host != (kind.host is not None):
+        raise AssertionError(f"{kind.name!r}: host handlers iff the name starts with "
+                             f"{HOST_PREFIX!r}")
+    if kind.host is None:
+        if kind.dispatch is None:
+            raise AssertionError(f"guest kind {kind.name!r} has no dispatch")
+        return
+    if (kind.signed != kind.name or kind.dispatch is not None or kind.plan_action
+            or kind.task_types or kind.reversibility is Reversibility.SNAPSHOT
+            or kind.reads_status):
+        raise AssertionError(f"host kind {kind.name!r} must be signed only, without dispatch, "
+                             "task types, guest reads or a safety snapshot")
 
 
 def _build(entries: Iterable[Kind]) -> Mapping[str, Kind]:
@@ -110,6 +149,7 @@ def _build(entries: Iterable[Kind]) -> Mapping[str, Kind]:
             raise AssertionError(f"kind {kind.name!r} is defined twice")
         if kind.signed is not None and executor_name(kind.signed) != kind.name:
             raise AssertionError(f"signed name {kind.signed!r} does not spell {kind.name!r}")
+        _check_host_rule(kind)
         table[kind.name] = kind
     return MappingProxyType(table)
 
@@ -120,6 +160,11 @@ REGISTRY: Final[Mapping[str, Kind]] = _build(_ENTRIES)
 #: The signed-op allow-list: the ``kind`` values a signed payload may carry.
 SIGNED_KINDS: Final[frozenset[str]] = frozenset(
     k.signed for k in REGISTRY.values() if k.signed is not None
+)
+
+#: The signed names of the host kinds (their payload's ``vmid`` is ``null``).
+HOST_KINDS: Final[frozenset[str]] = frozenset(
+    k.name for k in REGISTRY.values() if k.host is not None
 )
 
 #: The kinds the reconciler may plan from unsigned desired state.
@@ -138,6 +183,11 @@ def lookup(name: str) -> Kind:
     if kind is None or name not in (kind.name, kind.signed):
         raise UnknownKind(name, tuple(sorted(REGISTRY)))
     return kind
+
+
+def is_host_kind(name: str) -> bool:
+    """True if ``name`` is a host kind (acts on no guest; see :data:`HOST_KINDS`)."""
+    return name in HOST_KINDS
 
 
 def task_id(name: str, vmid: int, params: Mapping[str, Any]) -> str:

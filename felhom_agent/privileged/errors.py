@@ -21,6 +21,7 @@ __all__ = [
     "OutputParseError",
     "PrivilegedDisabled",
     "PrivilegedError",
+    "ProgramNotFound",
     "RefusedArgument",
     "RunnerError",
     "SshAuthFailed",
@@ -66,6 +67,10 @@ class PrivilegedDisabled(PrivilegedError):
 
 class RunnerError(PrivilegedError):
     """A command could not be started or its output could not be collected."""
+
+
+class ProgramNotFound(RunnerError):
+    """The program is not installed where the runner looks (the daemon's ``PATH``)."""
 
 
 class CommandTimeout(PrivilegedError, TimeoutError):

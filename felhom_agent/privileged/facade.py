@@ -202,6 +202,16 @@ class Privileged:
         assert isinstance(checked, UsbMount)  # noqa: S101 - _checked returns the class asked
         return check_fstab_line(self._fstab_path, checked.fstab_fields())
 
+    def fstab_lines(self, args: UsbUnmount) -> int:
+        """How many of the agent's own fstab lines name this mount point (0 or 1).
+
+        Raises:
+            FstabConflict: a line for the mount point that the agent did not write.
+        """
+        checked = self._checked(args, UsbUnmount)
+        return remove_fstab_lines(self._fstab_path, checked.mountpoint, _OUR_OPTIONS,
+                                  dry_run=True)
+
     def _require_device(self, args: UsbMount) -> None:
         if args.uuid is None:
             return  # a by-id link: mount itself says whether it exists

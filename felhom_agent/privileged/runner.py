@@ -41,6 +41,7 @@ from felhom_agent.privileged.errors import (
     CommandTimeout,
     PrivilegedDisabled,
     PrivilegedError,
+    ProgramNotFound,
     RefusedArgument,
     RunnerError,
     SshAuthFailed,
@@ -132,6 +133,9 @@ class LocalRunner:
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=self._env, cwd="/", close_fds=True, start_new_session=True,
             )
+        except FileNotFoundError as err:
+            raise ProgramNotFound(f"cannot start {args[0]}: {err.strerror} (not on PATH "
+                                  f"{self._env.get('PATH', '')})", program=args[0]) from err
         except OSError as err:
             raise RunnerError(f"cannot start {args[0]}: {err.strerror}", program=args[0]) from err
         try:

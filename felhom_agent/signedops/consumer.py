@@ -17,11 +17,14 @@ thread (CPU and one fsync only, never a PVE call):
 5. the op goes to its guest's driver thread and ``handle`` returns.
 
 A driver thread per vmid (started on demand, ended when its ops are done, so signed ops of
-one guest keep their delivery order) reads the guest's facts (type, run state, protection,
-snapshots), asks :func:`~felhom_agent.signedops.gate.plan_steps`, then submits each step
+one guest keep their delivery order; one more for the host ops, ``"vmid": null``) reads the
+guest's facts (type, run state, protection, snapshots), asks
+:func:`~felhom_agent.signedops.gate.plan_steps`, then submits each step
 through ``engine.submit_op`` (the per-guest queue; the executor journals, waits and audits
-with the signer principal as source) and waits for it before the next. A pre-step that does
-not end ``applied`` stops the op: it is recorded ``failed`` with the reason. Between two steps
+with the signer principal as source) and waits for it before the next. A host op reads no
+guest and has no pre-step: it is one job on the queue's host lane (``Engine.submit_host``).
+A pre-step that does not end ``applied`` stops the op: it is recorded ``failed`` with the
+reason. Between two steps
 a reconciler action for the same guest may slip into the lane; it can only be benign.
 
 An op whose nonce is marked but whose op id has no journal record was never sent to PVE
@@ -64,7 +67,7 @@ from felhom_agent.authz.nonces import FileNonceStore
 from felhom_agent.authz.signers import AllowedSigners, load_allowed_signers
 from felhom_agent.authz.verifier import OpVerifier, VerifiedOp, VerifyPolicy
 from felhom_agent.durable import DurabilityError
-from felhom_agent.execution.executor import JobSpec
+from felhom_agent.execution.executor import HostJob, JobSpec
 from felhom_agent.execution.status import OpResult
 from felhom_agent.kinds.model import UnknownKind
 from felhom_agent.kinds.registry import lookup
@@ -172,7 +175,7 @@ class SignedOpConsumer:
         self._idle = threading.Condition(self._lock)
         self._refused: collections.OrderedDict[str, OpResult] = collections.OrderedDict()
         self._active: dict[str, OpResult] = {}
-        self._lanes: dict[int, collections.deque[_Accepted]] = {}
+        self._lanes: dict[int | None, collections.deque[_Accepted]] = {}
         self._timings: collections.deque[OpTiming] = collections.deque(maxlen=self._keep)
         self._fatal: BaseException | None = None
 
@@ -359,11 +362,11 @@ class SignedOpConsumer:
             lane.append(acc)
         if start:
             threading.Thread(target=self._drive, args=(op.vmid,), daemon=True,
-                             name=f"felhom-signed-op-{op.vmid}").start()
+                             name=f"felhom-signed-op-{op.vmid or 'host'}").start()
 
     # ------------------------------------------------------------------ driver threads
 
-    def _drive(self, vmid: int) -> None:
+    def _drive(self, vmid: int | None) -> None:
         while True:
             with self._lock:
                 lane = self._lanes[vmid]
@@ -393,6 +396,8 @@ class SignedOpConsumer:
         """Run the op's steps; return its state (``running`` if left to a later resume)."""
         verified = acc.verified
         op = verified.op
+        if op.vmid is None:
+            return self._execute_host(acc)
         try:
             volid = op.params.get("volid") if _acts_on_a_volume(op.kind) else None
             guest = self._steps.facts(op.vmid, volid if isinstance(volid, str) else None)
@@ -429,6 +434,20 @@ class SignedOpConsumer:
                                     "was not run")
         return "running"
 
+    def _execute_host(self, acc: _Accepted) -> str:
+        """A host op: one job on the host lane; its state (``running``: left to later)."""
+        verified = acc.verified
+        op = verified.op
+        self._set_stage(op.op_id, f"op: {op.kind}")
+        job = HostJob(op.op_id, op.kind, op.params, verified.principal)
+        try:
+            result = self._steps.run(job)
+        except StepNotRun as err:
+            return self._record(verified, OpState.FAILED, f"{err}; {op.kind} was not run")
+        if result is None or (not result.final and self._stop.is_set()):
+            return "running"
+        return result.state
+
     # ------------------------------------------------------------------ records
 
     def _record(self, verified: VerifiedOp, state: OpState, reason: str) -> str:
@@ -446,8 +465,8 @@ class SignedOpConsumer:
             return RUNNING if isinstance(err, OpConflict) else err.outcome.state.value
         self._audit.append(op_id=op.op_id, source=source, kind=kind, vmid=op.vmid, upid=None,
                            outcome=state.value, reason=reason)
-        self._log.warning("signed op %s (%s %d, %s): %s - %s", op.op_id, op.kind, op.vmid,
-                          source, state.value, reason)
+        self._log.warning("signed op %s (%s %s, %s): %s - %s", op.op_id, op.kind,
+                          "host" if op.vmid is None else op.vmid, source, state.value, reason)
         return state.value
 
     def _set_stage(self, op_id: str, stage: str) -> None:

@@ -33,7 +33,10 @@ An op accepted before a restart and run after it passes the step ids already in 
 
 Params are checked strictly per kind (the ``params`` of its registry entry,
 :mod:`felhom_agent.kinds.registry`): an unknown key or a wrong type refuses the op (refusing
-over guessing). A kind's own guest checks (destroy, rollback) are its registry ``prepare``
+over guessing); a host kind's values are checked by its own ``check`` handler too (a UUID
+that is not one, a name outside the rule, an fstype outside the list). A host op has no
+steps here: it acts on no guest, so there is nothing to snapshot or stop first. A kind's own
+guest checks (destroy, rollback) are its registry ``prepare``
 hook; this module applies the rules common to all kinds.
 """
 
@@ -149,6 +152,8 @@ def check_op(op: SignedOp) -> Classification:
         verdict = classify_op(op.kind, config_keys=tuple(op.params))
     else:
         _check_plain(op, kind)
+        if kind.host is not None:
+            kind.host.check(op.params)
         verdict = classify_op(op.kind)
     if verdict.reversibility is Reversibility.IRREVERSIBLE and not op.irreversible:
         raise GateRefused(f"{op.kind} cannot be undone: it runs only with "

@@ -16,7 +16,7 @@ from typing import Final, Protocol
 from felhom_agent.backoff import Incrementing, Retry, RetryInterrupted, StopAfterAttempt, retry_call
 from felhom_agent.durable import DurabilityError
 from felhom_agent.errors import ReconcileError
-from felhom_agent.execution.executor import ExecResult, JobSpec
+from felhom_agent.execution.executor import ExecResult, HostJob, JobSpec
 from felhom_agent.execution.queue import JobCancelled, JobHandle, QueueError
 from felhom_agent.proxmox.backup_models import guest_type_of_volid
 from felhom_agent.proxmox.client import ProxmoxClient
@@ -36,6 +36,10 @@ class OpSubmitter(Protocol):
 
     def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
         """Queue ``job``; raises QueueClosed when shutting down."""
+        ...
+
+    def submit_host(self, job: HostJob) -> JobHandle[ExecResult]:
+        """Queue host job ``job`` on the host lane; raises QueueClosed when shutting down."""
         ...
 
 
@@ -99,7 +103,7 @@ class StepRunner:
         except RetryInterrupted:
             return None
 
-    def run(self, job: JobSpec) -> ExecResult | None:
+    def run(self, job: JobSpec | HostJob) -> ExecResult | None:
         """Queue ``job`` and wait for its result; None when stopping (left to recovery, or,
         when nothing of it was journaled, to the op's re-delivery after the restart).
 
@@ -110,7 +114,8 @@ class StepRunner:
         if self._stop.is_set():
             return None
         try:
-            handle = self._engine.submit_op(job)
+            handle = (self._engine.submit_host(job) if isinstance(job, HostJob)
+                      else self._engine.submit_op(job))
         except QueueError as err:
             self._log.info("step %s not queued: %s", job.op_id, err)
             return None

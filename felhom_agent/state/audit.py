@@ -49,13 +49,13 @@ _DEFAULT_KEEP_RECENT = 200
 class AuditRecord:
     """One audited mutation. ``source`` is ``plan:<generation>``, a signer principal, or
     ``selftest``; ``outcome`` is the op state (``applied``, ``failed``, ``refused``,
-    ``unknown``)."""
+    ``unknown``); ``vmid`` is ``None`` for a host kind (it acts on no guest)."""
 
     time: str
     op_id: str
     source: str
     kind: str
-    vmid: int
+    vmid: int | None
     upid: str | None
     outcome: str
     reason: str = ""
@@ -76,7 +76,7 @@ class AuditRecord:
             reason = data.get("reason", "")
         except KeyError:
             return None
-        if (isinstance(vmid, bool) or not isinstance(vmid, int)
+        if (isinstance(vmid, bool) or not (vmid is None or isinstance(vmid, int))
                 or not all(isinstance(s, str) for s in [*strings, reason])
                 or not (upid is None or isinstance(upid, str))):
             return None
@@ -160,7 +160,7 @@ class AuditLog:
         op_id: str,
         source: str,
         kind: str,
-        vmid: int,
+        vmid: int | None,
         upid: str | None,
         outcome: str,
         reason: str = "",

@@ -76,6 +76,7 @@ from felhom_agent.durable import (
     fsync_file,
     truncate_durably,
 )
+from felhom_agent.kinds.registry import is_host_kind
 from felhom_agent.state.journal_records import (
     DEFAULT_KEEP_OUTCOMES,
     AlreadyApplied,
@@ -230,22 +231,24 @@ class Journal:
     # ------------------------------------------------------------------ writing
 
     def begin(
-        self, op_id: str, vmid: int, kind: str, params: Mapping[str, Any], source: str
+        self, op_id: str, vmid: int | None, kind: str, params: Mapping[str, Any], source: str
     ) -> JournalEntry:
         """Durably record the intent of a mutation; call it **before** sending the call.
 
         Args:
             op_id: unique id (a signed op's ``op_id``, or one the engine generates).
-            vmid: the guest.
+            vmid: the guest; ``None`` only for a host kind (``host.*``).
             kind: the action kind (``start``, ``guest.rollback`` …).
             params: JSON-serialisable parameters (never a ``Secret``).
             source: ``plan:<generation>``, the signer principal, or ``selftest``.
 
         Raises:
             AlreadyApplied: the op id already has an outcome (idempotency).
-            OpConflict: the op id is already pending, or params are not serialisable.
+            OpConflict: the op id is already pending, params are not serialisable, or a
+                guest kind has no vmid.
             DurabilityError: the record could not be made durable.
         """
+        self._check_vmid(op_id, vmid, kind)
         with self._lock:
             old = self._state.entries.get(op_id)
             if old is not None and old.outcome is not None:
@@ -297,7 +300,7 @@ class Journal:
             return outcome
 
     def record_refused(
-        self, op_id: str, *, vmid: int, kind: str, source: str, reason: str
+        self, op_id: str, *, vmid: int | None, kind: str, source: str, reason: str
     ) -> Outcome:
         """Durably record that an op was refused without ever being begun (one record).
 
@@ -312,7 +315,7 @@ class Journal:
         return self._decided(op_id, vmid, kind, source, state=OpState.REFUSED, reason=reason)
 
     def record_decided(
-        self, op_id: str, *, vmid: int, kind: str, source: str, state: OpState | str,
+        self, op_id: str, *, vmid: int | None, kind: str, source: str, state: OpState | str,
         reason: str,
     ) -> Outcome:
         """Durably record the outcome of an op that was decided **without any call** (one record).
@@ -331,8 +334,9 @@ class Journal:
         """
         return self._decided(op_id, vmid, kind, source, state=state, reason=reason)
 
-    def _decided(self, op_id: str, vmid: int, kind: str, source: str, *,
+    def _decided(self, op_id: str, vmid: int | None, kind: str, source: str, *,
                  state: OpState | str, reason: str) -> Outcome:
+        self._check_vmid(op_id, vmid, kind)
         with self._lock:
             old = self._state.entries.get(op_id)
             if old is not None and old.outcome is not None:
@@ -467,6 +471,11 @@ class Journal:
         if entry is None:
             raise UnknownOp(f"op {op_id} was never begun", path=self._path)
         return entry
+
+    def _check_vmid(self, op_id: str, vmid: int | None, kind: str) -> None:
+        # Replay reads a null vmid only for a host kind: never write one it would refuse.
+        if vmid is None and not is_host_kind(kind):
+            raise OpConflict(f"op {op_id}: kind {kind} needs a vmid", path=self._path)
 
     def _state_value(self, state: OpState | str) -> str:
         try:

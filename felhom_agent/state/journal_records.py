@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from felhom_agent.errors import ReconcileError
+from felhom_agent.kinds.registry import is_host_kind
 from felhom_agent.utc import format_utc
 
 __all__ = [
@@ -101,11 +102,12 @@ class JournalEntry:
     """Everything the journal knows about one op (a snapshot; the journal never mutates it).
 
     ``began_at`` is ``None`` and ``damaged`` is true when the op's ``begin`` line was lost to
-    corruption; its params and source are then unknown (``{}`` and ``""``).
+    corruption; its params and source are then unknown (``{}`` and ``""``). ``vmid`` is
+    ``None`` exactly for a host kind (``host.*``: it acts on no guest).
     """
 
     op_id: str
-    vmid: int
+    vmid: int | None
     kind: str
     params: Mapping[str, Any]
     source: str
@@ -223,8 +225,11 @@ def _num(record: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def _vmid(record: Mapping[str, Any]) -> int:
+def _vmid(record: Mapping[str, Any], kind: str) -> int | None:
+    """A guest kind's vmid; ``null`` is read only for a host kind (it has none)."""
     value = record.get("vmid")
+    if value is None and is_host_kind(kind):
+        return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("vmid")
     return value
@@ -314,8 +319,8 @@ class EntryIndex:
         """Fold one well-formed record in; raises ValueError on a malformed one."""
         kind_of = record.get("t")
         op_id = _str(record, "op")
-        vmid = _vmid(record)
         kind = _str(record, "kind")
+        vmid = _vmid(record, kind)
         time = _num(record, "time")
         old = self.entries.get(op_id)
         if kind_of == "begin":

@@ -10,7 +10,10 @@ compares it with the node's task list (fetched once by the engine) and answers o
 * :class:`Replan` -- a reconciler action that left no task: the reconciler re-plans it from
   observed state;
 * :class:`MarkUnknown` -- an order (signed op, selftest) that left no task: record ``unknown``
-  and report it, never re-send it.
+  and report it, never re-send it;
+* :class:`Rerun` -- a host op (``host.*``): it leaves no task to look for, and every one of its
+  steps checks before it acts (convergent), so running it again completes what was begun and
+  repeats nothing; the host lane runs it again.
 
 No I/O here: the engine does the reads and applies the decision. Which tasks can belong to an
 entry is the recovery rule of its kind: the ``task_types`` of its registry entry
@@ -24,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from felhom_agent.kinds.registry import is_host_kind
 from felhom_agent.kinds.registry import task_id as registry_task_id
 from felhom_agent.kinds.registry import task_types as registry_task_types
 from felhom_agent.state.journal import JournalEntry
@@ -36,6 +40,7 @@ __all__ = [
     "Recheck",
     "RecoveryDecision",
     "Replan",
+    "Rerun",
     "TaskInfo",
     "decide_recovery",
     "is_plan_source",
@@ -125,7 +130,15 @@ class MarkUnknown:
     reason: str
 
 
-RecoveryDecision = Reattach | Recheck | Replan | MarkUnknown
+@attrs.frozen
+class Rerun:
+    """A pending host op: run it again (its steps check before they act, so it completes
+    what was begun and repeats nothing)."""
+
+    reason: str
+
+
+RecoveryDecision = Reattach | Recheck | Replan | MarkUnknown | Rerun
 
 
 def decide_recovery(
@@ -137,6 +150,7 @@ def decide_recovery(
     grace_s: float = 40.0,
     skew_s: float = 2.0,
     task_types: Callable[[str], frozenset[str]] = registry_task_types,
+    host_kind: Callable[[str], bool] = is_host_kind,
 ) -> RecoveryDecision:
     """Decide what to do with a pending journal entry after a restart (pure function).
 
@@ -149,14 +163,19 @@ def decide_recovery(
             timeout for mutating calls plus margin); until then "not found" means "look again".
         skew_s: tolerated clock difference between the agent and the node.
         task_types: the PVE worker types of a kind (the registry's recovery rule).
+        host_kind: whether a kind is a host kind (run again, never looked up).
 
     Raises:
         ValueError: the entry already has an outcome.
     """
     if entry.outcome is not None:
         raise ValueError(f"op {entry.op_id} has an outcome; nothing to recover")
+    if host_kind(entry.kind):
+        return Rerun("a host op left pending is run again: each step checks before it acts")
     if entry.upid is not None:
         return Reattach(entry.upid, adopted=False)
+    if entry.vmid is None:  # only a damaged record could say so; nothing to match a task by
+        return MarkUnknown("no vmid recorded; the call may or may not have reached PVE")
     types = task_types(entry.kind)
     task_id = registry_task_id(entry.kind, entry.vmid, entry.params)
     matches: list[TaskInfo] = []

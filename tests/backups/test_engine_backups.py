@@ -58,7 +58,8 @@ def rig(sim: PveSimulator, tmp_path: Path, clock: ShiftedClock) -> Iterator[Back
     yield from _rig(sim, tmp_path, clock)
 
 
-def _volumes(sim: PveSimulator, vmid: int, storage: str = "local") -> list[dict[str, Any]]:
+def _volumes(sim: PveSimulator, vmid: int | None, storage: str = "local"
+             ) -> list[dict[str, Any]]:
     return [b for b in sim.backups(storage) if b["vmid"] == vmid]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from felhom_agent.execution.backup_tracker import BackupView
-from felhom_agent.execution.executor import ExecResult, JobSpec
+from felhom_agent.execution.executor import ExecResult, HostJob, JobSpec
 from felhom_agent.execution.job import JobHandle
 from felhom_agent.hub.report import BlockedGuest, OpResult, ReconcileStatus, RefusedAction
 from felhom_agent.sim.pve import PveScenario, PveSimulator
@@ -155,3 +155,7 @@ class FakeEngine:
     def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
         """Signed ops never reach the fake engine in wiring tests."""
         raise AssertionError(f"unexpected signed-op job {job.op_id}")
+
+    def submit_host(self, job: HostJob) -> JobHandle[ExecResult]:
+        """Host ops never reach the fake engine in wiring tests."""
+        raise AssertionError(f"unexpected host job {job.op_id}")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from felhom_agent.host.health import DiskEntry, SensorEntry
+from felhom_agent.host.monitor import HealthProblem, HealthSnapshot
 from felhom_agent.hub.collect import Collector
 from felhom_agent.hub.report import OpResult, ReportError
 from felhom_agent.sim.pve import Fault, PveSimulator
@@ -106,17 +108,63 @@ def test_failing_engine_is_an_error_entry(sim: PveSimulator) -> None:
     assert report.reconcile is None and len(report.guests) == 3
 
 
-def test_disks_only_with_a_privileged_reader(sim: PveSimulator) -> None:
-    """Disks appear (kind ``disk``) only when a privileged reader is passed."""
-    disks: list[Mapping[str, Any]] = [{"devpath": "/dev/sda", "health": "PASSED"}]
+class _Health:
+    """A fixed health cache (the monitor itself is tested in ``tests/host``)."""
+
+    def __init__(self, snapshot: HealthSnapshot) -> None:
+        self.value = snapshot
+
+    def snapshot(self) -> HealthSnapshot:
+        return self.value
+
+
+def test_disks_and_sensors_are_their_own_members(sim: PveSimulator) -> None:
+    """The health cache's disks and sensors are the report's ``disks``/``sensors``; its
+    problems are ``errors`` entries; without a cache both lists are empty."""
+    disk = DiskEntry(devpath="/dev/sda", model="WD", serial="S1", size=4_000_787_030_016,
+                     type="usb", health="PASSED", wearout=None, temperature_c=36, smart="ok")
+    snapshot = HealthSnapshot(disks=(disk,), sensors=(SensorEntry("coretemp-isa-0000",
+                                                                  "Core 0", 43.0),),
+                              problems=(HealthProblem("sensors", "sensors -j: no sensors"),))
     with sim_client(sim, sleep=no_sleep) as client:
         without = Collector(client=client, node="pve1", host_id="pve1", engine=None,
                             audit=None).collect()
-        with_reader = Collector(client=client, node="pve1", host_id="pve1", engine=None,
-                                audit=None, disk_reader=lambda: disks).collect()
-    assert all(s["kind"] == "storage" for s in without.storage)
-    assert [s for s in with_reader.storage if s["kind"] == "disk"] == [
-        {"devpath": "/dev/sda", "health": "PASSED", "kind": "disk"}]
+        report = Collector(client=client, node="pve1", host_id="pve1", engine=None,
+                           audit=None, health=_Health(snapshot)).collect()
+    assert without.disks == without.sensors == ()
+    assert all(s["kind"] == "storage" for s in report.storage)
+    doc = json.loads(report.to_json())
+    assert doc["disks"] == [{"devpath": "/dev/sda", "model": "WD", "serial": "S1",
+                             "size": 4_000_787_030_016, "type": "usb", "health": "PASSED",
+                             "wearout": None, "temperature_c": 36, "smart": "ok"}]
+    assert doc["sensors"] == [{"chip": "coretemp-isa-0000", "label": "Core 0",
+                               "celsius": 43.0}]
+    assert [(e["source"], e["message"]) for e in doc["errors"]] == [
+        ("sensors", "sensors -j: no sensors")]
+    assert doc["schema"] == 1
+    assert list(doc)[list(doc).index("storage"):][:3] == ["storage", "disks", "sensors"]
+
+
+def test_storage_usage_and_alerts(tmp_path: Path) -> None:
+    """Each storage entry has ``usage_pct`` and ``alert`` at the configured thresholds; an
+    unreachable one has neither a percentage nor an alert."""
+    storages = [
+        {"storage": "calm", "type": "dir", "content": "backup", "total": 1000, "used": 849,
+         "config": {"path": "/srv/calm"}},
+        {"storage": "warm", "type": "dir", "content": "backup", "total": 1000, "used": 850,
+         "config": {"path": "/srv/warm"}},
+        {"storage": "full", "type": "dir", "content": "backup", "total": 1000, "used": 950,
+         "config": {"path": "/srv/full"}},
+        {"storage": "gone", "type": "nfs", "content": "backup", "active": False,
+         "config": {"server": "192.0.2.7"}},
+    ]
+    with PveSimulator(pve_scenario(storages=storages)) as sim, \
+            sim_client(sim, sleep=no_sleep) as client:
+        report = Collector(client=client, node="pve1", host_id="pve1", engine=None,
+                           audit=None, warn_pct=85, crit_pct=95).collect()
+    got = {s["storage"]: (s["usage_pct"], s["alert"]) for s in report.storage}
+    assert got == {"calm": (84.9, None), "warm": (85.0, "warn"), "full": (95.0, "crit"),
+                   "gone": (None, None)}
 
 
 def test_extra_ops_and_errors_are_reported(sim: PveSimulator) -> None:

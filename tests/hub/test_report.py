@@ -23,8 +23,8 @@ from felhom_agent.utc import format_utc
 from tests.hub.conftest import sample_report
 
 TOP_KEYS = ["schema", "host_id", "agent_version", "collected_at", "node", "guests",
-            "reconcile", "ops", "storage", "backup", "restore", "pbs", "audit", "guestapi",
-            "errors"]
+            "reconcile", "ops", "storage", "disks", "sensors", "backup", "restore", "pbs",
+            "audit", "guestapi", "errors"]
 
 
 def test_wire_form_has_every_section_10_key_in_order() -> None:
@@ -42,8 +42,8 @@ def test_unknown_sections_are_empty_lists_not_invented() -> None:
     report = HostReport(host_id="h", agent_version="1", collected_at="t",
                         node=NodeFacts(name="pve1"))
     data = report.to_dict()
-    for key in ("guests", "ops", "storage", "backup", "restore", "pbs", "audit", "guestapi",
-                "errors"):
+    for key in ("guests", "ops", "storage", "disks", "sensors", "backup", "restore", "pbs",
+                "audit", "guestapi", "errors"):
         assert data[key] == []
     assert data["reconcile"] is None
     assert data["node"] == {"name": "pve1", "pve_version": None, "uptime_s": None, "cpu": None,

@@ -13,15 +13,22 @@ from felhom_agent.compose.root import verify_policy
 from felhom_agent.config import load_config
 from felhom_agent.kinds.classify import classify
 from felhom_agent.kinds.model import GateRefused, Reversibility, Safety, UnknownKind
-from felhom_agent.kinds.registry import PLAN_ACTIONS, REGISTRY, SIGNED_KINDS, lookup, task_types
+from felhom_agent.kinds.registry import (
+    HOST_KINDS,
+    PLAN_ACTIONS,
+    REGISTRY,
+    SIGNED_KINDS,
+    lookup,
+    task_types,
+)
 from felhom_agent.state.journal import JournalEntry
 from felhom_agent.state.recovery import Reattach, decide_recovery
 
 
-def _payload(kind: str) -> bytes:
+def _payload(kind: str, vmid: int | None = 101) -> bytes:
     return json.dumps({
         "v": 1, "op_id": "0b9f0a5e-1111-4222-8333-444455556666", "host_id": "pve1",
-        "kind": kind, "vmid": 101, "params": {}, "irreversible": False,
+        "kind": kind, "vmid": vmid, "params": {}, "irreversible": False,
         "nonce": "0" * 32, "issued_at": "2026-11-26T10:00:00Z",
         "expires_at": "2026-11-26T10:10:00Z",
     }).encode()
@@ -32,8 +39,9 @@ def test_entries_are_consistent() -> None:
     names the PVE worker types recovery looks for."""
     for name, kind in REGISTRY.items():
         assert kind.name == name
-        # backup.protect is synchronous (a PUT): it leaves no task to recover.
-        assert kind.task_types or name == "backup.protect", name
+        # backup.protect is synchronous (a PUT) and host kinds run no PVE task: no task to
+        # recover (a host kind is run again instead).
+        assert kind.task_types or name == "backup.protect" or kind.is_host, name
         if kind.signed is not None:
             assert lookup(kind.signed) is kind
         if kind.safety is Safety.DESTRUCTIVE:
@@ -54,8 +62,12 @@ def test_allow_list_is_the_registry(tmp_path: Path) -> None:
     cfg.chmod(0o600)
     policy = verify_policy(load_config(cfg, env={}))
     assert policy.kinds == SIGNED_KINDS
+    assert policy.host_kinds == HOST_KINDS == {"host.mount_usb", "host.unmount_usb"}
     for name in SIGNED_KINDS:
-        assert parse_payload(_payload(name), kinds=policy.kinds).kind == name
+        vmid = None if name in HOST_KINDS else 101
+        parsed = parse_payload(_payload(name, vmid), kinds=policy.kinds,
+                               host_kinds=policy.host_kinds)
+        assert parsed.kind == name and parsed.vmid == vmid
         assert classify(name).reason != f"unknown kind: {name}"
     with pytest.raises(OpRejected) as err:
         parse_payload(_payload("guest.frobnicate"), kinds=policy.kinds)
@@ -101,3 +113,35 @@ def test_a_kinds_gate_hook_runs_from_its_entry() -> None:
     assert prepare is not None
     with pytest.raises(GateRefused, match="protected"):
         prepare("op", {}, GuestFacts(101, GuestType.QEMU, running=False, protected=True))
+
+
+def test_host_kinds_need_a_null_vmid_and_guest_kinds_a_vmid() -> None:
+    """``"vmid": null`` only for ``host.*`` kinds; a host kind with a vmid and a guest kind
+    without one are refused (``field-invalid``)."""
+    kinds, hosts = SIGNED_KINDS, HOST_KINDS
+    for name, vmid in (("host.mount_usb", 101), ("guest.start", None), ("backup.delete", None)):
+        with pytest.raises(OpRejected) as err:
+            parse_payload(_payload(name, vmid), kinds=kinds, host_kinds=hosts)
+        assert err.value.reason is Reason.FIELD_INVALID
+        assert "vmid" in str(err.value)
+    with pytest.raises(OpRejected, match="acts on the host"):
+        parse_payload(_payload("host.unmount_usb", 101), kinds=kinds, host_kinds=hosts)
+    # without the host list (an older policy) a null vmid is never accepted
+    with pytest.raises(OpRejected):
+        parse_payload(_payload("host.mount_usb", None), kinds=kinds)
+
+
+def test_host_kinds_have_no_guest_parts() -> None:
+    """A host kind is signed only, has host handlers, no dispatch, no task types, no guest
+    reads; recovery runs a pending one again instead of looking for a task."""
+    from felhom_agent.state.recovery import Rerun
+
+    for name in HOST_KINDS:
+        kind = lookup(name)
+        assert kind.is_host and kind.dispatch is None and not kind.plan_action
+        assert kind.task_types == frozenset() and not kind.reads_status
+        entry = JournalEntry(op_id="op-h", vmid=None, kind=name, params={}, source="alice",
+                             began_at=1000.0)
+        assert isinstance(decide_recovery(entry, [], token_user="a@pve!b", now=2000.0), Rerun)
+    assert lookup("host.mount_usb").safety is Safety.BENIGN
+    assert lookup("host.unmount_usb").reversibility is Reversibility.INVERTIBLE

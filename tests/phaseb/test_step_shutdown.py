@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import cast
 
-from felhom_agent.execution.executor import ExecResult, JobSpec
+from felhom_agent.execution.executor import ExecResult, HostJob, JobSpec
 from felhom_agent.execution.queue import JobHandle, SerializerQueue
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.signedops.steps import StepRunner
@@ -38,6 +38,9 @@ def test_step_cancelled_by_shutdown_is_left_not_failed(tmp_path: Path) -> None:
             handle = queue.submit(job.vmid, never, label=f"{job.kind} {job.vmid}")
             submitted.set()
             return handle
+
+        def submit_host(self, job: HostJob) -> JobHandle[ExecResult]:
+            raise AssertionError(f"no host job here: {job.op_id}")
 
     with Journal.open(tmp_path, clock=lambda: 1_790_000_000.0, logger=LOG) as journal:
         runner = StepRunner(engine=Engine(), client=cast(ProxmoxClient, object()),

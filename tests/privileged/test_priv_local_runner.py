@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from felhom_agent.privileged import CommandTimeout, LocalRunner, RefusedArgument, RunnerError
+from felhom_agent.privileged import (
+    CommandTimeout,
+    LocalRunner,
+    ProgramNotFound,
+    RefusedArgument,
+    RunnerError,
+)
 from felhom_agent.privileged.runner import DEFAULT_ENV
 
 
@@ -63,6 +69,7 @@ def test_missing_program_is_a_runner_error() -> None:
     with pytest.raises(RunnerError) as info:
         LocalRunner().run(["/nonexistent/felhom-tool"], timeout_s=10)
     assert info.value.program == "/nonexistent/felhom-tool"
+    assert isinstance(info.value, ProgramNotFound)  # the "install it" case, told apart
     assert not isinstance(info.value, FileNotFoundError)
 
 

@@ -39,6 +39,8 @@ EXPECTED = [
     ("backup.delete", D, IRREV),
     ("backup.protect", D, Reversibility.INVERTIBLE),
     ("guestapi.enable", D, SNAP),
+    ("host.mount_usb", B, NONE),
+    ("host.unmount_usb", D, Reversibility.INVERTIBLE),
 ]
 
 

@@ -60,7 +60,7 @@ def _child(sim: PveSimulator, state: Path, desired: Path, *extra: str
                           check=False)
 
 
-def _pending(state: Path) -> list[tuple[str, int, str, str | None]]:
+def _pending(state: Path) -> list[tuple[str, int | None, str, str | None]]:
     journal = Journal.open(state, clock=lambda: 0.0, logger=LOG)
     try:
         return [(e.op_id, e.vmid, e.kind, e.upid) for e in journal.pending()]
