@@ -16,7 +16,11 @@ LIMITED_SECRET = "limited-token-secret-0001"
 
 
 def _scenario() -> PveScenario:
-    return PveScenario.from_dict({
+    return PveScenario.from_dict(_scenario_dict())
+
+
+def _scenario_dict() -> dict[str, Any]:
+    return {
         "node": "pve1",
         "auth_failure_delay_s": 0,
         "tokens": [
@@ -32,7 +36,7 @@ def _scenario() -> PveScenario:
             {"vmid": 100, "type": "lxc", "name": "web", "status": "running"},
             {"vmid": 101, "type": "qemu", "name": "db", "status": "stopped"},
         ],
-    })
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +63,9 @@ def test_selftest_read_passes(tmp_path: Path, sim: PveSimulator) -> None:
     lines = out.strip().splitlines()
     assert all(line.startswith("OK") for line in lines[:-1])
     assert {"api-reachable", "tls-pin", "token", "permissions", "node", "guests",
-            "tasks"} <= {line.split()[1] for line in lines[:-1]}
-    assert lines[-1].startswith("selftest read: all 7 checks passed")
+            "tasks", "storage"} <= {line.split()[1] for line in lines[:-1]}
+    assert lines[-1].startswith("selftest read: all 8 checks passed")
+    assert "WARNING" not in lines[-1]
 
 
 def test_selftest_read_json(tmp_path: Path, sim: PveSimulator) -> None:
@@ -70,7 +75,8 @@ def test_selftest_read_json(tmp_path: Path, sim: PveSimulator) -> None:
     assert code == 0
     assert doc["mode"] == "read"
     assert doc["ok"] is True
-    assert {"name", "ok", "detail"} == set(doc["checks"][0])
+    assert {"name", "ok", "detail", "warning"} == set(doc["checks"][0])
+    assert not any(c["warning"] for c in doc["checks"])
 
 
 def test_selftest_names_missing_privilege(tmp_path: Path, sim: PveSimulator) -> None:
@@ -114,3 +120,26 @@ def test_unknown_selftest_mode_is_usage_error(tmp_path: Path, sim: PveSimulator)
     code, _, err = run_cli(["--config", str(_config(tmp_path, sim)), "--selftest=everything"])
     assert code == 2
     assert "invalid choice" in err
+
+
+def test_selftest_read_warns_on_a_storage_at_crit(tmp_path: Path) -> None:
+    """A storage at or above storage.crit_pct is a WARN line naming it; the exit stays 0."""
+    data = _scenario_dict()
+    data["storages"] = [
+        {"storage": "local", "type": "dir", "content": "backup", "total": 1000,
+         "used": 960, "config": {"path": "/var/lib/vz"}},
+        {"storage": "tank", "type": "dir", "content": "images", "total": 1000,
+         "used": 900, "config": {"path": "/tank"}},
+    ]
+    with PveSimulator(PveScenario.from_dict(data)) as sim:
+        config = _config(tmp_path, sim)
+        code, out, _ = run_cli(["--config", str(config), "--selftest"])
+        code_json, out_json, _ = run_cli(["--config", str(config), "--selftest", "--json"])
+    assert code == 0 == code_json, out
+    line = next(line for line in out.splitlines() if " storage " in line)
+    assert line.startswith("WARN")
+    assert "local 96% used" in line and "tank" not in line
+    assert "1 WARNING(S) (storage)" in out.splitlines()[-1]
+    doc = json.loads(out_json)
+    check = next(c for c in doc["checks"] if c["name"] == "storage")
+    assert check["ok"] is True and check["warning"] is True

@@ -94,7 +94,10 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     with PveSimulator(pve_scenario()) as pve, HubSimulator(scenario) as hub:
-        cfg = agent_config(tmp_path, pve, hub_url=hub.url)
+        # No fenced CLI in these wiring tests: disks are PVE's data only, which is no error
+        # (SMART through fake tools: tests/host).
+        cfg = agent_config(tmp_path, pve, hub_url=hub.url,
+                           proxmox={"privileged": {"mode": "off"}})
         path = write_agent_config(tmp_path, cfg)
         h = Harness(tmp=tmp_path, pve=pve, hub=hub, config_path=path, notify=notify,
                     records=LogRecords())
@@ -136,6 +139,8 @@ def test_report_carries_engine_status_and_guests(harness: Harness) -> None:
     assert body["reconcile"] == ENGINE_STATUS.to_dict()
     assert [g["vmid"] for g in body["guests"]] == [100, 101, 102]
     assert body["errors"] == []
+    # the disks (once read) are PVE's only, and say so
+    assert all(d["smart"] == "off" for d in body["disks"]) and body["sensors"] == []
     assert harness.stop() == 0
 
 
