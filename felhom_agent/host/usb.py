@@ -215,8 +215,9 @@ def task_uses_storage(task_type: str, task_id: str, log: Sequence[str] | Iterabl
                 words = shlex.split(command)
             except ValueError:
                 return True
+            # Without --storage the target is vzdump.conf's default: cannot tell, so it counts.
             target = next((words[i + 1] for i, w in enumerate(words[:-1])
-                           if w == "--storage"), "local")
+                           if w == "--storage"), storage)
             return target == storage
     if f"{storage}:" in text or path in text or task_type == "vzdump":
         return True
