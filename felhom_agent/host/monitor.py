@@ -174,9 +174,13 @@ class HealthMonitor:
             self._log.debug("disks/list failed: %s", err)
             disks = ()
             self._problem(_API, "disks", f"GET disks/list failed: {err}")
+            with self._lock:  # the disks read before stay, as last known
+                self._current.order = list(self._done.order)
+                self._current.disks = dict(self._done.disks)
         with self._lock:
             self._current.read.add(_API)
-            self._current.order = [d.devpath for d in disks]
+            if disks:
+                self._current.order = [d.devpath for d in disks]
             for disk in disks:
                 kept = self._done.disks.get(disk.devpath)
                 if self._fenced is None or kept is None:
