@@ -64,6 +64,7 @@ import attrs
 from felhom_agent.backoff import Attempt, Exponential, Retry, StopAfterAttempt
 from felhom_agent.durable import DurabilityError
 from felhom_agent.errors import AgentError
+from felhom_agent.host.health import tool_problem
 from felhom_agent.kinds.model import (
     HostJob,
     HostTools,
@@ -76,7 +77,7 @@ from felhom_agent.kinds.model import (
     job_storage,
 )
 from felhom_agent.kinds.registry import REGISTRY, is_host_kind, lookup
-from felhom_agent.privileged.errors import PrivilegedDisabled
+from felhom_agent.privileged.errors import PrivilegedDisabled, PrivilegedError
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import (
     Locked,
@@ -394,7 +395,10 @@ class Executor:
         except PrivilegedDisabled as err:
             return self._finish_host(job, OpState.REFUSED, f"{job.kind}: {err}",
                                      decided=not rerun)
-        except AgentError as err:  # a fenced read failed (missing tool, timeout, bad output)
+        except PrivilegedError as err:  # a fenced read failed (missing tool, timeout...)
+            return self._finish_host(job, OpState.FAILED, tool_problem(err, job.kind),
+                                     decided=not rerun)
+        except AgentError as err:
             return self._finish_host(job, OpState.FAILED, f"{job.kind}: {err}",
                                      decided=not rerun)
         if self._cancel.is_set():
@@ -414,6 +418,9 @@ class Executor:
         except PveError as err:
             state = OpState.UNKNOWN if _outcome_unknown(err) else OpState.FAILED
             return self._finish_host(job, state, f"{job.kind}: {err}", mutated=True)
+        except PrivilegedError as err:
+            return self._finish_host(job, OpState.FAILED, tool_problem(err, job.kind),
+                                     mutated=True)
         except AgentError as err:
             return self._finish_host(job, OpState.FAILED, f"{job.kind}: {err}", mutated=True)
         if rerun:

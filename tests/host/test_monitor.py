@@ -41,9 +41,9 @@ def _fake(tmp_path: Path, **host: Any) -> FakeHost:
 
 
 def _monitor(client: ProxmoxClient, fake: FakeHost | None,
-             timeouts: OpTimeouts = OpTimeouts()) -> HealthMonitor:
+             timeouts: OpTimeouts | None = None) -> HealthMonitor:
     fenced = None if fake is None else Privileged(LocalRunner(path=fake.path),
-                                                  timeouts=timeouts)
+                                                  timeouts=timeouts or OpTimeouts())
     return HealthMonitor(client=client, fenced=fenced, interval_s=3600.0,
                          clock=lambda: 1_795_000_000.0)
 
@@ -59,7 +59,7 @@ def test_disks_carry_smart_health_and_temperatures(client: ProxmoxClient,
     assert fake.calls("smartctl") == [["smartctl", "--json", "-a", "/dev/nvme0n1"],
                                       ["smartctl", "--json", "-a", "-d", "sat", "/dev/sda"]]
     assert fake.calls("sensors") == [["sensors", "-j"]]
-    assert [(s.chip, s.label, s.celsius) for s in snap.sensors][0] == (
+    assert next((s.chip, s.label, s.celsius) for s in snap.sensors) == (
         "coretemp-isa-0000", "Package id 0", 45.0)
     assert snap.problems == ()
     assert snap.cycles == 1 and snap.collected_at == 1_795_000_000.0

@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -69,6 +70,9 @@ class FakeHost:
         self.state.mkdir(parents=True, exist_ok=True)
         self.mounts.touch()
         self.write_host(dict(host or {}))
+        # mkdir is the real one (it creates the scratch mount point); nothing else of the
+        # system is on this PATH, so a tool taken off it is really missing.
+        (self.bin / "mkdir").symlink_to(shutil.which("mkdir") or "/bin/mkdir")
         for tool in TOOLS:
             path = self.bin / tool
             path.write_text(_LAUNCHER.format(python=sys.executable, repo=str(REPO), tool=tool,
@@ -82,8 +86,8 @@ class FakeHost:
 
     @property
     def path(self) -> str:
-        """A ``PATH`` with the fake tools first, then the system's (``mkdir`` is real)."""
-        return f"{self.bin}:/usr/bin:/bin:/usr/sbin:/sbin"
+        """A ``PATH`` holding the fake tools and the real ``mkdir``, nothing else."""
+        return str(self.bin)
 
     def host(self) -> dict[str, Any]:
         """The current ``host.json``."""
