@@ -87,7 +87,8 @@ OPTIONAL_PRIVILEGES: tuple[RequiredPrivilege, ...] = (
     RequiredPrivilege("/vms", "VM.Allocate", "signed guest.destroy"),
     RequiredPrivilege("/", "Sys.Modify", "qemu startup order and some tag changes"),
     RequiredPrivilege("/storage", "Datastore.Allocate", "see and prune every backup on a "
-                      "storage, including those of guests the token may not back up"),
+                      "storage, including those of guests the token may not back up; add and "
+                      "remove a USB disk's storage (signed host.mount_usb/unmount_usb)"),
 )
 
 
