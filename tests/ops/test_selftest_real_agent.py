@@ -63,7 +63,7 @@ def _install(tmp_path: Path, sim: PveSimulator, token_id: str, secret: str) -> t
 
 
 def test_real_agent_ok_via_credentials(tmp_path: Path, sim: PveSimulator) -> None:
-    """A healthy host is OK: quiet without -v, `OK … all 7 checks passed` with it."""
+    """A healthy host is OK: quiet without -v, `OK … all 8 checks passed` with it."""
     agent, config = _install(tmp_path, sim, "felhom@pve!agent", FULL_SECRET)
     env = script_env(tmp_path, extra={"FELHOM_AGENT_BIN": str(agent)})
     args = ["--config", str(config), "--credentials-dir", str(tmp_path / "credstore")]
@@ -71,7 +71,7 @@ def test_real_agent_ok_via_credentials(tmp_path: Path, sim: PveSimulator) -> Non
     assert (quiet.returncode, quiet.stdout) == (0, "")
     loud = run_script([*args, "-v"], env, lock=tmp_path / "lock")
     assert loud.returncode == 0, loud.stdout
-    assert loud.stdout.splitlines()[0] == "OK felhom-agent selftest read: all 7 checks passed"
+    assert loud.stdout.splitlines()[0] == "OK felhom-agent selftest read: all 8 checks passed"
     assert FULL_SECRET not in loud.stdout + loud.stderr
 
 

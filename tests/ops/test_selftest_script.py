@@ -60,6 +60,21 @@ def test_ok_verbose_prints_summary_then_details(tmp_path: Path, lock: Path) -> N
     assert "OK   permissions    all required privileges present" in lines[1:]
 
 
+def test_a_warn_line_is_a_warning(tmp_path: Path, lock: Path) -> None:
+    """Agent exit 0 with a WARN line (a storage at its critical level) maps to WARNING (1)
+    and is printed, so cron mails it."""
+    warned = ("OK   api-reachable  PVE 9.2.2\n"
+              "WARN storage        at or above 95% (storage.crit_pct): local 96% used\n"
+              "selftest read: all 2 checks passed; 1 WARNING(S) (storage)\n")
+    fake = make_fake_agent(tmp_path / "bin", {"read": Mode(warned, "", 0)})
+    res = run_script([], script_env(tmp_path, agent_dir=fake.path.parent), lock=lock)
+    assert res.returncode == 1
+    lines = res.stdout.splitlines()
+    assert lines[0] == ("WARNING felhom-agent selftest read: all 2 checks passed; "
+                        "1 WARNING(S) (storage)")
+    assert any("local 96% used" in line for line in lines[1:])
+
+
 _MAPPING_CASES = {
     "check-failed-critical": (1, FAILING_READ, "", CRITICAL,
                               "CRITICAL felhom-agent selftest read: 1 of 2 checks FAILED "
