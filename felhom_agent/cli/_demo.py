@@ -61,6 +61,7 @@ from felhom_agent.sim.demo_scenarios import (
     DEMO_TOKEN_ID,
     DEMO_VMIDS,
     demo_desired,
+    demo_mount_table,
     demo_pve_scenario,
     demo_rollback_op,
 )
@@ -189,7 +190,9 @@ def _write_config(tmp: Path, pve: PveSimulator, hub: HubSimulator, secret: str,
         "state_dir": str(tmp / "state"),
         "proxmox": {"api_url": pve.url, "node": DEMO_NODE, "token_id": DEMO_TOKEN_ID,
                     "token_secret": secret, "tls_fingerprint": pve.fingerprint,
-                    "task_timeout_s": 60},
+                    "task_timeout_s": 60,
+                    # A simulated node: no root CLI runs on this machine for it.
+                    "privileged": {"mode": "off"}},
         "hub": {"url": hub.url, "token": hub.token, "interval_s": 1},
         "reconcile": {"workers": 4, "interval_s": 1},
         "authz": {"allowed_signers": str(allowed_signers)},
@@ -237,8 +240,6 @@ def demo_command(*, out: IO[str], as_json: bool = False,
     started = time.monotonic()
     secret = secrets.token_hex(16)
     desired = demo_desired()
-    pve_scenario = PveScenario.from_dict(demo_pve_scenario(token_secret=secret,
-                                                           now=time.time()))
     hub_scenario = HubScenario(token=secrets.token_urlsafe(24), host_ids=(HOST_ID,),
                                poll_interval_s=1, desired=desired)
     # The daemon's own log lines would interleave with the account: keep warnings only.
@@ -246,6 +247,11 @@ def demo_command(*, out: IO[str], as_json: bool = False,
     daemon_log.setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="felhom-demo-") as tmp_name:
         tmp = Path(tmp_name)
+        # The simulated node's mount table: its USB backup disk is plugged in and mounted.
+        mounts = tmp / "mounts"
+        mounts.write_text(demo_mount_table())
+        pve_scenario = PveScenario.from_dict(demo_pve_scenario(
+            token_secret=secret, now=time.time(), mounts_file=str(mounts)))
         signer = DemoSigner.create(tmp / "operator", DEMO_PRINCIPAL)
         with PveSimulator(pve_scenario) as pve, HubSimulator(hub_scenario) as hub:
             initial = _guest_rows(pve)

@@ -43,6 +43,7 @@ __all__ = [
     "DEMO_TOKEN_ID",
     "DEMO_VMIDS",
     "demo_desired",
+    "demo_mount_table",
     "demo_pve_scenario",
     "demo_rollback_op",
 ]
@@ -87,10 +88,20 @@ def _demo_storages(now: int) -> list[dict[str, Any]]:
     ]
 
 
-def demo_pve_scenario(*, token_secret: str, now: float) -> dict[str, Any]:
+def demo_mount_table() -> str:
+    """The demo node's mount table (``/proc/self/mounts`` format): its USB backup disk
+    (``usb-backup``, an ``is_mountpoint`` storage) is mounted, so PVE has it online."""
+    return "/dev/sdb1 /mnt/usb-backup ext4 rw,nosuid,nodev,noexec,noatime 0 0\n"
+
+
+def demo_pve_scenario(*, token_secret: str, now: float,
+                      mounts_file: str | None = None) -> dict[str, Any]:
     """The simulated PVE node of the demo as scenario data (``PveScenario.from_dict``);
-    ``now`` (POSIX seconds) dates the backups already on the storages."""
+    ``now`` (POSIX seconds) dates the backups already on the storages; ``mounts_file`` is
+    the node's mount table (:func:`demo_mount_table` written to a file)."""
+    extra: dict[str, Any] = {} if mounts_file is None else {"mounts_file": mounts_file}
     return {
+        **extra,
         "node": DEMO_NODE,
         "auth_failure_delay_s": 0,
         "task_durations": {"default": 0.3},
