@@ -366,7 +366,7 @@ class Engine:
             out.append(OpResult(
                 op_id=e.op_id, state=RUNNING if o is None else o.state.value,
                 reason=None if o is None else o.reason, upid=e.upid,
-                finished_at=None if o is None else format_utc(o.finished_at),
+                finished_at=None if o is None else format_utc(o.finished_at), vmid=e.vmid,
             ))
         return out
 

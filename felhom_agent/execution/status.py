@@ -65,13 +65,18 @@ class ReconcileStatus:
 
 @attrs.frozen
 class OpResult:
-    """The outcome of a signed op; the hub stops redelivering an op once this is not running."""
+    """The outcome of a signed op; the hub stops redelivering an op once this is not running.
+
+    ``vmid`` is the op's guest: ``None`` for a host op (``host.*``), and for an op refused
+    before its payload could be read.
+    """
 
     op_id: str
     state: str = attrs.field(validator=_op_state)
     reason: str | None = None
     upid: str | None = None
     finished_at: str | None = None
+    vmid: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form of one ``ops`` entry."""

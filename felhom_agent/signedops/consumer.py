@@ -354,7 +354,7 @@ class SignedOpConsumer:
         op = acc.verified.op
         with self._lock:
             self._active[op.op_id] = OpResult(op_id=op.op_id, state="running",
-                                              reason="accepted; queued")
+                                              reason="accepted; queued", vmid=op.vmid)
             lane = self._lanes.get(op.vmid)
             start = lane is None
             if lane is None:

@@ -131,6 +131,7 @@ class JournalEntry:
             "reason": "" if o is None else o.reason,
             "upid": self.upid,
             "finished_at": None if o is None else format_utc(o.finished_at),
+            "vmid": self.vmid,
         }
 
 

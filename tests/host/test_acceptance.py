@@ -177,6 +177,7 @@ def test_signed_mount_makes_one_mount_one_line_one_storage_that_takes_backups(
     wait_until(host.hub, lambda: host.outcome(first) is not None, TIMEOUT, child=child)
     outcome = host.outcome(first)
     assert outcome is not None and outcome["state"] == "applied", outcome
+    assert outcome["vmid"] is None
     mp = f"{host.root}/usb1"
     assert len(host.fake.calls("mount")) == 1
     assert host.fake.calls("mount")[0][-2:] == [f"UUID={UUID}", mp]

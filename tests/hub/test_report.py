@@ -71,7 +71,7 @@ def test_reconcile_and_ops_shapes() -> None:
         "errors": ["plan failed once"],
     }
     assert data["ops"] == [{"op_id": "abc", "state": "applied", "reason": None,
-                            "upid": "UPID:x", "finished_at": "t2"}]
+                            "upid": "UPID:x", "finished_at": "t2", "vmid": None}]
 
 
 def test_op_state_must_be_a_protocol_state() -> None:

@@ -65,12 +65,13 @@ def test_entries_render_as_host_report_ops(tmp_path: Path) -> None:
         j.begin("a", 101, "start", {}, "plan:7")
         assert j.entries()[0].to_report() == {
             "op_id": "a", "state": "running", "reason": "", "upid": None, "finished_at": None,
+            "vmid": 101,
         }
         j.record_upid("a", "UPID:a")
         j.record_outcome("a", "failed", "VM 101 already running", "VM 101 already running")
         assert j.entries()[0].to_report() == {
             "op_id": "a", "state": "failed", "reason": "VM 101 already running",
-            "upid": "UPID:a", "finished_at": "2026-09-21T14:13:20Z",
+            "upid": "UPID:a", "finished_at": "2026-09-21T14:13:20Z", "vmid": 101,
         }
 
 
