@@ -7,6 +7,12 @@ listing shows the first line. After the task ends -- or after a crash, when the 
 to apply: PVE only warns), the fallback is a backup of the same guest created at or after the
 dispatch time that carries no other op's id.
 
+A **safety backup** (the one the gate takes of a guest before a restore overwrites it) is
+the same: its op id is the gate step's own (``<op id>.safety-backup``) and its notes say so
+with one word more, ``felhom safety op=<step op id>``. It is one notes format -- ``felhom``,
+an optional label, ``op=<id>`` -- read by one parser, so a safety backup is found by its step
+op id exactly like any other backup, and an operator browsing the storage sees why it exists.
+
 The op id is restricted to characters that PVE's template expansion leaves alone (no braces,
 backslashes, spaces or line breaks), so what PVE writes is exactly what the parser reads back.
 """
@@ -26,6 +32,8 @@ from felhom_agent.proxmox.backup_models import BackupVolume
 __all__ = [
     "NOTES_PREFIX",
     "OP_ID_RE",
+    "SAFETY_BACKUP_SUFFIX",
+    "SAFETY_NOTES_PREFIX",
     "FoundBackup",
     "find_op_backup",
     "notes_template",
@@ -33,13 +41,19 @@ __all__ = [
 ]
 
 NOTES_PREFIX: Final = "felhom op="
+#: The notes of a safety backup (the op id is the gate step's, ending in the suffix below).
+SAFETY_NOTES_PREFIX: Final = "felhom safety op="
+#: The op id suffix of the gate's safety-backup step (``<signed op id>.safety-backup``).
+SAFETY_BACKUP_SUFFIX: Final = ".safety-backup"
 #: Op ids the template can carry: the agent's plan ids and lowercase UUIDs fit.
 OP_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
-_IN_NOTES: Final = re.compile(r"(?:^|\s)felhom op=([A-Za-z0-9][A-Za-z0-9._:+-]{0,127})(?=\s|$)")
+_IN_NOTES: Final = re.compile(
+    r"(?:^|\s)felhom (?:safety )?op=([A-Za-z0-9][A-Za-z0-9._:+-]{0,127})(?=\s|$)")
 
 
 def notes_template(op_id: str) -> str:
-    """The ``notes-template`` vzdump parameter for op ``op_id``: ``felhom op=<op id>``.
+    """The ``notes-template`` vzdump parameter for op ``op_id``: ``felhom op=<op id>``, or
+    ``felhom safety op=<op id>`` when ``op_id`` is a safety-backup step's.
 
     Raises:
         BackupPolicyError: the op id has characters the template cannot carry verbatim.
@@ -49,11 +63,13 @@ def notes_template(op_id: str) -> str:
             f"op id {op_id!r} cannot go into a backup's notes: it must be 1-128 letters, "
             "digits or '._:+-', starting with a letter or digit"
         )
-    return NOTES_PREFIX + op_id
+    prefix = SAFETY_NOTES_PREFIX if op_id.endswith(SAFETY_BACKUP_SUFFIX) else NOTES_PREFIX
+    return prefix + op_id
 
 
 def op_id_in_notes(notes: str | None) -> str | None:
-    """The op id in a volume's notes (first ``felhom op=...`` word on the first line), if any.
+    """The op id in a volume's notes (the first ``felhom op=...`` or ``felhom safety op=...``
+    on the first line), if any.
 
     Text around it is allowed (an operator may have added to the notes).
     """

@@ -3,9 +3,10 @@
 The engine (:mod:`felhom_agent.execution.engine`) owns the reconciler thread and submits plan
 actions to the queue; the daemon only wires it: ``recover()`` once at start (re-attach journal
 entries, ``docs/architecture.md`` ("Durable state")), ``start()``, ``wake()`` when new desired state
-arrives, ``status()`` and ``op_results()`` for the report, ``join()`` at shutdown. Keeping the
-daemon typed against this protocol lets tests drive the wiring with a small fake;
-:func:`default_engine_factory` builds the real one (and mypy checks that it satisfies the protocol).
+arrives, ``status()``, ``op_results()`` and ``restore_results()`` for the report, ``join()``
+at shutdown. Keeping the daemon typed against this protocol lets tests drive the wiring with
+a small fake; :func:`default_engine_factory` builds the real one (and mypy checks that it
+satisfies the protocol).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.executor import ExecResult, Executor, HostJob, JobSpec
 from felhom_agent.execution.job import JobHandle
 from felhom_agent.execution.queue import SerializerQueue
-from felhom_agent.execution.status import OpResult, ReconcileStatus
+from felhom_agent.execution.status import OpResult, ReconcileStatus, RestoreEntry
 from felhom_agent.planning.providers import DesiredStateProvider
 from felhom_agent.proxmox import ProxmoxClient
 from felhom_agent.proxmox.taskwatch import TaskWatcher
@@ -64,6 +65,10 @@ class EngineLike(Protocol):
 
     def backup_view(self) -> BackupView:
         """The backup state the last pass saw, for the report."""
+        ...
+
+    def restore_results(self, limit: int = 50) -> list[RestoreEntry]:
+        """Signed restores (from the journal), for the report."""
         ...
 
     def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:

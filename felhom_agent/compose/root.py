@@ -211,9 +211,11 @@ def build_executor(*, client: ProxmoxClient, journal: Journal, audit: AuditLog,
 
 
 def kind_settings(config: Config) -> Settings:
-    """The local limits the kinds' pre-call checks apply (``backup.min_keep``, the margin)."""
+    """The local limits the kinds' checks apply (``backup.min_keep``, the margin, and where a
+    restore's safety backup goes)."""
     return Settings(min_keep=config.backup.min_keep,
-                    space_margin_pct=config.backup.space_margin_pct)
+                    space_margin_pct=config.backup.space_margin_pct,
+                    safety_storage=config.backup.safety_storage)
 
 
 def backup_settings(config: Config, tz: dt.tzinfo | None = None) -> BackupSettings:
@@ -371,7 +373,7 @@ def signed_op_sink(
         engine=engine, client=client, journal=journal, audit=audit,
         policy=verify_policy(config), nonce_store=store, signers=signers,
         signers_error=error, clock=clock, stop_event=stop_event, on_fatal=on_fatal,
-        logger=log,
+        logger=log, settings=kind_settings(config),
     )
 
 

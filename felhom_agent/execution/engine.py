@@ -46,11 +46,13 @@ from felhom_agent.execution.executor import (
     job_of_entry,
 )
 from felhom_agent.execution.queue import HOST_LANE, JobHandle, QueueClosed, SerializerQueue
+from felhom_agent.execution.restore_view import restore_entries
 from felhom_agent.execution.status import (
     BlockedGuest,
     OpResult,
     ReconcileStatus,
     RefusedAction,
+    RestoreEntry,
 )
 from felhom_agent.kinds.registry import REGISTRY, is_host_kind
 from felhom_agent.planning.actual import read_actual
@@ -369,6 +371,11 @@ class Engine:
                 finished_at=None if o is None else format_utc(o.finished_at), vmid=e.vmid,
             ))
         return out
+
+    def restore_results(self, limit: int = 50) -> list[RestoreEntry]:
+        """Signed restores for the HostReport ``restore``: running first, then the newest
+        (built from the journal, nothing read from PVE)."""
+        return restore_entries(self._journal.entries(), limit)
 
     def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
         """Run ``job`` through the queue and the executor (signed ops, selftest).

@@ -9,7 +9,9 @@ order:
    re-sent: re-attached to its UPID, or looked up in the task list.
 2. **Re-read** ``status/current`` (plus ``config`` with its ``digest`` for ``set_config``,
    the snapshot list for snapshot kinds, the storage's backups for backup kinds) right before
-   mutating: the bulk listing the plan used may lag. The kind's pre-call check runs on what
+   mutating: the bulk listing the plan used may lag (a kind with its own ``observe`` hook reads
+   what it needs instead: a restore's target may not exist yet, and only its own task proves
+   it ran). The kind's pre-call check runs on what
    was read (a backup's space check, a prune's dry run): it may refuse the op (``refused``,
    nothing sent) or find nothing to do. Already in the desired state -> ``applied`` without
    a call. A read PVE answers with a parameter error (400: the op names a storage that does
@@ -633,6 +635,10 @@ class Executor:
     # ------------------------------------------------------------------ helpers
 
     def _observe(self, job: JobSpec, spec: Kind) -> Observed:
+        entry = self._journal.get(job.op_id)
+        if spec.observe is not None:
+            return spec.observe(self._client, job, None if entry is None else entry.began_at,
+                                None if entry is None else entry.upid)
         status = (self._client.guest_status(job.vmid, job.guest_type)
                   if spec.reads_status else None)
         config = (self._client.guest_config(job.vmid, job.guest_type)
@@ -641,7 +647,6 @@ class Executor:
                  if spec.reads_snapshots else None)
         backups = (self._client.backups(job_storage(job), vmid=job.vmid)
                    if spec.reads_backups else None)
-        entry = self._journal.get(job.op_id)
         return Observed(status=status, config=config, snapshots=snaps, backups=backups,
                         since=None if entry is None else entry.began_at)
 
@@ -668,8 +673,12 @@ class Executor:
         upid = call.upid
         raw = upid.raw if upid is not None else (entry.upid if entry is not None else None)
         if decided:
+            # An order's params stay with its outcome (the report's restore entries name the
+            # archive); a reconciler action's are not worth the bytes.
+            params = None if is_plan_source(job.source) else job.journal_params()
             self._journal.record_decided(job.op_id, vmid=job.vmid, kind=job.kind,
-                                         source=job.source, state=state, reason=reason)
+                                         source=job.source, state=state, reason=reason,
+                                         params=params)
         else:
             self._journal.record_outcome(job.op_id, state, reason, call.exitstatus)
         self._audit.append(op_id=job.op_id, source=job.source, kind=job.kind, vmid=job.vmid,

@@ -12,7 +12,8 @@ from typing import Any
 
 import attrs
 
-__all__ = ["OP_STATES", "BlockedGuest", "OpResult", "ReconcileStatus", "RefusedAction"]
+__all__ = ["OP_STATES", "BlockedGuest", "OpResult", "ReconcileStatus", "RefusedAction",
+           "RestoreEntry"]
 
 #: Op states the hub understands; anything but ``running`` is an outcome that stops redelivery.
 OP_STATES = frozenset({"applied", "failed", "refused", "unknown", "running"})
@@ -80,4 +81,34 @@ class OpResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form of one ``ops`` entry."""
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class RestoreEntry:
+    """One signed restore, as the report's ``restore`` carries it.
+
+    Attributes:
+        op_id: the signed op's id.
+        vmid: the target guest.
+        archive: the backup restored from (``None`` only for a record that lost its params).
+        state: as in ``ops`` (``running`` until the restore has an outcome).
+        safety_backup: the volid of the safety backup taken first, or ``None`` (a free
+            target needs none; or it failed, or is still running).
+        upid: the restore's own task.
+        finished_at: when its outcome was recorded.
+        reason: the outcome's reason (a refusal's or failure's text).
+    """
+
+    op_id: str
+    vmid: int
+    archive: str | None
+    state: str = attrs.field(validator=_op_state)
+    safety_backup: str | None = None
+    upid: str | None = None
+    finished_at: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form of one ``restore`` entry."""
         return attrs.asdict(self)

@@ -9,7 +9,8 @@ own: a part that fails becomes one entry in ``errors`` (``source`` names the par
 stays ``null``/empty, so one broken endpoint never costs the hub the whole heartbeat.
 ``backup`` and ``pbs`` are the engine's view of its last pass (:meth:`Engine.backup_view`:
 built once per pass, so a report reads nothing for them and costs nothing per guest);
-``restore`` stays empty until restores exist. A report never invents facts.
+``restore`` is the engine's signed restores, built from the journal
+(:meth:`Engine.restore_results`). A report never invents facts.
 
 Storage entries are the ``StorageInfo`` fields plus ``"kind": "storage"``, ``usage_pct`` (used
 over total, ``null`` when PVE has no sizes) and ``alert`` (``null``, ``"warn"`` at
@@ -31,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 from felhom_agent import __version__
 from felhom_agent.errors import AgentError
 from felhom_agent.execution.backup_tracker import BackupView
+from felhom_agent.execution.status import RestoreEntry
 from felhom_agent.host.monitor import HealthSnapshot
 from felhom_agent.host.thresholds import alert, usage_pct
 from felhom_agent.hub.report import (
@@ -84,6 +86,10 @@ class EngineView(Protocol):
 
     def backup_view(self) -> BackupView:
         """The backup state the last pass saw (the report's ``backup`` and ``pbs``)."""
+        ...
+
+    def restore_results(self, limit: int = 50) -> list[RestoreEntry]:
+        """Signed restores, running first (the report's ``restore``)."""
         ...
 
 
@@ -192,6 +198,7 @@ class Collector:
         storage = attempt("storage", self._storage)
         backups = attempt("backup", self._backups)
         health = attempt("disks", self._health_snapshot)
+        restores = attempt("restore", self._restores)
         audit = attempt("audit", self._audit_records)
         guestapi = attempt("guestapi", self._guestapi_entries) if self._guestapi else ()
         if self._extra_errors is not None:
@@ -213,6 +220,7 @@ class Collector:
             disks=() if health is None else tuple(d.to_dict() for d in health.disks),
             sensors=() if health is None else tuple(e.to_dict() for e in health.sensors),
             backup=() if backups is None else tuple(e.to_json() for e in backups.entries),
+            restore=tuple(e.to_dict() for e in restores or ()),
             pbs=() if backups is None else backups.pbs,
             audit=audit or (),
             guestapi=guestapi or (),
@@ -259,6 +267,9 @@ class Collector:
 
     def _backups(self) -> BackupView | None:
         return None if self._engine is None else self._engine.backup_view()
+
+    def _restores(self) -> tuple[RestoreEntry, ...]:
+        return () if self._engine is None else tuple(self._engine.restore_results())
 
     def _sink_ops(self) -> tuple[OpResult, ...]:
         return () if self._extra_ops is None else tuple(self._extra_ops())

@@ -148,30 +148,30 @@ class HostReport:
     def to_dict(self) -> dict[str, Any]:
         """The wire form as plain JSON-ready data, keys in the documented order.
 
-        The order is the one of ``docs/architecture.md`` ("Hub protocol").
+        The order is the one of ``docs/architecture.md`` ("Hub protocol"): ``schema``, then
+        the fields in their declared order (an object's own ``to_dict``, a list for a tuple).
         """
-        return {
-            "schema": SCHEMA,
-            "host_id": self.host_id,
-            "agent_version": self.agent_version,
-            "collected_at": self.collected_at,
-            "node": None if self.node is None else self.node.to_dict(),
-            "guests": [g.to_dict() for g in self.guests],
-            "reconcile": None if self.reconcile is None else self.reconcile.to_dict(),
-            "ops": [o.to_dict() for o in self.ops],
-            "storage": [dict(s) for s in self.storage],
-            "disks": [dict(d) for d in self.disks],
-            "sensors": [dict(s) for s in self.sensors],
-            "backup": [dict(b) for b in self.backup],
-            "restore": [dict(r) for r in self.restore],
-            "pbs": [dict(p) for p in self.pbs],
-            "audit": [dict(a) for a in self.audit],
-            "guestapi": [dict(g) for g in self.guestapi],
-            "errors": [e.to_dict() for e in self.errors],
-        }
+        out: dict[str, Any] = {"schema": SCHEMA}
+        for field in _FIELDS:
+            out[field] = _wire(getattr(self, field))
+        return out
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON; raises ``ValueError`` for non-finite numbers (not valid JSON)."""
         return json.dumps(
             self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode("utf-8")
+
+
+def _wire(value: Any) -> Any:
+    """One report field in its wire form."""
+    if isinstance(value, tuple):
+        return [_wire(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    to_dict = getattr(value, "to_dict", None)
+    return value if to_dict is None else to_dict()
+
+
+#: The report's fields in wire order (the attrs declaration order).
+_FIELDS: tuple[str, ...] = tuple(f.name for f in attrs.fields(HostReport))

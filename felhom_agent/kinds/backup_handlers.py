@@ -19,6 +19,8 @@ carry (``docs/architecture.md``, "Backup policy"; ``docs/pve-facts.md``, "Backup
 
 from __future__ import annotations
 
+import re
+
 from felhom_agent.backup.notes import find_op_backup, notes_template
 from felhom_agent.backup.prune import review_prune
 from felhom_agent.backup.space import check_space
@@ -40,6 +42,7 @@ __all__ = [
     "prune",
     "prune_preflight",
     "storage_task_id",
+    "volid_in_summary",
     "volume_gone",
     "volume_preflight",
 ]
@@ -97,6 +100,15 @@ def backup_summary(job: JobSpec, obs: Observed) -> str:
         return ""
     size = "size unknown" if vol.size is None else f"{vol.size} bytes"
     return f"backup {vol.volid} ({size})"
+
+
+_SUMMARY_VOLID = re.compile(r"(?:^|; )backup (\S+:backup/\S+) \(")
+
+
+def volid_in_summary(reason: str) -> str | None:
+    """The volid an applied backup's reason names (what :func:`backup_summary` wrote)."""
+    match = _SUMMARY_VOLID.search(reason)
+    return match.group(1) if match else None
 
 
 def backup_preflight(c: ProxmoxClient, job: JobSpec, obs: Observed,

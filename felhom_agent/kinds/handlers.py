@@ -35,6 +35,7 @@ __all__ = [
     "config_matches",
     "delete_snapshot",
     "destroy",
+    "is_backup_volid",
     "is_running",
     "is_stopped",
     "prepare_backup",
@@ -206,10 +207,15 @@ def prepare_backup(op_id: str, params: Mapping[str, Any], guest: GuestFacts) -> 
     return Prepared(params)
 
 
+def is_backup_volid(volid: str) -> bool:
+    """Whether ``volid`` is spelled like a backup volume id (``<storage>:backup/...``)."""
+    return _VOLID.fullmatch(volid) is not None
+
+
 def prepare_volume(op_id: str, params: Mapping[str, Any], guest: GuestFacts) -> Prepared:
     """An op on one backup names it by a backup volid (``<storage>:backup/...``)."""
     volid = str(params["volid"])
-    if not _VOLID.fullmatch(volid):
+    if not is_backup_volid(volid):
         raise GateRefused(f"invalid params: volid {volid[:80]!r} is not a backup volume id "
                           "(<storage>:backup/...)")
     return Prepared(params)

@@ -22,7 +22,7 @@ import attrs
 from felhom_agent.core.normalise import config_diff
 from felhom_agent.errors import ReconcileError
 from felhom_agent.proxmox.backup_models import BackupVolume
-from felhom_agent.proxmox.models import GuestConfig, GuestStatus, GuestType, Snapshot
+from felhom_agent.proxmox.models import GuestConfig, GuestStatus, GuestType, Snapshot, TaskStatus
 
 if TYPE_CHECKING:
     from felhom_agent.privileged.facade import Privileged
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HOST_PREFIX",
+    "GateInput",
     "GateRefused",
     "GuestFacts",
     "HostHandlers",
@@ -65,11 +66,15 @@ class Reversibility(enum.Enum):
 
     ``INVERTIBLE``: the same kind with the opposite value undoes it (``backup.protect``
     ``protected: false`` is undone by ``protected: true``); nothing runs first.
+    ``SAFETY_BACKUP``: made reversible by a safety backup: a protected backup of the guest as
+    it is now, found in the listing, before the op may run (``guest.restore`` over an
+    existing guest; a restore into a free vmid destroys nothing and needs none).
     """
 
     NONE_NEEDED = "none_needed"
     SNAPSHOT = "snapshot"
     INVERTIBLE = "invertible"
+    SAFETY_BACKUP = "safety_backup"
     IRREVERSIBLE = "irreversible"
 
 
@@ -220,6 +225,9 @@ class Observed:
         backups: the job's storage's backups of this vmid, when the kind reads them.
         since: when the op was begun in the journal (``None`` before): a new backup is
             recognised by ``ctime >= since`` when its notes are missing.
+        task: the status of the op's own journalled task, for kinds whose effect only that
+            task proves (a restore over an existing guest looks like the guest before it);
+            ``None`` when not read or there is no UPID yet.
     """
 
     status: GuestStatus | None
@@ -227,6 +235,7 @@ class Observed:
     snapshots: tuple[Snapshot, ...] | None = None
     backups: tuple[BackupVolume, ...] | None = None
     since: float | None = None
+    task: TaskStatus | None = None
 
     @property
     def state(self) -> str:
@@ -240,13 +249,31 @@ class Observed:
 
 @attrs.frozen
 class GuestFacts:
-    """The guest as read right before a signed op is queued (what the gate decides on)."""
+    """The guest as read right before a signed op is queued (what the gate decides on).
+
+    ``exists`` is False only for a kind whose target may be a free vmid (a restore into a new
+    guest): ``type`` is then the type the op will create.
+    """
 
     vmid: int
     type: GuestType
     running: bool
     protected: bool
     snapshots: frozenset[str] = frozenset()
+    exists: bool = True
+
+
+@attrs.frozen
+class GateInput:
+    """What a kind's own gate reads found (:attr:`Kind.gate_read`).
+
+    Attributes:
+        guest: the guest the op acts on (its target; ``exists`` False for a free vmid).
+        params: the op's params with what the reads resolved (a default taken from PVE).
+    """
+
+    guest: GuestFacts
+    params: Mapping[str, Any]
 
 
 @attrs.frozen
@@ -278,18 +305,26 @@ class Prepared:
     Attributes:
         params: the executor params of the op step (gate-only params removed).
         pre: steps that must run (and end ``applied``) before the op, in order.
+        safety_backup: for a ``SAFETY_BACKUP`` kind, the params of the safety backup the
+            gate puts after ``pre`` (``storage``, plus what the kind wants recorded with it;
+            the gate makes it ``protected``); ``None`` when the op destroys nothing.
     """
 
     params: Mapping[str, Any]
     pre: tuple[Step, ...] = ()
+    safety_backup: Mapping[str, Any] | None = None
 
 
 @attrs.frozen
 class Settings:
-    """The local limits some kinds' hooks apply (from ``backup.*``; plain values)."""
+    """The local limits some kinds' hooks apply (from ``backup.*``; plain values).
+
+    ``safety_storage``: where a safety backup goes (``None``: the archive's storage).
+    """
 
     min_keep: int = 3
     space_margin_pct: int = 20
+    safety_storage: str | None = None
 
 
 @attrs.frozen
@@ -315,6 +350,10 @@ TaskId = Callable[[int, Mapping[str, Any]], str]
 Predicate = Callable[[JobSpec, Observed], bool]
 #: ``(op_id, params, guest) -> Prepared``; raises :class:`GateRefused`.
 Preparer = Callable[[str, Mapping[str, Any], GuestFacts], Prepared]
+#: ``(client, op vmid, params, settings) -> GateInput``; raises :class:`GateRefused`.
+GateReader = Callable[["ProxmoxClient", int, Mapping[str, Any], Settings], GateInput]
+#: ``(client, job, began_at, upid) -> Observed``: a kind's own re-read.
+Observer = Callable[["ProxmoxClient", JobSpec, "float | None", "str | None"], Observed]
 
 
 @attrs.frozen
@@ -343,6 +382,11 @@ class Kind:
         settles: HA-managed guests change state after the task ended; wait for it.
         prepare: the kind's own gate checks on the guest (refusals, pre-steps, params that
             only the gate reads); ``None`` when there are none.
+        gate_read: the kind's own reads before its gate, replacing the plain read of the
+            op's guest (a restore's target may not exist yet, and its archive must be found
+            in a listing); ``None``: the op's vmid must be a guest on the node.
+        observe: the kind's own re-read before and after the call, replacing the ``reads_*``
+            ones; ``None``: the flags decide.
         preflight: the kind's own check right before the call (space, a prune's dry run).
         failure_detail: reads why a failed task failed (a vzdump's ``ERROR:`` line).
         summary: the reason text of an applied outcome (the new backup's volid).
@@ -368,6 +412,8 @@ class Kind:
     reads_backups: bool = False
     settles: bool = False
     prepare: Preparer | None = None
+    gate_read: GateReader | None = None
+    observe: Observer | None = None
     preflight: Preflighter | None = None
     failure_detail: Detailer | None = None
     summary: Summariser | None = None
@@ -391,7 +437,8 @@ class Kind:
         if self.reads_backups:
             return (f"no backup of vmid {job.vmid} made by op {job.op_id} on "
                     f"{job_storage(job)} ({len(obs.backups or ())} listed)")
-        return f"guest is {obs.state}"
+        lock = obs.status.lock if obs.status is not None else None
+        return f"guest is {obs.state}" + (f", locked ({lock})" if lock else "")
 
     def pve_task_id(self, vmid: int, params: Mapping[str, Any]) -> str:
         """The ``id`` field of the PVE task this kind leaves for ``vmid``."""

@@ -30,6 +30,7 @@ from felhom_agent.kinds import backup_handlers as bh
 from felhom_agent.kinds import guestapi_handlers as gh
 from felhom_agent.kinds import handlers as h
 from felhom_agent.kinds import host_handlers as hh
+from felhom_agent.kinds import restore_handlers as rh
 from felhom_agent.kinds.model import (
     HOST_PREFIX,
     Kind,
@@ -44,10 +45,11 @@ __all__ = ["HOST_KINDS", "PLAN_ACTIONS", "REGISTRY", "SIGNED_KINDS", "is_host_ki
            "plan_rank", "task_id", "task_types"]
 
 _B, _D = Safety.BENIGN, Safety.DESTRUCTIVE
-_NONE, _SNAP, _INV, _IRREV = (
+_NONE, _SNAP, _INV, _SAFE, _IRREV = (
     Reversibility.NONE_NEEDED,
     Reversibility.SNAPSHOT,
     Reversibility.INVERTIBLE,
+    Reversibility.SAFETY_BACKUP,
     Reversibility.IRREVERSIBLE,
 )
 _INT, _BOOL, _STR = (int,), (bool,), (str,)
@@ -109,6 +111,15 @@ _ENTRIES: Final = (
     Kind("guestapi.enable", "guestapi.enable", _D, _SNAP, _types("qmconfig"), gh.enable_serial,
          gh.serial_socket_set, reads_config=True, prepare=gh.prepare_enable,
          preflight=gh.serial_preflight),
+    # Over an existing guest: a safety backup first (the gate's step), then ``force``; into a
+    # free vmid: additive. Its own reads: the target may not exist, the archive must be listed.
+    # Done: its own task ended OK and the target exists unlocked (the guest alone cannot tell).
+    Kind("restore", "guest.restore", _D, _SAFE, _types("vzrestore", "qmrestore"),
+         rh.restore, rh.restored, reads_status=False, observe=rh.observe_restore,
+         gate_read=rh.read_restore_gate, prepare=rh.prepare_restore, summary=rh.restore_summary,
+         params={"archive": Param(_STR, required=True), "target_vmid": Param(_INT),
+                 "storage": Param(_STR), "start": Param(_BOOL), "unique": Param(_BOOL),
+                 "stop_first": Param(_BOOL)}),
     # Judged by its task: afterwards the guest is gone and cannot be re-read.
     Kind("destroy", "guest.destroy", _D, _IRREV, _types("qmdestroy", "vzdestroy"),
          h.destroy, None, reads_config=True, prepare=h.prepare_destroy,

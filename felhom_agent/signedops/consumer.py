@@ -69,7 +69,7 @@ from felhom_agent.authz.verifier import OpVerifier, VerifiedOp, VerifyPolicy
 from felhom_agent.durable import DurabilityError
 from felhom_agent.execution.executor import HostJob, JobSpec
 from felhom_agent.execution.status import OpResult
-from felhom_agent.kinds.model import UnknownKind
+from felhom_agent.kinds.model import Settings
 from felhom_agent.kinds.registry import lookup
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
@@ -137,6 +137,7 @@ class SignedOpConsumer:
         clock: POSIX seconds; monotonic: for timings and waits.
         stop_event: set at shutdown: no new step is submitted, waits end.
         on_fatal: called once with a durability failure.
+        settings: the local limits a kind's own gate reads apply (``backup.safety_storage``).
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class SignedOpConsumer:
         on_fatal: Callable[[BaseException], None] | None = None,
         logger: logging.Logger | None = None,
         keep: int = _KEEP,
+        settings: Settings | None = None,
     ) -> None:
         self._journal = journal
         self._audit = audit
@@ -169,7 +171,7 @@ class SignedOpConsumer:
         self._on_fatal = on_fatal
         self._log = logger if logger is not None else logging.getLogger(__name__)
         self._steps = StepRunner(engine=engine, client=client, journal=journal,
-                                 stop_event=self._stop, logger=self._log)
+                                 stop_event=self._stop, logger=self._log, settings=settings)
         self._keep = max(1, keep)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -399,18 +401,18 @@ class SignedOpConsumer:
         if op.vmid is None:
             return self._execute_host(acc)
         try:
-            volid = op.params.get("volid") if _acts_on_a_volume(op.kind) else None
-            guest = self._steps.facts(op.vmid, volid if isinstance(volid, str) else None)
+            read = self._steps.gate_input(lookup(op.kind), op.vmid, op.params)
         except GateRefused as err:
             return self._record(verified, OpState.REFUSED, str(err))
         except PveError as err:
             return self._record(verified, OpState.FAILED, f"cannot read guest {op.vmid}: {err}")
-        if guest is None:
+        if read is None:
             return "running"  # stopping
+        guest = read.guest
         journalled = frozenset(op.op_id + suffix for suffix in STEP_SUFFIXES
                                if self._journal.get(op.op_id + suffix) is not None)
         try:
-            steps = plan_steps(op, check_op(op), guest, journalled)
+            steps = plan_steps(op, check_op(op), guest, journalled, read.params)
         except GateRefused as err:
             return self._record(verified, OpState.REFUSED, str(err))
         for step in steps:
@@ -426,8 +428,9 @@ class SignedOpConsumer:
             if step.is_op:
                 return result.state
             if result.state != OpState.APPLIED.value:
-                what = ("safety snapshot " + str(step.params.get("snapname"))
-                        if step.purpose == "safety-snapshot" else "stopping the guest first")
+                what = {"safety-snapshot": f"safety snapshot {step.params.get('snapname')}",
+                        "safety-backup": f"safety backup to {step.params.get('storage')}",
+                        }.get(step.purpose, "stopping the guest first")
                 detail = result.reason or result.state
                 return self._record(verified, OpState.FAILED,
                                     f"{what} failed ({result.state}: {detail}); {op.kind} "
@@ -458,7 +461,7 @@ class SignedOpConsumer:
         source = verified.principal
         try:
             self._journal.record_decided(op.op_id, vmid=op.vmid, kind=kind, source=source,
-                                         state=state, reason=reason)
+                                         state=state, reason=reason, params=op.params)
         except (AlreadyApplied, OpConflict) as err:
             self._log.warning("signed op %s: not recorded %s (%s): %s", op.op_id, state.value,
                               reason, err)
@@ -488,10 +491,3 @@ class SignedOpConsumer:
         else:
             self._stop.set()
 
-
-def _acts_on_a_volume(kind: str) -> bool:
-    """Kinds that act on a backup volume, not on the guest (its guest may be gone)."""
-    try:
-        return not lookup(kind).reads_status
-    except UnknownKind:
-        return False

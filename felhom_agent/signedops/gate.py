@@ -19,6 +19,12 @@ ordered :class:`Step` list that the consumer submits, one journalled queue job p
   Caveat: on storage that can only roll back the *newest* snapshot (ZFS), a rollback to an older
   snapshot fails once the safety snapshot exists; PVE reports it and the op fails with that text
   (nothing is lost: the guest is unchanged);
+* **reversible by a safety backup** (``guest.restore`` over an existing guest): the kind's
+  gate hook names the storage (:attr:`~felhom_agent.kinds.model.Prepared.safety_backup`)
+  and the gate puts a ``backup`` step ``<op_id>.safety-backup`` after the other pre-steps: a
+  protected vzdump of the guest as it is, notes ``felhom safety op=<step op id>``, ``applied``
+  only once found in the listing. The op runs only if it was; a failed safety backup leaves
+  the guest untouched. A restore into a free vmid destroys nothing and gets no backup;
 * **irreversible** (``guest.destroy``, ``guest.delete_snapshot``): only with
   ``"irreversible": true`` in the signed payload. A guest with ``protection: 1`` is never
   destroyed. A running guest is destroyed only when the op says ``params.stop_first: true``;
@@ -26,8 +32,9 @@ ordered :class:`Step` list that the consumer submits, one journalled queue job p
   running".
 
 Step op ids: the op itself keeps the signed ``op_id`` (idempotency and the hub's
-``ops`` entry hang on it); a pre-step gets ``<op_id>.safety-snapshot`` or
-``<op_id>.stop-first``, with the same source (the signer principal) in journal and audit.
+``ops`` entry hang on it); a pre-step gets ``<op_id>.safety-snapshot``,
+``<op_id>.safety-backup`` or ``<op_id>.stop-first``, with the same source (the signer
+principal) in journal and audit.
 An op accepted before a restart and run after it passes the step ids already in the journal
 (``journalled``): those steps are kept and resumed by the executor, never sent twice.
 
@@ -43,9 +50,11 @@ hook; this module applies the rules common to all kinds.
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from felhom_agent.authz.envelope import SignedOp
+from felhom_agent.backup.notes import SAFETY_BACKUP_SUFFIX
 from felhom_agent.core.normalise import NormaliseError, normalise_value
 from felhom_agent.kinds.classify import Classification, Reversibility, classify_op
 from felhom_agent.kinds.handlers import STOP_SUFFIX
@@ -60,6 +69,7 @@ from felhom_agent.kinds.model import (
 from felhom_agent.kinds.registry import lookup
 
 __all__ = [
+    "SAFETY_BACKUP_SUFFIX",
     "SAFETY_PREFIX",
     "SAFETY_SUFFIX",
     "STEP_SUFFIXES",
@@ -75,7 +85,7 @@ __all__ = [
 SAFETY_PREFIX: Final = "felhom-pre-"
 SAFETY_SUFFIX: Final = ".safety-snapshot"
 #: The op id suffixes of every pre-step (a step's op id is the signed op id plus one).
-STEP_SUFFIXES: Final = (STOP_SUFFIX, SAFETY_SUFFIX)
+STEP_SUFFIXES: Final = (STOP_SUFFIX, SAFETY_SUFFIX, SAFETY_BACKUP_SUFFIX)
 _SNAPNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,39}")
 _RESERVED = frozenset({"current", "pending", "vzdump"})
 _CONFIG_KEY = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -162,8 +172,12 @@ def check_op(op: SignedOp) -> Classification:
 
 
 def plan_steps(op: SignedOp, verdict: Classification, guest: GuestFacts,
-               journalled: frozenset[str] = frozenset()) -> tuple[Step, ...]:
+               journalled: frozenset[str] = frozenset(),
+               params: Mapping[str, Any] | None = None) -> tuple[Step, ...]:
     """The steps of ``op`` on ``guest`` (pre-steps first, the op itself last).
+
+    ``params`` are the op's params as the kind's own gate reads resolved them
+    (:attr:`~felhom_agent.kinds.model.Kind.gate_read`); ``None``: the signed ones.
 
     ``journalled`` names the step op ids the journal already holds: the op was accepted
     before a restart and some of its pre-steps were begun then. Such a step is kept whatever
@@ -175,8 +189,9 @@ def plan_steps(op: SignedOp, verdict: Classification, guest: GuestFacts,
         GateRefused: the guest's state forbids the op (protected, running, names taken).
     """
     kind = _signed_kind(op.kind)
-    prepared = (kind.prepare(op.op_id, op.params, guest) if kind.prepare is not None
-                else Prepared(op.params))
+    given = op.params if params is None else params
+    prepared = (kind.prepare(op.op_id, given, guest) if kind.prepare is not None
+                else Prepared(given))
     pre = list(prepared.pre)
     stop_id = op.op_id + STOP_SUFFIX
     if stop_id in journalled and all(s.op_id != stop_id for s in pre):
@@ -190,4 +205,10 @@ def plan_steps(op: SignedOp, verdict: Classification, guest: GuestFacts,
         desc = f"felhom-agent safety snapshot before {op.kind} (op {op.op_id})"
         pre.append(Step(op.op_id + SAFETY_SUFFIX, "snapshot",
                         {"snapname": name, "description": desc}, "safety-snapshot"))
+    if (verdict.reversibility is Reversibility.SAFETY_BACKUP
+            and prepared.safety_backup is not None):
+        if not prepared.safety_backup.get("storage"):
+            raise GateRefused(f"{op.kind}: no storage for the safety backup")
+        pre.append(Step(op.op_id + SAFETY_BACKUP_SUFFIX, "backup",
+                        {**prepared.safety_backup, "protected": True}, "safety-backup"))
     return (*pre, Step(op.op_id, kind.name, prepared.params))

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Final, Protocol
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
 
 from felhom_agent.backoff import Incrementing, Retry, RetryInterrupted, StopAfterAttempt, retry_call
 from felhom_agent.durable import DurabilityError
 from felhom_agent.errors import ReconcileError
 from felhom_agent.execution.executor import ExecResult, HostJob, JobSpec
 from felhom_agent.execution.queue import JobCancelled, JobHandle, QueueError
+from felhom_agent.kinds.model import GateInput, Kind, Settings
 from felhom_agent.proxmox.backup_models import guest_type_of_volid
 from felhom_agent.proxmox.client import ProxmoxClient
 from felhom_agent.proxmox.errors import PveError
@@ -60,15 +62,42 @@ class StepRunner:
         journal: consulted when a job ends without a result.
         stop_event: set at shutdown; reads and waits end early.
         logger: step problems.
+        settings: the local limits a kind's own gate reads apply (``backup.safety_storage``).
     """
 
     def __init__(self, *, engine: OpSubmitter, client: ProxmoxClient, journal: Journal,
-                 stop_event: threading.Event, logger: logging.Logger) -> None:
+                 stop_event: threading.Event, logger: logging.Logger,
+                 settings: Settings | None = None) -> None:
         self._engine = engine
         self._client = client
         self._journal = journal
         self._stop = stop_event
         self._log = logger
+        self._settings = settings or Settings()
+
+    def gate_input(self, kind: Kind, vmid: int, params: Mapping[str, Any]) -> GateInput | None:
+        """What the gate decides ``kind`` on: the kind's own reads (its ``gate_read``), else
+        :meth:`facts` of ``vmid`` with the signed params; None when stopping. A kind that
+        acts on a backup volume (it does not read the guest's status) passes its ``volid``:
+        its guest may be gone.
+
+        Raises:
+            GateRefused: the reads forbid the op (the reason says why).
+            PveError: a read failed after a few attempts.
+        """
+        reader = kind.gate_read
+        if reader is None:
+            volid = params.get("volid") if not kind.reads_status else None
+            guest = self.facts(vmid, volid if isinstance(volid, str) else None)
+            return None if guest is None else GateInput(guest=guest, params=params)
+        settings = self._settings
+        try:
+            return retry_call(lambda: reader(self._client, vmid, params, settings),
+                              policy=_READ_RETRY,
+                              retry_if=lambda err: isinstance(err, PveError),
+                              sleep=self._stop.wait)
+        except RetryInterrupted:
+            return None
 
     def facts(self, vmid: int, volid: str | None = None) -> GuestFacts | None:
         """Type, run state, protection and snapshot names of ``vmid``; None when stopping.

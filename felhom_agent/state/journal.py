@@ -316,7 +316,7 @@ class Journal:
 
     def record_decided(
         self, op_id: str, *, vmid: int | None, kind: str, source: str, state: OpState | str,
-        reason: str,
+        reason: str, params: Mapping[str, Any] | None = None,
     ) -> Outcome:
         """Durably record the outcome of an op that was decided **without any call** (one record).
 
@@ -325,17 +325,20 @@ class Journal:
         desired state. One record is crash-atomic: either the outcome is on disk or nothing
         is. A ``begin`` followed by an outcome would not be -- a crash between the two leaves
         a ``begin`` without a UPID, which recovery must treat as "the call may have reached
-        PVE" (``unknown``) although none was sent.
+        PVE" (``unknown``) although none was sent. ``params`` (a signed op's, JSON values)
+        are kept with the outcome, so a report can say what the refused op asked for.
 
         Raises:
             AlreadyApplied: the op id already has an outcome.
             OpConflict: the op id is pending (begun without outcome), or ``state`` is unknown.
             DurabilityError: the record could not be made durable.
         """
-        return self._decided(op_id, vmid, kind, source, state=state, reason=reason)
+        return self._decided(op_id, vmid, kind, source, state=state, reason=reason,
+                             params=params)
 
     def _decided(self, op_id: str, vmid: int | None, kind: str, source: str, *,
-                 state: OpState | str, reason: str) -> Outcome:
+                 state: OpState | str, reason: str,
+                 params: Mapping[str, Any] | None = None) -> Outcome:
         self._check_vmid(op_id, vmid, kind)
         with self._lock:
             old = self._state.entries.get(op_id)
@@ -344,9 +347,13 @@ class Journal:
             if old is not None:
                 raise OpConflict(f"op {op_id} is pending, cannot decide it without a call",
                                  path=self._path)
-            self._append({"t": "outcome", "op": op_id, "vmid": vmid, "kind": kind,
-                          "state": self._state_value(state), "reason": reason,
-                          "exitstatus": None, "source": source, "time": self._clock()})
+            record: dict[str, Any] = {
+                "t": "outcome", "op": op_id, "vmid": vmid, "kind": kind,
+                "state": self._state_value(state), "reason": reason, "exitstatus": None,
+                "source": source, "time": self._clock()}
+            if params:
+                record["params"] = dict(params)
+            self._append(record)
             outcome = self._state.entries[op_id].outcome
             assert outcome is not None  # noqa: S101 - just folded in by _append
             return outcome

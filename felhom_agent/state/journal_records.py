@@ -352,8 +352,10 @@ class EntryIndex:
                 # An op decided without a call (refused, failed before anything was sent,
                 # already satisfied) is written as one outcome record carrying its source.
                 refusal_source = _opt_str(record, "source")
-                old = JournalEntry(op_id, vmid, kind, {}, refusal_source or "", None,
-                                   damaged=refusal_source is None)
+                params = record.get("params")
+                old = JournalEntry(op_id, vmid, kind,
+                                   params if isinstance(params, dict) else {},
+                                   refusal_source or "", None, damaged=refusal_source is None)
             entry = self.entries[op_id] = attrs.evolve(old, outcome=outcome)
             self._finished(entry)
         else:
@@ -373,9 +375,12 @@ def records_of(entry: JournalEntry) -> list[dict[str, Any]]:
         out.append({**base, "t": "upid", "upid": entry.upid, "time": entry.upid_at or 0.0})
     if entry.outcome is not None:
         o = entry.outcome
-        rec = {**base, "t": "outcome", "state": o.state.value, "reason": o.reason,
-               "exitstatus": o.exitstatus, "time": o.finished_at}
+        rec: dict[str, Any] = {**base, "t": "outcome", "state": o.state.value,
+                               "reason": o.reason, "exitstatus": o.exitstatus,
+                               "time": o.finished_at}
         if entry.began_at is None and not entry.damaged:
             rec["source"] = entry.source
+            if entry.params:
+                rec["params"] = dict(entry.params)
         out.append(rec)
     return out

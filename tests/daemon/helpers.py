@@ -13,6 +13,7 @@ from typing import Any
 from felhom_agent.execution.backup_tracker import BackupView
 from felhom_agent.execution.executor import ExecResult, HostJob, JobSpec
 from felhom_agent.execution.job import JobHandle
+from felhom_agent.execution.status import RestoreEntry
 from felhom_agent.hub.report import BlockedGuest, OpResult, ReconcileStatus, RefusedAction
 from felhom_agent.sim.pve import PveScenario, PveSimulator
 from felhom_agent.sim.pve.defaults import default_scenario_dict
@@ -151,6 +152,10 @@ class FakeEngine:
     def backup_view(self) -> BackupView:
         """No backups seen."""
         return BackupView()
+
+    def restore_results(self, limit: int = 50) -> list[RestoreEntry]:
+        """No restores."""
+        return []
 
     def submit_op(self, job: JobSpec) -> JobHandle[ExecResult]:
         """Signed ops never reach the fake engine in wiring tests."""

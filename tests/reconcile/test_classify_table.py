@@ -39,6 +39,7 @@ EXPECTED = [
     ("backup.delete", D, IRREV),
     ("backup.protect", D, Reversibility.INVERTIBLE),
     ("guestapi.enable", D, SNAP),
+    ("guest.restore", D, Reversibility.SAFETY_BACKUP),
     ("host.mount_usb", B, NONE),
     ("host.unmount_usb", D, Reversibility.INVERTIBLE),
 ]
