@@ -14,6 +14,8 @@ the op ``ID`` (a ``guest.rollback``: a safety snapshot step, then the rollback):
 * ``op_wait``      -- :meth:`Journal.record_upid` of ``ID`` (its task runs);
 * ``op_done``      -- :meth:`Journal.record_outcome` of ``ID``;
 * ``decided``      -- :meth:`Journal.record_decided` of ``ID`` (an outcome without a call);
+* ``backup_begin``, ``backup_wait``, ``backup_done`` -- the same three points of
+  ``ID.safety-backup``, the safety backup step of a ``guest.restore`` over a guest;
 * ``none``         -- no crash (a restart with the options below).
 
 Options, each replacing one value the composition root would use:
@@ -41,7 +43,7 @@ from felhom_agent.authz.nonces import FileNonceStore
 from felhom_agent.cli import main as agent_main
 from felhom_agent.execution.engine import Engine
 from felhom_agent.signedops.consumer import SignedOpConsumer
-from felhom_agent.signedops.gate import SAFETY_SUFFIX
+from felhom_agent.signedops.gate import SAFETY_BACKUP_SUFFIX, SAFETY_SUFFIX
 from felhom_agent.state.journal import Journal
 
 #: crash point -> (step op id suffix, the journal method after which the process dies).
@@ -53,6 +55,9 @@ JOURNAL_POINTS = {
     "op_wait": ("", "record_upid"),
     "op_done": ("", "record_outcome"),
     "decided": ("", "record_decided"),
+    "backup_begin": (SAFETY_BACKUP_SUFFIX, "begin"),
+    "backup_wait": (SAFETY_BACKUP_SUFFIX, "record_upid"),
+    "backup_done": (SAFETY_BACKUP_SUFFIX, "record_outcome"),
 }
 CRASH_POINTS = ("none", "after_mark", *JOURNAL_POINTS)
 
