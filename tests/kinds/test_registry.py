@@ -46,6 +46,9 @@ def test_entries_are_consistent() -> None:
             assert lookup(kind.signed) is kind
         if kind.safety is Safety.DESTRUCTIVE:
             assert kind.reversibility is not Reversibility.NONE_NEEDED, name
+        if kind.reversibility is Reversibility.SAFETY_BACKUP:
+            # the kind's gate hook names the safety backup's storage (Prepared.safety_backup)
+            assert kind.prepare is not None and kind.signed is not None, name
         if kind.plan_action:
             assert kind.safety is Safety.BENIGN, name
 
