@@ -16,6 +16,8 @@ the op ``ID`` (a ``guest.rollback``: a safety snapshot step, then the rollback):
 * ``decided``      -- :meth:`Journal.record_decided` of ``ID`` (an outcome without a call);
 * ``backup_begin``, ``backup_wait``, ``backup_done`` -- the same three points of
   ``ID.safety-backup``, the safety backup step of a ``guest.restore`` over a guest;
+* ``restore_sent`` -- the client's restore call returned a UPID, not yet journalled (the
+  restart must find the task in the node's task list);
 * ``none``         -- no crash (a restart with the options below).
 
 Options, each replacing one value the composition root would use:
@@ -42,6 +44,8 @@ from typing import Any
 from felhom_agent.authz.nonces import FileNonceStore
 from felhom_agent.cli import main as agent_main
 from felhom_agent.execution.engine import Engine
+from felhom_agent.proxmox.provision import ProvisionCalls
+from felhom_agent.proxmox.tasks import Dispatch
 from felhom_agent.signedops.consumer import SignedOpConsumer
 from felhom_agent.signedops.gate import SAFETY_BACKUP_SUFFIX, SAFETY_SUFFIX
 from felhom_agent.state.journal import Journal
@@ -59,7 +63,7 @@ JOURNAL_POINTS = {
     "backup_wait": (SAFETY_BACKUP_SUFFIX, "record_upid"),
     "backup_done": (SAFETY_BACKUP_SUFFIX, "record_outcome"),
 }
-CRASH_POINTS = ("none", "after_mark", *JOURNAL_POINTS)
+CRASH_POINTS = ("none", "after_mark", "restore_sent", *JOURNAL_POINTS)
 
 
 def _kill_self() -> None:
@@ -90,6 +94,15 @@ def install(point: str, op_id: str) -> None:
             _kill_self()
 
         setattr(FileNonceStore, "mark", mark)  # noqa: B010 - the crash hook
+    elif point == "restore_sent":
+        original_restore = ProvisionCalls.restore
+
+        def restore(self: ProvisionCalls, *a: Any, **kw: Any) -> Dispatch:
+            dispatched = original_restore(self, *a, **kw)
+            _kill_self()
+            return dispatched
+
+        setattr(ProvisionCalls, "restore", restore)  # noqa: B010 - the crash hook
     elif point != "none":
         suffix, method = JOURNAL_POINTS[point]
         _hook_journal(method, op_id + suffix)

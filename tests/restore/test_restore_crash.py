@@ -37,6 +37,9 @@ EXPECTED = {
     "backup_done": ("applied", ["vzdump", "vzrestore"]),
     # the restore's own begin without a call: it may have reached PVE -> unknown, not re-sent
     "op_begin": ("unknown", ["vzdump"]),
+    # the restore reached PVE, its UPID not journalled: found in the task list (vzrestore,
+    # id = the target vmid, our token) and adopted
+    "restore_sent": ("applied", ["vzdump", "vzrestore"]),
     # killed while the restore ran: re-attached to it
     "op_wait": ("applied", ["vzdump", "vzrestore"]),
     "op_done": ("applied", ["vzdump", "vzrestore"]),
@@ -86,6 +89,9 @@ def test_killed_during_a_restore_each_call_once_never_without_the_safety_backup(
     # the restore had no begin before the crash: the re-delivered op runs after the restart
     assert (RUN_LOG in recovered) == (point in ("after_mark", "backup_begin", "backup_wait",
                                                 "backup_done"))
+    if point == "restore_sent":
+        assert f"recovery: op {op_id} (restore 102) re-attached to" in recovered
+        assert "re-attached (1 adopted)" in recovered
     if point in ("backup_wait", "op_wait"):
         step = op_id + (SAFETY_BACKUP_SUFFIX if point == "backup_wait" else "")
         assert f"recovery: op {step} (" in recovered and "re-attached to" in recovered

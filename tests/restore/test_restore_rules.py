@@ -3,8 +3,10 @@ and the report entries built from journal entries (``docs/architecture.md``, "Re
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +28,7 @@ from felhom_agent.proxmox.backup_models import BackupVolume
 from felhom_agent.proxmox.models import GuestStatus, GuestType, TaskStatus
 from felhom_agent.proxmox.upid import parse_upid
 from felhom_agent.signedops.gate import GateRefused, check_op, plan_steps
-from felhom_agent.state.journal import JournalEntry, OpState, Outcome
+from felhom_agent.state.journal import Journal, JournalEntry, OpState, Outcome
 
 OP_ID = "0b9f3c2a-1d4e-4f00-8a6b-123456789abc"
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -230,3 +232,26 @@ def test_report_entries_fold_the_op_and_its_safety_backup() -> None:
         150, "refused", ARCHIVE)
     assert (out["op-c"]["vmid"], out["op-c"]["state"], out["op-c"]["safety_backup"]) == (
         101, "running", None)
+
+
+def test_a_decided_record_keeps_the_ops_params_across_reopen_and_compaction(
+        tmp_path: Path) -> None:
+    """A refused restore's params (its archive, its target) stay with its one outcome record:
+    replayed after a restart and rewritten by a compaction; an old record without params
+    still reads as before."""
+    log = logging.getLogger("test.restore.journal")
+    params = {"archive": ARCHIVE, "target_vmid": 150}
+    with Journal.open(tmp_path, clock=lambda: 1000.0, logger=log) as journal:
+        journal.record_decided("op-r", vmid=102, kind="restore", source="alice@ops",
+                               state=OpState.REFUSED, reason="no", params=params)
+        journal.record_decided("op-s", vmid=102, kind="start", source="alice@ops",
+                               state=OpState.APPLIED, reason="already")
+    with Journal.open(tmp_path, clock=lambda: 1001.0, logger=log) as journal:
+        entry = journal.get("op-r")
+        assert entry is not None and dict(entry.params) == params and entry.began_at is None
+        journal.compact(3600.0)
+    with Journal.open(tmp_path, clock=lambda: 1002.0, logger=log) as journal:
+        entry, plain = journal.get("op-r"), journal.get("op-s")
+        assert entry is not None and dict(entry.params) == params
+        assert entry.source == "alice@ops" and not entry.damaged
+        assert plain is not None and dict(plain.params) == {} and not plain.damaged
