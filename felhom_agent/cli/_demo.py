@@ -16,9 +16,16 @@ due, runs as one vzdump task, is found in the storage's listing by the op id in 
 the report's ``backup`` entry names its volid; guest 102's policy targets the nearly full
 ``usb-backup``, so its backup is refused with the space numbers and no vzdump task is started.
 
+Provisioning is shown too (``docs/architecture.md``, "Provisioning"): guest 1001 does not exist;
+its desired entry carries a ``provision`` block cloning container template 9000, which the
+generated config allows (``provision.allowed_sources``). The daemon plans a ``provision``
+action, full-clones the template (a ``vzclone`` task whose UPID names the template), and the
+pass that follows sets 1001's description and starts it.
+
 The demo waits on conditions, never on the clock: it blocks on the hub simulator's report
 condition until a report shows everything reached (guest states, an empty plan for
-generation 1, the four plan actions applied, the memory change and 102's backup refused,
+generation 1, the plan actions applied -- 1001 provisioned, described and started among
+them --, the memory change and 102's backup refused,
 the report's ``backup`` entries showing 100's new backup and 102's refusal, the signed op
 applied with both of its steps audited), with an overall timeout; a signed op reported
 anything but ``applied`` ends the wait early. Then it stops the daemon (the same drain as
@@ -42,7 +49,7 @@ from typing import IO, Any
 
 from felhom_agent.backup.notes import notes_template
 from felhom_agent.cli._demo_signer import DemoSigner, op_payload
-from felhom_agent.compose.root import backup_settings, proxmox_client
+from felhom_agent.compose.root import backup_settings, provision_limits, proxmox_client
 from felhom_agent.config import Config, load_config
 from felhom_agent.core.desired import parse_desired
 from felhom_agent.daemon.runner import Daemon
@@ -57,7 +64,9 @@ from felhom_agent.sim.demo_scenarios import (
     DEMO_FULL_VMID,
     DEMO_NODE,
     DEMO_PRINCIPAL,
+    DEMO_PROVISION_VMID,
     DEMO_ROLLBACK_VMID,
+    DEMO_TEMPLATE_VMID,
     DEMO_TOKEN_ID,
     DEMO_VMIDS,
     demo_desired,
@@ -72,7 +81,9 @@ __all__ = ["demo_command"]
 
 DEFAULT_TIMEOUT_S = 45.0
 HOST_ID = "pve1"
-_EXPECTED = {(100, "set_config"), (101, "start"), (102, "stop"), (DEMO_BACKUP_VMID, "backup")}
+_EXPECTED = {(100, "set_config"), (101, "start"), (102, "stop"), (DEMO_BACKUP_VMID, "backup"),
+             (DEMO_PROVISION_VMID, "provision"), (DEMO_PROVISION_VMID, "set_config"),
+             (DEMO_PROVISION_VMID, "start")}
 #: The refusal the desired state's ``memory: 8192`` on 101 must produce.
 REFUSAL = {"vmid": 101, "kind": "set_config", "reason": "destructive key: memory"}
 
@@ -118,6 +129,7 @@ def _converged(body: Body, op_id: str) -> bool:
     steps = {a["op_id"]: a["outcome"] for a in _op_steps(body, op_id)}
     return (status.get(101) == "running" and status.get(102) == "stopped"
             and status.get(DEMO_ROLLBACK_VMID) == "running"
+            and status.get(DEMO_PROVISION_VMID) == "running"
             and rec.get("generation") == 1 and rec.get("actions") == 0
             and applied >= _EXPECTED and REFUSAL in rec.get("refused", [])
             and _backups_reported(body)
@@ -180,7 +192,7 @@ def _plan(config: Config, desired: Mapping[str, Any]) -> Plan:
         facts = read_backup_facts(client, now=time.time(), tz=settings.tz,
                                   min_keep=settings.min_keep, margin_pct=settings.margin_pct)
         return plan(state, actual.guests, busy=lambda _vmid: False, node=DEMO_NODE,
-                    backups=facts)
+                    backups=facts, provision=provision_limits(config))
 
 
 def _write_config(tmp: Path, pve: PveSimulator, hub: HubSimulator, secret: str,
@@ -196,6 +208,7 @@ def _write_config(tmp: Path, pve: PveSimulator, hub: HubSimulator, secret: str,
         "hub": {"url": hub.url, "token": hub.token, "interval_s": 1},
         "reconcile": {"workers": 4, "interval_s": 1},
         "authz": {"allowed_signers": str(allowed_signers)},
+        "provision": {"allowed_sources": [{"template": DEMO_TEMPLATE_VMID}]},
     }
     path = tmp / "config.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -285,6 +298,7 @@ def demo_command(*, out: IO[str], as_json: bool = False,
             account["volumes"] = [{k: b[k] for k in ("volid", "vmid", "size", "ctime", "notes")}
                                   for name in _STORAGES for b in pve.backups(name)]
             account["signed_op"] = _signed_op_account(signer, payload, last)
+            account["provisioned"] = _provisioned(pve, account["actions"], tasks)
     ok = converged and codes == [0]
     if as_json:
         print(json.dumps(account), file=out)
@@ -321,6 +335,22 @@ def _account(*, started: float, converged: bool, codes: list[int], pve: PveSimul
         "pve_tasks": tasks,
         "final": final,
     }
+
+
+def _provisioned(pve: PveSimulator, actions: list[dict[str, Any]],
+                 tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """1001: its provision action, the clone task (named by the template), how it ended up."""
+    action = next((a for a in actions if a["kind"] == "provision"), {})
+    exists = pve.has_guest(DEMO_PROVISION_VMID)
+    g = pve.guest(DEMO_PROVISION_VMID) if exists else {"config": {}}
+    config = g["config"]
+    return {"vmid": DEMO_PROVISION_VMID, "template": DEMO_TEMPLATE_VMID,
+            "outcome": action.get("outcome"), "reason": action.get("reason"),
+            "upid": action.get("upid"),
+            "clone_tasks": sum(1 for t in tasks if t["type"] == "vzclone"),
+            "name": config.get("hostname"), "status": g.get("status"),
+            "description": str(config.get("description", "")).rstrip("\n"),
+            "features": config.get("features"), "rootfs": config.get("rootfs")}
 
 
 def _refused_backup(last: Body | None, tasks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -406,6 +436,14 @@ def _print_account(out: IO[str], acc: Mapping[str, Any], plan_text: str,
             found = a["reason"].removeprefix("backup ")
             print(f"{'':>8}found in the listing by its notes '{notes_template(a['op_id'])}': "
                   f"{found}", file=out)
+    pr = acc["provisioned"]
+    print(f"\nprovisioned from the desired state (template {pr['template']} allowed by "
+          "provision.allowed_sources):", file=out)
+    print(f"  {pr['vmid']:>4}  {pr['outcome'] or 'not provisioned'}: {pr['reason'] or '-'}",
+          file=out)
+    print(f"{'':>8}{pr['name']!r} {pr['status']}, description {pr['description']!r}, "
+          f"rootfs {pr['rootfs']}, features {pr['features']} (copied from the template)",
+          file=out)
     print("\nrefused from the unsigned desired state (as reported to the hub):", file=out)
     for r in acc["refused"]:
         print(f"  {r['vmid']:>4}  {r['kind']:<10}  refused: {r['reason']}", file=out)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from felhom_agent.compose.root import backup_settings, proxmox_client
+from felhom_agent.compose.root import backup_settings, provision_limits, proxmox_client
 from felhom_agent.config import Config
 from felhom_agent.core.desired import DesiredState, DesiredStateError, loads_desired
 from felhom_agent.errors import AgentError, UsageError
@@ -101,7 +101,7 @@ def plan_command(
         return _error(_one_line(str(err)), as_json=as_json)
     # --plan is a dry run of a fresh pass: no lane is busy in this process.
     result = plan(desired, actual.guests, busy=_never_busy, node=config.proxmox.node,
-                  backups=facts)
+                  backups=facts, provision=provision_limits(config))
     code = EXIT_IN_SYNC if result.in_sync else EXIT_DRIFT
     text = json.dumps(result.to_json()) if as_json else render_text(result).rstrip("\n")
     return code, text

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from felhom_agent.core.provision import ProvisionLimits
 from felhom_agent.execution.backup_tracker import BackupSettings, BackupView
 from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.executor import ExecResult, Executor, HostJob, JobSpec
@@ -96,6 +97,7 @@ class EngineFactory(Protocol):
         watcher: TaskWatcher,
         interval_s: float,
         backups: BackupSettings,
+        provision: ProvisionLimits,
         stop_event: threading.Event,
         clock: Callable[[], float],
         logger: logging.Logger | None,

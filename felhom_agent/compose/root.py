@@ -42,6 +42,7 @@ from felhom_agent.authz.signers import AllowedSigners, load_allowed_signers
 from felhom_agent.authz.verifier import VerifyPolicy
 from felhom_agent.compose.engine_seam import EngineFactory, EngineLike
 from felhom_agent.config import Config, PrivilegedConfig
+from felhom_agent.core.provision import ProvisionLimits, SourceRule
 from felhom_agent.execution.backup_tracker import BackupSettings
 from felhom_agent.execution.executor import Executor
 from felhom_agent.execution.queue import SerializerQueue
@@ -56,6 +57,7 @@ from felhom_agent.hub.client import HubClient
 from felhom_agent.hub.collect import AuditSource, Collector, EngineView, HealthSource
 from felhom_agent.hub.report import OpResult, ReportError
 from felhom_agent.kinds.model import HostTools, Settings
+from felhom_agent.kinds.provision_handlers import CLONE_GROUP_PREFIX
 from felhom_agent.kinds.registry import HOST_KINDS, SIGNED_KINDS
 from felhom_agent.planning.providers import (
     DesiredStateProvider,
@@ -96,6 +98,7 @@ __all__ = [
     "open_audit",
     "open_journal",
     "privileged",
+    "provision_limits",
     "proxmox_client",
     "report_collector",
     "signed_op_sink",
@@ -200,7 +203,8 @@ def build_executor(*, client: ProxmoxClient, journal: Journal, audit: AuditLog,
 
     Every executor of the process waits through a :class:`TaskWatcher`: one task-list read
     per tick for all in-flight tasks (``docs/architecture.md``, "Waiting for tasks"). ``host``
-    is what the host kinds act with (without it they are refused).
+    is what the host kinds act with (without it they are refused), and its fenced root CLI
+    the one a guest kind's fenced step runs through (``guest.create_golden``).
     """
     watcher = TaskWatcher(client, logger=logger)
     executor = Executor(client=client, journal=journal, audit=audit,
@@ -211,11 +215,27 @@ def build_executor(*, client: ProxmoxClient, journal: Journal, audit: AuditLog,
 
 
 def kind_settings(config: Config) -> Settings:
-    """The local limits the kinds' checks apply (``backup.min_keep``, the margin, and where a
-    restore's safety backup goes)."""
+    """The local limits the kinds' checks apply (``backup.min_keep``, the margin, where a
+    restore's safety backup goes, the provisioning vmid range and default pool)."""
+    pv = config.provision
     return Settings(min_keep=config.backup.min_keep,
                     space_margin_pct=config.backup.space_margin_pct,
-                    safety_storage=config.backup.safety_storage)
+                    safety_storage=config.backup.safety_storage,
+                    vmid_min=pv.vmid_min, vmid_max=pv.vmid_max, pool=pv.pool)
+
+
+def provision_limits(config: Config) -> ProvisionLimits:
+    """The planner's ``provision.*`` limits."""
+    pv = config.provision
+    return ProvisionLimits(
+        vmid_min=pv.vmid_min, vmid_max=pv.vmid_max, max_guests=pv.max_guests,
+        allowed=tuple(SourceRule(template=a.template, archive=a.archive)
+                      for a in pv.allowed_sources),
+        pool=pv.pool)
+
+
+#: The queue's limit on the clones of one container template (PVE locks it for the clone).
+CLONE_SOURCE_LIMITS = {CLONE_GROUP_PREFIX + "*": 1}
 
 
 def backup_settings(config: Config, tz: dt.tzinfo | None = None) -> BackupSettings:
@@ -435,13 +455,15 @@ def build_parts(
             logger=logger.getChild("executor"), settings=kind_settings(config),
             host=HostTools(client=client, fenced=fenced, node=config.proxmox.node))
         queue = SerializerQueue(workers=workers or config.reconcile.workers,
-                                limits={"backup": config.backup.max_concurrent}, logger=logger)
+                                limits={"backup": config.backup.max_concurrent,
+                                        **CLONE_SOURCE_LIMITS}, logger=logger)
         provider = _provider(config, logger)
         engine = engine_factory(
             client=client, node=config.proxmox.node, provider=provider, queue=queue,
             journal=journal, audit=audit, executor=executor, watcher=watcher,
             interval_s=config.reconcile.interval_s, backups=backup_settings(config),
-            stop_event=stop_event, clock=clock, logger=logger.getChild("engine"),
+            provision=provision_limits(config), stop_event=stop_event, clock=clock,
+            logger=logger.getChild("engine"),
         )
     except BaseException:
         for close in reversed(opened):

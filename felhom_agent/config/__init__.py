@@ -8,6 +8,7 @@ from __future__ import annotations
 from felhom_agent.config._keys import ENV_PREFIX, KEYS, Key, Kind, env_name
 from felhom_agent.config._load import DEFAULT_CONFIG_PATH, load_config, read_secret_file
 from felhom_agent.config._model import (
+    AllowedSource,
     AuthzConfig,
     BackupConfig,
     Config,
@@ -15,6 +16,7 @@ from felhom_agent.config._model import (
     HubConfig,
     LogConfig,
     PrivilegedConfig,
+    ProvisionConfig,
     ProxmoxConfig,
     ReconcileConfig,
     StorageConfig,
@@ -25,6 +27,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
     "KEYS",
+    "AllowedSource",
     "AuthzConfig",
     "BackupConfig",
     "Config",
@@ -34,6 +37,7 @@ __all__ = [
     "Kind",
     "LogConfig",
     "PrivilegedConfig",
+    "ProvisionConfig",
     "ProxmoxConfig",
     "ReconcileConfig",
     "StorageConfig",

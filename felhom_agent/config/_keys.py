@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import attrs
 
+from felhom_agent.vmids import VMID_MAX, VMID_MIN
+
 __all__ = ["ENV_PREFIX", "KEYS", "KEYS_BY_ENV", "KEYS_BY_PATH", "Key", "Kind", "env_name"]
 
 ENV_PREFIX = "FELHOM_AGENT_"
@@ -28,6 +30,7 @@ class Kind(enum.Enum):
     SECRET = "secret string"  # noqa: S105 - a type label, not a password
     PATH = "absolute path"
     BOOL = "boolean"
+    LIST = "JSON array"
 
 
 @attrs.frozen
@@ -185,6 +188,17 @@ KEYS: tuple[Key, ...] = (
        doc="a storage this full is reported with alert crit"),
     _k("storage.smart_interval_s", Kind.NUMBER, default=3600, minimum=10, maximum=86400,
        doc="seconds between two readings of disks, SMART and sensors"),
+    _k("provision.vmid_min", Kind.INT, default=1000, minimum=VMID_MIN, maximum=VMID_MAX,
+       doc="lowest vmid the desired state may provision"),
+    _k("provision.vmid_max", Kind.INT, default=1999, minimum=VMID_MIN, maximum=VMID_MAX,
+       doc="highest vmid the desired state may provision"),
+    _k("provision.max_guests", Kind.INT, default=20, minimum=0,
+       doc="desired state provisions only while the node holds fewer guests in the range"),
+    _k("provision.allowed_sources", Kind.LIST, default=(),
+       doc='sources the desired state may provision from: {"template": VMID} or '
+       '{"archive": "GLOB"}'),
+    _k("provision.pool", Kind.STR, nullable=True,
+       doc="pool a provisioned guest joins when its provision block names none"),
 )
 
 KEYS_BY_PATH: Mapping[tuple[str, ...], Key] = {key.path: key for key in KEYS}

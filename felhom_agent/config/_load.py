@@ -185,6 +185,8 @@ def _check_json_type(key: Key, value: object) -> object:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     elif key.kind is Kind.BOOL:
         ok = isinstance(value, bool)
+    elif key.kind is Kind.LIST:
+        ok = isinstance(value, list)
     else:
         ok = isinstance(value, str)
     if not ok:
@@ -204,6 +206,13 @@ def parse_env_value(key: Key, text: str) -> object:
         return None
     if key.kind is Kind.SECRET:
         return Secret(text)
+    if key.kind is Kind.LIST:
+        try:
+            value = strictjson.loads(text)
+        except strictjson.StrictJsonError:
+            value = None
+        if isinstance(value, list):
+            return value
     if key.kind is Kind.INT:
         try:
             return int(text.strip(), 10)

@@ -15,6 +15,7 @@ import attrs
 from felhom_agent.secret import Secret
 
 __all__ = [
+    "AllowedSource",
     "AuthzConfig",
     "BackupConfig",
     "Config",
@@ -22,6 +23,7 @@ __all__ = [
     "HubConfig",
     "LogConfig",
     "PrivilegedConfig",
+    "ProvisionConfig",
     "ProxmoxConfig",
     "ReconcileConfig",
     "StorageConfig",
@@ -167,6 +169,38 @@ class StorageConfig:
 
 
 @attrs.frozen
+class AllowedSource:
+    """One entry of ``provision.allowed_sources``: a template vmid, or a backup volid glob."""
+
+    template: int | None = None
+    archive: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The entry as written in the config file."""
+        return {"template": self.template} if self.template is not None else {
+            "archive": self.archive}
+
+
+@attrs.frozen
+class ProvisionConfig:
+    """``provision.*``: the local limits on guests the unsigned desired state may create.
+
+    Attributes:
+        vmid_min / vmid_max: the inclusive vmid range provisioning may use.
+        max_guests: provisioning from desired state stops once the node holds this many
+            guests in the range.
+        allowed_sources: the templates and backup globs desired state may provision from.
+        pool: the pool a new guest joins when its provision block names none.
+    """
+
+    vmid_min: int = 1000
+    vmid_max: int = 1999
+    max_guests: int = 20
+    allowed_sources: tuple[AllowedSource, ...] = ()
+    pool: str | None = None
+
+
+@attrs.frozen
 class Config:
     """The whole effective configuration of one agent."""
 
@@ -180,6 +214,7 @@ class Config:
     backup: BackupConfig = BackupConfig()
     guestapi: GuestApiConfig = GuestApiConfig()
     storage: StorageConfig = StorageConfig()
+    provision: ProvisionConfig = ProvisionConfig()
     source: Path | None = attrs.field(default=None, eq=False)
 
     def secrets(self) -> tuple[Secret, ...]:

@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from felhom_agent.config._keys import KEYS, KEYS_BY_PATH, Kind
 from felhom_agent.config._model import (
+    AllowedSource,
     AuthzConfig,
     BackupConfig,
     Config,
@@ -24,6 +25,7 @@ from felhom_agent.config._model import (
     HubConfig,
     LogConfig,
     PrivilegedConfig,
+    ProvisionConfig,
     ProxmoxConfig,
     ReconcileConfig,
     StorageConfig,
@@ -32,6 +34,7 @@ from felhom_agent.errors import ConfigError
 from felhom_agent.fingerprint import pin_from_config
 from felhom_agent.secret import Secret
 from felhom_agent.storageids import STORAGE_ID_RULE, STORAGE_ID_TEXT
+from felhom_agent.vmids import VMID_MAX, VMID_MIN, is_vmid
 
 __all__ = ["build_config"]
 
@@ -46,6 +49,9 @@ _SECRET_OK = re.compile(r"[\x21-\x7e]{8,}")
 _CONTAINER_PATH = re.compile(r"(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,63}){2,8}")
 #: A mount root: absolute, 1-8 plain components, no trailing slash (it prefixes mount points).
 _MOUNT_ROOT = re.compile(r"(?:/[A-Za-z0-9_][A-Za-z0-9._-]{0,63}){1,8}")
+_POOL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: An archive glob: a storage id, ``:``, then printable characters without spaces.
+_ARCHIVE_GLOB = re.compile(STORAGE_ID_TEXT.pattern + r":[\x21-\x7e]{1,255}")
 
 
 def _fail(dotted: str, message: str) -> ConfigError:
@@ -205,6 +211,37 @@ def _check_guestapi(raw: Mapping[str, Any]) -> None:
         raise _fail("guestapi.container_path", f"{path!r} is not allowed; must be an absolute "
                     "path of 2-8 plain components (letters, digits, '.', '_', '-'), at most "
                     "100 characters (a unix socket path)")
+def _allowed_sources(raw: Mapping[str, Any]) -> tuple[AllowedSource, ...]:
+    """``provision.allowed_sources``: objects ``{"template": VMID}`` or ``{"archive": GLOB}``."""
+    dotted = "provision.allowed_sources"
+    value = raw.get(dotted, ())
+    out: list[AllowedSource] = []
+    for n, entry in enumerate(value):
+        where = f"{dotted}[{n}]"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise _fail(where, 'must be an object with exactly one member: {"template": VMID} '
+                        'or {"archive": "STORAGE:backup/GLOB"}')
+        ((name, item),) = entry.items()
+        if name == "template":
+            if isinstance(item, bool) or not isinstance(item, int) or not is_vmid(item):
+                raise _fail(f"{where}.template", f"{item!r} is not allowed; must be a vmid "
+                            f"{VMID_MIN}..{VMID_MAX}")
+            out.append(AllowedSource(template=item))
+        elif name == "archive":
+            if not isinstance(item, str) or not _ARCHIVE_GLOB.fullmatch(item):
+                raise _fail(f"{where}.archive", f"{item!r} is not allowed; must be a backup "
+                            "volid or a glob of one, STORAGE:backup/... (* and ? match)")
+            out.append(AllowedSource(archive=item))
+        else:
+            raise _fail(f"{where}.{name}", "unknown member (allowed: template, archive)")
+    return tuple(out)
+
+
+def _check_provision(raw: Mapping[str, Any]) -> None:
+    _pattern(raw, "provision.pool", _POOL, "a PVE pool id (letters, digits, '-', '_') or null")
+    low, high = _value(raw, "provision.vmid_min"), _value(raw, "provision.vmid_max")
+    if low > high:
+        raise _fail("provision.vmid_max", f"{high} is below provision.vmid_min ({low})")
 
 
 def _value(raw: Mapping[str, Any], dotted: str) -> Any:
@@ -229,6 +266,8 @@ def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
     _check_hub(raw)
     _check_guestapi(raw)
     _check_storage(raw)
+    _check_provision(raw)
+    sources = _allowed_sources(raw)
 
     def v(dotted: str) -> Any:
         return _value(raw, dotted)
@@ -300,6 +339,13 @@ def build_config(raw_in: Mapping[str, Any], *, source: Path | None) -> Config:
             warn_pct=v("storage.warn_pct"),
             crit_pct=v("storage.crit_pct"),
             smart_interval_s=float(v("storage.smart_interval_s")),
+        ),
+        provision=ProvisionConfig(
+            vmid_min=v("provision.vmid_min"),
+            vmid_max=v("provision.vmid_max"),
+            max_guests=v("provision.max_guests"),
+            allowed_sources=sources,
+            pool=v("provision.pool"),
         ),
         source=source,
     )

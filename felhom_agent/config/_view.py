@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from felhom_agent.config._keys import KEYS
-from felhom_agent.config._model import Config
+from felhom_agent.config._model import AllowedSource, Config
 from felhom_agent.secret import REDACTED, Secret
 
 __all__ = ["redacted_view"]
@@ -27,6 +27,8 @@ def redacted_view(config: Config) -> dict[str, Any]:
             shown: Any = REDACTED if value else None
         elif isinstance(value, Path):
             shown = str(value)
+        elif isinstance(value, tuple):
+            shown = [v.to_json() if isinstance(v, AllowedSource) else v for v in value]
         elif isinstance(value, float) and value.is_integer():
             shown = int(value)
         else:

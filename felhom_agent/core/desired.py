@@ -23,6 +23,11 @@ per-guest local API"); absent means false.
 and types are checked here like everything else (one bad policy rejects the document, as any
 other typo does); whether its storage exists on the host and holds backups depends on the host
 and is decided by the planner (:mod:`felhom_agent.backup.policy`), per guest.
+
+``provision`` says where a guest that does not exist yet comes from
+(:mod:`felhom_agent.core.provision`): ``{"from": {"template": VMID} | {"archive": VOLID},
+"name", "storage", "pool"?}``. Syntax and types are checked here; the local limits (vmid
+range, allowed sources, the guest count) are the planner's, per guest.
 """
 
 from __future__ import annotations
@@ -54,6 +59,17 @@ from felhom_agent.core.normalise import (
     NormaliseError,
     normalise_value,
 )
+from felhom_agent.core.provision import (
+    ARCHIVE_SOURCE,
+    NAME_RULE,
+    NAME_TEXT,
+    POOL_TEXT,
+    PROVISION_FIELDS,
+    SOURCE_KEYS,
+    TEMPLATE_SOURCE,
+    VOLID_TEXT,
+    ProvisionSpec,
+)
 from felhom_agent.errors import ReconcileError
 from felhom_agent.storageids import STORAGE_ID_RULE, is_storage_id
 from felhom_agent.vmids import VMID_MAX, VMID_MIN, VMID_TEXT, is_vmid
@@ -82,7 +98,10 @@ _NOT_CONFIG_KEYS: Final = frozenset(
     {"delete", "revert", "skiplock", "force", "vmid", "node", "background_delay"} | IGNORED_KEYS
 )
 DESCRIPTION_MAX: Final = 8192  # PVE schema maxLength
-_GUEST_FIELDS: Final = ("type", "state", "config", "backup", "guestapi")
+#: The member names of a desired guest; two of them are also kind names, so they are named.
+BACKUP_FIELD: Final = "backup"
+PROVISION_FIELD: Final = "provision"
+_GUEST_FIELDS: Final = ("type", "state", "config", BACKUP_FIELD, "guestapi", PROVISION_FIELD)
 _TOP_FIELDS: Final = ("generation", "guests")
 
 
@@ -118,6 +137,8 @@ class GuestDesired:
         config: config keys and their desired values (as given; compared normalised).
         backup: the guest's backup policy, or ``None`` (the agent makes no backups of it).
         guestapi: the guest may use the per-guest local API (when ``guestapi.enabled``).
+        provision: where the guest comes from when it does not exist, or ``None`` (the agent
+            never creates it).
     """
 
     vmid: int
@@ -128,6 +149,7 @@ class GuestDesired:
     )
     backup: BackupPolicy | None = None
     guestapi: bool = False
+    provision: ProvisionSpec | None = None
 
     def to_json(self) -> dict[str, object]:
         """The guest's JSON form (without the vmid, which is its key)."""
@@ -137,9 +159,11 @@ class GuestDesired:
         if self.config:
             out["config"] = dict(self.config)
         if self.backup is not None:
-            out["backup"] = self.backup.to_json()
+            out[BACKUP_FIELD] = self.backup.to_json()
         if self.guestapi:
             out["guestapi"] = True
+        if self.provision is not None:
+            out[PROVISION_FIELD] = self.provision.to_json()
         return out
 
 
@@ -319,6 +343,44 @@ def _parse_backup(value: object, path: str) -> BackupPolicy:
                         mode=BackupMode(mode), keep=keep)
 
 
+def _parse_source(value: object, path: str) -> tuple[int | None, str | None]:
+    obj = _object(value, path)
+    _check_fields(obj, SOURCE_KEYS, path)
+    if len(obj) != 1:
+        raise _fail(path, 'must name exactly one source: {"template": VMID} or '
+                    '{"archive": VOLID}')
+    if TEMPLATE_SOURCE in obj:
+        vmid = obj[TEMPLATE_SOURCE]
+        if isinstance(vmid, bool) or not isinstance(vmid, int) or not is_vmid(vmid):
+            raise _fail(_join(path, TEMPLATE_SOURCE), f"must be a vmid {VMID_MIN}..{VMID_MAX}, "
+                        f"got {vmid!r}")
+        return vmid, None
+    volid = obj[ARCHIVE_SOURCE]
+    if not isinstance(volid, str) or not VOLID_TEXT.fullmatch(volid):
+        raise _fail(_join(path, ARCHIVE_SOURCE), "must be a backup volume id "
+                    f"STORAGE:backup/..., got {volid!r}")
+    return None, volid
+
+
+def _parse_provision(value: object, path: str) -> ProvisionSpec:
+    obj = _object(value, path)
+    _check_fields(obj, PROVISION_FIELDS, path)
+    for field in ("from", "name", "storage"):
+        if field not in obj:
+            raise _fail(_join(path, field), "required")
+    template, archive = _parse_source(obj["from"], _join(path, "from"))
+    name = obj["name"]
+    if not isinstance(name, str) or not NAME_TEXT.fullmatch(name):
+        raise _fail(_join(path, "name"), f"must be {NAME_RULE}, got {name!r}")
+    storage = _parse_storage_id(obj["storage"], _join(path, "storage"))
+    pool = obj.get("pool")
+    if pool is not None and (not isinstance(pool, str) or not POOL_TEXT.fullmatch(pool)):
+        raise _fail(_join(path, "pool"), "must be a PVE pool id (letters, digits, '-', '_'; "
+                    f"at most 64) or null, got {pool!r}")
+    return ProvisionSpec(name=name, storage=storage, template=template, archive=archive,
+                         pool=pool)
+
+
 def _parse_guest(vmid: int, value: object, path: str) -> GuestDesired:
     obj = _object(value, path)
     _check_fields(obj, _GUEST_FIELDS, path)
@@ -331,8 +393,12 @@ def _parse_guest(vmid: int, value: object, path: str) -> GuestDesired:
     if state is not None and state not in RUN_STATES:
         raise _fail(_join(path, "state"), f"must be running, stopped or null, got {state!r}")
     config = _parse_config(obj.get("config", {}), _join(path, "config"))
-    raw_backup = obj.get("backup")
-    backup = None if raw_backup is None else _parse_backup(raw_backup, _join(path, "backup"))
+    raw_backup = obj.get(BACKUP_FIELD)
+    backup = (None if raw_backup is None
+              else _parse_backup(raw_backup, _join(path, BACKUP_FIELD)))
+    raw_provision = obj.get(PROVISION_FIELD)
+    provision = (None if raw_provision is None
+                 else _parse_provision(raw_provision, _join(path, PROVISION_FIELD)))
     guestapi = obj.get("guestapi", False)
     if not isinstance(guestapi, bool):
         raise _fail(_join(path, "guestapi"), f"must be true or false, got {guestapi!r}")
@@ -343,6 +409,7 @@ def _parse_guest(vmid: int, value: object, path: str) -> GuestDesired:
         config=config,
         backup=backup,
         guestapi=guestapi,
+        provision=provision,
     )
 
 

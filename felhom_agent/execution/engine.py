@@ -34,6 +34,8 @@ from collections.abc import Callable
 
 import attrs
 
+from felhom_agent.backoff import Attempt, Exponential
+from felhom_agent.core.provision import ProvisionLimits
 from felhom_agent.durable import DurabilityError
 from felhom_agent.execution.backup_tracker import BackupSettings, BackupTracker, BackupView
 from felhom_agent.execution.executor import (
@@ -119,6 +121,19 @@ def _lane(job: JobSpec | HostJob) -> int:
     return HOST_LANE if isinstance(job, HostJob) else job.vmid
 
 
+#: After a planned provision failed: wait 60 s before the next try, doubling up to an hour.
+PROVISION_RETRY = Exponential(60.0, 2.0, 3600.0)
+
+
+@attrs.define
+class _Held:
+    """A provision target whose last planned provision failed: not tried before ``until``."""
+
+    failures: int
+    until: float
+    reason: str
+
+
 class Engine:
     """The reconciler of one node; see the module docstring.
 
@@ -136,6 +151,8 @@ class Engine:
         logger: where passes, recoveries and errors are logged.
         lookup_grace_s: in-flight grace for unanswered calls (see the executor).
         backups: the ``backup.*`` settings and the node's time zone (backup planning).
+        provision: the ``provision.*`` limits (provision planning); ``None``: desired guests
+            that do not exist are left alone.
     """
 
     def __init__(
@@ -155,6 +172,7 @@ class Engine:
         logger: logging.Logger | None = None,
         lookup_grace_s: float = 40.0,
         backups: BackupSettings | None = None,
+        provision: ProvisionLimits | None = None,
     ) -> None:
         self._client = client
         self._node = node
@@ -170,12 +188,14 @@ class Engine:
         self.watcher = watcher
         self.executor = executor
         self.backups = BackupTracker(backups or BackupSettings())
+        self._provision = provision
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._pass_lock = threading.Lock()
         self._woken = False
         self._status = ReconcileStatus()
         self._resume: dict[str, _Resume] = {}
+        self._held: dict[int, _Held] = {}
         self._fatal: DurabilityError | None = None
         self._thread: threading.Thread | None = None
         self._relay: threading.Thread | None = None
@@ -235,6 +255,11 @@ class Engine:
             else:
                 decision = decide_recovery(entry, rows, token_user=self._client.token_id,
                                            now=now, grace_s=self._grace)
+            if (isinstance(decision, Recheck | Replan | MarkUnknown) and entry.kind in REGISTRY
+                    and REGISTRY[entry.kind].creates_guest):
+                # A creating kind without its task: the target guest decides, at once (the
+                # executor's lookup), never "unknown" from the task list alone.
+                decision = Recheck(now, "the target guest decides")
             if isinstance(decision, Reattach):
                 if decision.adopted:
                     self._journal.record_upid(entry.op_id, decision.upid)
@@ -317,7 +342,8 @@ class Engine:
                 facts, facts_error = (self.backups.read(self._client, self._clock(), desired)
                                       if desired is not None else (None, None))
                 result = plan(desired, actual.guests, busy=self.busy, node=self._node,
-                              backups=facts)
+                              backups=facts, provision=self._provision,
+                              held=self._held_now())
             except PveError as err:
                 msg = f"reading actual state failed: {err}"
                 self._log.warning("reconcile pass: %s", msg)
@@ -383,7 +409,7 @@ class Engine:
         Raises:
             QueueClosed: the queue is shutting down.
         """
-        group = REGISTRY[job.kind].limit_group if job.kind in REGISTRY else None
+        group = REGISTRY[job.kind].group(job) if job.kind in REGISTRY else None
         return self._queue.submit(job.vmid, self._runner(job), label=f"{job.kind} {job.vmid}",
                                   source=job.source, group=group)
 
@@ -460,8 +486,35 @@ class Engine:
                     self._resume[job.op_id] = _Resume(job)
                 else:
                     self._resume.pop(job.op_id, None)
+            creates = isinstance(job, JobSpec) and REGISTRY[job.kind].creates_guest
+            if isinstance(job, JobSpec) and creates and is_plan_source(job.source):
+                self._note_provision(job, result)
+            if (creates and result.state == OpState.APPLIED.value
+                    and not result.already_applied):
+                # A new guest exists: plan its desired config and state now, not next interval.
+                self.wake()
             return result
         return run
+
+    def _note_provision(self, job: JobSpec, result: ExecResult) -> None:
+        """Back off a target whose planned provision did not apply (a failing clone is not
+        repeated every pass); forget it once one applied."""
+        with self._lock:
+            if result.state == OpState.APPLIED.value:
+                self._held.pop(job.vmid, None)
+                return
+            if not result.final or result.state == OpState.REFUSED.value:
+                return
+            failures = self._held[job.vmid].failures + 1 if job.vmid in self._held else 1
+            until = self._clock() + PROVISION_RETRY(Attempt(failures))
+            self._held[job.vmid] = _Held(failures, until, (
+                f"provision {result.state}: {result.reason[:200]}; next try after "
+                f"{format_utc(until)}"))
+
+    def _held_now(self) -> dict[int, str]:
+        now = self._clock()
+        with self._lock:
+            return {v: h.reason for v, h in self._held.items() if h.until > now}
 
     def _submit(self, job: JobSpec | HostJob) -> JobHandle[ExecResult] | None:
         try:

@@ -262,9 +262,12 @@ class Executor:
         sleep: ``sleep(seconds) -> cancelled``, every wait of the executor (re-dispatch
             backoff, lookup and settle pauses); default ``cancel.wait``. Tests pass a clock's
             sleep that advances ``clock`` and ``monotonic`` instead of waiting.
-        settings: the local limits kinds' pre-call checks apply (``backup.*``).
+        settings: the local limits kinds' pre-call checks apply (``backup.*``,
+            ``provision.*``).
         host: what host kinds act with (client, fenced root CLI, node); without it a host
-            job is refused.
+            job is refused. Its fenced root CLI is also what a guest kind's ``fenced`` step
+            (``guest.create_golden``) runs through, never for an action planned from desired
+            state.
         logger: outcome lines.
     """
 
@@ -325,6 +328,12 @@ class Executor:
             return self._stored(job, entry.outcome, entry.upid)
         if entry is not None:
             return self._resume(job, spec, entry)
+        if spec.fenced is not None and is_plan_source(job.source):
+            # Defence in depth: a root-CLI step runs only as a verified signed op.
+            return self._refuse(job, f"{job.kind} runs the fenced root CLI: only a signed op "
+                                "may ask for it, never the desired state")
+        if spec.complete is not None:
+            job = attrs.evolve(job, params=spec.complete(job.params, self._settings))
         try:
             obs = self._observe(job, spec)
         except ParameterError as err:
@@ -449,6 +458,10 @@ class Executor:
     def _dispatch(
         self, job: JobSpec, spec: Kind, obs: Observed, entry: JournalEntry
     ) -> ExecResult:
+        if spec.fenced is not None:
+            stopped = self._run_fenced(job, spec)
+            if stopped is not None:
+                return stopped
         attempt = 0
         while True:
             attempt += 1
@@ -480,6 +493,23 @@ class Executor:
             self._journal.record_upid(job.op_id, dispatched.upid.raw)
             return self._wait(job, spec, dispatched.upid, attempt)
 
+    def _run_fenced(self, job: JobSpec, spec: Kind) -> ExecResult | None:
+        """The kind's root-CLI step, once, after the begin; ``None`` when it succeeded (its
+        command line is audited), else the failed outcome."""
+        assert spec.fenced is not None  # noqa: S101 - checked by the caller
+        if self._host is None:
+            return self._finish(job, OpState.FAILED, "the fenced root CLI is not available to "
+                                "this process; nothing run")
+        try:
+            line = spec.fenced(self._host.fenced, job)
+        except PrivilegedError as err:
+            return self._finish(job, OpState.FAILED, "root CLI: " + tool_problem(err, job.kind),
+                                _Call(attempts=1))
+        self._audit.append(op_id=job.op_id, source=job.source, kind=job.kind, vmid=job.vmid,
+                           upid=None, outcome="root_cli", reason=line)
+        self._log.info("op %s: %s", job.op_id, line)
+        return None
+
     def _wait(self, job: JobSpec, spec: Kind, upid: Upid, attempts: int) -> ExecResult:
         probe = None if spec.satisfied is None else (lambda: self._try_observe(job, spec))
         try:
@@ -489,15 +519,7 @@ class Executor:
             return ExecResult(job.op_id, job.vmid, job.kind, RUNNING, str(err), upid.raw,
                               final=False, mutated=attempts > 0, dispatch_attempts=attempts)
         except TaskFailed as err:
-            text = err.exitstatus
-            if spec.failure_detail is not None:
-                try:
-                    detail = spec.failure_detail(self._client, job, upid)
-                except PveError as read_err:
-                    detail = f"(task log unreadable: {read_err})"
-                if detail and detail not in text:
-                    text = f"{text}: {detail}"
-            return self._resolve_failure(job, spec, text,
+            return self._resolve_failure(job, spec, self._detailed(job, spec, upid, err.exitstatus),
                                          _Call(upid, err.exitstatus, attempts=attempts))
         except TaskUnknown as err:
             call = _Call(upid, err.exitstatus, attempts=attempts)
@@ -505,7 +527,8 @@ class Executor:
             if seen is not None:
                 return self._finish(job, OpState.APPLIED, _noted(
                     spec, job, seen, f"{err}; observed state matches"), call)
-            return self._finish(job, OpState.UNKNOWN, str(err), call)
+            return self._finish(job, OpState.UNKNOWN,
+                                self._detailed(job, spec, upid, str(err)), call)
         except PveError as err:
             call = _Call(upid, attempts=attempts)
             seen = self._matching(job, spec)
@@ -516,6 +539,16 @@ class Executor:
         seen = res.exit_probe if isinstance(res.exit_probe, Observed) else None
         return self._verify(job, spec, res.outcome,
                             _Call(upid, res.exitstatus, res.warnings, attempts), seen)
+
+    def _detailed(self, job: JobSpec, spec: Kind, upid: Upid, text: str) -> str:
+        """``text`` plus the kind's failure detail (a vzdump's ERROR line, a partial guest)."""
+        if spec.failure_detail is None:
+            return text
+        try:
+            detail = spec.failure_detail(self._client, job, upid)
+        except PveError as read_err:
+            detail = f"(task log unreadable: {read_err})"
+        return f"{text}: {detail}" if detail and detail not in text else text
 
     def _verify(self, job: JobSpec, spec: Kind, outcome: TaskOutcome, call: _Call,
                 seen: Observed | None = None) -> ExecResult:
@@ -614,11 +647,15 @@ class Executor:
                 self._log.info("op %s: adopted %s from the task list", job.op_id, decision.upid)
                 return self._wait(job, spec, parse_upid(decision.upid), int(mutated))
             if isinstance(decision, Recheck):
+                if spec.creates_guest and self._target_appeared(job, spec):
+                    return self._target_decides(job, spec, mutated=mutated)
                 pause = min(self._lookup_every, max(0.0, decision.not_before - self._clock()))
                 if self._sleep(pause):
                     break
                 continue
             assert isinstance(decision, Replan | MarkUnknown)  # noqa: S101 - exhaustive
+            if spec.creates_guest:
+                return self._target_decides(job, spec, mutated=mutated)
             call = _Call(attempts=int(mutated))
             seen = self._matching(job, spec)
             if seen is not None:
@@ -631,6 +668,60 @@ class Executor:
         return ExecResult(job.op_id, job.vmid, job.kind, RUNNING,
                           "outcome unknown; task lookup not possible now", final=False,
                           mutated=mutated)
+
+    def _target_appeared(self, job: JobSpec, spec: Kind) -> bool:
+        obs = self._try_observe(job, spec)
+        return obs is not None and not obs.absent
+
+    def _target_decides(self, job: JobSpec, spec: Kind, *, mutated: bool) -> ExecResult:
+        """A creating kind without its task: the target guest decides, never a task matched
+        by vmid (a clone's task names its source, and clones of a VM template run in parallel,
+        so the task list cannot tell which clone is this op's).
+
+        The target unlocked and as asked: ``applied``. The vmid free: nothing was created,
+        ``failed``. The target locked ``create``/``clone`` while a task of the kind's types by
+        our token is still active: the creation goes on, look again (up to the task deadline);
+        locked with no such task, or not the guest asked for: ``failed``, the partial guest
+        reported and never adopted.
+        """
+        call = _Call(attempts=int(mutated))
+        deadline = self._monotonic() + self._task_timeout_s
+        while True:
+            obs = self._try_observe(job, spec)
+            if obs is None:
+                break
+            if spec.satisfied is not None and spec.satisfied(job, obs):
+                return self._finish(job, OpState.APPLIED, _noted(
+                    spec, job, obs, "no task found; the target guest exists as asked"), call)
+            if obs.absent:
+                return self._finish(job, OpState.FAILED, f"no task found and vmid {job.vmid} "
+                                    "is free: nothing was created (the call failed or never "
+                                    "reached PVE)", call)
+            lock = obs.status.lock if obs.status is not None else None
+            if (lock in ("create", "clone") and self._monotonic() < deadline
+                    and self._creation_running(job, spec)):
+                if self._sleep(self._lookup_every):
+                    break
+                continue
+            return self._finish(job, OpState.FAILED, f"no task found and {spec.describe(job, obs)}"
+                                ": not the guest asked for, not adopted", call)
+        return ExecResult(job.op_id, job.vmid, job.kind, RUNNING,
+                          "outcome unknown; the target cannot be read now", final=False,
+                          mutated=mutated)
+
+    def _creation_running(self, job: JobSpec, spec: Kind) -> bool:
+        """True while a task of the kind's types, started by our token since the begin, is
+        still active on the node (a creation that may still finish)."""
+        entry = self._journal.get(job.op_id)
+        since = None if entry is None or entry.began_at is None else entry.began_at - 5
+        try:
+            active = self._client.tasks(source="active",
+                                        userfilter=self._token_user.split("!", 1)[0],
+                                        limit=1000)
+        except PveError:
+            return True  # cannot tell: keep looking until the deadline
+        return any(t.type in spec.task_types and (since is None or t.starttime >= since)
+                   for t in active.entries)
 
     # ------------------------------------------------------------------ helpers
 

@@ -25,9 +25,12 @@ The single choke point every guest mutation goes through (``docs/architecture.md
    CPU and no wake-ups (T6). It is the one deliberate untimed wait: every event a worker cares
    about (new work, shutdown, a group slot freed) notifies it.
 8. Group limits: a job may belong to a named group with a node-wide limit (``backup``: at
-   most ``backup.max_concurrent`` backups at once). A lane whose head job's group is full keeps
-   its place in ``_ready`` but is skipped, so a waiting backup never holds a worker and the
-   other lanes keep flowing; it starts as soon as a slot is free, in ``_ready`` order.
+   most ``backup.max_concurrent`` backups at once). A limit keyed ``<family>:*`` applies to
+   each group ``<family>:<anything>`` on its own (``clone-source:*``: 1 -- the clones of one
+   container template run one at a time, clones of different templates in parallel). A lane
+   whose head job's group is full keeps its place in ``_ready`` but is skipped, so a waiting
+   backup never holds a worker and the other lanes keep flowing; it starts as soon as a slot
+   is free, in ``_ready`` order.
 
 9. The host lane: lane :data:`HOST_LANE` (0, never a guest's vmid: those are 100 and up)
    carries the host kinds' jobs (``host.mount_usb``...), which act on no guest. They run one
@@ -111,8 +114,9 @@ class SerializerQueue:
 
     Args:
         workers: the number of worker threads W (config ``reconcile.workers``), at least 1.
-        limits: the most jobs of a group that run at once (``{"backup": 1}``); a group
-            without a limit is unbounded (up to W).
+        limits: the most jobs of a group that run at once (``{"backup": 1}``); a key
+            ``<family>:*`` limits each group ``<family>:<x>`` separately; a group without a
+            limit is unbounded (up to W).
         clock: monotonic seconds, used for timestamps and the shutdown deadline.
         logger: where job failures and shutdown leftovers are logged.
         name: prefix of the worker thread names.
@@ -314,10 +318,19 @@ class SerializerQueue:
             return 0 if self._ready else None  # fast path: nothing is being held back
         for i, vmid in enumerate(self._ready):
             group = self._lanes[vmid][0].group
-            limit = self._limits.get(group) if group is not None else None
+            limit = self._limit_of(group)
             if limit is None or self._in_group.get(group or "", 0) < limit:
                 return i
         return None
+
+    def _limit_of(self, group: str | None) -> int | None:
+        """The limit of ``group``: its own, else its family's (``clone-source:*``)."""
+        if group is None:
+            return None
+        limit = self._limits.get(group)
+        if limit is None and ":" in group:
+            limit = self._limits.get(group.split(":", 1)[0] + ":*")
+        return limit
 
     def _take(self) -> _Job | None:
         """Wait for a runnable lane and claim its head job; None when the worker must exit."""
@@ -333,7 +346,7 @@ class SerializerQueue:
             job = lane.popleft()
             if not lane:
                 del self._lanes[vmid]
-            if job.group is not None and job.group in self._limits:
+            if job.group is not None and self._limit_of(job.group) is not None:
                 self._in_group[job.group] = self._in_group.get(job.group, 0) + 1
             h = job.handle
             self._running[vmid] = h

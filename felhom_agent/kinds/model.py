@@ -228,6 +228,8 @@ class Observed:
         task: the status of the op's own journalled task, for kinds whose effect only that
             task proves (a restore over an existing guest looks like the guest before it);
             ``None`` when not read or there is no UPID yet.
+        absent: for a kind that creates the guest: the vmid is free on the whole cluster
+            (``status`` is then ``None``); ``False`` when it is taken or was not asked.
     """
 
     status: GuestStatus | None
@@ -236,6 +238,7 @@ class Observed:
     backups: tuple[BackupVolume, ...] | None = None
     since: float | None = None
     task: TaskStatus | None = None
+    absent: bool = False
 
     @property
     def state(self) -> str:
@@ -317,14 +320,19 @@ class Prepared:
 
 @attrs.frozen
 class Settings:
-    """The local limits some kinds' hooks apply (from ``backup.*``; plain values).
+    """The local limits some kinds' hooks apply (from ``backup.*`` and ``provision.*``;
+    plain values).
 
     ``safety_storage``: where a safety backup goes (``None``: the archive's storage).
+    ``vmid_min``/``vmid_max``/``pool``: the provisioning range and default pool.
     """
 
     min_keep: int = 3
     space_margin_pct: int = 20
     safety_storage: str | None = None
+    vmid_min: int = 1000
+    vmid_max: int = 1999
+    pool: str | None = None
 
 
 @attrs.frozen
@@ -354,6 +362,12 @@ Preparer = Callable[[str, Mapping[str, Any], GuestFacts], Prepared]
 GateReader = Callable[["ProxmoxClient", int, Mapping[str, Any], Settings], GateInput]
 #: ``(client, job, began_at, upid) -> Observed``: a kind's own re-read.
 Observer = Callable[["ProxmoxClient", JobSpec, "float | None", "str | None"], Observed]
+#: ``(params, settings) -> params`` with the local defaults filled in (before the begin).
+Completer = Callable[[Mapping[str, Any], Settings], Mapping[str, Any]]
+#: ``(privileged, job) -> the command line run``: the kind's fenced root-CLI step.
+Fenced = Callable[["Privileged", JobSpec], str]
+#: ``job -> the queue limit group of this job`` (or ``None``).
+GroupOf = Callable[[JobSpec], "str | None"]
 
 
 @attrs.frozen
@@ -394,6 +408,15 @@ class Kind:
         limit_group: the queue's node-wide limit group (``backup``), or ``None``.
         host: the handlers of a host kind (``host.*``: no guest, no ``dispatch``); a host
             kind is convergent, so crash recovery runs a pending one again to completion.
+        group_of: the limit group of one job, when it depends on the params (the clones of
+            one container template run one at a time); overrides ``limit_group``.
+        creates_guest: the kind creates the op's vmid, which must not exist (``gate_read``
+            checks it is free for a signed op, ``observe`` reads the target across the
+            cluster); the executor decides a crash without a task by the target guest, and
+            the engine plans the new guest's config and state right after it applied.
+        complete: fills in local defaults (``provision.pool``) before the op is begun.
+        fenced: the kind's step through the fenced root CLI, run once after the begin and
+            before ``dispatch``; never for an action planned from desired state.
     """
 
     name: str
@@ -420,11 +443,19 @@ class Kind:
     task_id: TaskId | None = None
     limit_group: str | None = None
     host: HostHandlers | None = None
+    group_of: GroupOf | None = None
+    creates_guest: bool = False
+    complete: Completer | None = None
+    fenced: Fenced | None = None
 
     @property
     def is_host(self) -> bool:
         """True for a host kind (acts on no guest)."""
         return self.host is not None
+
+    def group(self, job: JobSpec) -> str | None:
+        """The queue limit group of ``job``."""
+        return self.group_of(job) if self.group_of is not None else self.limit_group
 
     def describe(self, job: JobSpec, obs: Observed) -> str:
         """A short text of what differs (for failure reasons)."""
@@ -437,6 +468,13 @@ class Kind:
         if self.reads_backups:
             return (f"no backup of vmid {job.vmid} made by op {job.op_id} on "
                     f"{job_storage(job)} ({len(obs.backups or ())} listed)")
+        if self.creates_guest:
+            if obs.absent:
+                return f"vmid {job.vmid} does not exist"
+            lock = obs.status.lock if obs.status is not None else None
+            template = obs.status is not None and obs.status.template
+            return (f"guest {job.vmid} is {obs.state}" + (", a template" if template else "")
+                    + (f", locked {lock}" if lock else ""))
         lock = obs.status.lock if obs.status is not None else None
         return f"guest is {obs.state}" + (f", locked ({lock})" if lock else "")
 

@@ -30,6 +30,7 @@ from felhom_agent.kinds import backup_handlers as bh
 from felhom_agent.kinds import guestapi_handlers as gh
 from felhom_agent.kinds import handlers as h
 from felhom_agent.kinds import host_handlers as hh
+from felhom_agent.kinds import provision_handlers as ph
 from felhom_agent.kinds import restore_handlers as rh
 from felhom_agent.kinds.model import (
     HOST_PREFIX,
@@ -52,7 +53,7 @@ _NONE, _SNAP, _INV, _SAFE, _IRREV = (
     Reversibility.SAFETY_BACKUP,
     Reversibility.IRREVERSIBLE,
 )
-_INT, _BOOL, _STR = (int,), (bool,), (str,)
+_INT, _BOOL, _STR, _OBJ, _LIST = (int,), (bool,), (str,), (dict,), (list,)
 
 
 def _types(*names: str) -> frozenset[str]:
@@ -120,6 +121,30 @@ _ENTRIES: Final = (
          params={"archive": Param(_STR, required=True), "target_vmid": Param(_INT),
                  "storage": Param(_STR), "start": Param(_BOOL), "unique": Param(_BOOL),
                  "stop_first": Param(_BOOL)}),
+    # A new guest from a template (full clone) or a golden backup (restore, new MACs), inside
+    # the local limits (provision.*). Done means found: the target exists, unlocked. A clone's
+    # task names its source, so after a crash the target guest decides, not the task list.
+    Kind("provision", "guest.provision", _B, _NONE,
+         _types("vzclone", "qmclone", "vzrestore", "qmrestore"), ph.provision, ph.target_ready,
+         plan_action=True, prepare=ph.prepare_provision, preflight=ph.provision_preflight,
+         failure_detail=ph.partial_guest, summary=ph.provision_summary,
+         group_of=ph.clone_group, creates_guest=True, gate_read=ph.provision_gate_read,
+         observe=ph.observe_target, complete=ph.complete_provision,
+         params={"from": Param(_OBJ, required=True), "name": Param(_STR, required=True),
+                 "storage": Param(_STR, required=True), "pool": Param(_STR)}),
+    # The golden image: the fenced `pct create` (keyctl=1 is root@pam's alone), then the
+    # template conversion over the API. Signed only; never planned; additive.
+    Kind("create_golden", "guest.create_golden", _B, _NONE, _types("vztemplate"),
+         ph.convert_golden, ph.golden_ready, prepare=ph.prepare_golden,
+         preflight=ph.golden_preflight, failure_detail=ph.partial_guest,
+         creates_guest=True, gate_read=ph.golden_gate_read, observe=ph.observe_target,
+         fenced=ph.create_golden_ct,
+         params={"ostemplate": Param(_STR, required=True),
+                 "hostname": Param(_STR, required=True),
+                 "storage": Param(_STR, required=True),
+                 "features": Param(_LIST, required=True),
+                 "memory": Param(_INT, required=True), "cores": Param(_INT, required=True),
+                 "net0": Param(_STR)}),
     # Judged by its task: afterwards the guest is gone and cannot be re-read.
     Kind("destroy", "guest.destroy", _D, _IRREV, _types("qmdestroy", "vzdestroy"),
          h.destroy, None, reads_config=True, prepare=h.prepare_destroy,

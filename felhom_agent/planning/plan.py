@@ -9,8 +9,11 @@ See ``docs/architecture.md`` ("Desired state and the plan").
   all differing benign keys, one ``start``/``stop``), so ``plan(x, x)`` is empty;
 * **deterministic** — actions sorted by vmid, then kind (``set_config`` < ``start`` <
   ``stop``: config lands before a start); blocked and refused sorted the same way;
-* **scoped** — only guests present in both desired and actual state (provisioning and
-  destroying are never plan actions), and only guests on ``node`` when one is given.
+* **scoped** — guests present in both desired and actual state, and only guests on ``node``
+  when one is given; destroying is never a plan action. A desired guest that does not exist
+  is created only when it carries a ``provision`` block and the local limits allow it
+  (:mod:`.provision`: a ``provision`` action or a refusal naming the rule); once it exists
+  the steps below apply to it like to any other guest.
 
 Per guest, in this order:
 
@@ -37,7 +40,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Final, cast
 
 import attrs
 
@@ -48,10 +51,12 @@ from felhom_agent.core.normalise import (
     NormValue,
     config_diff,
 )
+from felhom_agent.core.provision import ProvisionLimits
 from felhom_agent.errors import ReconcileError
 from felhom_agent.kinds.classify import BENIGN_CONFIG_KEYS, classify_action
 from felhom_agent.kinds.registry import plan_rank
 from felhom_agent.planning.backups import BackupFacts, BackupStatus, plan_guest_backup
+from felhom_agent.planning.provision import TargetInfo, plan_provisions
 
 __all__ = [
     "Action",
@@ -273,6 +278,8 @@ def plan(
     busy: Callable[[int], bool],
     node: str | None = None,
     backups: BackupFacts | None = None,
+    provision: ProvisionLimits | None = None,
+    held: Mapping[int, str] | None = None,
 ) -> Plan:
     """Diff ``desired`` against ``actual``; pure and deterministic (see the module doc).
 
@@ -285,6 +292,10 @@ def plan(
         node: when given, guests on other cluster nodes are out of scope (one agent per node).
         backups: what this pass read about storages and backups; with it, guests with a
             ``backup`` policy get ``backup``/``prune`` actions (:mod:`.backups`).
+        provision: the local limits (``provision.*``); with them, desired guests that do not
+            exist and carry a ``provision`` block get ``provision`` actions or refusals
+            (:mod:`.provision`). Without them such guests are left alone.
+        held: provision targets blocked by the engine's retry backoff, with the reason.
 
     Raises:
         PlanInputError: the same vmid appears twice in ``actual``.
@@ -318,10 +329,19 @@ def plan(
             blocked.append(Blocked(vmid, "busy"))
         else:
             actions.extend(gp.actions)
+    if provision is not None:
+        on_node = {g.vmid: TargetInfo(g.vmid, g.type, g.template) for g in by_vmid.values()
+                   if node is None or g.node == node}
+        pp = plan_provisions(desired, on_node, (v for v in by_vmid if v not in on_node),
+                             provision, busy=busy, node=node, held=held)
+        actions.extend(Action(vmid, "provision", params, guest_type=cast(GuestType, gtype))
+                       for vmid, params, gtype in pp.actions)
+        refused.extend(Refusal(vmid, "provision", reason) for vmid, reason in pp.refused)
+        blocked.extend(Blocked(vmid, reason) for vmid, reason in pp.blocked)
     return Plan(
         generation=desired.generation,
         actions=tuple(sorted(actions, key=lambda a: _rank(a.vmid, a.kind))),
-        blocked=tuple(blocked),
+        blocked=tuple(sorted(blocked, key=lambda b: b.vmid)),
         refused=tuple(sorted(refused, key=lambda r: _rank(r.vmid, r.kind))),
         backups=tuple(statuses),
     )

@@ -78,6 +78,8 @@ _FS_UUID = re.compile(
     r"UUID=(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"|[0-9A-F]{4}-[0-9A-F]{4}|[0-9A-F]{16})"
 )
+#: The keys of a net0 property string :meth:`NetSpec.parse` accepts.
+_NET_KEYS = ("name", "bridge", "ip", "gw", "ip6", "gw6", "hwaddr", "tag", "firewall")
 _MOUNT_COMPONENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 #: A mount root: absolute, 1-8 plain components, no trailing slash.
 _MOUNT_ROOT = re.compile(r"(?:/[A-Za-z0-9_][A-Za-z0-9._-]{0,63}){1,8}")
@@ -208,6 +210,38 @@ class NetSpec:
         if self.gw6 is not None and (self.ip6 is None or self.ip6 in ("auto", "dhcp", "manual")):
             raise RefusedArgument("gw6", self.gw6, "an IPv6 gateway needs a static ip6")
 
+    @classmethod
+    def parse(cls, text: str) -> NetSpec:
+        """A ``pct`` property string (``name=eth0,bridge=vmbr0,ip=dhcp``) as a NetSpec.
+
+        Only the keys :meth:`render` writes are accepted, each once; ``tag`` is a number and
+        ``firewall`` ``0``/``1``. Every value is then checked by the validators.
+
+        Raises:
+            RefusedArgument: an unknown or repeated key, or a value a validator refuses.
+        """
+        if type(text) is not str or not text or len(text) > 512:
+            raise RefusedArgument("net0", text, "must be a property string like "
+                                  "name=eth0,bridge=vmbr0,ip=dhcp")
+        fields: dict[str, Any] = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or key not in _NET_KEYS or key in fields:
+                raise RefusedArgument("net0", text, "must hold each of "
+                                      f"{', '.join(_NET_KEYS)} at most once, as key=value")
+            fields[key] = value
+        if "tag" in fields:
+            if not fields["tag"].isdigit() or len(fields["tag"]) > 4:
+                raise RefusedArgument("tag", fields["tag"], "must be a VLAN tag 1..4094")
+            fields["tag"] = int(fields["tag"])
+        if "firewall" in fields:
+            if fields["firewall"] not in ("0", "1"):
+                raise RefusedArgument("firewall", fields["firewall"], "must be 0 or 1")
+            fields["firewall"] = fields["firewall"] == "1"
+        if "bridge" not in fields:
+            raise RefusedArgument("bridge", None, "is required (bridge=vmbr0)")
+        return cls(**fields)
+
     def render(self) -> str:
         """The ``pct`` property string, keys in a fixed order."""
         parts = [f"name={self.name}", f"bridge={self.bridge}", f"ip={self.ip}"]
@@ -227,8 +261,10 @@ class NetSpec:
 
 
 def _netspec(field: str, value: object) -> None:
+    if value is None:
+        return
     if not isinstance(value, NetSpec):
-        raise RefusedArgument(field, value, "must be a NetSpec")
+        raise RefusedArgument(field, value, "must be a NetSpec or None")
     # Re-run NetSpec's own validators: an instance forged past them (object.__setattr__ on a
     # frozen class) is refused when the PctCreate is built or re-validated.
     attrs.evolve(value)
@@ -240,8 +276,9 @@ class PctCreate:
 
     The container is unprivileged unless ``unprivileged=False`` is asked for explicitly;
     ``nesting`` adds ``nesting=1`` to the features (both are what container runtimes inside
-    the guest need). The root disk is ``rootfs_gb`` GiB on ``storage``. No password or other
-    secret is ever put on a command line.
+    the guest need). The root disk is ``rootfs_gb`` GiB on ``storage``; without ``net0`` the
+    container gets no network device. No password or other secret is ever put on a command
+    line.
     """
 
     vmid: int = attrs.field(
@@ -252,7 +289,7 @@ class PctCreate:
     )
     hostname: str = attrs.field(validator=_pattern(_HOSTNAME, "a DNS host name"))
     storage: str = attrs.field(validator=_pattern(STORAGE_ID_TEXT, "a PVE storage id"))
-    net0: NetSpec = attrs.field(validator=_validator(_netspec))
+    net0: NetSpec | None = attrs.field(default=None, validator=_validator(_netspec))
     rootfs_gb: int = attrs.field(
         default=8, validator=_validator(lambda f, v: check_int(f, v, minimum=1, maximum=65536))
     )
@@ -275,7 +312,7 @@ class PctCreate:
             "--rootfs", f"{self.storage}:{self.rootfs_gb}",
             "--memory", str(self.memory_mb),
             "--cores", str(self.cores),
-            "--net0", self.net0.render(),
+            *(("--net0", self.net0.render()) if self.net0 is not None else ()),
             "--unprivileged", "1" if self.unprivileged else "0",
             "--features", features,
         ]

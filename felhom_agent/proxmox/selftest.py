@@ -17,9 +17,10 @@ rather than producing a cascade of confusing errors. The CLI formats the list (t
   storage's content listing by both: without them the listing is silently empty, which the
   agent would otherwise read as "no backups" (``docs/pve-facts.md``, "Backups").
 
-:data:`OPTIONAL_PRIVILEGES` are needed only by some operations (signed ``guest.destroy``:
-VM.Allocate; qemu ``startup`` and, depending on datacenter ``user-tag-access``, ``tags``:
-Sys.Modify on ``/``) and are reported but do not fail the check.
+:data:`OPTIONAL_PRIVILEGES` are needed only by some operations (signed ``guest.destroy`` and
+provisioning: VM.Allocate; provisioning from a template: VM.Clone; qemu ``startup`` and,
+depending on datacenter ``user-tag-access``, ``tags``: Sys.Modify on ``/``) and are reported
+but do not fail the check.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ REQUIRED_PRIVILEGES: tuple[RequiredPrivilege, ...] = (
 )
 
 OPTIONAL_PRIVILEGES: tuple[RequiredPrivilege, ...] = (
-    RequiredPrivilege("/vms", "VM.Allocate", "signed guest.destroy"),
+    RequiredPrivilege("/vms", "VM.Allocate", "signed guest.destroy; provisioning (new vmids) "
+                      "and the golden image's template conversion"),
+    RequiredPrivilege("/vms", "VM.Clone", "provisioning from a template"),
     RequiredPrivilege("/", "Sys.Modify", "qemu startup order and some tag changes"),
     RequiredPrivilege("/storage", "Datastore.Allocate", "see and prune every backup on a "
                       "storage, including those of guests the token may not back up; add and "

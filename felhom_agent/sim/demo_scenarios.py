@@ -22,6 +22,13 @@ mention, on purpose: a rollback stops a running guest, and on a guest the plan a
 the outcome would depend on which of the two ran first. ``before-upgrade`` holds an older
 config (1 core instead of 2) so the rollback is visible in the guest's config.
 
+Provisioning (``docs/architecture.md``, "Provisioning"): the node holds a container template,
+9000 ``golden`` (keyctl and nesting, as a golden image made with ``guest.create_golden`` would
+have). The desired state asks for guest 1001 ``c42-web``, which does not exist, with a
+``provision`` block cloning that template; the agent's config allows template 9000 as a
+source. The first pass plans a ``provision`` action (a full clone), and the pass that follows
+sets 1001's description and starts it -- no operator action.
+
 Task durations are short but visible (0.3 s), so the demo shows real UPIDs and waits.
 Secrets (the PVE token secret, the hub token) and the operator key are made per run by the
 caller; nothing here is a credential.
@@ -38,8 +45,11 @@ __all__ = [
     "DEMO_FULL_VMID",
     "DEMO_NODE",
     "DEMO_PRINCIPAL",
+    "DEMO_PROVISION_NAME",
+    "DEMO_PROVISION_VMID",
     "DEMO_ROLLBACK_SNAPSHOT",
     "DEMO_ROLLBACK_VMID",
+    "DEMO_TEMPLATE_VMID",
     "DEMO_TOKEN_ID",
     "DEMO_VMIDS",
     "demo_desired",
@@ -61,6 +71,10 @@ DEMO_BACKUP_STORAGE: Final = "local"
 #: The guest whose policy targets the nearly full storage, and that storage.
 DEMO_FULL_VMID: Final = 102
 DEMO_FULL_STORAGE: Final = "usb-backup"
+#: The container template on the node, and the guest the desired state provisions from it.
+DEMO_TEMPLATE_VMID: Final = 9000
+DEMO_PROVISION_VMID: Final = 1001
+DEMO_PROVISION_NAME: Final = "c42-web"
 _GIB: Final = 2**30
 _DAY: Final = 24 * 3600
 
@@ -110,9 +124,9 @@ def demo_pve_scenario(*, token_secret: str, now: float,
             "id": DEMO_TOKEN_ID, "secret": token_secret, "privsep": True,
             "user_privileges": {"/": ["Administrator"]},
             # The README's FelhomAgent role: VM.Snapshot covers the safety snapshot and the
-            # rollback.
+            # rollback; VM.Clone and VM.Allocate (FelhomAgentExtra) the provisioning.
             "token_privileges": {"/": ["PVEVMUser", "PVEAuditor", "VM.Config.Options",
-                                       "VM.Snapshot"]},
+                                       "VM.Snapshot", "VM.Clone", "VM.Allocate"]},
         }],
         "guests": [
             {"vmid": DEMO_BACKUP_VMID, "type": "lxc", "name": "web", "status": "running",
@@ -136,6 +150,13 @@ def demo_pve_scenario(*, token_secret: str, now: float,
                             # a snapshot's config is the whole config file section, the name
                             # included
                             "config": {**_APP_CONFIG, "name": "app", "cores": 1}}]},
+            {"vmid": DEMO_TEMPLATE_VMID, "type": "lxc", "name": "golden", "status": "stopped",
+             "template": True,
+             "config": {"arch": "amd64", "cores": 1, "memory": 512, "ostype": "debian",
+                        "unprivileged": 1, "features": "keyctl=1,nesting=1",
+                        "rootfs": "local-lvm:base-9000-disk-0,size=8G",
+                        "net0": "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:90:00:00,ip=dhcp,"
+                                "type=veth"}},
         ],
     }
 
@@ -143,7 +164,8 @@ def demo_pve_scenario(*, token_secret: str, now: float,
 def demo_desired() -> dict[str, Any]:
     """The hub's desired state: start 101, stop 102, new description on 100; 101's memory
     change is destructive and will be refused. 100 is backed up to ``local`` daily (keeping
-    the last 7); 102's daily backup to the nearly full ``usb-backup`` will be refused."""
+    the last 7); 102's daily backup to the nearly full ``usb-backup`` will be refused. 1001
+    does not exist: it is cloned from template 9000, then described and started."""
     return {
         "generation": 1,
         "guests": {
@@ -153,6 +175,10 @@ def demo_desired() -> dict[str, Any]:
             "101": {"type": "qemu", "state": "running", "config": {"memory": 8192}},
             "102": {"type": "lxc", "state": "stopped",
                     "backup": {"storage": DEMO_FULL_STORAGE, "every_h": 24}},
+            str(DEMO_PROVISION_VMID): {
+                "type": "lxc", "state": "running", "config": {"description": "customer 42"},
+                "provision": {"from": {"template": DEMO_TEMPLATE_VMID},
+                              "name": DEMO_PROVISION_NAME, "storage": "local-lvm"}},
         },
     }
 

@@ -27,7 +27,8 @@ def test_demo_converges_and_prints_account() -> None:
     out = io.StringIO()
     assert demo_command(out=out) == 0
     text = out.getvalue()
-    assert "plan for generation 1: 4 action(s), 0 blocked, 2 refused" in text
+    assert "plan for generation 1: 5 action(s), 0 blocked, 2 refused" in text
+    assert '1001  provision  name="c42-web", storage="local-lvm", template=9000' in text
     assert '100  backup  mode="snapshot", storage="local"' in text
     assert ":qmstart:101:" in text and ":vzstop:102:" in text
     assert "description: 'web frontend (managed by felhom)'" in text
@@ -54,6 +55,10 @@ def test_demo_converges_and_prints_account() -> None:
     assert "   102  lxc   refused   usb-backup  last usb-backup:backup/vzdump-lxc-102-" in backups
     assert "vzdump tasks started for 102: 0 (refused before any call)" in text
     assert ":vzdump:102:" not in text
+    # provisioning: the clone task names the template; the next pass describes and starts 1001
+    assert ":vzclone:9000:" in text and ":vzstart:1001:" in text
+    assert "1001  applied: lxc 1001 'c42-web' cloned from template 9000" in text
+    assert "'c42-web' running, description 'customer 42'" in text
     assert "converged in" in text and "daemon exit status 0" in text
 
 
@@ -74,11 +79,12 @@ def test_demo_json(demo_doc: dict[str, Any]) -> None:
     assert doc["converged"] is True and doc["daemon_exit"] == 0
     assert sorted((a["vmid"], a["kind"], a["outcome"]) for a in doc["actions"]) == [
         (100, "backup", "applied"), (100, "set_config", "applied"), (101, "start", "applied"),
-        (102, "stop", "applied")]
+        (102, "stop", "applied"), (1001, "provision", "applied"),
+        (1001, "set_config", "applied"), (1001, "start", "applied")]
     final = {r["vmid"]: r for r in doc["final"]}
     assert {v: r["status"] for v, r in final.items()} == {
         100: "running", 101: "running", 102: "stopped", 103: "running"}
-    assert doc["plan"]["generation"] == 1 and len(doc["plan"]["actions"]) == 4
+    assert doc["plan"]["generation"] == 1 and len(doc["plan"]["actions"]) == 5
     assert doc["plan"]["refused"][0] == REFUSAL
     assert [(r["vmid"], r["kind"], r["reason"][:len(FULL)]) for r in doc["plan"]["refused"][1:]
             ] == [(102, "backup", FULL)]
@@ -171,3 +177,19 @@ def test_demo_policy_backup_found_and_reported_and_full_storage_refused(
     assert after["usb-backup"] == before["usb-backup"]
     assert (before["local"]["backups"], after["local"]["backups"]) == (1, 2)
     assert after["local"]["avail"] == before["local"]["avail"] - new[0]["size"]
+
+
+def test_demo_provisions_one_guest_from_a_template(demo_doc: dict[str, Any]) -> None:
+    """Guest 1001 did not exist: the plan's provision action full-clones template 9000 (one
+    vzclone task, its UPID naming the template), and the following pass sets its description
+    and starts it; the template's features come with the clone."""
+    doc = demo_doc
+    assert {"vmid": 1001, "kind": "provision", "params": {
+        "name": "c42-web", "storage": "local-lvm", "template": 9000}} in doc["plan"]["actions"]
+    pr = doc["provisioned"]
+    assert (pr["outcome"], pr["reason"]) == (
+        "applied", "lxc 1001 'c42-web' cloned from template 9000")
+    assert ":vzclone:9000:" in pr["upid"] and pr["clone_tasks"] == 1
+    assert (pr["name"], pr["status"], pr["description"]) == ("c42-web", "running", "customer 42")
+    assert pr["rootfs"] == "local-lvm:vm-1001-disk-0,size=8G"
+    assert pr["features"] == "keyctl=1,nesting=1"

@@ -86,9 +86,11 @@ def test_lookup_takes_both_spellings_and_refuses_others() -> None:
     assert classify("guest.frobnicate").safety is Safety.DESTRUCTIVE
 
 
-def test_plan_actions_are_the_benign_five() -> None:
-    """The reconciler may plan start, stop, set_config, backup and prune, nothing else."""
-    assert frozenset({"start", "stop", "set_config", "backup", "prune"}) == PLAN_ACTIONS
+def test_plan_actions_are_the_benign_six() -> None:
+    """The reconciler may plan start, stop, set_config, backup, prune and provision, nothing
+    else."""
+    assert frozenset({"start", "stop", "set_config", "backup", "prune", "provision"}
+                     ) == PLAN_ACTIONS
 
 
 def test_recovery_reads_the_registrys_task_types() -> None:

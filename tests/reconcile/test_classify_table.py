@@ -42,6 +42,9 @@ EXPECTED = [
     ("guest.restore", D, Reversibility.SAFETY_BACKUP),
     ("host.mount_usb", B, NONE),
     ("host.unmount_usb", D, Reversibility.INVERTIBLE),
+    ("provision", B, NONE),
+    ("guest.provision", B, NONE),
+    ("guest.create_golden", B, NONE),
 ]
 
 
@@ -55,7 +58,7 @@ def test_kind_table(kind: str, safety: Safety, rev: Reversibility) -> None:
 
 
 def test_table_covers_exactly_the_design_kinds() -> None:
-    """The registry holds the five plan actions and the signed op kinds, nothing else."""
+    """The registry holds the six plan actions and the signed op kinds, nothing else."""
     plan = {k.name for k in REGISTRY.values() if k.plan_action}
     assert plan | SIGNED_KINDS == {k for k, _, _ in EXPECTED}
 

@@ -23,7 +23,9 @@ from typing import Any
 
 import attrs
 
+from felhom_agent.sim.pve import node_shell
 from felhom_agent.sim.pve.faults import Fault
+from felhom_agent.sim.pve.node_shell import ShellResult
 from felhom_agent.sim.pve.runtime import NodeRuntime
 from felhom_agent.sim.pve.scenario import PveScenario
 from felhom_agent.sim.pve.server import PveHttpServer
@@ -212,6 +214,17 @@ class PveSimulator:
         with state.cond:
             return state.cond.wait_for(holds, timeout=timeout)
 
+    def wait_guest(self, vmid: int, predicate: Callable[[dict[str, Any]], bool],
+                   timeout: float = 5.0) -> bool:
+        """Block until guest ``vmid`` exists and ``predicate(self.guest(vmid))`` holds."""
+        state = self._rt.state
+
+        def holds() -> bool:
+            return vmid in state.guests and predicate(self.guest(vmid))
+
+        with state.cond:
+            return state.cond.wait_for(holds, timeout=timeout)
+
     def wait_log(self, upid: str, line: str, timeout: float = 5.0) -> bool:
         """Block until task ``upid`` logged ``line`` (waiting points of a task notify)."""
         state = self._rt.state
@@ -324,6 +337,12 @@ class PveSimulator:
     def clear_faults(self) -> None:
         """Remove every fault and release requests held by latency faults."""
         self._rt.faults.clear()
+
+    def pct(self, argv: list[str]) -> ShellResult:
+        """Run ``pct create ...`` in the node's root shell (what the fenced root CLI reaches on
+        a real node; a test's fake ``pct`` program forwards here). See
+        :mod:`felhom_agent.sim.pve.node_shell`."""
+        return node_shell.pct(self._rt, argv)
 
     def set_task_duration(self, task_type: str, seconds: float) -> None:
         """Make tasks of ``task_type`` (``default`` for all others) take ``seconds``."""
