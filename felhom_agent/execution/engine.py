@@ -67,6 +67,7 @@ from felhom_agent.proxmox.taskwatch import TaskWatcher
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal, JournalEntry, OpState, ReplayReport
 from felhom_agent.state.recovery import (
+    MarkUnknown,
     Reattach,
     Recheck,
     RecoveryDecision,

@@ -16,7 +16,7 @@ from felhom_agent.core.desired import DesiredState, parse_desired
 from felhom_agent.core.provision import ProvisionLimits, SourceRule
 from felhom_agent.execution.engine import Engine
 from felhom_agent.execution.queue import SerializerQueue
-from felhom_agent.kinds.model import Settings
+from felhom_agent.kinds.model import HostTools, Settings
 from felhom_agent.planning.providers import HubProvider
 from felhom_agent.privileged.facade import Privileged
 from felhom_agent.proxmox.client import ProxmoxClient
@@ -124,7 +124,9 @@ class Rig:
         watcher, self.executor = build_executor(
             client=self.client, journal=self.journal, audit=self.audit,
             task_timeout_s=task_timeout_s, stop_event=self.stop, clock=time.time, logger=LOG,
-            lookup_grace_s=lookup_grace_s, settings=settings, root_cli=privileged)
+            lookup_grace_s=lookup_grace_s, settings=settings,
+            host=None if privileged is None else HostTools(client=self.client,
+                                                           fenced=privileged, node=sim.node))
         self.engine = Engine(client=self.client, node=sim.node, provider=self.provider,
                              queue=self.queue, journal=self.journal, audit=self.audit,
                              executor=self.executor, watcher=watcher, stop_event=self.stop,

@@ -54,7 +54,7 @@ def pct(sim: PveSimulator, tmp_path: Path) -> Iterator[FakePct]:
 
 @pytest.fixture
 def rig(sim: PveSimulator, pct: FakePct, tmp_path: Path) -> Iterator[Rig]:
-    root_cli = Privileged(LocalRunner(env=pct.env))
+    root_cli = Privileged(LocalRunner(path=pct.path))
     yield from rig_of(sim, tmp_path / "state", privileged=root_cli)
 
 
@@ -113,7 +113,7 @@ def test_pct_failing_fails_the_op_without_conversion(sim: PveSimulator,
                                           "stderr": "unable to create CT 9100 - no space\n"}
                  ) as fake:
         for rig in rig_of(sim, tmp_path / "state",
-                          privileged=Privileged(LocalRunner(env=fake.env))):
+                          privileged=Privileged(LocalRunner(path=fake.path))):
             out = rig.engine.submit_op(_golden()).result(WAIT)
             assert out.state == "failed"
             assert "pct create 9100 failed" in out.reason and "no space" in out.reason
@@ -175,10 +175,10 @@ def _references(name: str, *, calls_only: bool = False) -> list[str]:
 
 def test_pct_create_is_reachable_only_through_the_signed_golden_kind() -> None:
     """Call-graph scan: ``Privileged.create_golden_ct`` is called only by the golden kind's
-    fenced step; that step is the registry's only ``fenced`` hook, on a signed-only kind that
-    is never planned; the executor is the only caller of a ``fenced`` hook and refuses it for
-    a planned action; the one ``Privileged`` object is built by the composition root and
-    handed only to the executor."""
+    fenced step, and ``PctCreate`` built only there; that step is the registry's only
+    ``fenced`` hook, on a signed-only kind that is never planned; the executor is the only
+    caller of a ``fenced`` hook and refuses it for a planned action; the one ``Privileged``
+    object is built by the composition root, once."""
     assert _references("create_golden_ct") == [
         "kinds/provision_handlers.py:create_golden_ct",  # priv.create_golden_ct(args)
         "kinds/registry.py:<module>",                    # fenced=ph.create_golden_ct

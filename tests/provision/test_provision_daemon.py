@@ -2,14 +2,12 @@
 
 What an operator sees: the desired state the hub serves, the reports it receives, the tasks
 PVE ran, the audit log, and for the golden image the argv the fake ``pct`` was started with
-(the real program with the fake first on its fenced runner's PATH, :mod:`tests.support.
-pct_agent`).
+(the real program, the fake first on its PATH: the fenced runner finds programs there).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from tests.daemon.helpers import HUB_TOKEN, agent_config, write_agent_config
 from tests.phaseb.signing import OpSigner, make_keys, op_payload
 from tests.provision.helpers import LXC_TEMPLATE, QEMU_TEMPLATE, block, scenario
 from tests.provision.test_golden import ARGV, PARAMS
-from tests.support.daemon import DaemonChild, wait_report, wait_until
+from tests.support.daemon import REAL_CLI, DaemonChild, wait_report, wait_until
 from tests.support.fake_pct import FakePct
 
 TIMEOUT = 60.0
@@ -43,15 +41,12 @@ class Run:
     config: Path
     runs: list[DaemonChild] = attrs.Factory(list)
 
-    @property
-    def program(self) -> list[str]:
-        return [sys.executable, "-m", "tests.support.pct_agent", "--pct-dir",
-                str(self.pct.directory), "--"]
-
     def start(self) -> DaemonChild:
+        """The real program, the fake ``pct`` first on its PATH (where its fenced runner looks
+        for programs)."""
         before = len(self.hub.reports())
         child = DaemonChild(self.config, self.tmp / f"daemon{len(self.runs) + 1}.log",
-                            program=self.program)
+                            program=REAL_CLI, env={"PATH": self.pct.path})
         self.runs.append(child)
         wait_report(self.hub, lambda _b: True, TIMEOUT, after=before, child=child)
         return child

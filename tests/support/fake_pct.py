@@ -1,11 +1,11 @@
 """A fake ``pct`` program on PATH: it records its argv and runs it in the simulated node's
 root shell.
 
-The fenced root CLI starts ``pct`` by name with a fixed PATH (``/usr/sbin:/usr/bin:...``):
-:func:`root_cli_env` puts the fake's directory first. The fake is a small Python program that
-appends its argv (``argv[0]`` written as ``pct``) as one JSON line to a record file and sends
-it over a Unix socket to :class:`FakePct`, which runs it with
-:meth:`~felhom_agent.sim.pve.PveSimulator.pct` and answers the exit status, stdout and
+The fenced local runner starts ``pct`` by name on the daemon's ``PATH``: :attr:`FakePct.path`
+puts the fake's directory first (for a ``LocalRunner(path=...)`` or the daemon's environment).
+The fake is a small Python program that appends its argv (``argv[0]`` written as ``pct``) as
+one JSON line to a record file and sends it over a Unix socket to :class:`FakePct`, which
+runs it with :meth:`~felhom_agent.sim.pve.PveSimulator.pct` and answers the exit status, stdout and
 stderr -- so a ``pct create`` through the agent's real runner creates the container in the
 simulator, as on a node. Without a simulator (``sim=None``) it answers from ``script``.
 """
@@ -23,10 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from felhom_agent.privileged.runner import DEFAULT_ENV
 from felhom_agent.sim.pve import PveSimulator
 
-__all__ = ["FakePct", "root_cli_env"]
+__all__ = ["FakePct"]
 
 _PROGRAM = '''#!{python}
 import json, socket, sys
@@ -47,11 +46,6 @@ sys.stdout.write(answer["stdout"])
 sys.stderr.write(answer["stderr"])
 sys.exit(answer["returncode"])
 '''
-
-
-def root_cli_env(directory: Path) -> dict[str, str]:
-    """The fenced runner's environment with ``directory`` first on PATH."""
-    return {**DEFAULT_ENV, "PATH": f"{directory}:{DEFAULT_ENV['PATH']}"}
 
 
 class FakePct:
@@ -104,9 +98,9 @@ class FakePct:
         return [json.loads(line) for line in self.record.read_text().splitlines()]
 
     @property
-    def env(self) -> dict[str, str]:
-        """The runner environment that finds this fake first."""
-        return root_cli_env(self.directory)
+    def path(self) -> str:
+        """A ``PATH`` that finds this fake first."""
+        return f"{self.directory}:/usr/sbin:/usr/bin:/sbin:/bin"
 
     def __enter__(self) -> FakePct:
         self._thread.start()
