@@ -20,6 +20,8 @@ carry (``docs/architecture.md``, "Backup policy"; ``docs/pve-facts.md``, "Backup
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from felhom_agent.backup.notes import find_op_backup, notes_template
 from felhom_agent.backup.prune import review_prune
@@ -59,10 +61,10 @@ def _mine(job: JobSpec, obs: Observed) -> list[BackupVolume]:
     return sorted(vols, key=lambda v: v.ctime or 0, reverse=True)
 
 
-def storage_task_id(vmid: int, params: object) -> str:
+def storage_task_id(vmid: int, params: Mapping[str, Any]) -> str:
     """``<vmid>@<storage>``: the id PVE gives prune and volume-delete tasks."""
-    storage = params.get("storage") if isinstance(params, dict) else None
-    if not storage and isinstance(params, dict):
+    storage = params.get("storage")
+    if not isinstance(storage, str) or not storage:
         volid = params.get("volid")
         storage = volid.split(":", 1)[0] if isinstance(volid, str) else ""
     return f"{vmid}@{storage}"

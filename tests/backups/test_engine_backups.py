@@ -568,3 +568,15 @@ def test_one_backup_at_a_time_while_other_guests_flow(
     assert states == ["applied"] * 3
     for task in vzdumps(sim):
         assert not any("trying to get global lock" in line for line in task["log"]), task
+
+
+def test_the_prune_and_delete_task_id_is_read_from_any_mapping() -> None:
+    """Recovery hands the journal's (read-only) params: the ``<vmid>@<storage>`` id must not
+    depend on them being a plain dict."""
+    from types import MappingProxyType
+
+    from felhom_agent.kinds.registry import task_id
+
+    assert task_id("prune", 101, MappingProxyType({"storage": "local"})) == "101@local"
+    assert task_id("backup.delete", 101,
+                   MappingProxyType({"volid": "pbs1:backup/ct/101/x"})) == "101@pbs1"
