@@ -10,7 +10,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from felhom_agent.proxmox.taskwatch import TaskWatcher
 from felhom_agent.sim.pve import Fault, PveSimulator
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal
-from tests.reconcile.crash_child import mutations, open_state, scenario
+from tests.reconcile.crash_child import mutations, scenario
 from tests.support.pve import sim_client
 
 LOG = logging.getLogger("test.executor")
@@ -34,20 +33,6 @@ START_101 = "/nodes/pve1/qemu/101/status/start"
 def sim() -> Iterator[PveSimulator]:
     with PveSimulator(scenario(qemu=1, ha=(200,))) as s:
         yield s
-
-
-@pytest.fixture
-def client(sim: PveSimulator) -> Iterator[ProxmoxClient]:
-    with sim_client(sim) as c:
-        yield c
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[tuple[Journal, AuditLog]]:
-    journal, audit = open_state(tmp_path / "state", LOG)
-    yield journal, audit
-    journal.close()
-    audit.close()
 
 
 @pytest.fixture

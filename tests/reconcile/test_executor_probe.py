@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -26,8 +25,7 @@ from felhom_agent.proxmox.upid import Upid
 from felhom_agent.sim.pve import Fault, PveSimulator
 from felhom_agent.state.audit import AuditLog
 from felhom_agent.state.journal import Journal
-from tests.reconcile.crash_child import open_state, scenario
-from tests.support.pve import sim_client
+from tests.reconcile.crash_child import scenario
 
 LOG = logging.getLogger("test.executor_probe")
 
@@ -36,20 +34,6 @@ LOG = logging.getLogger("test.executor_probe")
 def sim() -> Iterator[PveSimulator]:
     with PveSimulator(scenario(qemu=2, task_s=0.2)) as s:
         yield s
-
-
-@pytest.fixture
-def client(sim: PveSimulator) -> Iterator[ProxmoxClient]:
-    with sim_client(sim) as c:
-        yield c
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[tuple[Journal, AuditLog]]:
-    journal, audit = open_state(tmp_path / "state", LOG)
-    yield journal, audit
-    journal.close()
-    audit.close()
 
 
 class StatusReads:

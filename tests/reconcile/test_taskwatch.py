@@ -15,7 +15,6 @@ from felhom_agent.proxmox.tasks import TaskOutcome, TaskResult
 from felhom_agent.proxmox.taskwatch import DurationMemory, TaskWatcher, WatchPolicy
 from felhom_agent.sim.pve import Fault, PveSimulator
 from tests.reconcile.crash_child import scenario
-from tests.support.pve import sim_client
 
 LOG = logging.getLogger("test.taskwatch")
 #: Regular ticks only every 60 s after the first: any other tick is one timed to an end.
@@ -26,12 +25,6 @@ SLOW = WatchPolicy(first_s=0.02, base_s=60.0, growth=0.0, cap_s=60.0)
 def sim() -> Iterator[PveSimulator]:
     with PveSimulator(scenario(qemu=8, task_s=0.3)) as s:
         yield s
-
-
-@pytest.fixture
-def client(sim: PveSimulator) -> Iterator[ProxmoxClient]:
-    with sim_client(sim) as c:
-        yield c
 
 
 def _starts(client: ProxmoxClient, vmids: range) -> list[str]:
